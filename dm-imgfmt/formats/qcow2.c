@@ -1,0 +1,899 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * QCOW2 (versions 2 and 3): header validation and cluster mapping.
+ *
+ * Layout facts come from QEMU's docs/interop/qcow2.txt.  Every field read
+ * from the image is treated as hostile: the header is checked completely at
+ * open, and each L1/L2 entry is checked when a lookup meets it, so that a
+ * corrupt entry fails only the reads that touch it.
+ */
+#include "../imgfmt_format.h"
+#include "../mcache.h"
+
+#define QCOW_MAGIC			0x514649fbU	/* "QFI\xfb" */
+
+#define QCOW2_V2_HEADER_LEN		72
+#define QCOW2_V3_HEADER_LEN		104
+#define QCOW2_MIN_CLUSTER_BITS		9
+#define QCOW2_MAX_CLUSTER_BITS		21
+#define QCOW2_EXTL2_MIN_CLUSTER_BITS	14
+#define QCOW2_MAX_BACKING_NAME		1023
+#define QCOW2_MAX_REFTABLE_BYTES	(8ULL << 20)
+#define QCOW2_MAX_L1_BYTES		(32ULL << 20)
+#define QCOW2_MAX_SNAPSHOTS		65536
+#define QCOW2_SNAPSHOT_HEADER_LEN	40
+#define QCOW2_MAX_VIRTUAL_SIZE		BIT_ULL(62)
+#define QCOW2_MAX_REFCOUNT_ORDER	6
+#define QCOW2_SUBCLUSTERS		32
+
+/* Incompatible feature bits. */
+#define QCOW2_INCOMPAT_DIRTY		BIT_ULL(0)
+#define QCOW2_INCOMPAT_CORRUPT		BIT_ULL(1)
+#define QCOW2_INCOMPAT_DATA_FILE	BIT_ULL(2)
+#define QCOW2_INCOMPAT_COMPRESSION	BIT_ULL(3)
+#define QCOW2_INCOMPAT_EXTL2		BIT_ULL(4)
+#define QCOW2_INCOMPAT_KNOWN		(BIT_ULL(5) - 1)
+#define QCOW2_COMPAT_LAZY_REFCOUNTS	BIT_ULL(0)
+
+#define QCOW2_CRYPT_NONE		0
+#define QCOW2_CRYPT_LUKS		2
+
+#define QCOW2_COMPRESSION_ZLIB		0
+#define QCOW2_COMPRESSION_ZSTD		1
+
+/* Header extension types. */
+#define QCOW2_EXT_END			0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT	0xe2792acaU
+#define QCOW2_EXT_FEATURE_NAMES		0x6803f857U
+#define QCOW2_EXT_DATA_FILE		0x44415441U
+#define QCOW2_FEATURE_NAME_LEN		46
+
+/* L1 and L2 entry bits. */
+#define QCOW2_OFFSET_MASK		0x00fffffffffffe00ULL	/* bits 9-55 */
+#define QCOW2_L1E_RESERVED		0x7f000000000001ffULL	/* 0-8, 56-62 */
+#define QCOW2_L2E_COPIED		BIT_ULL(63)
+#define QCOW2_L2E_COMPRESSED		BIT_ULL(62)
+#define QCOW2_L2E_ZERO			BIT_ULL(0)
+#define QCOW2_L2E_RESERVED		0x3f000000000001feULL	/* 1-8, 56-61 */
+#define QCOW2_DESCRIPTOR_MASK		(BIT_ULL(62) - 1)
+
+struct qcow2_header {
+	__be32 magic;
+	__be32 version;
+	__be64 backing_file_offset;
+	__be32 backing_file_size;
+	__be32 cluster_bits;
+	__be64 size;
+	__be32 crypt_method;
+	__be32 l1_size;
+	__be64 l1_table_offset;
+	__be64 refcount_table_offset;
+	__be32 refcount_table_clusters;
+	__be32 nb_snapshots;
+	__be64 snapshots_offset;
+	/* Version 3 only from here on. */
+	__be64 incompatible_features;
+	__be64 compatible_features;
+	__be64 autoclear_features;
+	__be32 refcount_order;
+	__be32 header_length;
+	u8 compression_type;
+	u8 padding[7];
+} __packed;
+
+struct qcow2_ext_header {
+	__be32 type;
+	__be32 length;
+} __packed;
+
+struct qcow2_feature_name {
+	u8 type;
+	u8 bit;
+	char name[QCOW2_FEATURE_NAME_LEN];
+} __packed;
+
+struct qcow2_image {
+	struct imgfmt_dev *dev;
+	struct imgfmt_mcache *mcache;
+	struct imgfmt_info info;
+	u64 size;
+	u64 *l1;		/* CPU byte order */
+	u32 l1_size;
+	u32 cluster_bits;
+	u32 cluster_size;
+	u32 l2_bits;		/* log2 of entries per L2 table */
+	u32 subcluster_bits;	/* == cluster_bits without extended L2 */
+	bool extended_l2;
+	u32 version;
+};
+
+/* One (sub)cluster or unallocated L1 span, as a lookup found it. */
+struct qcow2_unit {
+	enum imgfmt_run_kind kind;
+	u64 start;		/* virtual offsets of the unit */
+	u64 end;
+	u64 host;		/* DATA: device offset of start */
+	u64 comp_offset;	/* COMPRESSED */
+	u32 comp_length;
+	u64 cluster_start;	/* COMPRESSED: virtual start of the cluster */
+};
+
+/* L2 entries copied out of the cache, so consecutive lookups share a copy. */
+#define QCOW2_BATCH_WORDS	16
+struct qcow2_l2_batch {
+	u64 l2_offset;
+	u32 first;
+	u32 count;
+	__be64 raw[QCOW2_BATCH_WORDS];
+};
+
+static bool qcow2_probe(const void *head, size_t len)
+{
+	const struct qcow2_header *h = head;
+
+	return len >= 8 && be32_to_cpu(h->magic) == QCOW_MAGIC;
+}
+
+static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	return off <= dev->size && len <= dev->size - off;
+}
+
+/*
+ * A table of n entries of entsize bytes at off: cluster aligned and free of
+ * overflow (QEMU's own rule; it does not insist on being inside the file).
+ */
+static bool table_offset_valid(u64 off, u64 n, u32 entsize, u32 cluster_size)
+{
+	u64 bytes, end;
+
+	if (!IS_ALIGNED(off, cluster_size))
+		return false;
+	if (check_mul_overflow(n, (u64)entsize, &bytes) ||
+	    check_add_overflow(off, bytes, &end))
+		return false;
+	return true;
+}
+
+static void copy_name(char *dst, size_t dstlen, const u8 *src, size_t len)
+{
+	size_t n = min_t(size_t, len, dstlen - 1);
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static void log_unknown_features(u64 unknown, const u8 *cluster, u64 ext_off,
+				 u32 ext_len)
+{
+	const struct qcow2_feature_name *f;
+	unsigned int bit, i, n = ext_len / sizeof(*f);
+	char name[QCOW2_FEATURE_NAME_LEN + 1];
+
+	for (bit = 0; bit < 64; bit++) {
+		if (!(unknown & BIT_ULL(bit)))
+			continue;
+		copy_name(name, sizeof(name), (const u8 *)"unnamed", 7);
+		for (i = 0; i < n; i++) {
+			f = (const void *)(cluster + ext_off + i * sizeof(*f));
+			if (f->type == 0 && f->bit == bit)
+				copy_name(name, sizeof(name), (const u8 *)f->name,
+					  sizeof(f->name));
+		}
+		imgfmt_log("qcow2: unknown incompatible feature bit %u (%s)",
+			   bit, name);
+	}
+}
+
+/* Header fields in CPU order, with the version 2 defaults filled in. */
+struct qcow2_fields {
+	u32 version;
+	u32 header_length;
+	u64 backing_offset;
+	u32 backing_size;
+	u32 cluster_bits;
+	u64 size;
+	u32 crypt_method;
+	u32 l1_size;
+	u64 l1_offset;
+	u64 reftable_offset;
+	u32 reftable_clusters;
+	u32 nb_snapshots;
+	u64 snapshots_offset;
+	u64 incompatible;
+	u64 compatible;
+	u64 autoclear;
+	u32 refcount_order;
+	u8 compression_type;
+};
+
+static int qcow2_read_fields(const struct qcow2_header *h,
+			     struct qcow2_fields *f, const char **err)
+{
+	memset(f, 0, sizeof(*f));
+	f->version = be32_to_cpu(h->version);
+	if (f->version == 1) {
+		*err = "QCOW version 1 images are not supported yet";
+		return -EINVAL;
+	}
+	if (f->version != 2 && f->version != 3) {
+		*err = "unsupported QCOW2 version";
+		return -EINVAL;
+	}
+	f->header_length = QCOW2_V2_HEADER_LEN;
+	f->refcount_order = 4;
+	if (f->version == 3) {
+		f->header_length = be32_to_cpu(h->header_length);
+		f->incompatible = be64_to_cpu(h->incompatible_features);
+		f->compatible = be64_to_cpu(h->compatible_features);
+		f->autoclear = be64_to_cpu(h->autoclear_features);
+		f->refcount_order = be32_to_cpu(h->refcount_order);
+		if (f->header_length > offsetof(struct qcow2_header,
+						compression_type))
+			f->compression_type = h->compression_type;
+	}
+	f->backing_offset = be64_to_cpu(h->backing_file_offset);
+	f->backing_size = be32_to_cpu(h->backing_file_size);
+	f->cluster_bits = be32_to_cpu(h->cluster_bits);
+	f->size = be64_to_cpu(h->size);
+	f->crypt_method = be32_to_cpu(h->crypt_method);
+	f->l1_size = be32_to_cpu(h->l1_size);
+	f->l1_offset = be64_to_cpu(h->l1_table_offset);
+	f->reftable_offset = be64_to_cpu(h->refcount_table_offset);
+	f->reftable_clusters = be32_to_cpu(h->refcount_table_clusters);
+	f->nb_snapshots = be32_to_cpu(h->nb_snapshots);
+	f->snapshots_offset = be64_to_cpu(h->snapshots_offset);
+	return 0;
+}
+
+/* Checks that need only the fixed header. */
+static int qcow2_check_fields(const struct qcow2_fields *f, const char **err)
+{
+	bool has_bit, not_zlib;
+	u32 cluster_size;
+
+	if (f->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+	    f->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
+		*err = "QCOW2 cluster size out of range";
+		return -EINVAL;
+	}
+	cluster_size = 1U << f->cluster_bits;
+	if (f->version == 3 &&
+	    (f->header_length < QCOW2_V3_HEADER_LEN ||
+	     f->header_length % 8 || f->header_length > cluster_size)) {
+		*err = "QCOW2 header length invalid";
+		return -EINVAL;
+	}
+	if (f->refcount_order > QCOW2_MAX_REFCOUNT_ORDER) {
+		*err = "QCOW2 refcount order out of range";
+		return -EINVAL;
+	}
+	if (f->crypt_method > QCOW2_CRYPT_LUKS) {
+		*err = "QCOW2 unknown encryption method";
+		return -EINVAL;
+	}
+	if (f->backing_size > QCOW2_MAX_BACKING_NAME) {
+		*err = "QCOW2 backing file name too long";
+		return -EINVAL;
+	}
+	if (f->backing_offset &&
+	    (f->backing_offset > cluster_size ||
+	     f->backing_size > cluster_size - f->backing_offset)) {
+		*err = "QCOW2 backing file name offset invalid";
+		return -EINVAL;
+	}
+	if (f->compression_type > QCOW2_COMPRESSION_ZSTD) {
+		*err = "QCOW2 unknown compression type";
+		return -EINVAL;
+	}
+	has_bit = f->incompatible & QCOW2_INCOMPAT_COMPRESSION;
+	not_zlib = f->compression_type != QCOW2_COMPRESSION_ZLIB;
+	if (has_bit != not_zlib) {
+		*err = "QCOW2 compression type does not match its feature bit";
+		return -EINVAL;
+	}
+	if ((f->incompatible & QCOW2_INCOMPAT_EXTL2) &&
+	    f->cluster_bits < QCOW2_EXTL2_MIN_CLUSTER_BITS) {
+		*err = "QCOW2 extended L2 entries need clusters of 16 KiB or more";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Refcount and snapshot tables: only their shape matters to a reader. */
+static int qcow2_check_tables(const struct qcow2_fields *f, const char **err)
+{
+	u32 cluster_size = 1U << f->cluster_bits;
+
+	if ((u64)f->reftable_clusters * cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
+		*err = "QCOW2 refcount table too large";
+		return -EINVAL;
+	}
+	if (!table_offset_valid(f->reftable_offset, f->reftable_clusters,
+				cluster_size, cluster_size)) {
+		*err = "QCOW2 refcount table offset invalid";
+		return -EINVAL;
+	}
+	if (f->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
+		*err = "QCOW2 too many snapshots";
+		return -EINVAL;
+	}
+	if (f->nb_snapshots &&
+	    !table_offset_valid(f->snapshots_offset, f->nb_snapshots,
+				QCOW2_SNAPSHOT_HEADER_LEN, cluster_size)) {
+		*err = "QCOW2 snapshot table offset invalid";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static u32 qcow2_l2_bits(u32 cluster_bits, bool extended_l2)
+{
+	/* An L2 table is one cluster of 8-byte (16 with subclusters) entries. */
+	return cluster_bits - (extended_l2 ? 4 : 3);
+}
+
+static int qcow2_check_l1(const struct qcow2_fields *f,
+			  const struct imgfmt_dev *dev, const char **err)
+{
+	bool ext = f->incompatible & QCOW2_INCOMPAT_EXTL2;
+	u32 span_bits = f->cluster_bits + qcow2_l2_bits(f->cluster_bits, ext);
+	u64 needed;
+
+	if (f->size > QCOW2_MAX_VIRTUAL_SIZE) {
+		*err = "QCOW2 virtual size too large";
+		return -EINVAL;
+	}
+	needed = (f->size >> span_bits) +
+		 !!(f->size & ((1ULL << span_bits) - 1));
+	if (needed > QCOW2_MAX_L1_BYTES / 8) {
+		*err = "QCOW2 virtual size too large";
+		return -EINVAL;
+	}
+	if ((u64)f->l1_size > QCOW2_MAX_L1_BYTES / 8) {
+		*err = "QCOW2 L1 table too large";
+		return -EINVAL;
+	}
+	if (f->l1_size < needed) {
+		*err = "QCOW2 L1 table too small for the virtual size";
+		return -EINVAL;
+	}
+	if (!f->l1_size)
+		return 0;
+	if (!IS_ALIGNED(f->l1_offset, 1U << f->cluster_bits)) {
+		*err = "QCOW2 L1 table offset not aligned to a cluster";
+		return -EINVAL;
+	}
+	if (!range_in_device(dev, f->l1_offset, (u64)f->l1_size * 8)) {
+		*err = "QCOW2 L1 table offset beyond end of device";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Walk the header extensions in the first cluster.  They end at the
+ * backing file name, if any, or at the end of the cluster.
+ */
+static int qcow2_parse_extensions(struct qcow2_image *q,
+				  const struct qcow2_fields *f,
+				  const u8 *cluster, u32 cluster_len,
+				  u64 *names_off, u32 *names_len,
+				  const char **err)
+{
+	u64 pos = f->header_length;
+	u64 end = f->backing_offset ? f->backing_offset : cluster_len;
+	const struct qcow2_ext_header *eh;
+	u32 type, len;
+
+	end = min_t(u64, end, cluster_len);
+	while (pos + sizeof(*eh) <= end) {
+		eh = (const void *)(cluster + pos);
+		type = be32_to_cpu(eh->type);
+		len = be32_to_cpu(eh->length);
+		pos += sizeof(*eh);
+		if (type == QCOW2_EXT_END)
+			return 0;
+		if (len > end - pos) {
+			*err = "QCOW2 header extension invalid";
+			return -EINVAL;
+		}
+		switch (type) {
+		case QCOW2_EXT_BACKING_FORMAT:
+			copy_name(q->info.backing_format,
+				  sizeof(q->info.backing_format),
+				  cluster + pos, len);
+			break;
+		case QCOW2_EXT_DATA_FILE:
+			copy_name(q->info.data_file, sizeof(q->info.data_file),
+				  cluster + pos, len);
+			break;
+		case QCOW2_EXT_FEATURE_NAMES:
+			*names_off = pos;
+			*names_len = len;
+			break;
+		default:
+			/* Unknown extensions are skipped, as QEMU does. */
+			break;
+		}
+		pos += ALIGN((u64)len, 8);
+	}
+	return 0;
+}
+
+static void qcow2_fill_info(struct qcow2_image *q, const struct qcow2_fields *f)
+{
+	struct imgfmt_info *info = &q->info;
+
+	info->format = "qcow2";
+	info->version = f->version;
+	info->virtual_size = f->size;
+	info->cluster_size = 1U << f->cluster_bits;
+	info->refcount_bits = 1U << f->refcount_order;
+	info->incompatible_features = f->incompatible;
+	info->compatible_features = f->compatible;
+	info->autoclear_features = f->autoclear;
+	info->dirty = f->incompatible & QCOW2_INCOMPAT_DIRTY;
+	info->corrupt = f->incompatible & QCOW2_INCOMPAT_CORRUPT;
+	info->extended_l2 = f->incompatible & QCOW2_INCOMPAT_EXTL2;
+	info->lazy_refcounts = f->compatible & QCOW2_COMPAT_LAZY_REFCOUNTS;
+	info->compression = f->compression_type == QCOW2_COMPRESSION_ZSTD ?
+			    IMGFMT_COMP_ZSTD : IMGFMT_COMP_DEFLATE;
+	info->nb_snapshots = f->nb_snapshots;
+	info->l1_entries = f->l1_size;
+	info->l1_offset = f->l1_offset;
+	info->encrypted = f->crypt_method != QCOW2_CRYPT_NONE;
+}
+
+/* Features a reader cannot serve yet: refused by name. */
+static int qcow2_check_supported(const struct qcow2_image *q,
+				 const struct qcow2_fields *f, const char **err)
+{
+	if (f->crypt_method != QCOW2_CRYPT_NONE) {
+		*err = "QCOW2 encrypted images are not supported yet";
+		return -EOPNOTSUPP;
+	}
+	if (f->incompatible & QCOW2_INCOMPAT_DATA_FILE) {
+		*err = "QCOW2 external data files are not supported yet";
+		return -EOPNOTSUPP;
+	}
+	if (f->backing_offset && f->backing_size) {
+		*err = "QCOW2 backing files are not supported yet";
+		return -EOPNOTSUPP;
+	}
+	(void)q;
+	return 0;
+}
+
+static int qcow2_load_l1(struct qcow2_image *q, const struct qcow2_fields *f,
+			 const char **err)
+{
+	__be64 *raw;
+	u32 i;
+	int r;
+
+	q->l1_size = f->l1_size;
+	if (!q->l1_size)
+		return 0;
+	raw = imgfmt_alloc_large((size_t)q->l1_size * 8);
+	if (!raw) {
+		*err = "cannot allocate memory for the L1 table";
+		return -ENOMEM;
+	}
+	r = imgfmt_dev_read(q->dev, f->l1_offset, raw, (size_t)q->l1_size * 8);
+	if (r) {
+		imgfmt_free_large(raw);
+		*err = "cannot read the QCOW2 L1 table";
+		return r;
+	}
+	/* Converted in place: the table is kept in CPU order. */
+	q->l1 = (u64 *)raw;
+	for (i = 0; i < q->l1_size; i++)
+		q->l1[i] = be64_to_cpu(raw[i]);
+	return 0;
+}
+
+static void qcow2_close(struct imgfmt_image *img)
+{
+	struct qcow2_image *q = (struct qcow2_image *)img;
+
+	if (!q)
+		return;
+	imgfmt_mcache_destroy(q->mcache);
+	imgfmt_free_large(q->l1);
+	kfree(q);
+}
+
+static int qcow2_read_header_cluster(struct imgfmt_dev *dev, u32 cluster_size,
+				     u8 **clusterp, u32 *lenp,
+				     const char **err)
+{
+	u32 len = min_t(u64, cluster_size, dev->size);
+	u8 *buf = imgfmt_alloc_large(len);
+	int r;
+
+	if (!buf) {
+		*err = "cannot allocate memory for the QCOW2 header";
+		return -ENOMEM;
+	}
+	r = imgfmt_dev_read(dev, 0, buf, len);
+	if (r) {
+		imgfmt_free_large(buf);
+		*err = "cannot read the QCOW2 header";
+		return r;
+	}
+	*clusterp = buf;
+	*lenp = len;
+	return 0;
+}
+
+static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
+		      struct imgfmt_image **imgp, const char **err)
+{
+	struct qcow2_header h;
+	struct qcow2_fields f;
+	struct qcow2_image *q;
+	u8 *cluster = NULL;
+	u32 cluster_len = 0, names_len = 0;
+	u64 names_off = 0;
+	int r;
+
+	memset(&h, 0, sizeof(h));
+	if (dev->size < QCOW2_V2_HEADER_LEN) {
+		*err = "image is smaller than a QCOW2 header";
+		return -EINVAL;
+	}
+	r = imgfmt_dev_read(dev, 0, &h, min_t(u64, sizeof(h), dev->size));
+	if (r) {
+		*err = "cannot read the QCOW2 header";
+		return r;
+	}
+	if (be32_to_cpu(h.magic) != QCOW_MAGIC) {
+		*err = "unknown image format";
+		return -EINVAL;
+	}
+	r = qcow2_read_fields(&h, &f, err);
+	if (!r)
+		r = qcow2_check_fields(&f, err);
+	if (r)
+		return r;
+	if (f.version == 3 && dev->size < f.header_length) {
+		*err = "image is smaller than a QCOW2 header";
+		return -EINVAL;
+	}
+
+	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	if (!q) {
+		*err = "cannot allocate memory for the image";
+		return -ENOMEM;
+	}
+	q->dev = dev;
+	r = qcow2_read_header_cluster(dev, 1U << f.cluster_bits, &cluster,
+				      &cluster_len, err);
+	if (r)
+		goto fail;
+	r = qcow2_parse_extensions(q, &f, cluster, cluster_len, &names_off,
+				   &names_len, err);
+	if (!r && (f.incompatible & ~QCOW2_INCOMPAT_KNOWN)) {
+		log_unknown_features(f.incompatible & ~QCOW2_INCOMPAT_KNOWN,
+				     cluster, names_off, names_len);
+		*err = "QCOW2 unknown incompatible feature";
+		r = -EINVAL;
+	}
+	if (!r)
+		r = qcow2_check_tables(&f, err);
+	if (!r)
+		r = qcow2_check_l1(&f, dev, err);
+	if (r)
+		goto fail;
+	if (f.backing_offset && f.backing_size) {
+		if (f.backing_offset + f.backing_size > cluster_len) {
+			*err = "QCOW2 backing file name offset invalid";
+			r = -EINVAL;
+			goto fail;
+		}
+		copy_name(q->info.backing_file, sizeof(q->info.backing_file),
+			  cluster + f.backing_offset, f.backing_size);
+	}
+	qcow2_fill_info(q, &f);
+	r = qcow2_check_supported(q, &f, err);
+	if (r)
+		goto fail;
+
+	q->version = f.version;
+	q->size = f.size;
+	q->cluster_bits = f.cluster_bits;
+	q->cluster_size = 1U << f.cluster_bits;
+	q->extended_l2 = f.incompatible & QCOW2_INCOMPAT_EXTL2;
+	q->l2_bits = qcow2_l2_bits(f.cluster_bits, q->extended_l2);
+	q->subcluster_bits = q->cluster_bits - (q->extended_l2 ? 5 : 0);
+	r = qcow2_load_l1(q, &f, err);
+	if (r)
+		goto fail;
+	q->mcache = imgfmt_mcache_create(dev, q->cluster_size, cache_bytes);
+	if (!q->mcache) {
+		*err = "cannot allocate the metadata cache";
+		r = -ENOMEM;
+		goto fail;
+	}
+	imgfmt_free_large(cluster);
+	*imgp = (struct imgfmt_image *)q;
+	return 0;
+fail:
+	imgfmt_free_large(cluster);
+	qcow2_close((struct imgfmt_image *)q);
+	return r;
+}
+
+static void qcow2_get_info(struct imgfmt_image *img, struct imgfmt_info *info)
+{
+	*info = ((struct qcow2_image *)img)->info;
+}
+
+static struct imgfmt_mcache *qcow2_mcache(struct imgfmt_image *img)
+{
+	return ((struct qcow2_image *)img)->mcache;
+}
+
+static int qcow2_corrupt(const char *what, u64 where, const char **err)
+{
+	imgfmt_report_corruption("qcow2", what, where);
+	*err = what;
+	return -EIO;
+}
+
+/* Copy the L2 entry for cluster index idx of the table at l2_offset. */
+static int qcow2_get_l2_entry(struct qcow2_image *q, u64 l2_offset, u32 idx,
+			      u32 wanted, struct qcow2_l2_batch *b,
+			      unsigned int flags, u64 *entry, u64 *bitmap)
+{
+	u32 words = q->extended_l2 ? 2 : 1;
+	u32 per_table = 1U << q->l2_bits;
+	u32 n;
+	int r;
+
+	if (b->count == 0 || b->l2_offset != l2_offset || idx < b->first ||
+	    idx >= b->first + b->count) {
+		n = min3(QCOW2_BATCH_WORDS / words, per_table - idx,
+			 max_t(u32, wanted, 1));
+		r = imgfmt_mcache_read(q->mcache, l2_offset, idx * words * 8,
+				       b->raw, n * words * 8,
+				       flags & IMGFMT_MAP_NOWAIT);
+		if (r)
+			return r;
+		b->l2_offset = l2_offset;
+		b->first = idx;
+		b->count = n;
+	}
+	n = (idx - b->first) * words;
+	*entry = be64_to_cpu(b->raw[n]);
+	*bitmap = q->extended_l2 ? be64_to_cpu(b->raw[n + 1]) : 0;
+	return 0;
+}
+
+/* A compressed cluster: where its stream lies, bounded by the device. */
+static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
+				     u64 bitmap, u64 pos,
+				     struct qcow2_unit *u, const char **err)
+{
+	u32 offset_bits = 62 - (q->cluster_bits - 8);
+	u64 desc = entry & QCOW2_DESCRIPTOR_MASK;
+	u64 off = desc & ((1ULL << offset_bits) - 1);
+	u64 sectors = (desc >> offset_bits) + 1;
+	u64 len = sectors * 512 - (off & 511);
+
+	if (bitmap)
+		return qcow2_corrupt("compressed cluster with a subcluster bitmap",
+				     pos, err);
+	if (off >= q->dev->size)
+		return qcow2_corrupt("compressed cluster beyond end of device",
+				     pos, err);
+	u->kind = IMGFMT_RUN_COMPRESSED;
+	u->start = pos & ~((u64)q->cluster_size - 1);
+	u->end = u->start + q->cluster_size;
+	u->cluster_start = u->start;
+	u->comp_offset = off;
+	u->comp_length = min_t(u64, len, q->dev->size - off);
+	return 0;
+}
+
+/*
+ * Allocated data: the unit is the (sub)cluster holding pos, or its part
+ * that the device holds; a cluster cut short by the end of the device reads
+ * as zeroes past it, as QEMU reads past the end of a file.
+ */
+static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
+			       u32 unit_size, u64 pos, struct qcow2_unit *u,
+			       const char **err)
+{
+	u64 avail;
+
+	if (!IS_ALIGNED(host, q->cluster_size))
+		return qcow2_corrupt("data cluster offset not aligned to a cluster",
+				     pos, err);
+	if (host >= q->dev->size)
+		return qcow2_corrupt("data cluster beyond end of device", pos,
+				     err);
+	u->kind = IMGFMT_RUN_DATA;
+	u->start = unit_start;
+	u->end = unit_start + unit_size;
+	u->host = host;
+	avail = (q->dev->size - host) & ~511ULL;
+	if (avail < unit_size) {
+		if (pos - unit_start >= avail) {
+			u->kind = IMGFMT_RUN_ZERO;
+			u->start = unit_start + avail;
+		} else {
+			u->end = unit_start + avail;
+		}
+	}
+	return 0;
+}
+
+static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
+			  u64 pos, struct qcow2_unit *u, const char **err)
+{
+	u64 desc = entry & ~QCOW2_L2E_COPIED;
+	u64 host = desc & QCOW2_OFFSET_MASK;
+	u32 unit_size = 1U << q->subcluster_bits;
+	u64 unit_start = pos & ~((u64)unit_size - 1);
+	u32 sc;
+
+	if (desc & QCOW2_L2E_COMPRESSED)
+		return qcow2_classify_compressed(q, entry, bitmap, pos, u, err);
+	if (desc & QCOW2_L2E_RESERVED)
+		return qcow2_corrupt("L2 entry has reserved bits set", pos, err);
+	u->start = unit_start;
+	u->end = unit_start + unit_size;
+	if (!q->extended_l2) {
+		if (desc & QCOW2_L2E_ZERO) {
+			if (q->version < 3)
+				return qcow2_corrupt("zero cluster in a version 2 image",
+						     pos, err);
+			u->kind = IMGFMT_RUN_ZERO;
+			return 0;
+		}
+		if (!host) {
+			u->kind = IMGFMT_RUN_UNALLOCATED;
+			return 0;
+		}
+		return qcow2_classify_data(q, host, unit_start, unit_size, pos,
+					   u, err);
+	}
+	if (desc & QCOW2_L2E_ZERO)
+		return qcow2_corrupt("L2 entry has reserved bits set", pos, err);
+	sc = (pos >> q->subcluster_bits) & (QCOW2_SUBCLUSTERS - 1);
+	if (!host && (bitmap & 0xffffffffULL))
+		return qcow2_corrupt("unallocated cluster with allocated subclusters",
+				     pos, err);
+	if ((bitmap & BIT_ULL(sc)) && (bitmap & BIT_ULL(32 + sc)))
+		return qcow2_corrupt("subcluster both allocated and zero", pos,
+				     err);
+	if (bitmap & BIT_ULL(sc))
+		return qcow2_classify_data(q, host + ((u64)sc << q->subcluster_bits),
+					   unit_start, unit_size, pos, u, err);
+	u->kind = (bitmap & BIT_ULL(32 + sc)) ? IMGFMT_RUN_ZERO :
+						 IMGFMT_RUN_UNALLOCATED;
+	return 0;
+}
+
+/* What lives at virtual offset pos; end bounds how far the caller looks. */
+static int qcow2_lookup(struct qcow2_image *q, u64 pos, u64 end,
+			struct qcow2_l2_batch *b, unsigned int flags,
+			struct qcow2_unit *u, const char **err)
+{
+	u32 span_bits = q->cluster_bits + q->l2_bits;
+	u64 l1_index = pos >> span_bits;
+	u64 l1e, l2_offset, entry, bitmap;
+	u32 idx, wanted;
+	int r;
+
+	if (l1_index >= q->l1_size)
+		return qcow2_corrupt("offset beyond the L1 table", pos, err);
+	l1e = q->l1[l1_index];
+	if (l1e & QCOW2_L1E_RESERVED)
+		return qcow2_corrupt("L1 entry has reserved bits set", pos, err);
+	l2_offset = l1e & QCOW2_OFFSET_MASK;
+	if (!l2_offset) {
+		u->kind = IMGFMT_RUN_UNALLOCATED;
+		u->start = l1_index << span_bits;
+		u->end = (l1_index + 1) << span_bits;
+		return 0;
+	}
+	if (!IS_ALIGNED(l2_offset, q->cluster_size))
+		return qcow2_corrupt("L2 table offset not aligned to a cluster",
+				     pos, err);
+	if (!range_in_device(q->dev, l2_offset, q->cluster_size))
+		return qcow2_corrupt("L2 table beyond end of device", pos, err);
+	idx = (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
+	wanted = min_t(u64, (end - pos + q->cluster_size - 1) >> q->cluster_bits,
+		       QCOW2_BATCH_WORDS);
+	r = qcow2_get_l2_entry(q, l2_offset, idx, wanted, b, flags, &entry,
+			       &bitmap);
+	if (r == -EIO)
+		return qcow2_corrupt("cannot read L2 table", pos, err);
+	if (r)
+		return r;
+	return qcow2_classify(q, entry, bitmap, pos, u, err);
+}
+
+static bool qcow2_run_continues(const struct imgfmt_run *run,
+				const struct qcow2_unit *u, u64 pos)
+{
+	if (u->kind != run->kind || u->kind == IMGFMT_RUN_COMPRESSED)
+		return false;
+	if (u->kind != IMGFMT_RUN_DATA)
+		return true;
+	return u->host + (pos - u->start) == run->dev_offset + run->length;
+}
+
+static void qcow2_start_run(struct imgfmt_run *run, const struct qcow2_unit *u,
+			    u64 pos)
+{
+	memset(run, 0, sizeof(*run));
+	run->kind = u->kind;
+	if (u->kind == IMGFMT_RUN_DATA)
+		run->dev_offset = u->host + (pos - u->start);
+	if (u->kind == IMGFMT_RUN_COMPRESSED) {
+		run->comp_offset = u->comp_offset;
+		run->comp_length = u->comp_length;
+		run->comp_skip = pos - u->cluster_start;
+	}
+}
+
+static int qcow2_map(struct imgfmt_image *img, u64 offset, u64 length,
+		     unsigned int flags, struct imgfmt_run *run,
+		     const char **err)
+{
+	struct qcow2_image *q = (struct qcow2_image *)img;
+	struct qcow2_l2_batch batch;
+	struct qcow2_unit u;
+	u64 pos = offset, end, stop;
+	int r;
+
+	if (!length || offset % 512 || length % 512 ||
+	    check_add_overflow(offset, length, &end) ||
+	    end > ALIGN(q->size, 512)) {
+		*err = "request outside the virtual disk";
+		return -EINVAL;
+	}
+	memset(run, 0, sizeof(*run));
+	if (offset >= q->size) {
+		run->kind = IMGFMT_RUN_ZERO;
+		run->length = length;
+		return 0;
+	}
+	batch.count = 0;
+	while (pos < end && pos < q->size) {
+		r = qcow2_lookup(q, pos, end, &batch, flags, &u, err);
+		if (r) {
+			if (run->length)
+				break;
+			return r;
+		}
+		if (!run->length)
+			qcow2_start_run(run, &u, pos);
+		else if (!qcow2_run_continues(run, &u, pos))
+			break;
+		stop = min(u.end, end);
+		run->length += stop - pos;
+		pos = stop;
+		if (u.kind == IMGFMT_RUN_COMPRESSED)
+			break;
+	}
+	/* A zero or unallocated run reaching the virtual size covers the tail. */
+	if (pos >= q->size && pos < end && run->kind != IMGFMT_RUN_DATA &&
+	    run->kind != IMGFMT_RUN_COMPRESSED)
+		run->length = end - offset;
+	return 0;
+}
+
+const struct imgfmt_format_ops imgfmt_qcow2_ops = {
+	.name = "qcow2",
+	.probe = qcow2_probe,
+	.open = qcow2_open,
+	.close = qcow2_close,
+	.get_info = qcow2_get_info,
+	.map = qcow2_map,
+	.mcache = qcow2_mcache,
+};

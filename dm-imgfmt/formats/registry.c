@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The formats this build knows, and detection by header magic.
+ */
+#include "../imgfmt_format.h"
+
+const struct imgfmt_format_ops *const imgfmt_formats[] = {
+	&imgfmt_qcow2_ops,
+	NULL,
+};
+
+/* Enough of the image's start for every format's probe. */
+#define IMGFMT_PROBE_BYTES	512
+
+const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
+					      const char *pin,
+					      const char **err)
+{
+	u8 head[IMGFMT_PROBE_BYTES];
+	size_t len = min_t(u64, sizeof(head), dev->size);
+	unsigned int i;
+
+	if (pin) {
+		for (i = 0; imgfmt_formats[i]; i++)
+			if (!strcmp(imgfmt_formats[i]->name, pin))
+				break;
+		if (!imgfmt_formats[i]) {
+			*err = "unknown format name";
+			return NULL;
+		}
+	}
+	memset(head, 0, sizeof(head));
+	if (len && imgfmt_dev_read(dev, 0, head, len)) {
+		*err = "cannot read the image header";
+		return NULL;
+	}
+	for (i = 0; imgfmt_formats[i]; i++) {
+		if (pin && strcmp(imgfmt_formats[i]->name, pin))
+			continue;
+		if (imgfmt_formats[i]->probe(head, len))
+			return imgfmt_formats[i];
+		if (pin) {
+			*err = "image does not match the format given by format=";
+			return NULL;
+		}
+	}
+	*err = "unknown image format";
+	return NULL;
+}

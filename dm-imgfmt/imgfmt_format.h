@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * One interface for every image format.
+ *
+ * A format parses and validates its header when an image is opened, and
+ * afterwards answers one question: where does the virtual range starting at
+ * a given offset live?  The answer is a run: a prefix of the range that is
+ * all of one kind (on the device and physically contiguous, zeroes,
+ * unallocated, compressed).  The caller (the dm target or the userspace
+ * helper) moves the bytes.
+ */
+#ifndef IMGFMT_FORMAT_H
+#define IMGFMT_FORMAT_H
+
+#include "imgfmt_port.h"
+
+struct imgfmt_mcache;
+
+enum imgfmt_run_kind {
+	/* Stored on the image device at dev_offset, contiguous for length. */
+	IMGFMT_RUN_DATA,
+	/* Reads as zeroes: a zero cluster, or past the virtual size. */
+	IMGFMT_RUN_ZERO,
+	/* Not allocated in this image: zeroes, or the backing image's data. */
+	IMGFMT_RUN_UNALLOCATED,
+	/* Inside a compressed cluster (see the comp_* fields). */
+	IMGFMT_RUN_COMPRESSED,
+};
+
+enum imgfmt_compression {
+	IMGFMT_COMP_NONE,
+	IMGFMT_COMP_DEFLATE,	/* raw deflate (QCOW, QCOW2 zlib) */
+	IMGFMT_COMP_ZLIB,	/* zlib-wrapped deflate (VMDK grains) */
+	IMGFMT_COMP_ZSTD,
+};
+
+struct imgfmt_run {
+	enum imgfmt_run_kind kind;
+	/* Bytes of virtual space covered, from the queried offset; > 0. */
+	u64 length;
+	/* DATA: device byte offset holding the queried virtual offset. */
+	u64 dev_offset;
+	/* COMPRESSED: where the stream starts and its maximal length. */
+	u64 comp_offset;
+	u32 comp_length;
+	/* COMPRESSED: offset of the queried byte inside the cluster. */
+	u32 comp_skip;
+	enum imgfmt_compression comp_type;
+};
+
+/* map() flags */
+#define IMGFMT_MAP_NOWAIT	0x1	/* fail with -EWOULDBLOCK, never read */
+
+/* What `imgfmt info` and the status line show. */
+struct imgfmt_info {
+	const char *format;	/* "qcow2" */
+	u32 version;
+	u64 virtual_size;	/* bytes */
+	u32 cluster_size;	/* bytes */
+	u32 refcount_bits;
+	u64 incompatible_features;
+	u64 compatible_features;
+	u64 autoclear_features;
+	bool dirty;
+	bool corrupt;
+	bool extended_l2;
+	bool lazy_refcounts;
+	enum imgfmt_compression compression;
+	u32 nb_snapshots;
+	u32 l1_entries;
+	u64 l1_offset;
+	/* The features this build does not handle yet; NUL-terminated. */
+	char backing_file[1024];
+	char backing_format[64];
+	char data_file[1024];
+	bool encrypted;
+};
+
+struct imgfmt_image;
+
+struct imgfmt_format_ops {
+	const char *name;
+	/* Does this header (at least 512 bytes) belong to this format? */
+	bool (*probe)(const void *head, size_t len);
+	/*
+	 * Parse and validate the image.  On failure returns -errno and sets
+	 * *err to a static message that names the problem; the same words
+	 * appear in the kernel's table-load error and in `imgfmt info`.
+	 * cache_bytes bounds the metadata cache.
+	 */
+	int (*open)(struct imgfmt_dev *dev, u64 cache_bytes,
+		    struct imgfmt_image **imgp, const char **err);
+	void (*close)(struct imgfmt_image *img);
+	void (*get_info)(struct imgfmt_image *img, struct imgfmt_info *info);
+	/*
+	 * Describe where [offset, offset + length) starts to live.  offset
+	 * and length are multiples of 512; offset + length may not exceed the
+	 * virtual size rounded up to 512.  Returns 0 and fills *run (with
+	 * 0 < run->length <= length), -EWOULDBLOCK when IMGFMT_MAP_NOWAIT is
+	 * set and metadata must be read first, or -EIO on corruption (*err
+	 * then names it).
+	 */
+	int (*map)(struct imgfmt_image *img, u64 offset, u64 length,
+		   unsigned int flags, struct imgfmt_run *run,
+		   const char **err);
+	/* The metadata cache, for statistics. */
+	struct imgfmt_mcache *(*mcache)(struct imgfmt_image *img);
+};
+
+/* The formats, each in formats/<name>.c. */
+extern const struct imgfmt_format_ops imgfmt_qcow2_ops;
+
+/* Every format this build knows, NULL-terminated. */
+extern const struct imgfmt_format_ops *const imgfmt_formats[];
+
+/*
+ * Find the format of the image on dev: by name when pin is non-NULL, else by
+ * magic.  NULL with *err set when none matches.
+ */
+const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
+					      const char *pin,
+					      const char **err);
+
+/* Default metadata cache bound when the table does not give one. */
+#define IMGFMT_DEFAULT_CACHE_BYTES	(16ULL << 20)
+#define IMGFMT_MIN_CACHE_BYTES		(64ULL << 10)
+
+#endif /* IMGFMT_FORMAT_H */

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The thin interface between the shared format code and its host.
+ *
+ * Everything under dm-imgfmt/formats/ and dm-imgfmt/mcache.c builds both in
+ * the kernel module and in userspace (the imgfmt helper, unit tests and
+ * fuzzers), so that the code tested in userspace is the code the kernel runs.
+ * That code may only use what this header provides: fixed-width and endian
+ * types, errno values, the small list/hash helpers, a lock, memory for tables
+ * and synchronous reads from the image device.
+ */
+#ifndef IMGFMT_PORT_H
+#define IMGFMT_PORT_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/errno.h>
+#include <linux/kernel.h>
+#include <linux/list.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/slab.h>
+#include <linux/math64.h>
+#include <asm/byteorder.h>
+#else
+#include "uport.h"
+#endif
+
+/*
+ * The device holding the image, as the format code sees it: a size and a
+ * way to read bytes from it.  The host fills in the callbacks.
+ */
+struct imgfmt_dev {
+	u64 size;		/* bytes */
+	/* Blocking read of len bytes at byte offset off; 0 or -errno. */
+	int (*read)(struct imgfmt_dev *dev, u64 off, void *buf, size_t len);
+	void *priv;
+};
+
+static inline int imgfmt_dev_read(struct imgfmt_dev *dev, u64 off, void *buf,
+				  size_t len)
+{
+	if (off > dev->size || len > dev->size - off)
+		return -EIO;
+	return dev->read(dev, off, buf, len);
+}
+
+/*
+ * Memory for metadata tables and other large buffers.  In the kernel these
+ * may come from vmalloc and must only be called where sleeping is allowed
+ * (constructor or worker); the worker runs them in a NOIO scope.
+ */
+void *imgfmt_alloc_large(size_t len);
+void *imgfmt_zalloc_large(size_t len);
+void imgfmt_free_large(void *p);
+
+/* A note for the log (kernel) or stderr (userspace). */
+__printf(1, 2) void imgfmt_log(const char *fmt, ...);
+
+/* Rate-limited report of corruption found while mapping. */
+void imgfmt_report_corruption(const char *fmt_name, const char *what,
+			      u64 where);
+
+#endif /* IMGFMT_PORT_H */

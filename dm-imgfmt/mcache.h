@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * A bounded LRU cache of metadata tables (QCOW2 L2 tables, VMDK grain
+ * tables), keyed by the table's byte offset on the image device.
+ *
+ * All tables of one cache have the same size.  Lookups copy the wanted bytes
+ * out under a spinlock, so a caller never holds a reference to a table and
+ * map() can use the cache without sleeping.  Misses are filled by a blocking
+ * read from the worker (or from userspace).
+ */
+#ifndef IMGFMT_MCACHE_H
+#define IMGFMT_MCACHE_H
+
+#include "imgfmt_port.h"
+
+struct imgfmt_mcache_stats {
+	u64 hits;
+	u64 misses;
+	u64 bytes;		/* held now */
+	u64 peak_bytes;
+	u64 limit_bytes;
+	u32 table_size;
+};
+
+struct imgfmt_mcache;
+
+/*
+ * limit_bytes is raised to hold at least two tables.  Returns NULL when
+ * memory is short or the arguments make no sense.
+ */
+struct imgfmt_mcache *imgfmt_mcache_create(struct imgfmt_dev *dev,
+					   u32 table_size, u64 limit_bytes);
+void imgfmt_mcache_destroy(struct imgfmt_mcache *mc);
+
+/*
+ * Copy len bytes at byte pos of the table stored at device offset table_off
+ * into out.  With nowait, a table not in the cache gives -EWOULDBLOCK;
+ * otherwise it is read (blocking).  -EIO when the table lies outside the
+ * device or the read fails, -ENOMEM when no memory can be had.
+ */
+int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
+		       void *out, u32 len, bool nowait);
+
+void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
+			     struct imgfmt_mcache_stats *st);
+
+#endif /* IMGFMT_MCACHE_H */
