@@ -698,7 +698,8 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
 }
 
 /*
- * Allocated data: the unit is the (sub)cluster holding pos, or its part
+ * Allocated data at host (the caller checked the cluster's alignment): the
+ * unit is the (sub)cluster holding pos, or its part
  * that the device holds; a cluster cut short by the end of the device reads
  * as zeroes past it, as QEMU reads past the end of a file.
  */
@@ -708,9 +709,6 @@ static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
 {
 	u64 avail;
 
-	if (!IS_ALIGNED(host, q->cluster_size))
-		return qcow2_corrupt("data cluster offset not aligned to a cluster",
-				     pos, err);
 	if (host >= q->dev->size)
 		return qcow2_corrupt("data cluster beyond end of device", pos,
 				     err);
@@ -743,6 +741,9 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 		return qcow2_classify_compressed(q, entry, bitmap, pos, u, err);
 	if (desc & QCOW2_L2E_RESERVED)
 		return qcow2_corrupt("L2 entry has reserved bits set", pos, err);
+	if (host && !IS_ALIGNED(host, q->cluster_size))
+		return qcow2_corrupt("data cluster offset not aligned to a cluster",
+				     pos, err);
 	u->start = unit_start;
 	u->end = unit_start + unit_size;
 	if (!q->extended_l2) {
