@@ -124,5 +124,6 @@ const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
 /* Default metadata cache bound when the table does not give one. */
 #define IMGFMT_DEFAULT_CACHE_BYTES	(16ULL << 20)
 #define IMGFMT_MIN_CACHE_BYTES		(64ULL << 10)
+#define IMGFMT_MAX_CACHE_BYTES		BIT_ULL(40)
 
 #endif /* IMGFMT_FORMAT_H */

@@ -22,7 +22,6 @@
 
 #define DM_MSG_PREFIX "imgfmt"
 
-#define IMGFMT_MAX_CACHE_BYTES	BIT_ULL(40)
 #define IMGFMT_FORMAT_NAME_MAX	16
 
 static unsigned long long default_cache_size = IMGFMT_DEFAULT_CACHE_BYTES;
