@@ -10,6 +10,7 @@
 #   make demo         boots the VM and shows a qcow2 file system attached
 #   make lint         W=1, sparse (endian) and checkpatch --strict
 #   make fuzz         the libFuzzer targets for longer (FUZZ_SECONDS)
+#   make bench        fio in the VM: dm-imgfmt against dm-linear and qemu-nbd
 
 KVER ?= $(shell uname -r)
 KDIR ?= $(firstword $(wildcard /lib/modules/$(KVER)/build) \
@@ -17,7 +18,7 @@ KDIR ?= $(firstword $(wildcard /lib/modules/$(KVER)/build) \
 PREFIX ?= /usr/local
 FUZZ_SECONDS ?= 300
 
-.PHONY: all module helper install clean check demo lint fuzz probe
+.PHONY: all module helper install clean check demo lint fuzz probe bench
 
 all: module helper
 
@@ -44,6 +45,9 @@ demo:
 
 lint:
 	selftests/lint.sh
+
+bench:
+	selftests/bench/run.sh
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) selftests/fuzz/run.sh

@@ -27,13 +27,6 @@ enum imgfmt_run_kind {
 	IMGFMT_RUN_COMPRESSED,
 };
 
-enum imgfmt_compression {
-	IMGFMT_COMP_NONE,
-	IMGFMT_COMP_DEFLATE,	/* raw deflate (QCOW, QCOW2 zlib) */
-	IMGFMT_COMP_ZLIB,	/* zlib-wrapped deflate (VMDK grains) */
-	IMGFMT_COMP_ZSTD,
-};
-
 struct imgfmt_run {
 	enum imgfmt_run_kind kind;
 	/* Bytes of virtual space covered, from the queried offset; > 0. */
@@ -45,6 +38,8 @@ struct imgfmt_run {
 	u32 comp_length;
 	/* COMPRESSED: offset of the queried byte inside the cluster. */
 	u32 comp_skip;
+	/* COMPRESSED: bytes the stream must decompress to (the cluster). */
+	u32 comp_cluster_size;
 	enum imgfmt_compression comp_type;
 };
 

@@ -8,11 +8,19 @@
 #include <linux/mm.h>
 #include <linux/vmalloc.h>
 #include <linux/device-mapper.h>
+#include <linux/zlib.h>
+#include <linux/zstd.h>
 
 #include "imgfmt_port.h"
 #include "kport.h"
 
 #define DM_MSG_PREFIX "imgfmt"
+
+/*
+ * Largest zstd window accepted: QEMU compresses each cluster (at most
+ * 2 MiB) as its own frame, so its window never needs to be larger.
+ */
+#define IMGFMT_ZSTD_MAX_WINDOW	(2U << 20)
 
 void *imgfmt_alloc_large(size_t len)
 {
@@ -134,4 +142,105 @@ void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
 	kdev->dev.size = bdev_nr_bytes(bdev);
 	kdev->dev.read = kport_dev_read;
 	kdev->dev.priv = kdev;
+}
+
+struct imgfmt_decomp {
+	struct z_stream_s zlib;
+	/* The zstd workspace is made on first use: most images never need it. */
+	void *zstd_workspace;
+	size_t zstd_workspace_size;
+	zstd_dstream *zstd;
+};
+
+struct imgfmt_decomp *imgfmt_decomp_create(void)
+{
+	struct imgfmt_decomp *d = kzalloc(sizeof(*d), GFP_KERNEL);
+
+	if (!d)
+		return NULL;
+	d->zlib.workspace = kvmalloc(zlib_inflate_workspacesize(), GFP_KERNEL);
+	if (!d->zlib.workspace) {
+		kfree(d);
+		return NULL;
+	}
+	return d;
+}
+
+void imgfmt_decomp_destroy(struct imgfmt_decomp *d)
+{
+	if (!d)
+		return;
+	kvfree(d->zlib.workspace);
+	kvfree(d->zstd_workspace);
+	kfree(d);
+}
+
+static int kport_inflate(struct imgfmt_decomp *d, int window_bits,
+			 const void *src, size_t src_len, void *dst,
+			 size_t dst_len)
+{
+	struct z_stream_s *zs = &d->zlib;
+	int r;
+
+	if (zlib_inflateInit2(zs, window_bits) != Z_OK)
+		return -EIO;
+	zs->next_in = src;
+	zs->avail_in = src_len;
+	zs->next_out = dst;
+	zs->avail_out = dst_len;
+	r = zlib_inflate(zs, Z_FINISH);
+	zlib_inflateEnd(zs);
+	/*
+	 * The stream's length is known only to the sector, so running out of
+	 * input or output once the cluster is complete is success.
+	 */
+	if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) &&
+	    zs->avail_out == 0)
+		return 0;
+	return -EIO;
+}
+
+static int kport_unzstd(struct imgfmt_decomp *d, const void *src,
+			size_t src_len, void *dst, size_t dst_len)
+{
+	zstd_in_buffer in = { .src = src, .size = src_len, .pos = 0 };
+	zstd_out_buffer out = { .dst = dst, .size = dst_len, .pos = 0 };
+	size_t r;
+
+	if (!d->zstd_workspace) {
+		d->zstd_workspace_size =
+			zstd_dstream_workspace_bound(IMGFMT_ZSTD_MAX_WINDOW);
+		d->zstd_workspace = kvmalloc(d->zstd_workspace_size,
+					     GFP_KERNEL);
+		if (!d->zstd_workspace)
+			return -ENOMEM;
+	}
+	d->zstd = zstd_init_dstream(IMGFMT_ZSTD_MAX_WINDOW, d->zstd_workspace,
+				    d->zstd_workspace_size);
+	if (!d->zstd)
+		return -EIO;
+	while (out.pos < out.size) {
+		r = zstd_decompress_stream(d->zstd, &out, &in);
+		if (zstd_is_error(r))
+			return -EIO;
+		if (r == 0 || in.pos == in.size)
+			break;
+	}
+	return out.pos == out.size ? 0 : -EIO;
+}
+
+int imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
+		      const void *src, size_t src_len, void *dst,
+		      size_t dst_len)
+{
+	switch (type) {
+	case IMGFMT_COMP_DEFLATE:
+		return kport_inflate(d, -MAX_WBITS, src, src_len, dst, dst_len);
+	case IMGFMT_COMP_ZLIB:
+		return kport_inflate(d, MAX_WBITS, src, src_len, dst, dst_len);
+	case IMGFMT_COMP_ZSTD:
+		return kport_unzstd(d, src, src_len, dst, dst_len);
+	default:
+		return -EIO;
+	}
 }

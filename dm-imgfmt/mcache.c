@@ -48,11 +48,10 @@ static u64 mtable_cost(const struct imgfmt_mcache *mc)
 	return mc->table_size + sizeof(struct imgfmt_mtable);
 }
 
-static unsigned int mcache_hash(const struct imgfmt_mcache *mc, u64 off)
+static unsigned int mcache_hash(const struct imgfmt_mcache *mc, u64 key)
 {
-	u64 key = div_u64(off, mc->table_size);
-
-	return (unsigned int)((key * 0x9E3779B97F4A7C15ULL) >>
+	/* Keys are byte offsets: drop the low bits that rarely differ. */
+	return (unsigned int)(((key >> 9) * 0x9E3779B97F4A7C15ULL) >>
 			      (64 - mc->hash_bits));
 }
 
@@ -200,7 +199,8 @@ static struct imgfmt_mtable *mcache_get_free_table(struct imgfmt_mcache *mc)
 }
 
 static int mcache_fill(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
-		       void *out, u32 len)
+		       void *out, u32 len, imgfmt_mcache_fill_fn fill,
+		       void *ctx)
 {
 	struct imgfmt_mtable *t, *v, *n;
 	LIST_HEAD(victims);
@@ -209,7 +209,7 @@ static int mcache_fill(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	t = mcache_get_free_table(mc);
 	if (!t)
 		return -ENOMEM;
-	r = imgfmt_dev_read(mc->dev, table_off, t->data, mc->table_size);
+	r = fill(ctx, table_off, t->data, mc->table_size);
 	spin_lock(&mc->lock);
 	if (r) {
 		if (!mc->spare) {
@@ -248,28 +248,58 @@ static int mcache_fill(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	return 0;
 }
 
+/* Copy out of a cached table: 0, or -EWOULDBLOCK when it is not cached. */
+static int mcache_lookup(struct imgfmt_mcache *mc, u64 key, u32 pos,
+			 void *out, u32 len)
+{
+	struct imgfmt_mtable *t;
+
+	spin_lock(&mc->lock);
+	t = mcache_find(mc, key);
+	if (t) {
+		mc->hits++;
+		mcache_copy_out(mc, t, pos, out, len);
+	}
+	spin_unlock(&mc->lock);
+	return t ? 0 : -EWOULDBLOCK;
+}
+
+static int mcache_fill_from_device(void *ctx, u64 off, void *buf, u32 len)
+{
+	struct imgfmt_mcache *mc = ctx;
+
+	return imgfmt_dev_read(mc->dev, off, buf, len);
+}
+
 int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		       void *out, u32 len, bool nowait)
 {
-	struct imgfmt_mtable *t;
+	int r;
 
 	if (pos > mc->table_size || len > mc->table_size - pos)
 		return -EINVAL;
 	if (table_off % 512 || table_off > mc->dev->size ||
 	    mc->table_size > mc->dev->size - table_off)
 		return -EIO;
-	spin_lock(&mc->lock);
-	t = mcache_find(mc, table_off);
-	if (t) {
-		mc->hits++;
-		mcache_copy_out(mc, t, pos, out, len);
-		spin_unlock(&mc->lock);
-		return 0;
-	}
-	spin_unlock(&mc->lock);
-	if (nowait)
-		return -EWOULDBLOCK;
-	return mcache_fill(mc, table_off, pos, out, len);
+	r = mcache_lookup(mc, table_off, pos, out, len);
+	if (r != -EWOULDBLOCK || nowait)
+		return r;
+	return mcache_fill(mc, table_off, pos, out, len,
+			   mcache_fill_from_device, mc);
+}
+
+int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc, u64 key, u32 pos,
+			    void *out, u32 len, imgfmt_mcache_fill_fn fill,
+			    void *ctx)
+{
+	int r;
+
+	if (pos > mc->table_size || len > mc->table_size - pos)
+		return -EINVAL;
+	r = mcache_lookup(mc, key, pos, out, len);
+	if (r != -EWOULDBLOCK)
+		return r;
+	return mcache_fill(mc, key, pos, out, len, fill, ctx);
 }
 
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,

@@ -41,6 +41,20 @@ void imgfmt_mcache_destroy(struct imgfmt_mcache *mc);
 int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		       void *out, u32 len, bool nowait);
 
+/*
+ * Fill function for tables that are not plain device bytes (decompressed
+ * clusters): fills len bytes for key into buf; 0 or -errno.
+ */
+typedef int (*imgfmt_mcache_fill_fn)(void *ctx, u64 key, void *buf, u32 len);
+
+/*
+ * Like imgfmt_mcache_read() without nowait, but a missing table is made by
+ * fill.  The key is any u64 the caller chooses.
+ */
+int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc, u64 key, u32 pos,
+			    void *out, u32 len, imgfmt_mcache_fill_fn fill,
+			    void *ctx);
+
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 			     struct imgfmt_mcache_stats *st);
 

@@ -15,6 +15,7 @@
 #include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 
+#include "ccache.h"
 #include "compat.h"
 #include "imgfmt_format.h"
 #include "kport.h"
@@ -36,6 +37,8 @@ struct imgfmt_target {
 	const struct imgfmt_format_ops *ops;
 	struct imgfmt_image *img;
 	struct imgfmt_info info;
+	/* Decompressed clusters; made by the worker on first need. */
+	struct imgfmt_ccache *ccache;
 
 	/* Table options, kept to print the table back. */
 	char format_pin[IMGFMT_FORMAT_NAME_MAX];
@@ -68,9 +71,47 @@ static u64 imgfmt_bio_offset(struct imgfmt_target *it, struct bio *bio)
 		SECTOR_SHIFT;
 }
 
+/* Fill piece from the decompressed cluster that run points into. */
+static blk_status_t imgfmt_read_compressed(struct imgfmt_target *it,
+					   struct bio *piece,
+					   const struct imgfmt_run *run,
+					   u64 offset)
+{
+	struct imgfmt_ccache *cc;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+	u32 skip = 0;
+	void *p;
+	int r;
+
+	cc = it->ccache;
+	if (!cc) {
+		cc = imgfmt_ccache_create(&it->kdev.dev, run->comp_cluster_size);
+		if (!cc) {
+			imgfmt_count_error(it, "cannot allocate the decompression cache",
+					   offset);
+			return BLK_STS_RESOURCE;
+		}
+		/* Published complete: status reads it without the worker. */
+		smp_store_release(&it->ccache, cc);
+	}
+	bio_for_each_segment(bv, piece, iter) {
+		p = bvec_kmap_local(&bv);
+		r = imgfmt_ccache_read(cc, run, skip, p, bv.bv_len);
+		kunmap_local(p);
+		if (r) {
+			imgfmt_count_error(it, "corrupt compressed cluster",
+					   offset + skip);
+			return BLK_STS_IOERR;
+		}
+		skip += bv.bv_len;
+	}
+	return BLK_STS_OK;
+}
+
 /*
- * Carry out one run that covers all of bio, from the worker.  Returns
- * without ending bio only when it was submitted.
+ * Carry out one run that covers all of piece, from the worker.  Returns
+ * without ending piece only when it was submitted.
  */
 static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 				struct bio *piece, const struct imgfmt_run *run,
@@ -88,9 +129,12 @@ static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 		bio_endio(piece);
 		return;
 	case IMGFMT_RUN_COMPRESSED:
+		piece->bi_status = imgfmt_read_compressed(it, piece, run,
+							  offset);
+		bio_endio(piece);
+		return;
 	default:
-		imgfmt_count_error(it, "compressed clusters are not supported yet",
-				   offset);
+		imgfmt_count_error(it, "unknown run kind", offset);
 		piece->bi_status = BLK_STS_IOERR;
 		bio_endio(piece);
 		return;
@@ -203,9 +247,11 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 		bio_endio(bio);
 		return DM_MAPIO_SUBMITTED;
 	case IMGFMT_RUN_COMPRESSED:
+		/* Decompression may sleep: the worker does it. */
+		imgfmt_defer_bio(it, bio);
+		return DM_MAPIO_SUBMITTED;
 	default:
-		imgfmt_count_error(it, "compressed clusters are not supported yet",
-				   offset);
+		imgfmt_count_error(it, "unknown run kind", offset);
 		return DM_MAPIO_KILL;
 	}
 }
@@ -340,6 +386,7 @@ static void imgfmt_dtr(struct dm_target *ti)
 		destroy_workqueue(it->wq);
 		bioset_exit(&it->split_bs);
 	}
+	imgfmt_ccache_destroy(it->ccache);
 	if (it->img)
 		it->ops->close(it->img);
 	if (it->dev)
@@ -403,6 +450,16 @@ static void imgfmt_emit_table(struct imgfmt_target *it, char *result,
 		DMEMIT(" cache_size=%llu", it->cache_size);
 }
 
+static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
+{
+	struct imgfmt_ccache *cc;
+
+	/* Pairs with the worker's smp_store_release() when it made ccache. */
+	cc = smp_load_acquire(&it->ccache);
+
+	return cc ? imgfmt_ccache_decompressed(cc) : 0;
+}
+
 static void imgfmt_status(struct dm_target *ti, status_type_t type,
 			  unsigned int status_flags, char *result,
 			  unsigned int maxlen)
@@ -414,13 +471,14 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 	switch (type) {
 	case STATUSTYPE_INFO:
 		imgfmt_mcache_get_stats(it->ops->mcache(it->img), &st);
-		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld",
+		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
 		       st.hits, st.misses,
 		       (long long)atomic64_read(&it->io_errors),
 		       st.peak_bytes,
-		       (long long)atomic64_read(&it->deferred_bios));
+		       (long long)atomic64_read(&it->deferred_bios),
+		       imgfmt_target_decompressed(it));
 		break;
 	case STATUSTYPE_TABLE:
 		imgfmt_emit_table(it, result, maxlen);

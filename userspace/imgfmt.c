@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "ccache.h"
 #include "imgfmt_format.h"
 #include "imgfmt.h"
 #include "uhost.h"
@@ -39,6 +40,7 @@ struct image {
 	struct imgfmt_image *img;		/* set once opened */
 	struct imgfmt_info info;
 	const char *err;	/* why detection or validation failed */
+	struct imgfmt_ccache *ccache;	/* made on the first compressed run */
 };
 
 static char error_line[1024];
@@ -131,6 +133,8 @@ static int image_open(struct image *im, const char *path, const char *pin,
 
 static void image_close(struct image *im)
 {
+	imgfmt_ccache_destroy(im->ccache);
+	im->ccache = NULL;
 	if (im->img)
 		im->ops->close(im->img);
 	im->img = NULL;
@@ -459,6 +463,30 @@ static int read_data_run(struct image *im, const struct imgfmt_run *run,
 	return 0;
 }
 
+/* Decompress the part of one cluster that a COMPRESSED run covers. */
+static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
+			       u64 voff, char *buf)
+{
+	int rc;
+
+	if (!im->ccache) {
+		im->ccache = imgfmt_ccache_create(&im->dev,
+						  run->comp_cluster_size);
+		if (!im->ccache)
+			return fail("%s: cannot set up decompression (cluster size %u)",
+				    im->path, run->comp_cluster_size);
+	}
+	if (run->length > UINT32_MAX)
+		return fail("%s: compressed run too long (virtual offset %llu)",
+			    im->path, (unsigned long long)voff);
+	rc = imgfmt_ccache_read(im->ccache, run, 0, buf, (u32)run->length);
+	if (rc)
+		return fail("%s: corrupt compressed cluster (virtual offset %llu, device offset %llu)",
+			    im->path, (unsigned long long)voff,
+			    (unsigned long long)run->comp_offset);
+	return 0;
+}
+
 static int map_failed(struct image *im, int rc, const char *err, u64 voff)
 {
 	if (rc == -EIO && err)
@@ -482,8 +510,8 @@ static int read_run(struct image *im, const struct imgfmt_run *run,
 		memset(buf, 0, run->length);
 		return 0;
 	case IMGFMT_RUN_COMPRESSED:
-		return fail("%s: compressed clusters are not supported yet (virtual offset %llu)",
-			    im->path, (unsigned long long)voff);
+		*zero = false;
+		return read_compressed_run(im, run, voff, buf);
 	}
 	return fail("%s: the format returned an unknown run kind %d (virtual offset %llu)",
 		    im->path, (int)run->kind, (unsigned long long)voff);

@@ -828,8 +828,8 @@ static bool qcow2_run_continues(const struct imgfmt_run *run,
 	return u->host + (pos - u->start) == run->dev_offset + run->length;
 }
 
-static void qcow2_start_run(struct imgfmt_run *run, const struct qcow2_unit *u,
-			    u64 pos)
+static void qcow2_start_run(const struct qcow2_image *q, struct imgfmt_run *run,
+			    const struct qcow2_unit *u, u64 pos)
 {
 	memset(run, 0, sizeof(*run));
 	run->kind = u->kind;
@@ -839,6 +839,8 @@ static void qcow2_start_run(struct imgfmt_run *run, const struct qcow2_unit *u,
 		run->comp_offset = u->comp_offset;
 		run->comp_length = u->comp_length;
 		run->comp_skip = pos - u->cluster_start;
+		run->comp_cluster_size = q->cluster_size;
+		run->comp_type = q->info.compression;
 	}
 }
 
@@ -873,7 +875,7 @@ static int qcow2_map(struct imgfmt_image *img, u64 offset, u64 length,
 			return r;
 		}
 		if (!run->length)
-			qcow2_start_run(run, &u, pos);
+			qcow2_start_run(q, run, &u, pos);
 		else if (!qcow2_run_continues(run, &u, pos))
 			break;
 		stop = min(u.end, end);
