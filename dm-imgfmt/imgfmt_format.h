@@ -104,6 +104,7 @@ struct imgfmt_format_ops {
 
 /* The formats, each in formats/<name>.c. */
 extern const struct imgfmt_format_ops imgfmt_qcow2_ops;
+extern const struct imgfmt_format_ops imgfmt_qcow_ops;
 
 /* Every format this build knows, NULL-terminated. */
 extern const struct imgfmt_format_ops *const imgfmt_formats[];

@@ -131,7 +131,9 @@ static bool qcow2_probe(const void *head, size_t len)
 {
 	const struct qcow2_header *h = head;
 
-	return len >= 8 && be32_to_cpu(h->magic) == QCOW_MAGIC;
+	/* Version 1 shares the magic and is formats/qcow.c's. */
+	return len >= 8 && be32_to_cpu(h->magic) == QCOW_MAGIC &&
+	       be32_to_cpu(h->version) != 1;
 }
 
 static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
@@ -212,10 +214,6 @@ static int qcow2_read_fields(const struct qcow2_header *h,
 {
 	memset(f, 0, sizeof(*f));
 	f->version = be32_to_cpu(h->version);
-	if (f->version == 1) {
-		*err = "QCOW version 1 images are not supported yet";
-		return -EINVAL;
-	}
 	if (f->version != 2 && f->version != 3) {
 		*err = "unsupported QCOW2 version";
 		return -EINVAL;

@@ -6,6 +6,7 @@
 
 const struct imgfmt_format_ops *const imgfmt_formats[] = {
 	&imgfmt_qcow2_ops,
+	&imgfmt_qcow_ops,
 	NULL,
 };
 
