@@ -68,15 +68,23 @@ static int ccache_fill(void *ctx, u64 key, void *buf, u32 len)
 	struct ccache_fill *f = ctx;
 	struct imgfmt_ccache *cc = f->cc;
 	u32 in_len = min_t(u32, f->run->comp_length, cc->in_size);
+	u32 need = f->run->comp_data_size ? f->run->comp_data_size : len;
+	long produced;
 	int r;
 
-	if (len != cc->cluster_size || !in_len)
+	if (len != cc->cluster_size || !in_len || need > len)
 		return -EIO;
 	r = imgfmt_dev_read(cc->dev, key, cc->in, in_len);
 	if (r)
 		return r;
-	return imgfmt_decompress(cc->decomp, f->run->comp_type, cc->in,
-				 in_len, buf, len);
+	produced = imgfmt_decompress(cc->decomp, f->run->comp_type, cc->in,
+				     in_len, buf, len);
+	if (produced < 0)
+		return (int)produced;
+	if (produced < need)
+		return -EIO;
+	memset((u8 *)buf + produced, 0, len - produced);
+	return 0;
 }
 
 int imgfmt_ccache_read(struct imgfmt_ccache *cc, const struct imgfmt_run *run,

@@ -38,8 +38,14 @@ struct imgfmt_run {
 	u32 comp_length;
 	/* COMPRESSED: offset of the queried byte inside the cluster. */
 	u32 comp_skip;
-	/* COMPRESSED: bytes the stream must decompress to (the cluster). */
+	/* COMPRESSED: bytes of the decompressed cluster. */
 	u32 comp_cluster_size;
+	/*
+	 * COMPRESSED: bytes the stream must produce at least, the rest of the
+	 * cluster reading as zeroes (a last grain cut by the disk's end);
+	 * 0 means the whole cluster.
+	 */
+	u32 comp_data_size;
 	enum imgfmt_compression comp_type;
 };
 
@@ -104,6 +110,8 @@ struct imgfmt_format_ops {
 
 /* The formats, each in formats/<name>.c. */
 extern const struct imgfmt_format_ops imgfmt_qcow2_ops;
+extern const struct imgfmt_format_ops imgfmt_vmdk_ops;
+extern const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops;
 extern const struct imgfmt_format_ops imgfmt_qcow_ops;
 
 /* Every format this build knows, NULL-terminated. */

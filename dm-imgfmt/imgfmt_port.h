@@ -57,9 +57,11 @@ void imgfmt_free_large(void *p);
 /*
  * Decompression with the host's libraries (kernel: zlib_inflate and zstd;
  * userspace: zlib and libzstd).  A context holds the workspaces and is used
- * by one thread at a time.  imgfmt_decompress() fills exactly dst_len bytes
- * from a stream of at most src_len bytes (the stream may end earlier: its
- * exact length is often unknown); anything else is -EIO.
+ * by one thread at a time.  imgfmt_decompress() decodes one stream of at
+ * most src_len bytes (it may end earlier: its exact length is often
+ * unknown) into dst and returns the bytes produced: dst_len when the output
+ * filled up, fewer when the stream ended first.  A stream that is corrupt,
+ * or cut short before it ends or fills dst, gives -EIO.
  */
 enum imgfmt_compression {
 	IMGFMT_COMP_NONE,
@@ -71,9 +73,9 @@ enum imgfmt_compression {
 struct imgfmt_decomp;
 struct imgfmt_decomp *imgfmt_decomp_create(void);
 void imgfmt_decomp_destroy(struct imgfmt_decomp *d);
-int imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
-		      const void *src, size_t src_len, void *dst,
-		      size_t dst_len);
+long imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
+		       const void *src, size_t src_len, void *dst,
+		       size_t dst_len);
 
 /* A note for the log (kernel) or stderr (userspace). */
 __printf(1, 2) void imgfmt_log(const char *fmt, ...);

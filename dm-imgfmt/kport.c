@@ -175,9 +175,9 @@ void imgfmt_decomp_destroy(struct imgfmt_decomp *d)
 	kfree(d);
 }
 
-static int kport_inflate(struct imgfmt_decomp *d, int window_bits,
-			 const void *src, size_t src_len, void *dst,
-			 size_t dst_len)
+static long kport_inflate(struct imgfmt_decomp *d, int window_bits,
+			  const void *src, size_t src_len, void *dst,
+			  size_t dst_len)
 {
 	struct z_stream_s *zs = &d->zlib;
 	int r;
@@ -194,14 +194,15 @@ static int kport_inflate(struct imgfmt_decomp *d, int window_bits,
 	 * The stream's length is known only to the sector, so running out of
 	 * input or output once the cluster is complete is success.
 	 */
-	if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) &&
-	    zs->avail_out == 0)
-		return 0;
+	if (r == Z_STREAM_END)
+		return dst_len - zs->avail_out;
+	if ((r == Z_BUF_ERROR || r == Z_OK) && zs->avail_out == 0)
+		return dst_len;
 	return -EIO;
 }
 
-static int kport_unzstd(struct imgfmt_decomp *d, const void *src,
-			size_t src_len, void *dst, size_t dst_len)
+static long kport_unzstd(struct imgfmt_decomp *d, const void *src,
+			 size_t src_len, void *dst, size_t dst_len)
 {
 	zstd_in_buffer in = { .src = src, .size = src_len, .pos = 0 };
 	zstd_out_buffer out = { .dst = dst, .size = dst_len, .pos = 0 };
@@ -223,15 +224,17 @@ static int kport_unzstd(struct imgfmt_decomp *d, const void *src,
 		r = zstd_decompress_stream(d->zstd, &out, &in);
 		if (zstd_is_error(r))
 			return -EIO;
-		if (r == 0 || in.pos == in.size)
+		if (r == 0)
+			return out.pos;		/* the frame ended */
+		if (in.pos == in.size)
 			break;
 	}
-	return out.pos == out.size ? 0 : -EIO;
+	return out.pos == out.size ? (long)out.pos : -EIO;
 }
 
-int imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
-		      const void *src, size_t src_len, void *dst,
-		      size_t dst_len)
+long imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
+		       const void *src, size_t src_len, void *dst,
+		       size_t dst_len)
 {
 	switch (type) {
 	case IMGFMT_COMP_DEFLATE:

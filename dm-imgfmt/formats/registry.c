@@ -6,6 +6,8 @@
 
 const struct imgfmt_format_ops *const imgfmt_formats[] = {
 	&imgfmt_qcow2_ops,
+	&imgfmt_vmdk_ops,
+	&imgfmt_vmdk_sesparse_ops,
 	&imgfmt_qcow_ops,
 	NULL,
 };

@@ -1,0 +1,853 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * VMDK sparse extents: hosted sparse ("KDMV", versions 1 to 3, including
+ * streamOptimized extents of compressed grains) and ESX VMFS sparse
+ * ("COWD"); seSparse is in sesparse.c.  The kernel sees one extent file per
+ * table segment; descriptors that join several extents are userspace's.
+ *
+ * Layout facts come from VMware's Virtual Disk Format 1.1 and 5.0 technical
+ * notes, and the limits from what QEMU's block/vmdk.c accepts.  Every field
+ * read from the image is treated as hostile: the header is checked
+ * completely at open, and each grain directory and grain table entry when a
+ * lookup meets it, so that a corrupt entry fails only the reads that touch
+ * it.
+ */
+#include "../imgfmt_format.h"
+#include "../mcache.h"
+
+#define VMDK4_MAGIC			0x564d444bU	/* "KDMV" */
+#define VMDK3_MAGIC			0x44574f43U	/* "COWD" */
+
+#define VMDK_SECTOR			512
+#define VMDK4_MAX_VERSION		3
+#define VMDK4_FLAG_NL_TEST		BIT(0)
+#define VMDK4_FLAG_ZERO_GRAIN		BIT(2)
+#define VMDK4_FLAG_MARKERS		BIT(17)
+#define VMDK4_COMPRESS_NONE		0
+#define VMDK4_COMPRESS_DEFLATE		1
+#define VMDK4_GD_AT_END			U64_MAX
+#define VMDK4_MAX_GTES			512
+#define VMDK3_GTES			4096
+#define VMDK_GTE_ZEROED			1
+#define VMDK_GTE_BYTES			4	/* GD and GT entries: sectors */
+
+/* QEMU's bounds: 1 GiB grains and 32M grain directory entries. */
+#define VMDK_MAX_GRAIN_SECTORS		0x200000ULL
+#define VMDK_MAX_GD_ENTRIES		(32ULL << 20)
+/* Our own: compressed grains are inflated in one buffer. */
+#define VMDK_MAX_COMP_GRAIN		(2U << 20)
+#define VMDK_MAX_CAPACITY		BIT_ULL(53)	/* sectors: 2^62 bytes */
+#define VMDK_MAX_DESC_BYTES		(64U << 10)
+
+/* streamOptimized markers. */
+#define VMDK_MARKER_HEADER_LEN		12	/* u64 value, u32 size */
+#define VMDK_MARKER_EOS			0
+#define VMDK_MARKER_FOOTER		3
+
+struct vmdk4_header {
+	__le32 magic;
+	__le32 version;
+	__le32 flags;
+	__le64 capacity;		/* sectors */
+	__le64 grain_size;		/* sectors */
+	__le64 desc_offset;		/* sectors */
+	__le64 desc_size;		/* sectors */
+	__le32 num_gtes_per_gt;
+	__le64 rgd_offset;		/* sectors */
+	__le64 gd_offset;		/* sectors */
+	__le64 overhead;		/* sectors */
+	u8 unclean_shutdown;
+	u8 nl_test[4];			/* '\n', ' ', '\r', '\n' */
+	__le16 compress_algorithm;
+	u8 pad[433];
+} __packed;
+
+struct vmdk_marker {
+	__le64 value;
+	__le32 size;
+	__le32 type;
+	u8 pad[496];
+} __packed;
+
+/* The last three sectors of a stream whose header says GD_AT_END. */
+struct vmdk4_footer {
+	struct vmdk_marker footer_marker;
+	struct vmdk4_header header;
+	struct vmdk_marker eos_marker;
+} __packed;
+
+struct vmdk3_header {
+	__le32 magic;
+	__le32 version;
+	__le32 flags;
+	__le32 capacity;		/* sectors */
+	__le32 grain_size;		/* sectors */
+	__le32 gd_offset;		/* sectors */
+	__le32 gd_entries;
+	__le32 free_sector;
+	u8 pad[480];
+} __packed;
+
+enum vmdk_kind {
+	VMDK_HOSTED,		/* KDMV */
+	VMDK_VMFS,		/* COWD */
+};
+
+/* What a header says, in CPU order and bytes, for the common checks. */
+struct vmdk_layout {
+	enum vmdk_kind kind;
+	u32 version;
+	u64 capacity;		/* sectors */
+	u64 grain_sectors;
+	u32 gt_entries;		/* entries per grain table */
+	u64 gd_sector;		/* grain directory */
+	u64 gd_entries;		/* declared; 0: as many as the capacity needs */
+	bool zero_grain;
+	bool compressed;
+	bool markers;
+	bool dirty;
+};
+
+struct vmdk_image {
+	struct imgfmt_dev *dev;
+	struct imgfmt_mcache *mcache;	/* grain tables */
+	struct imgfmt_mcache *markers;	/* sectors holding grain markers */
+	struct imgfmt_info info;
+	u64 size;		/* bytes */
+	__le32 *gd;		/* as on disk */
+	u64 gd_entries;
+	u32 grain_bits;
+	u32 grain_size;		/* bytes */
+	u32 gt_entries;
+	u32 gt_bytes;		/* on disk */
+	u32 gt_table_size;	/* in the cache: gt_bytes rounded to sectors */
+	bool zero_grain;
+	bool compressed;
+	bool has_markers;
+};
+
+struct vmdk_unit {
+	enum imgfmt_run_kind kind;
+	u64 start;		/* virtual offsets of the unit */
+	u64 end;
+	u64 host;		/* DATA: device offset of start */
+	u64 comp_offset;	/* COMPRESSED */
+	u32 comp_length;
+};
+
+/* Grain table entries copied out of the cache, shared by nearby lookups. */
+#define VMDK_BATCH_ENTRIES		32
+struct vmdk_gt_batch {
+	u64 gt_offset;
+	u32 first;
+	u32 count;
+	__le32 raw[VMDK_BATCH_ENTRIES];
+};
+
+static bool vmdk_probe(const void *head, size_t len)
+{
+	const u8 *p = head;
+	u32 magic;
+
+	if (len < 4)
+		return false;
+	magic = p[0] | p[1] << 8 | p[2] << 16 | (u32)p[3] << 24;
+	return magic == VMDK4_MAGIC || magic == VMDK3_MAGIC;
+}
+
+static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	return off <= dev->size && len <= dev->size - off;
+}
+
+/* Byte offset of a sector number, false on overflow. */
+static bool sectors_to_bytes(u64 sectors, u64 *bytes)
+{
+	if (sectors > U64_MAX >> 9)
+		return false;
+	*bytes = sectors << 9;
+	return true;
+}
+
+/* --- The embedded descriptor of a hosted sparse extent. --- */
+
+static bool desc_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
+/*
+ * If line (len bytes, no newline) is "key = value", point *val at the value
+ * without blanks or quotes around it.
+ */
+static bool desc_value(const char *line, size_t len, const char *key,
+		       const char **val, size_t *vlen)
+{
+	size_t klen = strlen(key), i = 0, end;
+
+	while (i < len && desc_space(line[i]))
+		i++;
+	if (len - i < klen || memcmp(line + i, key, klen))
+		return false;
+	i += klen;
+	while (i < len && desc_space(line[i]))
+		i++;
+	if (i == len || line[i] != '=')
+		return false;
+	i++;
+	while (i < len && desc_space(line[i]))
+		i++;
+	end = len;
+	while (end > i && desc_space(line[end - 1]))
+		end--;
+	if (end - i >= 2 && line[i] == '"' && line[end - 1] == '"') {
+		i++;
+		end--;
+	}
+	*val = line + i;
+	*vlen = end - i;
+	return true;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* parentCID of an extent with no parent: ffffffff. */
+static bool desc_cid_is_none(const char *val, size_t len)
+{
+	u64 cid = 0;
+	size_t i = 0;
+	int d;
+
+	if (len > 2 && val[0] == '0' && (val[1] == 'x' || val[1] == 'X'))
+		i = 2;
+	if (i == len || len - i > 8)
+		return false;
+	for (; i < len; i++) {
+		d = hex_digit(val[i]);
+		if (d < 0)
+			return false;
+		cid = cid << 4 | d;
+	}
+	return cid == 0xffffffffULL;
+}
+
+/* Does the descriptor (NUL-padded text of len bytes) name a parent? */
+static bool desc_names_parent(const char *desc, size_t len)
+{
+	const char *line = desc, *val, *nl;
+	size_t n, vlen;
+
+	n = strnlen(desc, len);
+	while (n) {
+		nl = memchr(line, '\n', n);
+		len = nl ? (size_t)(nl - line) : n;
+		if (desc_value(line, len, "parentFileNameHint", &val, &vlen) &&
+		    vlen)
+			return true;
+		if (desc_value(line, len, "parentCID", &val, &vlen) &&
+		    !desc_cid_is_none(val, vlen))
+			return true;
+		if (!nl)
+			break;
+		n -= len + 1;
+		line = nl + 1;
+	}
+	return false;
+}
+
+static int vmdk4_check_descriptor(struct imgfmt_dev *dev,
+				  const struct vmdk4_header *h,
+				  const char **err)
+{
+	u64 sector = le64_to_cpu(h->desc_offset);
+	u64 sectors = le64_to_cpu(h->desc_size);
+	u64 off, len;
+	char *buf;
+	int r;
+
+	if (!sector || !sectors)
+		return 0;
+	if (!sectors_to_bytes(sector, &off) ||
+	    !sectors_to_bytes(sectors, &len) || !range_in_device(dev, off, len)) {
+		*err = "VMDK embedded descriptor beyond end of file";
+		return -EINVAL;
+	}
+	len = min_t(u64, len, VMDK_MAX_DESC_BYTES);
+	buf = imgfmt_alloc_large(len);
+	if (!buf) {
+		*err = "cannot allocate memory for the VMDK descriptor";
+		return -ENOMEM;
+	}
+	r = imgfmt_dev_read(dev, off, buf, len);
+	if (r) {
+		*err = "cannot read the VMDK embedded descriptor";
+	} else if (desc_names_parent(buf, len)) {
+		*err = "VMDK delta disks (parentFileNameHint) are not supported yet";
+		r = -EOPNOTSUPP;
+	}
+	imgfmt_free_large(buf);
+	return r;
+}
+
+/* --- Headers. --- */
+
+/* streamOptimized: the header that counts is in the footer. */
+static int vmdk4_read_footer(struct imgfmt_dev *dev, struct vmdk4_header *h,
+			     const char **err)
+{
+	struct vmdk4_footer *f;
+	u64 end = ALIGN(dev->size, VMDK_SECTOR), off;
+	int r;
+
+	if (end < sizeof(*f) + VMDK_SECTOR) {
+		*err = "VMDK invalid footer";
+		return -EINVAL;
+	}
+	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	if (!f) {
+		*err = "cannot allocate memory for the VMDK footer";
+		return -ENOMEM;
+	}
+	/* A last partial sector reads as zeroes past the end, as in QEMU. */
+	off = end - sizeof(*f);
+	r = imgfmt_dev_read(dev, off, f, min_t(u64, sizeof(*f), dev->size - off));
+	if (r) {
+		*err = "cannot read the VMDK footer";
+		goto out;
+	}
+	if (le32_to_cpu(f->footer_marker.size) ||
+	    le32_to_cpu(f->footer_marker.type) != VMDK_MARKER_FOOTER ||
+	    le32_to_cpu(f->header.magic) != VMDK4_MAGIC ||
+	    le64_to_cpu(f->eos_marker.value) ||
+	    le32_to_cpu(f->eos_marker.size) ||
+	    le32_to_cpu(f->eos_marker.type) != VMDK_MARKER_EOS) {
+		*err = "VMDK invalid footer";
+		r = -EINVAL;
+		goto out;
+	}
+	*h = f->header;
+out:
+	kfree(f);
+	return r;
+}
+
+/* sector0 holds the header, replaced by the footer's when that counts. */
+static int vmdk4_parse(struct imgfmt_dev *dev, void *sector0,
+		       struct vmdk_layout *l, const char **err)
+{
+	struct vmdk4_header *h = sector0;
+	u32 flags, gtes;
+	u16 algo;
+	int r;
+
+	if (!h->capacity && h->desc_offset) {
+		/* QEMU reads such a file as a descriptor naming other files. */
+		*err = "VMDK extent of capacity 0 naming other extents is not supported";
+		return -EOPNOTSUPP;
+	}
+	if (le64_to_cpu(h->gd_offset) == VMDK4_GD_AT_END) {
+		r = vmdk4_read_footer(dev, h, err);
+		if (r)
+			return r;
+	}
+	l->kind = VMDK_HOSTED;
+	l->version = le32_to_cpu(h->version);
+	if (l->version > VMDK4_MAX_VERSION) {
+		*err = "VMDK version not supported";
+		return -EOPNOTSUPP;
+	}
+	flags = le32_to_cpu(h->flags);
+	if ((flags & VMDK4_FLAG_NL_TEST) &&
+	    memcmp(h->nl_test, "\n \r\n", sizeof(h->nl_test))) {
+		*err = "VMDK newline test bytes damaged (file transferred as text?)";
+		return -EINVAL;
+	}
+	algo = le16_to_cpu(h->compress_algorithm);
+	if (algo != VMDK4_COMPRESS_NONE && algo != VMDK4_COMPRESS_DEFLATE) {
+		*err = "VMDK unknown compression algorithm";
+		return -EINVAL;
+	}
+	gtes = le32_to_cpu(h->num_gtes_per_gt);
+	if (gtes > VMDK4_MAX_GTES) {
+		*err = "VMDK grain table too large (more than 512 entries)";
+		return -EINVAL;
+	}
+	l->capacity = le64_to_cpu(h->capacity);
+	l->grain_sectors = le64_to_cpu(h->grain_size);
+	l->gt_entries = gtes;
+	l->gd_sector = le64_to_cpu(h->gd_offset);
+	l->zero_grain = flags & VMDK4_FLAG_ZERO_GRAIN;
+	l->compressed = algo == VMDK4_COMPRESS_DEFLATE;
+	l->markers = flags & VMDK4_FLAG_MARKERS;
+	l->dirty = h->unclean_shutdown;
+	if (le64_to_cpu(h->overhead) > DIV_ROUND_UP_ULL(dev->size, VMDK_SECTOR)) {
+		imgfmt_log("vmdk: file truncated, expecting at least %llu sectors",
+			   (unsigned long long)le64_to_cpu(h->overhead));
+		*err = "VMDK file truncated: shorter than the metadata overhead";
+		return -EINVAL;
+	}
+	return vmdk4_check_descriptor(dev, h, err);
+}
+
+static int vmdk3_parse(const void *sector0, struct vmdk_layout *l)
+{
+	const struct vmdk3_header *h = sector0;
+
+	l->kind = VMDK_VMFS;
+	l->version = le32_to_cpu(h->version);
+	l->capacity = le32_to_cpu(h->capacity);
+	l->grain_sectors = le32_to_cpu(h->grain_size);
+	l->gt_entries = VMDK3_GTES;
+	l->gd_sector = le32_to_cpu(h->gd_offset);
+	l->gd_entries = le32_to_cpu(h->gd_entries);
+	return 0;
+}
+
+/* Checks common to every kind; sets *needed to the directory's length. */
+static int vmdk_check_layout(const struct imgfmt_dev *dev,
+			     const struct vmdk_layout *l, u64 *needed,
+			     const char **err)
+{
+	u64 grains, gd_off;
+
+	if (!l->grain_sectors || (l->grain_sectors & (l->grain_sectors - 1)) ||
+	    l->grain_sectors > VMDK_MAX_GRAIN_SECTORS) {
+		*err = "VMDK invalid granularity";
+		return -EINVAL;
+	}
+	if (l->compressed &&
+	    l->grain_sectors * VMDK_SECTOR > VMDK_MAX_COMP_GRAIN) {
+		*err = "VMDK compressed grains larger than 2 MiB are not supported";
+		return -EOPNOTSUPP;
+	}
+	if (!l->gt_entries) {
+		*err = "VMDK grain table size is zero";
+		return -EINVAL;
+	}
+	if (l->capacity > VMDK_MAX_CAPACITY) {
+		*err = "VMDK virtual size too large";
+		return -EINVAL;
+	}
+	grains = DIV_ROUND_UP_ULL(l->capacity, l->grain_sectors);
+	*needed = DIV_ROUND_UP_ULL(grains, l->gt_entries);
+	if (*needed > VMDK_MAX_GD_ENTRIES ||
+	    (l->gd_entries && l->gd_entries > VMDK_MAX_GD_ENTRIES)) {
+		*err = "VMDK grain directory too large";
+		return -EINVAL;
+	}
+	if (l->kind != VMDK_HOSTED && l->gd_entries < *needed) {
+		*err = "VMDK grain directory too small for the capacity";
+		return -EINVAL;
+	}
+	if (!*needed)
+		return 0;
+	if (!l->gd_sector) {
+		*err = "VMDK grain directory offset invalid";
+		return -EINVAL;
+	}
+	if (!sectors_to_bytes(l->gd_sector, &gd_off) ||
+	    !range_in_device(dev, gd_off, *needed * VMDK_GTE_BYTES)) {
+		imgfmt_log("vmdk: file truncated, grain directory needs %llu bytes at %llu",
+			   (unsigned long long)(*needed * VMDK_GTE_BYTES),
+			   (unsigned long long)l->gd_sector * VMDK_SECTOR);
+		*err = "VMDK file truncated: grain directory beyond end of file";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void vmdk_close(struct imgfmt_image *img)
+{
+	struct vmdk_image *v = (struct vmdk_image *)img;
+
+	if (!v)
+		return;
+	imgfmt_mcache_destroy(v->mcache);
+	imgfmt_mcache_destroy(v->markers);
+	imgfmt_free_large(v->gd);
+	kfree(v);
+}
+
+static void vmdk_fill_info(struct vmdk_image *v, const struct vmdk_layout *l)
+{
+	struct imgfmt_info *info = &v->info;
+
+	info->format = "vmdk";
+	info->version = l->version;
+	info->virtual_size = v->size;
+	info->cluster_size = v->grain_size;
+	info->dirty = l->dirty;
+	info->compression = l->compressed ? IMGFMT_COMP_ZLIB : IMGFMT_COMP_NONE;
+	info->l1_entries = v->gd_entries;
+	info->l1_offset = l->gd_sector * VMDK_SECTOR;
+}
+
+static int vmdk_setup(struct vmdk_image *v, const struct vmdk_layout *l,
+		      u64 needed, u64 cache_bytes, const char **err)
+{
+	size_t gd_bytes = needed * VMDK_GTE_BYTES;
+	int r;
+
+	v->size = l->capacity * VMDK_SECTOR;
+	v->grain_size = l->grain_sectors * VMDK_SECTOR;
+	while (BIT_ULL(v->grain_bits) < v->grain_size)
+		v->grain_bits++;
+	v->gt_entries = l->gt_entries;
+	v->gt_bytes = l->gt_entries * VMDK_GTE_BYTES;
+	v->gt_table_size = ALIGN(v->gt_bytes, VMDK_SECTOR);
+	v->gd_entries = needed;
+	v->zero_grain = l->zero_grain;
+	v->compressed = l->compressed;
+	v->has_markers = l->compressed && l->markers;
+	vmdk_fill_info(v, l);
+
+	if (gd_bytes) {
+		v->gd = imgfmt_alloc_large(gd_bytes);
+		if (!v->gd) {
+			*err = "cannot allocate memory for the VMDK grain directory";
+			return -ENOMEM;
+		}
+		r = imgfmt_dev_read(v->dev, l->gd_sector * VMDK_SECTOR, v->gd,
+				    gd_bytes);
+		if (r) {
+			*err = "cannot read the VMDK grain directory";
+			return r;
+		}
+	}
+	/* Grain markers get an eighth of the bound. */
+	if (v->has_markers) {
+		v->markers = imgfmt_mcache_create(v->dev, VMDK_SECTOR,
+						  cache_bytes / 8);
+		cache_bytes -= cache_bytes / 8;
+	}
+	v->mcache = imgfmt_mcache_create(v->dev, v->gt_table_size, cache_bytes);
+	if (!v->mcache || (v->has_markers && !v->markers)) {
+		*err = "cannot allocate the metadata cache";
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int vmdk_open(struct imgfmt_dev *dev, u64 cache_bytes,
+		     struct imgfmt_image **imgp, const char **err)
+{
+	struct vmdk_layout l;
+	struct vmdk_image *v;
+	u64 needed;
+	u8 *sector0;
+	int r;
+
+	if (dev->size < VMDK_SECTOR) {
+		*err = "image is smaller than a VMDK header";
+		return -EINVAL;
+	}
+	sector0 = kmalloc(VMDK_SECTOR, GFP_KERNEL);
+	if (!sector0) {
+		*err = "cannot allocate memory for the VMDK header";
+		return -ENOMEM;
+	}
+	r = imgfmt_dev_read(dev, 0, sector0, VMDK_SECTOR);
+	if (r) {
+		*err = "cannot read the VMDK header";
+		goto out;
+	}
+	memset(&l, 0, sizeof(l));
+	if (!vmdk_probe(sector0, VMDK_SECTOR)) {
+		*err = "unknown image format";
+		r = -EINVAL;
+	} else if (le32_to_cpu(*(__le32 *)sector0) == VMDK4_MAGIC) {
+		r = vmdk4_parse(dev, sector0, &l, err);
+	} else {
+		r = vmdk3_parse(sector0, &l);
+	}
+	if (!r)
+		r = vmdk_check_layout(dev, &l, &needed, err);
+	if (r)
+		goto out;
+
+	v = kzalloc(sizeof(*v), GFP_KERNEL);
+	if (!v) {
+		*err = "cannot allocate memory for the image";
+		r = -ENOMEM;
+		goto out;
+	}
+	v->dev = dev;
+	r = vmdk_setup(v, &l, needed, cache_bytes, err);
+	if (r)
+		vmdk_close((struct imgfmt_image *)v);
+	else
+		*imgp = (struct imgfmt_image *)v;
+out:
+	kfree(sector0);
+	return r;
+}
+
+static void vmdk_get_info(struct imgfmt_image *img, struct imgfmt_info *info)
+{
+	*info = ((struct vmdk_image *)img)->info;
+}
+
+static struct imgfmt_mcache *vmdk_mcache(struct imgfmt_image *img)
+{
+	return ((struct vmdk_image *)img)->mcache;
+}
+
+/* --- Mapping. --- */
+
+static int vmdk_corrupt(const char *what, u64 where, const char **err)
+{
+	imgfmt_report_corruption("vmdk", what, where);
+	*err = what;
+	return -EIO;
+}
+
+/* Device offset of the grain table of directory entry i; 0: none. */
+static int vmdk_gt_offset(struct vmdk_image *v, u64 i, u64 pos, u64 *gt,
+			  const char **err)
+{
+	*gt = (u64)le32_to_cpu(v->gd[i]) << 9;
+	if (*gt && !range_in_device(v->dev, *gt, v->gt_table_size))
+		return vmdk_corrupt("grain table beyond end of device", pos,
+				    err);
+	return 0;
+}
+
+/* Copy entry idx of the grain table at gt (CPU order). */
+static int vmdk_get_gte(struct vmdk_image *v, u64 gt, u32 idx, u32 wanted,
+			struct vmdk_gt_batch *b, unsigned int flags, u32 *gte)
+{
+	u32 n;
+	int r;
+
+	if (b->count == 0 || b->gt_offset != gt || idx < b->first ||
+	    idx >= b->first + b->count) {
+		n = min3((u32)VMDK_BATCH_ENTRIES, v->gt_entries - idx,
+			 max_t(u32, wanted, 1));
+		r = imgfmt_mcache_read(v->mcache, gt, idx * VMDK_GTE_BYTES,
+				       b->raw, n * VMDK_GTE_BYTES,
+				       flags & IMGFMT_MAP_NOWAIT);
+		if (r)
+			return r;
+		b->gt_offset = gt;
+		b->first = idx;
+		b->count = n;
+	}
+	*gte = le32_to_cpu(b->raw[idx - b->first]);
+	return 0;
+}
+
+/*
+ * A compressed grain at host: its stream starts there, or after the marker
+ * header, whose size field then bounds it.
+ */
+static int vmdk_classify_compressed(struct vmdk_image *v, u64 host, u64 pos,
+				    unsigned int flags, struct vmdk_unit *u,
+				    const char **err)
+{
+	struct {
+		__le64 lba;
+		__le32 size;
+	} __packed m;
+	u64 len;
+	int r;
+
+	if (host >= v->dev->size)
+		return vmdk_corrupt("compressed grain beyond end of device",
+				    pos, err);
+	u->kind = IMGFMT_RUN_COMPRESSED;
+	if (!v->has_markers) {
+		u->comp_offset = host;
+		u->comp_length = min_t(u64, 2ULL * v->grain_size + 4096,
+				       v->dev->size - host);
+		return 0;
+	}
+	if (!range_in_device(v->dev, host, VMDK_SECTOR))
+		return vmdk_corrupt("compressed grain beyond end of device",
+				    pos, err);
+	r = imgfmt_mcache_read(v->markers, host, 0, &m, sizeof(m),
+			       flags & IMGFMT_MAP_NOWAIT);
+	if (r == -EIO)
+		return vmdk_corrupt("cannot read grain marker", pos, err);
+	if (r)
+		return r;
+	len = le32_to_cpu(m.size);
+	u->comp_offset = host + VMDK_MARKER_HEADER_LEN;
+	if (!len || len > 2ULL * v->grain_size ||
+	    len > v->dev->size - u->comp_offset)
+		return vmdk_corrupt("grain marker size invalid", pos, err);
+	u->comp_length = len;
+	return 0;
+}
+
+/*
+ * Allocated data at host: the unit is the grain holding pos, or its part
+ * that the device holds; a grain cut short by the end of the device reads
+ * as zeroes past it, as QEMU reads past the end of a file.
+ */
+static int vmdk_classify_data(struct vmdk_image *v, u64 host, u64 pos,
+			      struct vmdk_unit *u, const char **err)
+{
+	u64 avail;
+
+	if (host >= v->dev->size)
+		return vmdk_corrupt("grain beyond end of device", pos, err);
+	u->kind = IMGFMT_RUN_DATA;
+	u->host = host;
+	avail = (v->dev->size - host) & ~511ULL;
+	if (avail < v->grain_size) {
+		if (pos - u->start >= avail) {
+			u->kind = IMGFMT_RUN_ZERO;
+			u->start += avail;
+		} else {
+			u->end = u->start + avail;
+		}
+	}
+	return 0;
+}
+
+static int vmdk_classify(struct vmdk_image *v, u32 gte, u64 pos,
+			 unsigned int flags, struct vmdk_unit *u,
+			 const char **err)
+{
+	u64 host;
+
+	u->start = pos & ~((u64)v->grain_size - 1);
+	u->end = u->start + v->grain_size;
+	if (!gte) {
+		u->kind = IMGFMT_RUN_UNALLOCATED;
+		return 0;
+	}
+	if (gte == VMDK_GTE_ZEROED && v->zero_grain) {
+		u->kind = IMGFMT_RUN_ZERO;
+		return 0;
+	}
+	host = (u64)gte << 9;
+	if (v->compressed)
+		return vmdk_classify_compressed(v, host, pos, flags, u, err);
+	return vmdk_classify_data(v, host, pos, u, err);
+}
+
+/* What lives at virtual offset pos; end bounds how far the caller looks. */
+static int vmdk_lookup(struct vmdk_image *v, u64 pos, u64 end,
+		       struct vmdk_gt_batch *b, unsigned int flags,
+		       struct vmdk_unit *u, const char **err)
+{
+	u64 grain = pos >> v->grain_bits;
+	u64 gdi = div_u64(grain, v->gt_entries);
+	u32 idx = grain - gdi * v->gt_entries, wanted;
+	u64 gt;
+	u32 gte;
+	int r;
+
+	if (gdi >= v->gd_entries)
+		return vmdk_corrupt("offset beyond the grain directory", pos,
+				    err);
+	r = vmdk_gt_offset(v, gdi, pos, &gt, err);
+	if (r)
+		return r;
+	if (!gt) {
+		u->kind = IMGFMT_RUN_UNALLOCATED;
+		u->start = (gdi * v->gt_entries) << v->grain_bits;
+		u->end = u->start + ((u64)v->gt_entries << v->grain_bits);
+		return 0;
+	}
+	wanted = min_t(u64, (end - pos + v->grain_size - 1) >> v->grain_bits,
+		       VMDK_BATCH_ENTRIES);
+	r = vmdk_get_gte(v, gt, idx, wanted, b, flags, &gte);
+	if (r == -EIO)
+		return vmdk_corrupt("cannot read grain table", pos, err);
+	if (r)
+		return r;
+	return vmdk_classify(v, gte, pos, flags, u, err);
+}
+
+static bool vmdk_run_continues(const struct imgfmt_run *run,
+			       const struct vmdk_unit *u, u64 pos)
+{
+	if (u->kind != run->kind || u->kind == IMGFMT_RUN_COMPRESSED)
+		return false;
+	if (u->kind != IMGFMT_RUN_DATA)
+		return true;
+	return u->host + (pos - u->start) == run->dev_offset + run->length;
+}
+
+static void vmdk_start_run(const struct vmdk_image *v, struct imgfmt_run *run,
+			   const struct vmdk_unit *u, u64 pos)
+{
+	memset(run, 0, sizeof(*run));
+	run->kind = u->kind;
+	if (u->kind == IMGFMT_RUN_DATA)
+		run->dev_offset = u->host + (pos - u->start);
+	if (u->kind == IMGFMT_RUN_COMPRESSED) {
+		run->comp_offset = u->comp_offset;
+		run->comp_length = u->comp_length;
+		run->comp_skip = pos - u->start;
+		run->comp_cluster_size = v->grain_size;
+		/*
+		 * The last grain of a disk that ends inside it: QEMU writes
+		 * its stream with only what the disk has left, VMware with
+		 * the whole grain; both are fine.
+		 */
+		if (v->size - u->start < v->grain_size)
+			run->comp_data_size = v->size - u->start;
+		run->comp_type = IMGFMT_COMP_ZLIB;
+	}
+}
+
+static int vmdk_map(struct imgfmt_image *img, u64 offset, u64 length,
+		    unsigned int flags, struct imgfmt_run *run,
+		    const char **err)
+{
+	struct vmdk_image *v = (struct vmdk_image *)img;
+	struct vmdk_gt_batch batch;
+	struct vmdk_unit u;
+	u64 pos = offset, end, stop;
+	int r;
+
+	if (!length || offset % 512 || length % 512 ||
+	    check_add_overflow(offset, length, &end) ||
+	    end > ALIGN(v->size, 512)) {
+		*err = "request outside the virtual disk";
+		return -EINVAL;
+	}
+	memset(run, 0, sizeof(*run));
+	batch.count = 0;
+	while (pos < end && pos < v->size) {
+		memset(&u, 0, sizeof(u));
+		r = vmdk_lookup(v, pos, end, &batch, flags, &u, err);
+		if (r) {
+			if (run->length)
+				break;
+			return r;
+		}
+		if (!run->length)
+			vmdk_start_run(v, run, &u, pos);
+		else if (!vmdk_run_continues(run, &u, pos))
+			break;
+		stop = min(u.end, end);
+		run->length += stop - pos;
+		pos = stop;
+		if (u.kind == IMGFMT_RUN_COMPRESSED)
+			break;
+	}
+	return 0;
+}
+
+const struct imgfmt_format_ops imgfmt_vmdk_ops = {
+	.name = "vmdk",
+	.probe = vmdk_probe,
+	.open = vmdk_open,
+	.close = vmdk_close,
+	.get_info = vmdk_get_info,
+	.map = vmdk_map,
+	.mcache = vmdk_mcache,
+};
