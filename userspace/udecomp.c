@@ -30,8 +30,9 @@ void imgfmt_decomp_destroy(struct imgfmt_decomp *d)
 	free(d);
 }
 
-static int u_inflate(struct imgfmt_decomp *d, int window_bits,
-		     const void *src, size_t src_len, void *dst, size_t dst_len)
+static long u_inflate(struct imgfmt_decomp *d, int window_bits,
+		      const void *src, size_t src_len, void *dst,
+		      size_t dst_len)
 {
 	z_stream *zs = &d->zlib;
 	int r;
@@ -47,14 +48,15 @@ static int u_inflate(struct imgfmt_decomp *d, int window_bits,
 	zs->avail_out = (uInt)dst_len;
 	r = inflate(zs, Z_FINISH);
 	inflateEnd(zs);
-	if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) &&
-	    zs->avail_out == 0)
-		return 0;
+	if (r == Z_STREAM_END)
+		return (long)(dst_len - zs->avail_out);
+	if ((r == Z_BUF_ERROR || r == Z_OK) && zs->avail_out == 0)
+		return (long)dst_len;
 	return -EIO;
 }
 
-static int u_unzstd(struct imgfmt_decomp *d, const void *src, size_t src_len,
-		    void *dst, size_t dst_len)
+static long u_unzstd(struct imgfmt_decomp *d, const void *src, size_t src_len,
+		     void *dst, size_t dst_len)
 {
 	ZSTD_inBuffer in = { .src = src, .size = src_len, .pos = 0 };
 	ZSTD_outBuffer out = { .dst = dst, .size = dst_len, .pos = 0 };
@@ -73,15 +75,17 @@ static int u_unzstd(struct imgfmt_decomp *d, const void *src, size_t src_len,
 		r = ZSTD_decompressStream(d->zstd, &out, &in);
 		if (ZSTD_isError(r))
 			return -EIO;
-		if (r == 0 || in.pos == in.size)
+		if (r == 0)
+			return (long)out.pos;	/* the frame ended */
+		if (in.pos == in.size)
 			break;
 	}
-	return out.pos == out.size ? 0 : -EIO;
+	return out.pos == out.size ? (long)out.pos : -EIO;
 }
 
-int imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
-		      const void *src, size_t src_len, void *dst,
-		      size_t dst_len)
+long imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
+		       const void *src, size_t src_len, void *dst,
+		       size_t dst_len)
 {
 	switch (type) {
 	case IMGFMT_COMP_DEFLATE:
