@@ -16,6 +16,7 @@
  */
 #include "../imgfmt_format.h"
 #include "../mcache.h"
+#include "runs.h"
 
 #define QCOW_MAGIC			0x514649fbU	/* "QFI\xfb" */
 #define QCOW_VERSION			1
@@ -67,16 +68,6 @@ struct qcow_image {
 	u32 cluster_size;
 	u32 l2_bits;		/* log2 of entries per L2 table */
 	u32 l2_bytes;		/* bytes per L2 table */
-};
-
-/* One cluster or unallocated L1 span, as a lookup found it. */
-struct qcow_unit {
-	enum imgfmt_run_kind kind;
-	u64 start;		/* virtual offsets of the unit */
-	u64 end;
-	u64 host;		/* DATA: device offset of start */
-	u64 comp_offset;	/* COMPRESSED */
-	u32 comp_length;
 };
 
 /* L2 entries copied out of the cache, so consecutive lookups share a copy. */
@@ -362,7 +353,7 @@ static int qcow_get_l2_entry(struct qcow_image *q, u64 l2_offset, u32 idx,
  * exact length; a length of 0 cannot decompress to a cluster.
  */
 static int qcow_classify_compressed(struct qcow_image *q, u64 entry, u64 pos,
-				    struct qcow_unit *u, const char **err)
+				    struct imgfmt_unit *u, const char **err)
 {
 	u32 offset_bits = 63 - q->cluster_bits;
 	u64 off = entry & ((1ULL << offset_bits) - 1);
@@ -379,6 +370,9 @@ static int qcow_classify_compressed(struct qcow_image *q, u64 entry, u64 pos,
 	u->end = u->start + q->cluster_size;
 	u->comp_offset = off;
 	u->comp_length = min_t(u64, len, q->dev->size - off);
+	/* QEMU pads a short last cluster: streams are whole clusters. */
+	u->comp_cluster_size = q->cluster_size;
+	u->comp_type = IMGFMT_COMP_DEFLATE;
 	return 0;
 }
 
@@ -390,7 +384,7 @@ static int qcow_classify_compressed(struct qcow_image *q, u64 entry, u64 pos,
  * 512, though it never checks for cluster alignment.
  */
 static int qcow_classify_data(struct qcow_image *q, u64 host, u64 pos,
-			      struct qcow_unit *u, const char **err)
+			      struct imgfmt_unit *u, const char **err)
 {
 	u64 start = pos & ~((u64)q->cluster_size - 1);
 	u64 avail;
@@ -418,7 +412,7 @@ static int qcow_classify_data(struct qcow_image *q, u64 host, u64 pos,
 }
 
 static int qcow_classify(struct qcow_image *q, u64 entry, u64 pos,
-			 struct qcow_unit *u, const char **err)
+			 struct imgfmt_unit *u, const char **err)
 {
 	if (entry & QCOW_L2E_COMPRESSED)
 		return qcow_classify_compressed(q, entry, pos, u, err);
@@ -434,7 +428,7 @@ static int qcow_classify(struct qcow_image *q, u64 entry, u64 pos,
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
 static int qcow_lookup(struct qcow_image *q, u64 pos, u64 end,
 		       struct qcow_l2_batch *b, unsigned int flags,
-		       struct qcow_unit *u, const char **err)
+		       struct imgfmt_unit *u, const char **err)
 {
 	u32 span_bits = q->cluster_bits + q->l2_bits;
 	u64 l1_index = pos >> span_bits;
@@ -472,78 +466,29 @@ static int qcow_lookup(struct qcow_image *q, u64 pos, u64 end,
 	return qcow_classify(q, entry, pos, u, err);
 }
 
-static bool qcow_run_continues(const struct imgfmt_run *run,
-			       const struct qcow_unit *u, u64 pos)
-{
-	if (u->kind != run->kind || u->kind == IMGFMT_RUN_COMPRESSED)
-		return false;
-	if (u->kind != IMGFMT_RUN_DATA)
-		return true;
-	return u->host + (pos - u->start) == run->dev_offset + run->length;
-}
+/* One lookup context per map() call: the image and its table entry copy. */
+struct qcow_lookup_ctx {
+	struct qcow_image *q;
+	struct qcow_l2_batch batch;
+};
 
-static void qcow_start_run(const struct qcow_image *q, struct imgfmt_run *run,
-			   const struct qcow_unit *u, u64 pos)
+static int qcow_lookup_unit(void *ctx, u64 pos, u64 limit,
+			    unsigned int flags, struct imgfmt_unit *u,
+			    const char **err)
 {
-	memset(run, 0, sizeof(*run));
-	run->kind = u->kind;
-	if (u->kind == IMGFMT_RUN_DATA)
-		run->dev_offset = u->host + (pos - u->start);
-	if (u->kind == IMGFMT_RUN_COMPRESSED) {
-		run->comp_offset = u->comp_offset;
-		run->comp_length = u->comp_length;
-		run->comp_skip = pos - u->start;
-		/* QEMU pads a short last cluster: streams are whole clusters. */
-		run->comp_cluster_size = q->cluster_size;
-		run->comp_type = IMGFMT_COMP_DEFLATE;
-	}
+	struct qcow_lookup_ctx *c = ctx;
+
+	return qcow_lookup(c->q, pos, limit, &c->batch, flags, u, err);
 }
 
 static int qcow_map(struct imgfmt_image *img, u64 offset, u64 length,
 		    unsigned int flags, struct imgfmt_run *run,
 		    const char **err)
 {
-	struct qcow_image *q = (struct qcow_image *)img;
-	struct qcow_l2_batch batch;
-	struct qcow_unit u;
-	u64 pos = offset, end, stop;
-	int r;
+	struct qcow_lookup_ctx c = { .q = (struct qcow_image *)img };
 
-	if (!length || offset % 512 || length % 512 ||
-	    check_add_overflow(offset, length, &end) ||
-	    end > ALIGN(q->size, 512)) {
-		*err = "request outside the virtual disk";
-		return -EINVAL;
-	}
-	memset(run, 0, sizeof(*run));
-	if (offset >= q->size) {
-		run->kind = IMGFMT_RUN_ZERO;
-		run->length = length;
-		return 0;
-	}
-	batch.count = 0;
-	while (pos < end && pos < q->size) {
-		r = qcow_lookup(q, pos, end, &batch, flags, &u, err);
-		if (r) {
-			if (run->length)
-				break;
-			return r;
-		}
-		if (!run->length)
-			qcow_start_run(q, run, &u, pos);
-		else if (!qcow_run_continues(run, &u, pos))
-			break;
-		stop = min(u.end, end);
-		run->length += stop - pos;
-		pos = stop;
-		if (u.kind == IMGFMT_RUN_COMPRESSED)
-			break;
-	}
-	/* A zero or unallocated run reaching the virtual size covers the tail. */
-	if (pos >= q->size && pos < end && run->kind != IMGFMT_RUN_DATA &&
-	    run->kind != IMGFMT_RUN_COMPRESSED)
-		run->length = end - offset;
-	return 0;
+	return imgfmt_map_runs(c.q->size, offset, length, flags,
+			       qcow_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_qcow_ops = {

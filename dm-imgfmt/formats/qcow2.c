@@ -9,6 +9,7 @@
  */
 #include "../imgfmt_format.h"
 #include "../mcache.h"
+#include "runs.h"
 
 #define QCOW_MAGIC			0x514649fbU	/* "QFI\xfb" */
 
@@ -105,17 +106,6 @@ struct qcow2_image {
 	u32 subcluster_bits;	/* == cluster_bits without extended L2 */
 	bool extended_l2;
 	u32 version;
-};
-
-/* One (sub)cluster or unallocated L1 span, as a lookup found it. */
-struct qcow2_unit {
-	enum imgfmt_run_kind kind;
-	u64 start;		/* virtual offsets of the unit */
-	u64 end;
-	u64 host;		/* DATA: device offset of start */
-	u64 comp_offset;	/* COMPRESSED */
-	u32 comp_length;
-	u64 cluster_start;	/* COMPRESSED: virtual start of the cluster */
 };
 
 /* L2 entries copied out of the cache, so consecutive lookups share a copy. */
@@ -672,7 +662,7 @@ static int qcow2_get_l2_entry(struct qcow2_image *q, u64 l2_offset, u32 idx,
 /* A compressed cluster: where its stream lies, bounded by the device. */
 static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
 				     u64 bitmap, u64 pos,
-				     struct qcow2_unit *u, const char **err)
+				     struct imgfmt_unit *u, const char **err)
 {
 	u32 offset_bits = 62 - (q->cluster_bits - 8);
 	u64 desc = entry & QCOW2_DESCRIPTOR_MASK;
@@ -689,9 +679,10 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
 	u->kind = IMGFMT_RUN_COMPRESSED;
 	u->start = pos & ~((u64)q->cluster_size - 1);
 	u->end = u->start + q->cluster_size;
-	u->cluster_start = u->start;
 	u->comp_offset = off;
 	u->comp_length = min_t(u64, len, q->dev->size - off);
+	u->comp_cluster_size = q->cluster_size;
+	u->comp_type = q->info.compression;
 	return 0;
 }
 
@@ -702,7 +693,7 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
  * as zeroes past it, as QEMU reads past the end of a file.
  */
 static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
-			       u32 unit_size, u64 pos, struct qcow2_unit *u,
+			       u32 unit_size, u64 pos, struct imgfmt_unit *u,
 			       const char **err)
 {
 	u64 avail;
@@ -727,7 +718,7 @@ static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
 }
 
 static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
-			  u64 pos, struct qcow2_unit *u, const char **err)
+			  u64 pos, struct imgfmt_unit *u, const char **err)
 {
 	u64 desc = entry & ~QCOW2_L2E_COPIED;
 	u64 host = desc & QCOW2_OFFSET_MASK;
@@ -779,7 +770,7 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
 static int qcow2_lookup(struct qcow2_image *q, u64 pos, u64 end,
 			struct qcow2_l2_batch *b, unsigned int flags,
-			struct qcow2_unit *u, const char **err)
+			struct imgfmt_unit *u, const char **err)
 {
 	u32 span_bits = q->cluster_bits + q->l2_bits;
 	u64 l1_index = pos >> span_bits;
@@ -816,77 +807,29 @@ static int qcow2_lookup(struct qcow2_image *q, u64 pos, u64 end,
 	return qcow2_classify(q, entry, bitmap, pos, u, err);
 }
 
-static bool qcow2_run_continues(const struct imgfmt_run *run,
-				const struct qcow2_unit *u, u64 pos)
-{
-	if (u->kind != run->kind || u->kind == IMGFMT_RUN_COMPRESSED)
-		return false;
-	if (u->kind != IMGFMT_RUN_DATA)
-		return true;
-	return u->host + (pos - u->start) == run->dev_offset + run->length;
-}
+/* One lookup context per map() call: the image and its L2 entry copy. */
+struct qcow2_lookup_ctx {
+	struct qcow2_image *q;
+	struct qcow2_l2_batch batch;
+};
 
-static void qcow2_start_run(const struct qcow2_image *q, struct imgfmt_run *run,
-			    const struct qcow2_unit *u, u64 pos)
+static int qcow2_lookup_unit(void *ctx, u64 pos, u64 limit,
+			     unsigned int flags, struct imgfmt_unit *u,
+			     const char **err)
 {
-	memset(run, 0, sizeof(*run));
-	run->kind = u->kind;
-	if (u->kind == IMGFMT_RUN_DATA)
-		run->dev_offset = u->host + (pos - u->start);
-	if (u->kind == IMGFMT_RUN_COMPRESSED) {
-		run->comp_offset = u->comp_offset;
-		run->comp_length = u->comp_length;
-		run->comp_skip = pos - u->cluster_start;
-		run->comp_cluster_size = q->cluster_size;
-		run->comp_type = q->info.compression;
-	}
+	struct qcow2_lookup_ctx *c = ctx;
+
+	return qcow2_lookup(c->q, pos, limit, &c->batch, flags, u, err);
 }
 
 static int qcow2_map(struct imgfmt_image *img, u64 offset, u64 length,
 		     unsigned int flags, struct imgfmt_run *run,
 		     const char **err)
 {
-	struct qcow2_image *q = (struct qcow2_image *)img;
-	struct qcow2_l2_batch batch;
-	struct qcow2_unit u;
-	u64 pos = offset, end, stop;
-	int r;
+	struct qcow2_lookup_ctx c = { .q = (struct qcow2_image *)img };
 
-	if (!length || offset % 512 || length % 512 ||
-	    check_add_overflow(offset, length, &end) ||
-	    end > ALIGN(q->size, 512)) {
-		*err = "request outside the virtual disk";
-		return -EINVAL;
-	}
-	memset(run, 0, sizeof(*run));
-	if (offset >= q->size) {
-		run->kind = IMGFMT_RUN_ZERO;
-		run->length = length;
-		return 0;
-	}
-	batch.count = 0;
-	while (pos < end && pos < q->size) {
-		r = qcow2_lookup(q, pos, end, &batch, flags, &u, err);
-		if (r) {
-			if (run->length)
-				break;
-			return r;
-		}
-		if (!run->length)
-			qcow2_start_run(q, run, &u, pos);
-		else if (!qcow2_run_continues(run, &u, pos))
-			break;
-		stop = min(u.end, end);
-		run->length += stop - pos;
-		pos = stop;
-		if (u.kind == IMGFMT_RUN_COMPRESSED)
-			break;
-	}
-	/* A zero or unallocated run reaching the virtual size covers the tail. */
-	if (pos >= q->size && pos < end && run->kind != IMGFMT_RUN_DATA &&
-	    run->kind != IMGFMT_RUN_COMPRESSED)
-		run->length = end - offset;
-	return 0;
+	return imgfmt_map_runs(c.q->size, offset, length, flags,
+			       qcow2_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_qcow2_ops = {

@@ -14,6 +14,7 @@
  */
 #include "../imgfmt_format.h"
 #include "../mcache.h"
+#include "runs.h"
 
 #define SESPARSE_MAGIC			0x00000000cafebabeULL
 #define SESPARSE_VOLATILE_MAGIC		0x00000000cafecafeULL
@@ -88,13 +89,6 @@ struct sesparse_image {
 	u64 gd_entries;
 	u64 tables;		/* device offsets of the table and grain areas */
 	u64 grains;
-};
-
-struct sesparse_unit {
-	enum imgfmt_run_kind kind;
-	u64 start;		/* virtual offsets of the unit */
-	u64 end;
-	u64 host;		/* DATA: device offset of start */
 };
 
 /* Grain table entries copied out of the cache, shared by nearby lookups. */
@@ -410,7 +404,7 @@ static int sesparse_get_gte(struct sesparse_image *s, u64 gt, u32 idx,
  * zeroes past it, as QEMU reads past the end of a file.
  */
 static int sesparse_classify_data(struct sesparse_image *s, u64 gte, u64 pos,
-				  struct sesparse_unit *u, const char **err)
+				  struct imgfmt_unit *u, const char **err)
 {
 	u64 grain = (gte >> 48 & 0xfff) | (gte & 0xffffffffffffULL) << 12;
 	u64 host, avail;
@@ -434,7 +428,7 @@ static int sesparse_classify_data(struct sesparse_image *s, u64 gte, u64 pos,
 }
 
 static int sesparse_classify(struct sesparse_image *s, u64 gte, u64 pos,
-			     struct sesparse_unit *u, const char **err)
+			     struct imgfmt_unit *u, const char **err)
 {
 	u->start = pos & ~((u64)SESPARSE_GRAIN_SIZE - 1);
 	u->end = u->start + SESPARSE_GRAIN_SIZE;
@@ -457,7 +451,7 @@ static int sesparse_classify(struct sesparse_image *s, u64 gte, u64 pos,
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
 static int sesparse_lookup(struct sesparse_image *s, u64 pos, u64 end,
 			   struct sesparse_gt_batch *b, unsigned int flags,
-			   struct sesparse_unit *u, const char **err)
+			   struct imgfmt_unit *u, const char **err)
 {
 	u64 gdi = pos >> SESPARSE_SPAN_BITS, gt, gte;
 	u32 idx = (pos >> SESPARSE_GRAIN_BITS) & (SESPARSE_GT_ENTRIES - 1);
@@ -486,54 +480,29 @@ static int sesparse_lookup(struct sesparse_image *s, u64 pos, u64 end,
 	return sesparse_classify(s, gte, pos, u, err);
 }
 
-static bool sesparse_run_continues(const struct imgfmt_run *run,
-				   const struct sesparse_unit *u, u64 pos)
+/* One lookup context per map() call: the image and its table entry copy. */
+struct sesparse_lookup_ctx {
+	struct sesparse_image *s;
+	struct sesparse_gt_batch batch;
+};
+
+static int sesparse_lookup_unit(void *ctx, u64 pos, u64 limit,
+				unsigned int flags, struct imgfmt_unit *u,
+				const char **err)
 {
-	if (u->kind != run->kind)
-		return false;
-	if (u->kind != IMGFMT_RUN_DATA)
-		return true;
-	return u->host + (pos - u->start) == run->dev_offset + run->length;
+	struct sesparse_lookup_ctx *c = ctx;
+
+	return sesparse_lookup(c->s, pos, limit, &c->batch, flags, u, err);
 }
 
 static int sesparse_map(struct imgfmt_image *img, u64 offset, u64 length,
 			unsigned int flags, struct imgfmt_run *run,
 			const char **err)
 {
-	struct sesparse_image *s = (struct sesparse_image *)img;
-	struct sesparse_gt_batch batch;
-	struct sesparse_unit u;
-	u64 pos = offset, end, stop;
-	int r;
+	struct sesparse_lookup_ctx c = { .s = (struct sesparse_image *)img };
 
-	if (!length || offset % 512 || length % 512 ||
-	    check_add_overflow(offset, length, &end) ||
-	    end > ALIGN(s->size, 512)) {
-		*err = "request outside the virtual disk";
-		return -EINVAL;
-	}
-	memset(run, 0, sizeof(*run));
-	batch.count = 0;
-	while (pos < end && pos < s->size) {
-		memset(&u, 0, sizeof(u));
-		r = sesparse_lookup(s, pos, end, &batch, flags, &u, err);
-		if (r) {
-			if (run->length)
-				break;
-			return r;
-		}
-		if (!run->length) {
-			run->kind = u.kind;
-			if (u.kind == IMGFMT_RUN_DATA)
-				run->dev_offset = u.host + (pos - u.start);
-		} else if (!sesparse_run_continues(run, &u, pos)) {
-			break;
-		}
-		stop = min(u.end, end);
-		run->length += stop - pos;
-		pos = stop;
-	}
-	return 0;
+	return imgfmt_map_runs(c.s->size, offset, length, flags,
+			       sesparse_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops = {

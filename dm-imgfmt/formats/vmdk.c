@@ -14,6 +14,7 @@
  */
 #include "../imgfmt_format.h"
 #include "../mcache.h"
+#include "runs.h"
 
 #define VMDK4_MAGIC			0x564d444bU	/* "KDMV" */
 #define VMDK3_MAGIC			0x44574f43U	/* "COWD" */
@@ -124,15 +125,6 @@ struct vmdk_image {
 	bool zero_grain;
 	bool compressed;
 	bool has_markers;
-};
-
-struct vmdk_unit {
-	enum imgfmt_run_kind kind;
-	u64 start;		/* virtual offsets of the unit */
-	u64 end;
-	u64 host;		/* DATA: device offset of start */
-	u64 comp_offset;	/* COMPRESSED */
-	u32 comp_length;
 };
 
 /* Grain table entries copied out of the cache, shared by nearby lookups. */
@@ -650,7 +642,7 @@ static int vmdk_get_gte(struct vmdk_image *v, u64 gt, u32 idx, u32 wanted,
  * header, whose size field then bounds it.
  */
 static int vmdk_classify_compressed(struct vmdk_image *v, u64 host, u64 pos,
-				    unsigned int flags, struct vmdk_unit *u,
+				    unsigned int flags, struct imgfmt_unit *u,
 				    const char **err)
 {
 	struct {
@@ -694,7 +686,7 @@ static int vmdk_classify_compressed(struct vmdk_image *v, u64 host, u64 pos,
  * as zeroes past it, as QEMU reads past the end of a file.
  */
 static int vmdk_classify_data(struct vmdk_image *v, u64 host, u64 pos,
-			      struct vmdk_unit *u, const char **err)
+			      struct imgfmt_unit *u, const char **err)
 {
 	u64 avail;
 
@@ -715,7 +707,7 @@ static int vmdk_classify_data(struct vmdk_image *v, u64 host, u64 pos,
 }
 
 static int vmdk_classify(struct vmdk_image *v, u32 gte, u64 pos,
-			 unsigned int flags, struct vmdk_unit *u,
+			 unsigned int flags, struct imgfmt_unit *u,
 			 const char **err)
 {
 	u64 host;
@@ -731,15 +723,25 @@ static int vmdk_classify(struct vmdk_image *v, u32 gte, u64 pos,
 		return 0;
 	}
 	host = (u64)gte << 9;
-	if (v->compressed)
+	if (v->compressed) {
+		u->comp_cluster_size = v->grain_size;
+		/*
+		 * The last grain of a disk that ends inside it: QEMU writes
+		 * its stream with only what the disk has left, VMware with
+		 * the whole grain; both are fine.
+		 */
+		if (v->size - u->start < v->grain_size)
+			u->comp_data_size = v->size - u->start;
+		u->comp_type = IMGFMT_COMP_ZLIB;
 		return vmdk_classify_compressed(v, host, pos, flags, u, err);
+	}
 	return vmdk_classify_data(v, host, pos, u, err);
 }
 
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
 static int vmdk_lookup(struct vmdk_image *v, u64 pos, u64 end,
 		       struct vmdk_gt_batch *b, unsigned int flags,
-		       struct vmdk_unit *u, const char **err)
+		       struct imgfmt_unit *u, const char **err)
 {
 	u64 grain = pos >> v->grain_bits;
 	u64 gdi = div_u64(grain, v->gt_entries);
@@ -770,76 +772,29 @@ static int vmdk_lookup(struct vmdk_image *v, u64 pos, u64 end,
 	return vmdk_classify(v, gte, pos, flags, u, err);
 }
 
-static bool vmdk_run_continues(const struct imgfmt_run *run,
-			       const struct vmdk_unit *u, u64 pos)
-{
-	if (u->kind != run->kind || u->kind == IMGFMT_RUN_COMPRESSED)
-		return false;
-	if (u->kind != IMGFMT_RUN_DATA)
-		return true;
-	return u->host + (pos - u->start) == run->dev_offset + run->length;
-}
+/* One lookup context per map() call: the image and its table entry copy. */
+struct vmdk_lookup_ctx {
+	struct vmdk_image *v;
+	struct vmdk_gt_batch batch;
+};
 
-static void vmdk_start_run(const struct vmdk_image *v, struct imgfmt_run *run,
-			   const struct vmdk_unit *u, u64 pos)
+static int vmdk_lookup_unit(void *ctx, u64 pos, u64 limit,
+			    unsigned int flags, struct imgfmt_unit *u,
+			    const char **err)
 {
-	memset(run, 0, sizeof(*run));
-	run->kind = u->kind;
-	if (u->kind == IMGFMT_RUN_DATA)
-		run->dev_offset = u->host + (pos - u->start);
-	if (u->kind == IMGFMT_RUN_COMPRESSED) {
-		run->comp_offset = u->comp_offset;
-		run->comp_length = u->comp_length;
-		run->comp_skip = pos - u->start;
-		run->comp_cluster_size = v->grain_size;
-		/*
-		 * The last grain of a disk that ends inside it: QEMU writes
-		 * its stream with only what the disk has left, VMware with
-		 * the whole grain; both are fine.
-		 */
-		if (v->size - u->start < v->grain_size)
-			run->comp_data_size = v->size - u->start;
-		run->comp_type = IMGFMT_COMP_ZLIB;
-	}
+	struct vmdk_lookup_ctx *c = ctx;
+
+	return vmdk_lookup(c->v, pos, limit, &c->batch, flags, u, err);
 }
 
 static int vmdk_map(struct imgfmt_image *img, u64 offset, u64 length,
 		    unsigned int flags, struct imgfmt_run *run,
 		    const char **err)
 {
-	struct vmdk_image *v = (struct vmdk_image *)img;
-	struct vmdk_gt_batch batch;
-	struct vmdk_unit u;
-	u64 pos = offset, end, stop;
-	int r;
+	struct vmdk_lookup_ctx c = { .v = (struct vmdk_image *)img };
 
-	if (!length || offset % 512 || length % 512 ||
-	    check_add_overflow(offset, length, &end) ||
-	    end > ALIGN(v->size, 512)) {
-		*err = "request outside the virtual disk";
-		return -EINVAL;
-	}
-	memset(run, 0, sizeof(*run));
-	batch.count = 0;
-	while (pos < end && pos < v->size) {
-		memset(&u, 0, sizeof(u));
-		r = vmdk_lookup(v, pos, end, &batch, flags, &u, err);
-		if (r) {
-			if (run->length)
-				break;
-			return r;
-		}
-		if (!run->length)
-			vmdk_start_run(v, run, &u, pos);
-		else if (!vmdk_run_continues(run, &u, pos))
-			break;
-		stop = min(u.end, end);
-		run->length += stop - pos;
-		pos = stop;
-		if (u.kind == IMGFMT_RUN_COMPRESSED)
-			break;
-	}
-	return 0;
+	return imgfmt_map_runs(c.v->size, offset, length, flags,
+			       vmdk_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_vmdk_ops = {
