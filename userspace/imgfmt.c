@@ -15,13 +15,10 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
-#include "ccache.h"
-#include "imgfmt_format.h"
+#include "disk.h"
 #include "imgfmt.h"
 #include "uhost.h"
 
-#define SECTOR_SIZE	512ULL
-/* The largest cache_size the kernel target accepts (its own limit). */
 /* Bytes asked of map() and written out at a time by `imgfmt read`. */
 #define READ_CHUNK	BIT(20)
 
@@ -30,17 +27,6 @@ struct opts {
 	const char *format;	/* --format, or NULL to probe */
 	const char *name;	/* --name, or NULL */
 	u64 cache_bytes;	/* --cache-size, or 0 when not given */
-};
-
-/* An image opened and validated through the shared format code. */
-struct image {
-	const char *path;
-	struct imgfmt_dev dev;
-	const struct imgfmt_format_ops *ops;	/* set once detected */
-	struct imgfmt_image *img;		/* set once opened */
-	struct imgfmt_info info;
-	const char *err;	/* why detection or validation failed */
-	struct imgfmt_ccache *ccache;	/* made on the first compressed run */
 };
 
 static char error_line[1024];
@@ -74,93 +60,6 @@ int usage_fail(const char *fmt, ...)
 	return rc;
 }
 
-/* Images */
-
-/* Make sure the strings get_info() filled in are terminated. */
-static void info_terminate(struct imgfmt_info *info)
-{
-	info->backing_file[sizeof(info->backing_file) - 1] = '\0';
-	info->backing_format[sizeof(info->backing_format) - 1] = '\0';
-	info->data_file[sizeof(info->data_file) - 1] = '\0';
-}
-
-static int image_refused(struct image *im, const char *err, int rc)
-{
-	if (!err)
-		err = strerror(rc < 0 ? -rc : EIO);
-	im->err = err;
-	uport_dev_close(&im->dev);
-	return fail("%s: %s", im->path, err);
-}
-
-/*
- * Open path and validate it as image format pin (NULL: probe).  On failure
- * records the error and returns FAIL; when the image itself was refused,
- * im->err holds the format's message and im->ops the format, if detected.
- */
-static int image_open(struct image *im, const char *path, const char *pin,
-		      u64 cache_bytes)
-{
-	const char *err = NULL;
-	int rc;
-
-	memset(im, 0, sizeof(*im));
-	im->path = path;
-	rc = uport_dev_open(&im->dev, path);
-	if (rc == -ENOTBLK)
-		return fail("%s: not a regular file or block device", path);
-	if (rc)
-		return fail("cannot open %s: %s", path, strerror(-rc));
-
-	im->ops = imgfmt_detect(&im->dev, pin, &err);
-	if (!im->ops)
-		return image_refused(im, err ? err : "unknown image format",
-				     -EINVAL);
-
-	if (!cache_bytes)
-		cache_bytes = IMGFMT_DEFAULT_CACHE_BYTES;
-	rc = im->ops->open(&im->dev, cache_bytes, &im->img, &err);
-	if (rc || !im->img) {
-		im->img = NULL;
-		return image_refused(im, err, rc);
-	}
-	im->ops->get_info(im->img, &im->info);
-	info_terminate(&im->info);
-	if (!im->info.format)
-		im->info.format = im->ops->name;
-	return 0;
-}
-
-static void image_close(struct image *im)
-{
-	imgfmt_ccache_destroy(im->ccache);
-	im->ccache = NULL;
-	if (im->img)
-		im->ops->close(im->img);
-	im->img = NULL;
-	uport_dev_close(&im->dev);
-}
-
-/* 512-byte sectors covering the virtual size; 0 when it is unusable. */
-static u64 image_sectors(const struct image *im)
-{
-	u64 size = im->info.virtual_size;
-
-	if (size > U64_MAX - (SECTOR_SIZE - 1))
-		return 0;
-	return (size + SECTOR_SIZE - 1) / SECTOR_SIZE;
-}
-
-/* The image's virtual size in sectors, refusing what dm cannot map. */
-static int image_table_sectors(const struct image *im, u64 *sectors)
-{
-	*sectors = image_sectors(im);
-	if (!*sectors)
-		return fail("%s: the virtual disk is empty or too large to map",
-			    im->path);
-	return 0;
-}
-
 /* Table arguments */
 
 /* A device argument must be one word of the table line. */
@@ -178,21 +77,20 @@ static int check_table_dev(const char *dev)
 
 /*
  * The optional arguments of the imgfmt target, as they follow the device:
- * "" or " <#opt> <opt>...".
+ * "" or " <#opt> <opt>...".  format is the format to pin, or NULL.
  */
-static int target_opts(char *buf, size_t size, const struct image *im,
-		       const struct opts *o)
+static int target_opts(char *buf, size_t size, const char *format,
+		       u64 cache_bytes)
 {
-	int nr_opts = (o->format ? 1 : 0) + (o->cache_bytes ? 1 : 0);
+	int nr_opts = (format ? 1 : 0) + (cache_bytes ? 1 : 0);
 	char format_opt[80] = "", cache_opt[48] = "";
 	int n;
 
-	if (o->format)
-		snprintf(format_opt, sizeof(format_opt), " format=%s",
-			 im->ops->name);
-	if (o->cache_bytes)
+	if (format)
+		snprintf(format_opt, sizeof(format_opt), " format=%s", format);
+	if (cache_bytes)
 		snprintf(cache_opt, sizeof(cache_opt), " cache_size=%llu",
-			 (unsigned long long)o->cache_bytes);
+			 (unsigned long long)cache_bytes);
 	n = 0;
 	buf[0] = '\0';
 	if (nr_opts)
@@ -200,6 +98,69 @@ static int target_opts(char *buf, size_t size, const struct image *im,
 			     cache_opt);
 	if (n < 0 || (size_t)n >= size)
 		return fail("the table arguments are too long");
+	return 0;
+}
+
+/* The targets of a disk's table, one per segment. */
+struct pieces {
+	struct dm_piece *p;
+	unsigned int nr;
+	char (*opts)[128];	/* each imgfmt target's options */
+};
+
+static const enum dm_piece_kind piece_kinds[] = {
+	[SEG_IMAGE] = DM_PIECE_IMGFMT,
+	[SEG_FLAT] = DM_PIECE_LINEAR,
+	[SEG_ZERO] = DM_PIECE_ZERO,
+};
+
+static void pieces_free(struct pieces *ps)
+{
+	free(ps->p);
+	free(ps->opts);
+}
+
+/*
+ * Extents of a descriptor are pinned to the format found at open (vmdk, or
+ * its seSparse variant); a single image only when --format asks for it.
+ */
+static int piece_make(struct pieces *ps, unsigned int i,
+		      const struct disk *d, const struct opts *o)
+{
+	const struct segment *s = &d->segs[i];
+	struct dm_piece *p = &ps->p[i];
+	const char *format = NULL;
+
+	if (s->kind == SEG_IMAGE && (d->is_desc || o->format))
+		format = s->im.ops->name;
+	p->kind = piece_kinds[s->kind];
+	p->sectors = s->sectors;
+	p->fd = segment_fd(s);
+	p->path = s->path;
+	p->file_size = s->file_size;
+	p->offset = s->offset / SECTOR_SIZE;
+	p->opts = ps->opts[i];
+	return target_opts(ps->opts[i], sizeof(ps->opts[i]), format,
+			   o->cache_bytes);
+}
+
+static int pieces_make(struct pieces *ps, const struct disk *d,
+		       const struct opts *o)
+{
+	unsigned int i;
+	int rc;
+
+	memset(ps, 0, sizeof(*ps));
+	ps->p = calloc(d->nr_segs, sizeof(*ps->p));
+	ps->opts = calloc(d->nr_segs, sizeof(*ps->opts));
+	if (!ps->p || !ps->opts)
+		return fail("out of memory");
+	ps->nr = d->nr_segs;
+	for (i = 0; i < d->nr_segs; i++) {
+		rc = piece_make(ps, i, d, o);
+		if (rc)
+			return rc;
+	}
 	return 0;
 }
 
@@ -266,31 +227,41 @@ static void print_bool(const char *key, bool v)
  * Strings read from the image may hold anything: control characters and
  * backslashes are printed as \xNN so that every key stays on one line.
  */
-static void print_str(const char *key, const char *s)
+static void print_escaped(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 
-	printf("%s:", key);
-	if (*p)
-		putchar(' ');
 	for (; *p; p++) {
 		if (iscntrl(*p) || *p == '\\')
 			printf("\\x%02x", *p);
 		else
 			putchar(*p);
 	}
+}
+
+static void print_str(const char *key, const char *s)
+{
+	printf("%s:", key);
+	if (*s)
+		putchar(' ');
+	print_escaped(s);
 	putchar('\n');
+}
+
+static void print_size(u64 bytes)
+{
+	char human[64];
+
+	human_size(bytes, human, sizeof(human));
+	print_u64("virtual-size", bytes);
+	print_str("virtual-size-human", human);
 }
 
 static void print_info(const struct imgfmt_info *info)
 {
-	char human[64];
-
-	human_size(info->virtual_size, human, sizeof(human));
 	print_str("format", info->format);
 	print_u64("version", info->version);
-	print_u64("virtual-size", info->virtual_size);
-	print_str("virtual-size-human", human);
+	print_size(info->virtual_size);
 	print_u64("cluster-size", info->cluster_size);
 	print_u64("refcount-bits", info->refcount_bits);
 	print_bool("dirty", info->dirty);
@@ -310,47 +281,178 @@ static void print_info(const struct imgfmt_info *info)
 	print_bool("encrypted", info->encrypted);
 }
 
+/*
+ * A loop device ends at the last whole sector of its file: the kernel
+ * cannot see the tail of an image whose size is not a multiple of 512.
+ */
+static void print_file_size(u64 size)
+{
+	print_u64("file-size", size);
+	if (size % SECTOR_SIZE)
+		printf("note: the file size is not a multiple of 512: a loop device hides its last %llu bytes; imgfmt attach maps them\n",
+		       (unsigned long long)(size % SECTOR_SIZE));
+}
+
+/* The createType of the descriptor a hosted sparse image embeds. */
+static void print_embedded_create_type(struct image *im)
+{
+	char ct[64], why[320];
+
+	if (strcmp(im->ops->name, "vmdk"))
+		return;
+	if (vmdk_embedded_create_type(im, ct, sizeof(ct), why, sizeof(why)))
+		print_str("note", why);
+	else if (ct[0])
+		print_str("create-type", ct);
+}
+
+static void print_image_info(struct disk *d)
+{
+	struct image *im = &d->segs[0].im;
+
+	print_info(&im->info);
+	print_embedded_create_type(im);
+	print_file_size(d->file_size);
+}
+
+/* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
+static void print_extent(unsigned int i, const struct vmdk_extent *e)
+{
+	printf("extent-%u: %s %llu %s", i + 1, vmdk_access_name(e->access),
+	       (unsigned long long)e->sectors,
+	       vmdk_extent_type_name(e->type));
+	if (e->file) {
+		fputs(" \"", stdout);
+		print_escaped(e->file);
+		putchar('"');
+	}
+	if (vmdk_extent_is_flat(e->type))
+		printf(" %llu", (unsigned long long)e->offset);
+	putchar('\n');
+}
+
+static void print_desc_info(const struct disk *d)
+{
+	const struct vmdk_desc *desc = &d->desc;
+	unsigned int i;
+
+	print_str("create-type", desc->create_type);
+	print_u64("version", desc->version);
+	if (desc->has_cid)
+		printf("cid: %08x\n", desc->cid);
+	if (desc->has_parent_cid)
+		printf("parent-cid: %08x\n", desc->parent_cid);
+	if (desc->parent_hint)
+		print_str("parent-file-name-hint", desc->parent_hint);
+	print_size(desc->sectors * SECTOR_SIZE);
+	print_u64("extents", desc->nr_extents);
+	for (i = 0; i < desc->nr_extents; i++)
+		print_extent(i, &desc->extents[i]);
+	print_u64("file-size", d->file_size);
+}
+
 static int cmd_info(struct opts *o, char **args)
 {
-	struct image im;
+	struct image *refused;
+	struct disk d;
 	int rc;
 
-	rc = image_open(&im, args[0], o->format, 0);
-	if (rc) {
-		if (im.err) {
-			if (im.ops)
-				print_str("format", im.ops->name);
-			print_str("error", im.err);
-		}
-		return rc;
+	rc = disk_open(&d, args[0], o->format, 0);
+	if (d.is_desc) {
+		print_str("format", "vmdk");
+		if (d.desc_parsed)
+			print_desc_info(&d);
+		if (rc)
+			print_str("error", error_line);
+	} else if (!rc) {
+		print_image_info(&d);
+	} else if (d.nr_segs && d.segs[0].im.err) {
+		refused = &d.segs[0].im;
+		if (refused->ops)
+			print_str("format", refused->ops->name);
+		print_str("error", refused->err);
 	}
-	print_info(&im.info);
-	image_close(&im);
-	return 0;
+	disk_close(&d);
+	return rc;
 }
 
 /* table */
 
-static int cmd_table(struct opts *o, char **args)
+/* Warn about image files whose last bytes a loop device would hide. */
+static void note_partial_sectors(const struct disk *d)
 {
-	char topts[256];
-	struct image im;
-	u64 sectors;
+	const struct segment *s;
+	unsigned int i;
+
+	for (i = 0; i < d->nr_segs; i++) {
+		s = &d->segs[i];
+		if (s->kind != SEG_IMAGE || !(s->file_size % SECTOR_SIZE))
+			continue;
+		fprintf(stderr, "imgfmt: note: %s is %llu bytes, not a multiple of 512: a loop device over it hides its last %llu bytes (imgfmt attach maps them)\n",
+			s->path, (unsigned long long)s->file_size,
+			(unsigned long long)(s->file_size % SECTOR_SIZE));
+	}
+}
+
+static int print_table(const struct pieces *ps, char **devs)
+{
+	unsigned long long start = 0;
+	char params[512];
+	unsigned int i;
 	int rc;
 
-	rc = check_table_dev(args[1]);
-	if (rc)
-		return rc;
-	rc = image_open(&im, args[0], o->format, o->cache_bytes);
-	if (rc)
-		return rc;
-	rc = image_table_sectors(&im, &sectors);
+	for (i = 0; i < ps->nr; i++) {
+		rc = dm_piece_params(&ps->p[i],
+				     ps->p[i].kind == DM_PIECE_ZERO ? "" :
+				     *devs++, params, sizeof(params));
+		if (rc)
+			return rc;
+		printf("%llu %llu %s%s%s\n", start, ps->p[i].sectors,
+		       dm_piece_target(&ps->p[i]), params[0] ? " " : "",
+		       params);
+		start += ps->p[i].sectors;
+	}
+	return 0;
+}
+
+/* One DEV per file of the disk, in the order of the descriptor's lines. */
+static int check_nr_devs(const struct disk *d, unsigned int nr_devs)
+{
+	unsigned int nr_files = disk_nr_files(d);
+
+	if (nr_devs == nr_files)
+		return 0;
+	if (!d->is_desc)
+		return usage_fail("%s is a single image file: give one DEV, not %u",
+				  d->path, nr_devs);
+	return usage_fail("%s has %u extent file%s: give one DEV for each, in the order of its extent lines, not %u",
+			  d->path, nr_files, nr_files == 1 ? "" : "s",
+			  nr_devs);
+}
+
+static int cmd_table(struct opts *o, char **args)
+{
+	unsigned int i, nr_devs = 0;
+	struct pieces ps = { 0 };
+	struct disk d;
+	int rc;
+
+	for (i = 1; args[i]; i++, nr_devs++) {
+		rc = check_table_dev(args[i]);
+		if (rc)
+			return rc;
+	}
+	rc = disk_open(&d, args[0], o->format, o->cache_bytes);
 	if (!rc)
-		rc = target_opts(topts, sizeof(topts), &im, o);
+		rc = check_nr_devs(&d, nr_devs);
 	if (!rc)
-		printf("0 %llu imgfmt %s%s\n", (unsigned long long)sectors,
-		       args[1], topts);
-	image_close(&im);
+		rc = pieces_make(&ps, &d, o);
+	if (!rc)
+		rc = print_table(&ps, args + 1);
+	if (!rc)
+		note_partial_sectors(&d);
+	pieces_free(&ps);
+	disk_close(&d);
 	return rc;
 }
 
@@ -363,19 +465,37 @@ struct output {
 	bool close_fd;
 };
 
-/* Is path the file or device that image_fd reads? */
-static bool same_file(const char *path, int image_fd)
+/* Is path the file or device that fd reads? */
+static bool same_file(const struct stat *a, int fd)
 {
-	struct stat a, b;
+	struct stat b;
 
-	if (stat(path, &a) || fstat(image_fd, &b))
+	if (fd < 0 || fstat(fd, &b))
 		return false;
-	if (S_ISBLK(a.st_mode) && S_ISBLK(b.st_mode))
-		return a.st_rdev == b.st_rdev;
-	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	if (S_ISBLK(a->st_mode) && S_ISBLK(b.st_mode))
+		return a->st_rdev == b.st_rdev;
+	return a->st_dev == b.st_dev && a->st_ino == b.st_ino;
 }
 
-static int output_open(struct output *out, const char *path, int image_fd)
+/* Would writing path overwrite the descriptor or a file of the disk? */
+static bool output_is_input(const char *path, const struct disk *d)
+{
+	struct stat a, b;
+	unsigned int i;
+
+	if (stat(path, &a))
+		return false;
+	if (!stat(d->path, &b) && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino)
+		return true;
+	for (i = 0; i < d->nr_segs; i++)
+		if (same_file(&a, segment_fd(&d->segs[i])))
+			return true;
+	return false;
+}
+
+static int output_open(struct output *out, const char *path,
+		       const struct disk *d)
 {
 	struct stat st;
 
@@ -384,7 +504,7 @@ static int output_open(struct output *out, const char *path, int image_fd)
 		out->name = "standard output";
 		out->fd = STDOUT_FILENO;
 	} else {
-		if (same_file(path, image_fd))
+		if (output_is_input(path, d))
 			return fail("%s: refusing to write over the image being read",
 				    path);
 		out->name = path;
@@ -444,130 +564,19 @@ static int output_finish(struct output *out, u64 size)
 	return 0;
 }
 
-/* Copy the bytes of one DATA run from the image device. */
-static int read_data_run(struct image *im, const struct imgfmt_run *run,
-			 u64 voff, char *buf)
+/* Write the bytes of one segment, in whole sectors but the very last. */
+static int read_segment(struct segment *s, struct output *out, char *buf)
 {
-	int rc;
-
-	if (run->dev_offset > im->dev.size ||
-	    run->length > im->dev.size - run->dev_offset)
-		return fail("%s: data beyond the end of the image (virtual offset %llu, device offset %llu)",
-			    im->path, (unsigned long long)voff,
-			    (unsigned long long)run->dev_offset);
-	rc = imgfmt_dev_read(&im->dev, run->dev_offset, buf, run->length);
-	if (rc)
-		return fail("%s: read error at device offset %llu: %s",
-			    im->path, (unsigned long long)run->dev_offset,
-			    strerror(-rc));
-	return 0;
-}
-
-/* Decompress the part of one cluster that a COMPRESSED run covers. */
-static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
-			       u64 voff, char *buf)
-{
-	int rc;
-
-	if (!im->ccache) {
-		im->ccache = imgfmt_ccache_create(&im->dev,
-						  run->comp_cluster_size);
-		if (!im->ccache)
-			return fail("%s: cannot set up decompression (cluster size %u)",
-				    im->path, run->comp_cluster_size);
-	}
-	if (run->length > UINT32_MAX)
-		return fail("%s: compressed run too long (virtual offset %llu)",
-			    im->path, (unsigned long long)voff);
-	rc = imgfmt_ccache_read(im->ccache, run, 0, buf, (u32)run->length);
-	if (rc)
-		return fail("%s: corrupt compressed cluster (virtual offset %llu, device offset %llu)",
-			    im->path, (unsigned long long)voff,
-			    (unsigned long long)run->comp_offset);
-	return 0;
-}
-
-static int map_failed(struct image *im, int rc, const char *err, u64 voff)
-{
-	if (rc == -EIO && err)
-		return fail("%s: %s (virtual offset %llu)", im->path, err,
-			    (unsigned long long)voff);
-	return fail("%s: mapping virtual offset %llu failed: %s", im->path,
-		    (unsigned long long)voff,
-		    err ? err : strerror(rc < 0 ? -rc : EIO));
-}
-
-/* Fill one run of buf, which holds virtual bytes from voff on. */
-static int read_run(struct image *im, const struct imgfmt_run *run,
-		    u64 voff, char *buf, bool *zero)
-{
-	switch (run->kind) {
-	case IMGFMT_RUN_DATA:
-		*zero = false;
-		return read_data_run(im, run, voff, buf);
-	case IMGFMT_RUN_ZERO:
-	case IMGFMT_RUN_UNALLOCATED:
-		memset(buf, 0, run->length);
-		return 0;
-	case IMGFMT_RUN_COMPRESSED:
-		*zero = false;
-		return read_compressed_run(im, run, voff, buf);
-	}
-	return fail("%s: the format returned an unknown run kind %d (virtual offset %llu)",
-		    im->path, (int)run->kind, (unsigned long long)voff);
-}
-
-/*
- * Fill buf with the len virtual bytes at off, asking map() exactly as the
- * kernel does.  *zero tells whether the whole range reads as zeroes.
- */
-static int read_chunk(struct image *im, u64 off, u64 len, char *buf,
-		      bool *zero)
-{
-	struct imgfmt_run run;
-	const char *err;
-	u64 done = 0;
-	int rc;
-
-	*zero = true;
-	while (done < len) {
-		memset(&run, 0, sizeof(run));
-		err = NULL;
-		rc = im->ops->map(im->img, off + done, len - done, 0, &run,
-				  &err);
-		if (rc)
-			return map_failed(im, rc, err, off + done);
-		if (!run.length || run.length > len - done ||
-		    run.length % SECTOR_SIZE)
-			return fail("%s: bad run of %llu bytes for %llu bytes (virtual offset %llu)",
-				    im->path, (unsigned long long)run.length,
-				    (unsigned long long)(len - done),
-				    (unsigned long long)(off + done));
-		rc = read_run(im, &run, off + done, buf + done, zero);
-		if (rc)
-			return rc;
-		done += run.length;
-	}
-	return 0;
-}
-
-/* Write the whole virtual disk, exactly virtual-size bytes, to out. */
-static int read_image(struct image *im, struct output *out, char *buf)
-{
-	u64 size = im->info.virtual_size;
-	u64 end = image_sectors(im) * SECTOR_SIZE;
 	u64 off, len, keep;
 	bool zero;
 	int rc;
 
-	if (size && !end)
-		return fail("%s: the virtual disk is too large", im->path);
-	for (off = 0; off < end; off += len) {
-		len = min_t(u64, READ_CHUNK, end - off);
-		rc = read_chunk(im, off, len, buf, &zero);
+	for (off = 0; off < s->bytes; off += keep) {
+		keep = min_t(u64, READ_CHUNK, s->bytes - off);
+		len = ALIGN(keep, SECTOR_SIZE);
+		rc = segment_read(s, off, len, buf, &zero);
 		if (rc)
 			return rc;
-		keep = min_t(u64, len, size - off);
 		if (zero && out->sparse)
 			rc = output_skip(out, keep);
 		else
@@ -575,30 +584,46 @@ static int read_image(struct image *im, struct output *out, char *buf)
 		if (rc)
 			return rc;
 	}
-	return output_finish(out, size);
+	return 0;
+}
+
+/* Write the whole virtual disk, exactly virtual-size bytes, to out. */
+static int read_disk(struct disk *d, struct output *out, char *buf)
+{
+	unsigned int i;
+	int rc;
+
+	for (i = 0; i < d->nr_segs; i++) {
+		rc = read_segment(&d->segs[i], out, buf);
+		if (rc)
+			return rc;
+	}
+	return output_finish(out, d->size);
 }
 
 static int cmd_read(struct opts *o, char **args)
 {
 	struct output out;
-	struct image im;
+	struct disk d;
 	char *buf;
 	int rc;
 
-	rc = image_open(&im, args[0], o->format, 0);
-	if (rc)
+	rc = disk_open(&d, args[0], o->format, 0);
+	if (rc) {
+		disk_close(&d);
 		return rc;
+	}
 	buf = malloc(READ_CHUNK);
 	if (!buf) {
-		image_close(&im);
+		disk_close(&d);
 		return fail("out of memory");
 	}
-	rc = output_open(&out, args[1], uport_dev_fd(&im.dev));
+	rc = output_open(&out, args[1], &d);
 	if (!rc)
-		rc = read_image(&im, &out, buf);
+		rc = read_disk(&d, &out, buf);
 	rc = output_close(&out, rc);
 	free(buf);
-	image_close(&im);
+	disk_close(&d);
 	return rc;
 }
 
@@ -662,9 +687,9 @@ static int default_dm_name(const char *path, char *name, size_t size)
 
 static int cmd_attach(struct opts *o, char **args)
 {
-	char name[IMGFMT_DM_NAME_LEN], topts[256];
-	struct image im;
-	u64 sectors;
+	char name[IMGFMT_DM_NAME_LEN];
+	struct pieces ps = { 0 };
+	struct disk d;
 	int rc;
 
 	if (o->name) {
@@ -677,16 +702,13 @@ static int cmd_attach(struct opts *o, char **args)
 		if (rc)
 			return rc;
 	}
-	rc = image_open(&im, args[0], o->format, o->cache_bytes);
-	if (rc)
-		return rc;
-	rc = image_table_sectors(&im, &sectors);
+	rc = disk_open(&d, args[0], o->format, o->cache_bytes);
 	if (!rc)
-		rc = target_opts(topts, sizeof(topts), &im, o);
+		rc = pieces_make(&ps, &d, o);
 	if (!rc)
-		rc = dm_attach_image(uport_dev_fd(&im.dev), args[0], name,
-				     sectors, topts);
-	image_close(&im);
+		rc = dm_attach_disk(name, ps.p, ps.nr);
+	pieces_free(&ps);
+	disk_close(&d);
 	return rc;
 }
 
@@ -720,23 +742,27 @@ static const struct command commands[] = {
 		"info", cmd_info, OPT_FORMAT, 1, 1,
 		"info [--format F] IMAGE",
 		"Validate IMAGE and describe it as 'key: value' lines; exit 1\n"
-		"with an 'error:' line when the image is refused.",
+		"with an 'error:' line when the image is refused.  A VMDK\n"
+		"descriptor is described with its extents, which must exist.",
 	}, {
-		"table", cmd_table, OPT_FORMAT | OPT_CACHE, 2, 2,
-		"table [--format F] [--cache-size BYTES] IMAGE DEV",
-		"Validate IMAGE and print the device-mapper table line that\n"
-		"maps it from the block device DEV holding it.",
+		"table", cmd_table, OPT_FORMAT | OPT_CACHE,
+		2, 1 + VMDK_DESC_MAX_EXTENTS,
+		"table [--format F] [--cache-size BYTES] IMAGE DEV [DEV...]",
+		"Validate IMAGE and print the device-mapper table that maps it\n"
+		"from the block device DEV holding it.  A VMDK descriptor needs\n"
+		"one DEV per extent file, in the order of its extent lines, and\n"
+		"gets one table line per extent.",
 	}, {
 		"attach", cmd_attach, OPT_FORMAT | OPT_CACHE | OPT_NAME, 1, 1,
 		"attach [--name NAME] [--format F] [--cache-size BYTES] IMAGE",
-		"Validate IMAGE, put it on a read-only loop device and create\n"
-		"the read-only device /dev/mapper/NAME; print its path.  NAME\n"
-		"defaults to the file name of IMAGE without its extension.",
+		"Validate IMAGE, put its files on read-only loop devices and\n"
+		"create the read-only device /dev/mapper/NAME; print its path.\n"
+		"NAME defaults to the file name of IMAGE without its extension.",
 	}, {
 		"detach", cmd_detach, 0, 1, 1,
 		"detach NAME",
-		"Remove the imgfmt device NAME (or /dev/mapper/NAME) and the\n"
-		"loop device under it.",
+		"Remove the device NAME (or /dev/mapper/NAME) that attach made\n"
+		"and everything attach set up under it.",
 	}, {
 		"read", cmd_read, OPT_FORMAT, 1, 2,
 		"read [--format F] IMAGE [OUT]",
@@ -938,9 +964,8 @@ static int parse_options(const struct command *c, int argc, char **argv,
 
 static int run_command(const struct command *c, int argc, char **argv)
 {
-	char *args[3] = { NULL, NULL, NULL };
 	struct opts o;
-	int first = 0, nr, i, rc;
+	int first = 0, nr, rc;
 
 	rc = parse_options(c, argc, argv, &o, &first);
 	if (rc)
@@ -949,9 +974,8 @@ static int run_command(const struct command *c, int argc, char **argv)
 	if (nr < c->min_args || nr > c->max_args)
 		return usage_fail("%s: wrong number of arguments (usage: imgfmt %s)",
 				  c->name, c->synopsis);
-	for (i = 0; i < nr; i++)
-		args[i] = argv[first + i];
-	return c->run(&o, args);
+	/* argv[argc] is NULL: the arguments are a NULL-terminated list. */
+	return c->run(&o, argv + first);
 }
 
 static int dispatch(int argc, char **argv)

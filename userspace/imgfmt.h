@@ -10,6 +10,8 @@
 #ifndef IMGFMT_CLI_H
 #define IMGFMT_CLI_H
 
+#include <stddef.h>
+
 /*
  * Failure handling: the function that finds a problem records one message
  * with fail() or usage_fail() and returns what they return; callers pass it
@@ -28,22 +30,52 @@ __printf(1, 2) int usage_fail(const char *fmt, ...);
 /* Size of a device-mapper name buffer, NUL included (DM_NAME_LEN). */
 #define IMGFMT_DM_NAME_LEN	128
 
-/*
- * Put the already validated image open as image_fd on a read-only loop
- * device and create the read-only device-mapper device name over it, of
- * the given length in sectors, with the target arguments that follow the
- * device ("" or " <#opt> <opt>...").  Prints the new device's path.
- * Returns 0, FAIL or FAIL_USAGE.
- */
-int dm_attach_image(int image_fd, const char *image_path, const char *name,
-		    unsigned long long sectors, const char *target_opts);
+/* One target of the device attach creates, in table order. */
+enum dm_piece_kind {
+	DM_PIECE_IMGFMT,	/* an image file through the imgfmt target */
+	DM_PIECE_LINEAR,	/* raw data of a file: linear */
+	DM_PIECE_ZERO,		/* zeroes: zero */
+};
+
+struct dm_piece {
+	enum dm_piece_kind kind;
+	unsigned long long sectors;	/* its length in the device */
+	int fd;				/* its file, open read-only; or -1 */
+	const char *path;		/* the file's name */
+	unsigned long long file_size;	/* bytes */
+	unsigned long long offset;	/* LINEAR: sectors to skip in the file */
+	const char *opts;		/* IMGFMT: "" or " <#opt> <opt>..." */
+};
+
+/* The target type of a piece ("imgfmt", "linear", "zero"). */
+const char *dm_piece_target(const struct dm_piece *p);
+
+/* Its table arguments when its file is the block device dev. */
+int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
+		    size_t size);
 
 /*
- * Remove the imgfmt device name (or a path to it under /dev/mapper) and
- * the loop device under it unless that clears itself.  Returns 0, FAIL or
- * FAIL_USAGE.
+ * Put the files of the validated pieces on read-only loop devices (an
+ * imgfmt piece whose file ends in a partial sector through the helper
+ * device NAME-image, or NAME-imageN for piece N of several) and create the
+ * read-only device-mapper device name over them.  Prints the new device's
+ * path.  Returns 0, FAIL or FAIL_USAGE.
+ */
+int dm_attach_disk(const char *name, const struct dm_piece *pieces,
+		   unsigned int nr);
+
+/*
+ * Remove the device name (or a path to it under /dev/mapper) that attach
+ * created, the helper devices and tail files under it and the loop devices
+ * that do not clear themselves.  Returns 0, FAIL or FAIL_USAGE.
  */
 int dm_detach_device(const char *name);
+
+/*
+ * Let this process open nr_files more files: raise the soft limit towards
+ * the hard one.  Failing is left to the opens.
+ */
+void raise_file_limit(unsigned int nr_files);
 
 /* Is name usable as a device-mapper device name?  0 or FAIL_USAGE. */
 int check_dm_name(const char *name);

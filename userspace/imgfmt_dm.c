@@ -1,7 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * imgfmt attach and detach: a read-only loop device over the image file and
- * a read-only device-mapper device with the imgfmt target over the loop.
+ * imgfmt attach and detach.
+ *
+ * attach puts every file of the disk on a read-only loop device and creates
+ * one read-only device-mapper device with one target per piece: imgfmt
+ * over an image file, linear over raw data, zero.  A loop device ends at
+ * the file's last whole sector; an image whose size is not a multiple of
+ * 512 is therefore mapped through a helper device NAME-image, a linear
+ * concatenation of its loop device and a one-sector loop device over
+ * TAIL_DIR/NAME-image.tail, which holds the last partial sector padded with
+ * zeroes.  The devices attach makes carry the dm uuid "IMGFMT-<their name>",
+ * by which detach knows what to remove: the device, the helper devices
+ * under it, their tail files and the loop devices (which clear themselves
+ * once device-mapper lets go of them).
  *
  * Device nodes: when udev runs, its rules create /dev/mapper/NAME and we
  * wait for them through a libdevmapper cookie.  Without udev (a minimal VM,
@@ -18,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <linux/dm-ioctl.h>
@@ -29,7 +41,13 @@
 
 _Static_assert(IMGFMT_DM_NAME_LEN == DM_NAME_LEN, "DM_NAME_LEN changed");
 
+#define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
+#define SECTOR_BYTES		512
 #define TARGET_TYPE		"imgfmt"
+/* The dm uuid of the devices attach creates: this, then their name. */
+#define UUID_PREFIX		"IMGFMT-"
+/* Where the zero-padded last sectors of odd-sized images live. */
+#define TAIL_DIR		"/run/imgfmt"
 /* Other processes may grab the free loop device we were offered. */
 #define LOOP_TRIES		16
 /* How long to wait for a new /dev/loopN node to appear. */
@@ -359,195 +377,6 @@ static int loop_open_devt(dev_t dev, struct loop *lo)
 	return 0;
 }
 
-/* attach */
-
-static int dm_create_failed(const char *name)
-{
-	char why[sizeof(dm_error)];
-	int has;
-
-	snprintf(why, sizeof(why), "%s", dm_error_text());
-	if (dm_device_exists(name) > 0)
-		return fail("a device-mapper device named '%s' appeared meanwhile: %s",
-			    name, why);
-	has = dm_has_target(TARGET_TYPE);
-	if (!has)
-		return fail("the kernel has no %s target (is dm-imgfmt available?): %s",
-			    TARGET_TYPE, why);
-	return fail("device-mapper refused the table (see dmesg): %s", why);
-}
-
-static int dm_create(const char *name, unsigned long long sectors,
-		     const char *params)
-{
-	struct dm_task *dmt;
-	int ok;
-
-	dm_error_reset();
-	dmt = dm_task_create(DM_DEVICE_CREATE);
-	if (!dmt)
-		return fail("cannot talk to device-mapper: %s",
-			    dm_error_text());
-	ok = dm_task_set_name(dmt, name) && dm_task_set_ro(dmt) &&
-	     dm_task_add_target(dmt, 0, sectors, TARGET_TYPE, params) &&
-	     dm_run_with_cookie(dmt);
-	dm_task_destroy(dmt);
-	return ok ? 0 : dm_create_failed(name);
-}
-
-/* The path of the new device; libdevmapper makes it if udev did not. */
-static int dm_node_path(const char *name, char *path, size_t size)
-{
-	struct stat st;
-
-	snprintf(path, size, "%s/%s", dm_dir(), name);
-	if (!stat(path, &st))
-		return 0;
-	dm_error_reset();
-	if (dm_mknodes(name) && !stat(path, &st))
-		return 0;
-	return fail("created device-mapper device '%s', but %s is missing",
-		    name, path);
-}
-
-int dm_attach_image(int image_fd, const char *image_path, const char *name,
-		    unsigned long long sectors, const char *target_opts)
-{
-	struct loop lo = { .fd = -1 };
-	char params[512], path[PATH_MAX];
-	int rc, n;
-
-	dm_log_with_errno_init(dm_log);
-	rc = dm_device_exists(name);
-	if (rc > 0)
-		rc = fail("a device-mapper device named '%s' already exists",
-			  name);
-	if (rc)
-		goto out;
-	rc = loop_attach(image_fd, image_path, &lo);
-	if (rc)
-		goto out;
-	n = snprintf(params, sizeof(params), "%u:%u%s", major(lo.devt),
-		     minor(lo.devt), target_opts);
-	if (n < 0 || (size_t)n >= sizeof(params))
-		rc = fail("the table arguments are too long");
-	else
-		rc = dm_create(name, sectors, params);
-	if (rc) {
-		loop_detach(&lo);
-		goto out;
-	}
-	/* The device-mapper device holds the loop open now. */
-	close(lo.fd);
-	rc = dm_node_path(name, path, sizeof(path));
-	if (!rc)
-		printf("%s\n", path);
-out:
-	dm_lib_release();
-	return rc;
-}
-
-/* detach */
-
-/* Accept NAME or DMDIR/NAME (normally /dev/mapper/NAME). */
-static const char *dm_strip_dir(const char *arg)
-{
-	const char *dir = dm_dir();
-	size_t len = strlen(dir);
-
-	if (!strncmp(arg, dir, len) && arg[len] == '/')
-		return arg + len + 1;
-	if (!strncmp(arg, "/dev/mapper/", 12))
-		return arg + 12;
-	return arg;
-}
-
-/* The device under an imgfmt table: "MAJ:MIN" or, in principle, a path. */
-static int parse_table_dev(const char *name, const char *params, dev_t *dev)
-{
-	unsigned int maj, min;
-	char path[PATH_MAX];
-	struct stat st;
-
-	if (sscanf(params, "%u:%u", &maj, &min) == 2) {
-		*dev = makedev(maj, min);
-		return 0;
-	}
-	if (sscanf(params, "%4095s", path) == 1 && !stat(path, &st) &&
-	    S_ISBLK(st.st_mode)) {
-		*dev = st.st_rdev;
-		return 0;
-	}
-	return fail("cannot find the device in the table of '%s': %s", name,
-		    params);
-}
-
-/* Check that name is an imgfmt device and find the device it maps. */
-static int dm_imgfmt_backing(const char *name, dev_t *dev)
-{
-	char *type = NULL, *params = NULL;
-	uint64_t start, length;
-	struct dm_task *dmt;
-	struct dm_info info;
-	void *next;
-	int rc;
-
-	rc = dm_device_exists(name);
-	if (rc <= 0)
-		return rc ? rc : fail("no device-mapper device named '%s'",
-				      name);
-	dm_error_reset();
-	dmt = dm_task_create(DM_DEVICE_TABLE);
-	if (!dmt)
-		return fail("cannot talk to device-mapper: %s",
-			    dm_error_text());
-	if (!dm_task_set_name(dmt, name) || !dm_task_run(dmt) ||
-	    !dm_task_get_info(dmt, &info)) {
-		rc = fail("cannot query device-mapper device '%s': %s", name,
-			  dm_error_text());
-		goto out;
-	}
-	if (!info.exists) {
-		rc = fail("no device-mapper device named '%s'", name);
-		goto out;
-	}
-	next = dm_get_next_target(dmt, NULL, &start, &length, &type, &params);
-	if (next || !type || strcmp(type, TARGET_TYPE) || !params)
-		rc = fail("'%s' is not an %s device", name, TARGET_TYPE);
-	else
-		rc = parse_table_dev(name, params, dev);
-out:
-	dm_task_destroy(dmt);
-	return rc;
-}
-
-static int dm_remove(const char *name)
-{
-	struct dm_task *dmt;
-	int i, ok, err = 0;
-
-	for (i = 0; i < REMOVE_TRIES; i++) {
-		if (i)
-			sleep_ms(REMOVE_WAIT_MS);
-		dm_error_reset();
-		dmt = dm_task_create(DM_DEVICE_REMOVE);
-		if (!dmt)
-			return fail("cannot talk to device-mapper: %s",
-				    dm_error_text());
-		ok = dm_task_set_name(dmt, name) && dm_run_with_cookie(dmt);
-		err = ok ? 0 : dm_task_get_errno(dmt);
-		dm_task_destroy(dmt);
-		if (ok)
-			return 0;
-		if (err != EBUSY)
-			break;
-	}
-	if (err == EBUSY)
-		return fail("cannot remove '%s': it is in use (mounted or open)",
-			    name);
-	return fail("cannot remove '%s': %s", name, dm_error_text());
-}
-
 /*
  * The loop's status before the removal, when it must be detached by hand:
  * 1 when it must, 0 when it is not bound or clears itself, or FAIL.
@@ -578,28 +407,789 @@ static int loop_clear(struct loop *lo, const struct loop_info64 *before,
 	return 0;
 }
 
-static int detach_with_loop(const char *name, dev_t dev)
+/* Remove a device-mapper device, retrying while it is busy. */
+static int dm_remove(const char *name)
 {
-	struct loop lo = { .fd = -1 };
-	struct loop_info64 info;
-	int rc, clear;
+	struct dm_task *dmt;
+	int i, ok, err = 0;
 
-	/* Holding the loop open keeps it bound until we are done. */
-	rc = loop_open_devt(dev, &lo);
+	for (i = 0; i < REMOVE_TRIES; i++) {
+		if (i)
+			sleep_ms(REMOVE_WAIT_MS);
+		dm_error_reset();
+		dmt = dm_task_create(DM_DEVICE_REMOVE);
+		if (!dmt)
+			return fail("cannot talk to device-mapper: %s",
+				    dm_error_text());
+		ok = dm_task_set_name(dmt, name) && dm_run_with_cookie(dmt);
+		err = ok ? 0 : dm_task_get_errno(dmt);
+		dm_task_destroy(dmt);
+		if (ok)
+			return 0;
+		if (err != EBUSY)
+			break;
+	}
+	if (err == EBUSY)
+		return fail("cannot remove '%s': it is in use (mounted or open)",
+			    name);
+	return fail("cannot remove '%s': %s", name, dm_error_text());
+}
+
+/* Open file limit */
+
+void raise_file_limit(unsigned int nr_files)
+{
+	rlim_t want = (rlim_t)nr_files + 64;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want :
+		      (want < rl.rlim_max ? want : rl.rlim_max);
+	setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* Tables */
+
+static const char *const piece_targets[] = {
+	[DM_PIECE_IMGFMT] = TARGET_TYPE,
+	[DM_PIECE_LINEAR] = "linear",
+	[DM_PIECE_ZERO] = "zero",
+};
+
+const char *dm_piece_target(const struct dm_piece *p)
+{
+	if ((unsigned int)p->kind >= ARRAY_SIZE(piece_targets))
+		return "error";
+	return piece_targets[p->kind];
+}
+
+int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
+		    size_t size)
+{
+	int n;
+
+	switch (p->kind) {
+	case DM_PIECE_IMGFMT:
+		n = snprintf(buf, size, "%s%s", dev, p->opts);
+		break;
+	case DM_PIECE_LINEAR:
+		n = snprintf(buf, size, "%s %llu", dev, p->offset);
+		break;
+	default:
+		n = snprintf(buf, size, "%s", "");
+		break;
+	}
+	if (n < 0 || (size_t)n >= size)
+		return fail("the table arguments are too long");
+	return 0;
+}
+
+/* A table being built for a new device. */
+struct table {
+	struct dm_task *dmt;
+	unsigned long long next;	/* where the next target starts */
+	bool ok;
+	const char *types[ARRAY_SIZE(piece_targets)];	/* types in use */
+};
+
+static int table_begin(struct table *t, const char *name)
+{
+	char uuid[DM_UUID_LEN];
+
+	memset(t, 0, sizeof(*t));
+	dm_error_reset();
+	t->dmt = dm_task_create(DM_DEVICE_CREATE);
+	if (!t->dmt)
+		return fail("cannot talk to device-mapper: %s",
+			    dm_error_text());
+	snprintf(uuid, sizeof(uuid), "%s%s", UUID_PREFIX, name);
+	t->ok = dm_task_set_name(t->dmt, name) &&
+		dm_task_set_uuid(t->dmt, uuid) && dm_task_set_ro(t->dmt);
+	return 0;
+}
+
+static void table_note_type(struct table *t, const char *type)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(t->types); i++) {
+		if (t->types[i] && !strcmp(t->types[i], type))
+			return;
+		if (!t->types[i]) {
+			t->types[i] = type;
+			return;
+		}
+	}
+}
+
+static void table_add(struct table *t, unsigned long long sectors,
+		      const char *type, const char *params)
+{
+	t->ok = t->ok && dm_task_add_target(t->dmt, t->next, sectors, type,
+					     params);
+	t->next += sectors;
+	table_note_type(t, type);
+}
+
+static int dm_create_failed(const char *name, const struct table *t)
+{
+	char why[sizeof(dm_error)];
+	size_t i;
+
+	snprintf(why, sizeof(why), "%s", dm_error_text());
+	if (dm_device_exists(name) > 0)
+		return fail("a device-mapper device named '%s' appeared meanwhile: %s",
+			    name, why);
+	for (i = 0; i < ARRAY_SIZE(t->types) && t->types[i]; i++) {
+		if (dm_has_target(t->types[i]))
+			continue;
+		if (!strcmp(t->types[i], TARGET_TYPE))
+			return fail("the kernel has no %s target (is dm-imgfmt available?): %s",
+				    TARGET_TYPE, why);
+		return fail("the kernel has no %s target (is dm-%s loaded?): %s",
+			    t->types[i], t->types[i], why);
+	}
+	return fail("device-mapper refused the table (see dmesg): %s", why);
+}
+
+/* Create the read-only device the table describes. */
+static int table_create(struct table *t, const char *name)
+{
+	int ok = t->ok && dm_run_with_cookie(t->dmt);
+
+	dm_task_destroy(t->dmt);
+	t->dmt = NULL;
+	return ok ? 0 : dm_create_failed(name, t);
+}
+
+/* The device number of the device-mapper device name. */
+static int dm_device_devt(const char *name, dev_t *devt)
+{
+	struct dm_task *dmt;
+	struct dm_info info;
+	int ok;
+
+	dm_error_reset();
+	dmt = dm_task_create(DM_DEVICE_INFO);
+	if (!dmt)
+		return fail("cannot talk to device-mapper: %s",
+			    dm_error_text());
+	ok = dm_task_set_name(dmt, name) && dm_task_run(dmt) &&
+	     dm_task_get_info(dmt, &info) && info.exists;
+	if (ok)
+		*devt = makedev(info.major, info.minor);
+	dm_task_destroy(dmt);
+	return ok ? 0 : fail("cannot find the new device '%s': %s", name,
+			     dm_error_text());
+}
+
+/* attach */
+
+/* What attach has set up so far, undone when a later step fails. */
+struct attach {
+	const char *name;
+	struct loop *loops;		/* bound and held open */
+	unsigned int nr_loops;
+	char (*helpers)[DM_NAME_LEN];	/* helper devices created */
+	unsigned int nr_helpers;
+	char (*tails)[PATH_MAX];	/* tail files written */
+	unsigned int nr_tails;
+	dev_t *devs;			/* per piece: the device it maps */
+};
+
+static int attach_init(struct attach *a, const char *name, unsigned int nr)
+{
+	memset(a, 0, sizeof(*a));
+	a->name = name;
+	a->loops = calloc(2 * (size_t)nr, sizeof(*a->loops));
+	a->helpers = calloc(nr, sizeof(*a->helpers));
+	a->tails = calloc(nr, sizeof(*a->tails));
+	a->devs = calloc(nr, sizeof(*a->devs));
+	if (!a->loops || !a->helpers || !a->tails || !a->devs)
+		return fail("out of memory");
+	raise_file_limit(2 * nr);
+	return 0;
+}
+
+static void attach_free(struct attach *a)
+{
+	free(a->loops);
+	free(a->helpers);
+	free(a->tails);
+	free(a->devs);
+}
+
+/* Give up everything: on failure, before the top device exists. */
+static void attach_undo(struct attach *a)
+{
+	unsigned int i;
+
+	/* The first error is the one reported: ignore these. */
+	for (i = a->nr_helpers; i--;)
+		(void)dm_remove(a->helpers[i]);
+	for (i = a->nr_loops; i--;)
+		loop_detach(&a->loops[i]);
+	for (i = 0; i < a->nr_tails; i++)
+		unlink(a->tails[i]);
+}
+
+/* Success: the device-mapper devices hold the loops now. */
+static void attach_release(struct attach *a)
+{
+	unsigned int i;
+
+	for (i = 0; i < a->nr_loops; i++)
+		close(a->loops[i].fd);
+}
+
+static int attach_loop(struct attach *a, int fd, const char *path,
+		       dev_t *devt)
+{
+	struct loop *lo = &a->loops[a->nr_loops];
+	int rc;
+
+	lo->fd = -1;
+	rc = loop_attach(fd, path, lo);
 	if (rc)
 		return rc;
-	clear = loop_needs_clear(&lo, &info);
-	rc = clear < 0 ? clear : dm_remove(name);
-	if (!rc && clear > 0)
-		rc = loop_clear(&lo, &info, name);
-	close(lo.fd);
+	a->nr_loops++;
+	*devt = lo->devt;
+	return 0;
+}
+
+/*
+ * The last partial sector of the image, zero-padded to a whole one, in a
+ * file of its own under TAIL_DIR: reads past the end of an image file are
+ * zeroes for QEMU too.
+ */
+static int write_tail(const struct dm_piece *p, const char *tail)
+{
+	char buf[SECTOR_BYTES] = { 0 };
+	size_t len = p->file_size % SECTOR_BYTES;
+	off_t off = (off_t)(p->file_size - len);
+	int fd, rc = 0;
+
+	if (pread(p->fd, buf, len, off) != (ssize_t)len)
+		return fail("cannot read the end of %s: %s", p->path,
+			    strerror(errno ? errno : EIO));
+	if (mkdir(TAIL_DIR, 0700) && errno != EEXIST)
+		return fail("cannot create %s: %s", TAIL_DIR, strerror(errno));
+	fd = open(tail, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		  0600);
+	if (fd < 0)
+		return fail("cannot create %s: %s", tail, strerror(errno));
+	if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+		rc = fail("cannot write %s: %s", tail,
+			  strerror(errno ? errno : EIO));
+	if (close(fd) && !rc)
+		rc = fail("cannot write %s: %s", tail, strerror(errno));
+	return rc;
+}
+
+/* Put the tail file on a loop device of one sector. */
+static int attach_tail(struct attach *a, const struct dm_piece *p,
+		       const char *helper, dev_t *devt)
+{
+	char *tail = a->tails[a->nr_tails];
+	int fd, rc;
+
+	snprintf(tail, PATH_MAX, "%s/%s.tail", TAIL_DIR, helper);
+	errno = 0;
+	rc = write_tail(p, tail);
+	a->nr_tails++;
+	if (rc)
+		return rc;
+	fd = open(tail, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return fail("cannot open %s: %s", tail, strerror(errno));
+	rc = attach_loop(a, fd, tail, devt);
+	close(fd);
+	return rc;
+}
+
+/* "NAME-image", or "NAME-imageN" for piece N (from 1) of several. */
+static int helper_name(const struct attach *a, unsigned int i,
+		       unsigned int nr, char *buf, size_t size)
+{
+	int n;
+
+	if (nr == 1)
+		n = snprintf(buf, size, "%s-image", a->name);
+	else
+		n = snprintf(buf, size, "%s-image%u", a->name, i + 1);
+	if (n < 0 || (size_t)n >= size)
+		return usage_fail("device name '%s' leaves no room for its helper device's name: use a shorter --name",
+				  a->name);
+	if (dm_device_exists(buf) > 0)
+		return fail("a device-mapper device named '%s' already exists",
+			    buf);
+	return 0;
+}
+
+/*
+ * Loop devices end at the last whole sector, hiding the tail of an image
+ * whose size is not a multiple of 512.  Such an image is mapped through
+ * a helper device: the whole sectors, then the tail padded with zeroes.
+ */
+static int attach_padded(struct attach *a, const struct dm_piece *p,
+			 unsigned int i, unsigned int nr, dev_t *devt)
+{
+	unsigned long long whole = p->file_size / SECTOR_BYTES;
+	char *helper = a->helpers[a->nr_helpers];
+	char params[64];
+	struct table t;
+	dev_t image = 0, tail;
+	int rc;
+
+	rc = helper_name(a, i, nr, helper, DM_NAME_LEN);
+	if (!rc && whole)
+		rc = attach_loop(a, p->fd, p->path, &image);
+	if (!rc)
+		rc = attach_tail(a, p, helper, &tail);
+	if (!rc)
+		rc = table_begin(&t, helper);
+	if (rc)
+		return rc;
+	if (whole) {
+		snprintf(params, sizeof(params), "%u:%u 0", major(image),
+			 minor(image));
+		table_add(&t, whole, "linear", params);
+	}
+	snprintf(params, sizeof(params), "%u:%u 0", major(tail), minor(tail));
+	table_add(&t, 1, "linear", params);
+	rc = table_create(&t, helper);
+	if (rc)
+		return rc;
+	a->nr_helpers++;
+	return dm_device_devt(helper, devt);
+}
+
+/* Set up the device that piece i maps. */
+static int attach_backing(struct attach *a, const struct dm_piece *p,
+			  unsigned int i, unsigned int nr)
+{
+	if (p->kind == DM_PIECE_ZERO)
+		return 0;
+	if (p->kind == DM_PIECE_IMGFMT && p->file_size % SECTOR_BYTES)
+		return attach_padded(a, p, i, nr, &a->devs[i]);
+	return attach_loop(a, p->fd, p->path, &a->devs[i]);
+}
+
+static int attach_top(struct attach *a, const struct dm_piece *pieces,
+		      unsigned int nr)
+{
+	char dev[32], params[512];
+	struct table t;
+	unsigned int i;
+	int rc;
+
+	rc = table_begin(&t, a->name);
+	for (i = 0; !rc && i < nr; i++) {
+		snprintf(dev, sizeof(dev), "%u:%u", major(a->devs[i]),
+			 minor(a->devs[i]));
+		rc = dm_piece_params(&pieces[i], dev, params, sizeof(params));
+		if (!rc)
+			table_add(&t, pieces[i].sectors,
+				  dm_piece_target(&pieces[i]), params);
+	}
+	if (rc) {
+		if (t.dmt)
+			dm_task_destroy(t.dmt);
+		return rc;
+	}
+	return table_create(&t, a->name);
+}
+
+/* The path of the new device; libdevmapper makes it if udev did not. */
+static int dm_node_path(const char *name, char *path, size_t size)
+{
+	struct stat st;
+
+	snprintf(path, size, "%s/%s", dm_dir(), name);
+	if (!stat(path, &st))
+		return 0;
+	dm_error_reset();
+	if (dm_mknodes(name) && !stat(path, &st))
+		return 0;
+	return fail("created device-mapper device '%s', but %s is missing",
+		    name, path);
+}
+
+static int attach_all(struct attach *a, const struct dm_piece *pieces,
+		      unsigned int nr)
+{
+	unsigned int i;
+	int rc;
+
+	rc = dm_device_exists(a->name);
+	if (rc > 0)
+		return fail("a device-mapper device named '%s' already exists",
+			    a->name);
+	for (i = 0; !rc && i < nr; i++)
+		rc = attach_backing(a, &pieces[i], i, nr);
+	if (!rc)
+		rc = attach_top(a, pieces, nr);
+	return rc;
+}
+
+int dm_attach_disk(const char *name, const struct dm_piece *pieces,
+		   unsigned int nr)
+{
+	char path[PATH_MAX];
+	struct attach a;
+	int rc;
+
+	dm_log_with_errno_init(dm_log);
+	rc = attach_init(&a, name, nr);
+	if (!rc)
+		rc = attach_all(&a, pieces, nr);
+	if (rc) {
+		attach_undo(&a);
+	} else {
+		attach_release(&a);
+		rc = dm_node_path(name, path, sizeof(path));
+		if (!rc)
+			printf("%s\n", path);
+	}
+	attach_free(&a);
+	dm_lib_release();
+	return rc;
+}
+
+/* detach */
+
+/* Accept NAME or DMDIR/NAME (normally /dev/mapper/NAME). */
+static const char *dm_strip_dir(const char *arg)
+{
+	const char *dir = dm_dir();
+	size_t len = strlen(dir);
+
+	if (!strncmp(arg, dir, len) && arg[len] == '/')
+		return arg + len + 1;
+	if (!strncmp(arg, "/dev/mapper/", 12))
+		return arg + 12;
+	return arg;
+}
+
+/* The device under an imgfmt or linear target: "MAJ:MIN" or a path. */
+static int parse_table_dev(const char *name, const char *params, dev_t *dev)
+{
+	unsigned int maj, min;
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (sscanf(params, "%u:%u", &maj, &min) == 2) {
+		*dev = makedev(maj, min);
+		return 0;
+	}
+	if (sscanf(params, "%4095s", path) == 1 && !stat(path, &st) &&
+	    S_ISBLK(st.st_mode)) {
+		*dev = st.st_rdev;
+		return 0;
+	}
+	return fail("cannot find the device in the table of '%s': %s", name,
+		    params);
+}
+
+/* A loop device under the device being detached, held open till the end. */
+struct held_loop {
+	struct loop lo;
+	struct loop_info64 info;	/* its status before the removal */
+	bool clear;			/* must be detached by hand */
+};
+
+/* What a device being detached sits on. */
+struct stack {
+	const char *name;
+	struct held_loop *loops;
+	unsigned int nr_loops, max_loops;
+	char (*helpers)[DM_NAME_LEN];
+	unsigned int nr_helpers, max_helpers;
+};
+
+/* One device-mapper table, as detach reads it. */
+struct dm_table {
+	char name[DM_NAME_LEN];
+	char uuid[DM_UUID_LEN];
+	unsigned int nr_targets;
+	bool has_imgfmt;
+	dev_t *devs;			/* devices under imgfmt, linear */
+	unsigned int nr_devs;
+};
+
+static int table_add_dev(struct dm_table *tbl, dev_t dev)
+{
+	dev_t *grown;
+	unsigned int i;
+
+	for (i = 0; i < tbl->nr_devs; i++)
+		if (tbl->devs[i] == dev)
+			return 0;
+	grown = realloc(tbl->devs, (tbl->nr_devs + 1) * sizeof(*grown));
+	if (!grown)
+		return fail("out of memory");
+	tbl->devs = grown;
+	tbl->devs[tbl->nr_devs++] = dev;
+	return 0;
+}
+
+static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
+{
+	char *type = NULL, *params = NULL;
+	uint64_t start, length;
+	void *next = NULL;
+	dev_t dev;
+	int rc;
+
+	do {
+		next = dm_get_next_target(dmt, next, &start, &length, &type,
+					  &params);
+		if (!type)
+			break;
+		tbl->nr_targets++;
+		if (!strcmp(type, TARGET_TYPE))
+			tbl->has_imgfmt = true;
+		else if (strcmp(type, "linear"))
+			continue;
+		rc = params ? parse_table_dev(tbl->name, params, &dev) :
+			      fail("no table arguments in '%s'", tbl->name);
+		if (!rc)
+			rc = table_add_dev(tbl, dev);
+		if (rc)
+			return rc;
+	} while (next);
+	return 0;
+}
+
+/* Read the table of the device name, or of device number devt. */
+static int dm_read_table(const char *name, dev_t devt, struct dm_table *tbl)
+{
+	struct dm_task *dmt;
+	struct dm_info info;
+	const char *s;
+	int rc, ok;
+
+	memset(tbl, 0, sizeof(*tbl));
+	dm_error_reset();
+	dmt = dm_task_create(DM_DEVICE_TABLE);
+	if (!dmt)
+		return fail("cannot talk to device-mapper: %s",
+			    dm_error_text());
+	ok = name ? dm_task_set_name(dmt, name) :
+	     dm_task_set_major(dmt, (int)major(devt)) &&
+	     dm_task_set_minor(dmt, (int)minor(devt));
+	if (!ok || !dm_task_run(dmt) || !dm_task_get_info(dmt, &info)) {
+		rc = fail("cannot query device-mapper device '%s': %s",
+			  name ? name : "?", dm_error_text());
+		goto out;
+	}
+	if (!info.exists) {
+		rc = name ? fail("no device-mapper device named '%s'", name) :
+			    fail("device-mapper device %u:%u vanished",
+				 major(devt), minor(devt));
+		goto out;
+	}
+	s = dm_task_get_name(dmt);
+	snprintf(tbl->name, sizeof(tbl->name), "%s", s ? s : "");
+	s = dm_task_get_uuid(dmt);
+	snprintf(tbl->uuid, sizeof(tbl->uuid), "%s", s ? s : "");
+	rc = table_read_targets(dmt, tbl);
+out:
+	dm_task_destroy(dmt);
+	return rc;
+}
+
+/* Was this device made by imgfmt attach (under the name it has now)? */
+static bool table_is_ours(const struct dm_table *tbl)
+{
+	size_t len = strlen(UUID_PREFIX);
+
+	return !strncmp(tbl->uuid, UUID_PREFIX, len) &&
+	       !strcmp(tbl->uuid + len, tbl->name);
+}
+
+static int stack_grow_loops(struct stack *st)
+{
+	unsigned int max = st->max_loops ? st->max_loops * 2 : 8;
+	struct held_loop *grown;
+
+	grown = realloc(st->loops, max * sizeof(*grown));
+	if (!grown)
+		return fail("out of memory");
+	st->loops = grown;
+	st->max_loops = max;
+	raise_file_limit(max);
+	return 0;
+}
+
+/* Hold the loop device dev open until the end of detach. */
+static int stack_add_loop(struct stack *st, dev_t dev)
+{
+	struct held_loop *h;
+	unsigned int i;
+	int clear, rc;
+
+	for (i = 0; i < st->nr_loops; i++)
+		if (st->loops[i].lo.devt == dev)
+			return 0;
+	if (st->nr_loops == st->max_loops) {
+		rc = stack_grow_loops(st);
+		if (rc)
+			return rc;
+	}
+	h = &st->loops[st->nr_loops];
+	h->lo.fd = -1;
+	rc = loop_open_devt(dev, &h->lo);
+	if (rc)
+		return rc;
+	clear = loop_needs_clear(&h->lo, &h->info);
+	if (clear < 0) {
+		close(h->lo.fd);
+		return clear;
+	}
+	h->clear = clear > 0;
+	st->nr_loops++;
+	return 0;
+}
+
+static int stack_add_helper(struct stack *st, const char *name)
+{
+	char (*grown)[DM_NAME_LEN];
+	unsigned int max;
+
+	if (st->nr_helpers == st->max_helpers) {
+		max = st->max_helpers ? st->max_helpers * 2 : 4;
+		grown = realloc(st->helpers, max * sizeof(*grown));
+		if (!grown)
+			return fail("out of memory");
+		st->helpers = grown;
+		st->max_helpers = max;
+	}
+	snprintf(st->helpers[st->nr_helpers++], DM_NAME_LEN, "%s", name);
+	return 0;
+}
+
+/* Is the device-mapper device under us a helper that attach made? */
+static bool helper_of(const struct stack *st, const struct dm_table *tbl)
+{
+	size_t len = strlen(st->name);
+
+	return table_is_ours(tbl) && !strncmp(tbl->name, st->name, len) &&
+	       !strncmp(tbl->name + len, "-image", 6);
+}
+
+/* A helper device and the loops under it; foreign devices are left. */
+static int stack_add_dm(struct stack *st, dev_t dev)
+{
+	struct dm_table tbl;
+	unsigned int i;
+	int rc;
+
+	rc = dm_read_table(NULL, dev, &tbl);
+	if (rc || !helper_of(st, &tbl))
+		goto out;
+	rc = stack_add_helper(st, tbl.name);
+	for (i = 0; !rc && i < tbl.nr_devs; i++)
+		if (major(tbl.devs[i]) == LOOP_MAJOR)
+			rc = stack_add_loop(st, tbl.devs[i]);
+out:
+	free(tbl.devs);
+	return rc;
+}
+
+static int stack_collect(struct stack *st, const struct dm_table *top)
+{
+	unsigned int i;
+	dev_t dev;
+	int rc = 0;
+
+	for (i = 0; !rc && i < top->nr_devs; i++) {
+		dev = top->devs[i];
+		if (major(dev) == LOOP_MAJOR)
+			rc = stack_add_loop(st, dev);
+		else if (dm_is_dm_major(major(dev)))
+			rc = stack_add_dm(st, dev);
+	}
+	return rc;
+}
+
+static void stack_free(struct stack *st)
+{
+	unsigned int i;
+
+	for (i = 0; i < st->nr_loops; i++)
+		close(st->loops[i].lo.fd);
+	free(st->loops);
+	free(st->helpers);
+}
+
+/* Remove the tail file of a helper if one of our loops still reads it. */
+static void remove_tail(const struct stack *st, const char *helper)
+{
+	char tail[PATH_MAX];
+	struct stat sb;
+	unsigned int i;
+
+	snprintf(tail, sizeof(tail), "%s/%s.tail", TAIL_DIR, helper);
+	if (lstat(tail, &sb) || !S_ISREG(sb.st_mode))
+		return;
+	for (i = 0; i < st->nr_loops; i++) {
+		if (st->loops[i].info.lo_inode == sb.st_ino &&
+		    st->loops[i].info.lo_device == sb.st_dev) {
+			unlink(tail);
+			return;
+		}
+	}
+}
+
+/* Remove the devices under the top one, which is gone. */
+static int stack_remove(struct stack *st)
+{
+	unsigned int i;
+	int rc = 0, r;
+
+	for (i = 0; i < st->nr_helpers; i++) {
+		r = dm_remove(st->helpers[i]);
+		if (!rc)
+			rc = r;
+		remove_tail(st, st->helpers[i]);
+	}
+	for (i = 0; i < st->nr_loops; i++) {
+		if (!st->loops[i].clear)
+			continue;
+		r = loop_clear(&st->loops[i].lo, &st->loops[i].info, st->name);
+		if (!rc)
+			rc = r;
+	}
+	return rc;
+}
+
+static int detach(const char *name)
+{
+	struct stack st = { .name = name };
+	struct dm_table top;
+	int rc;
+
+	rc = dm_read_table(name, 0, &top);
+	if (rc)
+		return rc;
+	if (!table_is_ours(&top) && !(top.nr_targets == 1 && top.has_imgfmt))
+		rc = fail("'%s' is not an %s device", name, TARGET_TYPE);
+	if (!rc)
+		rc = stack_collect(&st, &top);
+	if (!rc)
+		rc = dm_remove(name);
+	if (!rc)
+		rc = stack_remove(&st);
+	stack_free(&st);
+	free(top.devs);
 	return rc;
 }
 
 int dm_detach_device(const char *arg)
 {
 	const char *name = dm_strip_dir(arg);
-	dev_t dev;
 	int rc;
 
 	if (strchr(name, '/'))
@@ -609,11 +1199,11 @@ int dm_detach_device(const char *arg)
 	if (rc)
 		return rc;
 	dm_log_with_errno_init(dm_log);
-	rc = dm_imgfmt_backing(name, &dev);
-	if (!rc && major(dev) == LOOP_MAJOR)
-		rc = detach_with_loop(name, dev);
-	else if (!rc)
-		rc = dm_remove(name);
+	rc = dm_device_exists(name);
+	if (!rc)
+		rc = fail("no device-mapper device named '%s'", name);
+	if (rc > 0)
+		rc = detach(name);
 	dm_lib_release();
 	return rc;
 }

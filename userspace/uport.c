@@ -155,32 +155,37 @@ static int uport_fd_size(int fd, u64 *size)
 	return 0;
 }
 
-int uport_dev_open(struct imgfmt_dev *dev, const char *path)
+int uport_dev_open_fd(struct imgfmt_dev *dev, int fd)
 {
 	struct uport_file *f;
 	u64 size = 0;
+	int rc;
+
+	memset(dev, 0, sizeof(*dev));
+	rc = uport_fd_size(fd, &size);
+	if (rc)
+		return rc;
+	f = malloc(sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->fd = fd;
+	dev->size = size;
+	dev->read = uport_dev_pread;
+	dev->priv = f;
+	return 0;
+}
+
+int uport_dev_open(struct imgfmt_dev *dev, const char *path)
+{
 	int fd, rc;
 
 	memset(dev, 0, sizeof(*dev));
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return -errno;
-	rc = uport_fd_size(fd, &size);
+	rc = uport_dev_open_fd(dev, fd);
 	if (rc)
-		goto err_close;
-	f = malloc(sizeof(*f));
-	if (!f) {
-		rc = -ENOMEM;
-		goto err_close;
-	}
-	f->fd = fd;
-	dev->size = size;
-	dev->read = uport_dev_pread;
-	dev->priv = f;
-	return 0;
-
-err_close:
-	close(fd);
+		close(fd);
 	return rc;
 }
 

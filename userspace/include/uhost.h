@@ -16,6 +16,13 @@
  */
 int uport_dev_open(struct imgfmt_dev *dev, const char *path);
 
+/*
+ * The same for a file or block device already open for reading.  On
+ * success dev owns fd (uport_dev_close() closes it); on failure the caller
+ * still does.
+ */
+int uport_dev_open_fd(struct imgfmt_dev *dev, int fd);
+
 /* Close a device opened with uport_dev_open(); safe to call twice. */
 void uport_dev_close(struct imgfmt_dev *dev);
 

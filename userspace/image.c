@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Images opened through the shared format code, and their virtual bytes
+ * read the way the kernel target maps them.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "ccache.h"
+#include "image.h"
+#include "imgfmt.h"
+#include "uhost.h"
+
+/* Make sure the strings get_info() filled in are terminated. */
+static void info_terminate(struct imgfmt_info *info)
+{
+	info->backing_file[sizeof(info->backing_file) - 1] = '\0';
+	info->backing_format[sizeof(info->backing_format) - 1] = '\0';
+	info->data_file[sizeof(info->data_file) - 1] = '\0';
+}
+
+static int image_refused(struct image *im, const char *err, int rc)
+{
+	if (!err)
+		err = strerror(rc < 0 ? -rc : EIO);
+	im->err = err;
+	uport_dev_close(&im->dev);
+	return fail("%s: %s", im->path, err);
+}
+
+/* Detect and validate the image on im->dev. */
+static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
+{
+	const char *err = NULL;
+	int rc;
+
+	im->ops = imgfmt_detect(&im->dev, pin, &err);
+	if (!im->ops)
+		return image_refused(im, err ? err : "unknown image format",
+				     -EINVAL);
+
+	if (!cache_bytes)
+		cache_bytes = IMGFMT_DEFAULT_CACHE_BYTES;
+	rc = im->ops->open(&im->dev, cache_bytes, &im->img, &err);
+	if (rc || !im->img) {
+		im->img = NULL;
+		return image_refused(im, err, rc);
+	}
+	im->ops->get_info(im->img, &im->info);
+	info_terminate(&im->info);
+	if (!im->info.format)
+		im->info.format = im->ops->name;
+	return 0;
+}
+
+int image_open(struct image *im, const char *path, const char *pin,
+	       u64 cache_bytes)
+{
+	int rc;
+
+	memset(im, 0, sizeof(*im));
+	im->path = path;
+	rc = uport_dev_open(&im->dev, path);
+	if (rc == -ENOTBLK)
+		return fail("%s: not a regular file or block device", path);
+	if (rc)
+		return fail("cannot open %s: %s", path, strerror(-rc));
+	return image_validate(im, pin, cache_bytes);
+}
+
+int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
+		  u64 cache_bytes)
+{
+	int rc;
+
+	memset(im, 0, sizeof(*im));
+	im->path = path;
+	rc = uport_dev_open_fd(&im->dev, fd);
+	if (rc) {
+		close(fd);
+		if (rc == -ENOTBLK)
+			return fail("%s: not a regular file or block device",
+				    path);
+		return fail("cannot open %s: %s", path, strerror(-rc));
+	}
+	return image_validate(im, pin, cache_bytes);
+}
+
+void image_close(struct image *im)
+{
+	imgfmt_ccache_destroy(im->ccache);
+	im->ccache = NULL;
+	if (im->img)
+		im->ops->close(im->img);
+	im->img = NULL;
+	uport_dev_close(&im->dev);
+}
+
+int image_fd(const struct image *im)
+{
+	return uport_dev_fd(&im->dev);
+}
+
+u64 image_sectors(const struct image *im)
+{
+	u64 size = im->info.virtual_size;
+
+	if (size > U64_MAX - (SECTOR_SIZE - 1))
+		return 0;
+	return (size + SECTOR_SIZE - 1) / SECTOR_SIZE;
+}
+
+/* Copy the bytes of one DATA run from the image device. */
+static int read_data_run(struct image *im, const struct imgfmt_run *run,
+			 u64 voff, char *buf)
+{
+	int rc;
+
+	if (run->dev_offset > im->dev.size ||
+	    run->length > im->dev.size - run->dev_offset)
+		return fail("%s: data beyond the end of the image (virtual offset %llu, device offset %llu)",
+			    im->path, (unsigned long long)voff,
+			    (unsigned long long)run->dev_offset);
+	rc = imgfmt_dev_read(&im->dev, run->dev_offset, buf, run->length);
+	if (rc)
+		return fail("%s: read error at device offset %llu: %s",
+			    im->path, (unsigned long long)run->dev_offset,
+			    strerror(-rc));
+	return 0;
+}
+
+/* Decompress the part of one cluster that a COMPRESSED run covers. */
+static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
+			       u64 voff, char *buf)
+{
+	int rc;
+
+	if (!im->ccache) {
+		im->ccache = imgfmt_ccache_create(&im->dev,
+						  run->comp_cluster_size);
+		if (!im->ccache)
+			return fail("%s: cannot set up decompression (cluster size %u)",
+				    im->path, run->comp_cluster_size);
+	}
+	if (run->length > UINT32_MAX)
+		return fail("%s: compressed run too long (virtual offset %llu)",
+			    im->path, (unsigned long long)voff);
+	rc = imgfmt_ccache_read(im->ccache, run, 0, buf, (u32)run->length);
+	if (rc)
+		return fail("%s: corrupt compressed cluster (virtual offset %llu, device offset %llu)",
+			    im->path, (unsigned long long)voff,
+			    (unsigned long long)run->comp_offset);
+	return 0;
+}
+
+static int map_failed(struct image *im, int rc, const char *err, u64 voff)
+{
+	if (rc == -EIO && err)
+		return fail("%s: %s (virtual offset %llu)", im->path, err,
+			    (unsigned long long)voff);
+	return fail("%s: mapping virtual offset %llu failed: %s", im->path,
+		    (unsigned long long)voff,
+		    err ? err : strerror(rc < 0 ? -rc : EIO));
+}
+
+/* Fill one run of buf, which holds virtual bytes from voff on. */
+static int read_run(struct image *im, const struct imgfmt_run *run,
+		    u64 voff, char *buf, bool *zero)
+{
+	switch (run->kind) {
+	case IMGFMT_RUN_DATA:
+		*zero = false;
+		return read_data_run(im, run, voff, buf);
+	case IMGFMT_RUN_ZERO:
+	case IMGFMT_RUN_UNALLOCATED:
+		memset(buf, 0, run->length);
+		return 0;
+	case IMGFMT_RUN_COMPRESSED:
+		*zero = false;
+		return read_compressed_run(im, run, voff, buf);
+	}
+	return fail("%s: the format returned an unknown run kind %d (virtual offset %llu)",
+		    im->path, (int)run->kind, (unsigned long long)voff);
+}
+
+int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero)
+{
+	struct imgfmt_run run;
+	const char *err;
+	u64 done = 0;
+	int rc;
+
+	*zero = true;
+	while (done < len) {
+		memset(&run, 0, sizeof(run));
+		err = NULL;
+		rc = im->ops->map(im->img, off + done, len - done, 0, &run,
+				  &err);
+		if (rc)
+			return map_failed(im, rc, err, off + done);
+		if (!run.length || run.length > len - done ||
+		    run.length % SECTOR_SIZE)
+			return fail("%s: bad run of %llu bytes for %llu bytes (virtual offset %llu)",
+				    im->path, (unsigned long long)run.length,
+				    (unsigned long long)(len - done),
+				    (unsigned long long)(off + done));
+		rc = read_run(im, &run, off + done, buf + done, zero);
+		if (rc)
+			return rc;
+		done += run.length;
+	}
+	return 0;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * One image file opened through the shared format code: what `imgfmt`
+ * validates, describes and reads, alone or as a sparse extent of a VMDK
+ * descriptor.
+ */
+#ifndef IMGFMT_IMAGE_H
+#define IMGFMT_IMAGE_H
+
+#include "imgfmt_format.h"
+
+#define SECTOR_SIZE	512ULL
+
+struct imgfmt_ccache;
+
+struct image {
+	const char *path;
+	struct imgfmt_dev dev;
+	const struct imgfmt_format_ops *ops;	/* set once detected */
+	struct imgfmt_image *img;		/* set once opened */
+	struct imgfmt_info info;
+	const char *err;	/* why detection or validation failed */
+	struct imgfmt_ccache *ccache;	/* made on the first compressed run */
+};
+
+/*
+ * Open path and validate it as image format pin (NULL: probe).  On failure
+ * records the error and returns FAIL; when the image itself was refused,
+ * im->err holds the format's message and im->ops the format, if detected.
+ * path must stay valid while the image is open.
+ */
+int image_open(struct image *im, const char *path, const char *pin,
+	       u64 cache_bytes);
+
+/*
+ * The same for a file already open as fd, which the image takes over (it
+ * is closed on failure too).
+ */
+int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
+		  u64 cache_bytes);
+
+/* Close an image; safe on one that failed to open, and twice. */
+void image_close(struct image *im);
+
+/* The open file or device holding the image, or -1. */
+int image_fd(const struct image *im);
+
+/* 512-byte sectors covering the virtual size; 0 when it is unusable. */
+u64 image_sectors(const struct image *im);
+
+/*
+ * Fill buf with the len virtual bytes at off (both multiples of 512, within
+ * image_sectors()), asking map() exactly as the kernel does.  *zero tells
+ * whether the whole range reads as zeroes.  Returns 0 or FAIL.
+ */
+int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero);
+
+#endif /* IMGFMT_IMAGE_H */
