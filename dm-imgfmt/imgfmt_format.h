@@ -47,6 +47,13 @@ struct imgfmt_run {
 	 */
 	u32 comp_data_size;
 	enum imgfmt_compression comp_type;
+	/*
+	 * DATA and COMPRESSED: bytes at the end of the run that read as
+	 * zeroes although the image holds something there.  Non-zero only
+	 * for the disk's last sector when the virtual size is not a multiple
+	 * of 512: the device shows whole sectors, zeroes past the end.
+	 */
+	u32 tail_zero;
 };
 
 /* map() flags */

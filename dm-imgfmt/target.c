@@ -71,42 +71,75 @@ static u64 imgfmt_bio_offset(struct imgfmt_target *it, struct bio *bio)
 		SECTOR_SHIFT;
 }
 
-/* Fill piece from the decompressed cluster that run points into. */
-static blk_status_t imgfmt_read_compressed(struct imgfmt_target *it,
-					   struct bio *piece,
-					   const struct imgfmt_run *run,
-					   u64 offset)
+/* Where the bytes of a run come from when the worker copies them. */
+typedef int (*imgfmt_fill_fn)(struct imgfmt_target *it,
+			      const struct imgfmt_run *run, u32 skip,
+			      void *dst, u32 len);
+
+static int imgfmt_fill_decompressed(struct imgfmt_target *it,
+				    const struct imgfmt_run *run, u32 skip,
+				    void *dst, u32 len)
 {
-	struct imgfmt_ccache *cc;
+	return imgfmt_ccache_read(it->ccache, run, skip, dst, len);
+}
+
+static int imgfmt_fill_from_device(struct imgfmt_target *it,
+				   const struct imgfmt_run *run, u32 skip,
+				   void *dst, u32 len)
+{
+	return imgfmt_dev_read(&it->kdev.dev, run->dev_offset + skip, dst, len);
+}
+
+/*
+ * Copy the run that piece covers into its pages, segment by segment; the
+ * run's zeroed tail (past the virtual size) is zeroed instead.
+ */
+static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
+				    struct bio *piece,
+				    const struct imgfmt_run *run,
+				    imgfmt_fill_fn fill, u64 offset)
+{
+	u64 data_end = run->length - run->tail_zero;
 	struct bvec_iter iter;
 	struct bio_vec bv;
-	u32 skip = 0;
+	u32 skip = 0, n;
 	void *p;
-	int r;
+	int r = 0;
 
-	cc = it->ccache;
-	if (!cc) {
-		cc = imgfmt_ccache_create(&it->kdev.dev, run->comp_cluster_size);
-		if (!cc) {
-			imgfmt_count_error(it, "cannot allocate the decompression cache",
-					   offset);
-			return BLK_STS_RESOURCE;
-		}
-		/* Published complete: status reads it without the worker. */
-		smp_store_release(&it->ccache, cc);
-	}
 	bio_for_each_segment(bv, piece, iter) {
+		n = skip < data_end ? min_t(u64, bv.bv_len, data_end - skip) : 0;
 		p = bvec_kmap_local(&bv);
-		r = imgfmt_ccache_read(cc, run, skip, p, bv.bv_len);
+		if (n)
+			r = fill(it, run, skip, p, n);
+		memset(p + n, 0, bv.bv_len - n);
 		kunmap_local(p);
 		if (r) {
-			imgfmt_count_error(it, "corrupt compressed cluster",
+			imgfmt_count_error(it, "cannot read or decompress the cluster",
 					   offset + skip);
 			return BLK_STS_IOERR;
 		}
 		skip += bv.bv_len;
 	}
 	return BLK_STS_OK;
+}
+
+/* The decompressed-cluster cache, made on the first compressed run. */
+static bool imgfmt_get_ccache(struct imgfmt_target *it,
+			      const struct imgfmt_run *run, u64 offset)
+{
+	struct imgfmt_ccache *cc = it->ccache;
+
+	if (cc)
+		return true;
+	cc = imgfmt_ccache_create(&it->kdev.dev, run->comp_cluster_size);
+	if (!cc) {
+		imgfmt_count_error(it, "cannot allocate the decompression cache",
+				   offset);
+		return false;
+	}
+	/* Published complete: status reads it without the worker. */
+	smp_store_release(&it->ccache, cc);
+	return true;
 }
 
 /*
@@ -117,8 +150,21 @@ static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 				struct bio *piece, const struct imgfmt_run *run,
 				u64 offset)
 {
+	if (run->tail_zero > run->length) {
+		imgfmt_count_error(it, "bad run from the format", offset);
+		piece->bi_status = BLK_STS_IOERR;
+		bio_endio(piece);
+		return;
+	}
 	switch (run->kind) {
 	case IMGFMT_RUN_DATA:
+		if (run->tail_zero) {
+			piece->bi_status = imgfmt_copy_run(it, piece, run,
+							   imgfmt_fill_from_device,
+							   offset);
+			bio_endio(piece);
+			return;
+		}
 		bio_set_dev(piece, it->dev->bdev);
 		piece->bi_iter.bi_sector = run->dev_offset >> SECTOR_SHIFT;
 		dm_submit_bio_remap(clone, piece == clone ? NULL : piece);
@@ -129,8 +175,11 @@ static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 		bio_endio(piece);
 		return;
 	case IMGFMT_RUN_COMPRESSED:
-		piece->bi_status = imgfmt_read_compressed(it, piece, run,
-							  offset);
+		piece->bi_status = BLK_STS_RESOURCE;
+		if (imgfmt_get_ccache(it, run, offset))
+			piece->bi_status = imgfmt_copy_run(it, piece, run,
+							   imgfmt_fill_decompressed,
+							   offset);
 		bio_endio(piece);
 		return;
 	default:
@@ -238,6 +287,11 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 		dm_accept_partial_bio(bio, run.length >> SECTOR_SHIFT);
 	switch (run.kind) {
 	case IMGFMT_RUN_DATA:
+		if (run.tail_zero) {
+			/* The disk's last, partly zeroed sector: copied. */
+			imgfmt_defer_bio(it, bio);
+			return DM_MAPIO_SUBMITTED;
+		}
 		bio_set_dev(bio, it->dev->bdev);
 		bio->bi_iter.bi_sector = run.dev_offset >> SECTOR_SHIFT;
 		return DM_MAPIO_REMAPPED;

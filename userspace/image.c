@@ -168,20 +168,32 @@ static int map_failed(struct image *im, int rc, const char *err, u64 voff)
 static int read_run(struct image *im, const struct imgfmt_run *run,
 		    u64 voff, char *buf, bool *zero)
 {
+	int rc;
+
+	if (run->tail_zero > run->length)
+		return fail("%s: bad run tail (virtual offset %llu)", im->path,
+			    (unsigned long long)voff);
 	switch (run->kind) {
 	case IMGFMT_RUN_DATA:
 		*zero = false;
-		return read_data_run(im, run, voff, buf);
+		rc = read_data_run(im, run, voff, buf);
+		break;
 	case IMGFMT_RUN_ZERO:
 	case IMGFMT_RUN_UNALLOCATED:
 		memset(buf, 0, run->length);
 		return 0;
 	case IMGFMT_RUN_COMPRESSED:
 		*zero = false;
-		return read_compressed_run(im, run, voff, buf);
+		rc = read_compressed_run(im, run, voff, buf);
+		break;
+	default:
+		return fail("%s: the format returned an unknown run kind %d (virtual offset %llu)",
+			    im->path, (int)run->kind,
+			    (unsigned long long)voff);
 	}
-	return fail("%s: the format returned an unknown run kind %d (virtual offset %llu)",
-		    im->path, (int)run->kind, (unsigned long long)voff);
+	if (!rc && run->tail_zero)
+		memset(buf + run->length - run->tail_zero, 0, run->tail_zero);
+	return rc;
 }
 
 int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero)

@@ -31,6 +31,29 @@ static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
 	}
 }
 
+/*
+ * When the virtual size ends inside a sector, that sector's bytes past the
+ * end must read as zeroes whatever the image holds there: a run of data
+ * stops before that sector, and the sector is a run of its own that says
+ * how much of it to zero.
+ */
+static void run_cut_at_last_sector(struct imgfmt_run *run, u64 offset,
+				   u64 virtual_size)
+{
+	u64 last = virtual_size & ~511ULL;
+
+	if (virtual_size == last || offset + run->length <= last ||
+	    (run->kind != IMGFMT_RUN_DATA &&
+	     run->kind != IMGFMT_RUN_COMPRESSED))
+		return;
+	if (offset < last) {
+		run->length = last - offset;
+		return;
+	}
+	run->length = 512;
+	run->tail_zero = 512 - (virtual_size - last);
+}
+
 int imgfmt_map_runs(u64 virtual_size, u64 offset, u64 length,
 		    unsigned int flags, imgfmt_lookup_fn lookup, void *ctx,
 		    struct imgfmt_run *run, const char **err)
@@ -78,5 +101,6 @@ int imgfmt_map_runs(u64 virtual_size, u64 offset, u64 length,
 	    (run->kind == IMGFMT_RUN_ZERO ||
 	     run->kind == IMGFMT_RUN_UNALLOCATED))
 		run->length = end - offset;
+	run_cut_at_last_sector(run, offset, virtual_size);
 	return 0;
 }
