@@ -1,0 +1,98 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# make check: install what is missing, build everything, run the userspace
+# tests, the fuzzers briefly and the lint checks, then boot each Debian
+# kernel (6.1 and 6.12) in QEMU and run the in-VM suite there.  All results
+# come out as one TAP stream ending in "N passed, N failed"; the exit status
+# is non-zero when anything failed.
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+VM_TIMEOUT=${VM_TIMEOUT:-1500}
+mkdir -p "$BUILD"
+log=$BUILD/logs
+rm -rf "$log"
+mkdir -p "$log"
+
+# Run a step; its output goes to a log, and its TAP lines (if any) are
+# folded into ours.  Without TAP lines the exit status is the result.
+step() {		# step NAME COMMAND...
+	local name=$1
+	shift
+	echo "# $name: $*"
+	"$@" >"$log/$name.log" 2>&1
+	local rc=$?
+	if grep -qE '^(not )?ok [0-9]+' "$log/$name.log"; then
+		tap_import "$name" "$log/$name.log"
+		[ $rc -eq 0 ] || grep -q '^not ok' "$log/$name.log" ||
+			tap_result fail "$name: exited with status $rc"
+	elif [ $rc -eq 0 ]; then
+		tap_result ok "$name"
+	else
+		tail -30 "$log/$name.log" | sed 's/^/# /'
+		tap_result fail "$name (exit status $rc)"
+	fi
+	return $rc
+}
+
+echo "# dm-imgfmt make check, $(date -u +%Y-%m-%dT%H:%MZ)"
+step packages need_packages $CHECK_PACKAGES || { tap_summary; exit 1; }
+step kernels "$TOP/selftests/vm/kernels.sh" || { tap_summary; exit 1; }
+mapfile -t KERNELS < <(grep -E '^[0-9]' "$log/kernels.log")
+KSFT_DIR=$(linux_src_dir)/tools/testing/selftests
+
+step build-helper make -C "$TOP/userspace"
+step unit make -s -C "$TOP/selftests/unit" KSFT_DIR="$KSFT_DIR" run
+# The QCOW2 images, then the other formats' records appended to the same
+# manifests, then the kselftest variants regenerated from all of them; and
+# in desc/ the VMDK descriptors and odd-sized images of desc_vm_test.sh
+# (the --vm set: no 5 GiB flat disk, which the initramfs would hold whole).
+make_images() {
+	local out=$1
+	"$TOP/selftests/imgfmt/mkimages.sh" "$out" &&
+	"$TOP/selftests/imgfmt/mkimages-qcow.sh" "$out" &&
+	"$TOP/selftests/imgfmt/mkimages-vmdk.sh" "$out" &&
+	"$TOP/selftests/imgfmt/mkimages.sh" --variants "$out" &&
+	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc"
+}
+step images make_images "$BUILD/images"
+step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
+step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
+step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
+step lint "$TOP/selftests/lint.sh" --tap-only
+step build-vm-tests make -s -C "$TOP/selftests/imgfmt" KSFT_DIR="$KSFT_DIR" \
+	IMAGES="$BUILD/images" OUT="$BUILD/vm-tests"
+
+# The in-VM suite, once per kernel.
+vm_suite() {		# vm_suite KVER VMLINUZ KDIR
+	local kver=$1 vmlinuz=$2 kdir=$3 tree payload=$BUILD/payload
+	tree=$(module_tree "$kver")
+	"$tree/scripts/compat-probe.sh" "$kdir" "$tree/dm-imgfmt/compat-probes" \
+		"$tree/dm-imgfmt/compat-probed.h" || return 1
+	make -C "$kdir" M="$tree" modules >"$BUILD/kmod-$kver.log" 2>&1 || {
+		tail -20 "$BUILD/kmod-$kver.log"
+		return 1
+	}
+	rm -rf "$payload"
+	mkdir -p "$payload"
+	cp -a "$BUILD/vm-tests/." "$payload/"
+	cp -al "$BUILD/images" "$payload/images"
+	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
+		--out "$BUILD/initrd-$kver.cpio.gz" \
+		--module loop --module dm-mod --module dm-bufio --module dm-zero \
+		--ko "$tree/dm-imgfmt.ko" \
+		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
+		--payload "$payload" --init-cmd /payload/run.sh || return 1
+	"$TOP/selftests/vm/run-vm.sh" --kernel "$vmlinuz" \
+		--initrd "$BUILD/initrd-$kver.cpio.gz" --mem 3072 \
+		--timeout "$VM_TIMEOUT" --log "$BUILD/vm-$kver.console"
+}
+
+for k in "${KERNELS[@]}"; do
+	read -r kver vmlinuz _moddir kdir <<<"$k"
+	step "vm-$kver" vm_suite "$kver" "$vmlinuz" "$kdir"
+done
+
+tap_summary
+[ "$TAP_FAIL" -eq 0 ]

@@ -1,0 +1,174 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Build the libFuzzer target with ASan and UBSan over the shared format code,
+# seed it with small images made by qemu-img, and run it for FUZZ_SECONDS.
+# Prints one TAP line per target; with --tap-only the summary is the
+# caller's.
+set -euo pipefail
+. "$(dirname "$0")/../common.sh"
+
+summary=1
+[ "${1:-}" = "--tap-only" ] && summary=0
+seconds=${FUZZ_SECONDS:-30}
+out=$BUILD/fuzz
+mkdir -p "$out"
+need_packages clang libclang-rt-14-dev qemu-utils zstd gzip zlib1g-dev libzstd-dev
+
+CLANG=$(command -v clang || command -v clang-14)
+shared=("$TOP"/dm-imgfmt/mcache.c "$TOP"/dm-imgfmt/formats/*.c "$TOP/userspace/uport.c")
+
+make_seeds() {
+	local dir=$1 cs
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	for cs in 512 4096 65536; do
+		qemu-img create -q -f qcow2 -o cluster_size=$cs "$dir/c$cs.qcow2" 4M
+		qemu-io -f qcow2 -c "write -P 0x11 0 8k" -c "write -z 64k 64k" \
+			"$dir/c$cs.qcow2" >/dev/null
+	done
+	qemu-img create -q -f qcow2 -o compat=0.10 "$dir/v2.qcow2" 1M
+	qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k \
+		"$dir/extl2.qcow2" 1M
+	qemu-io -f qcow2 -c "write -P 0x22 4k 4k" "$dir/extl2.qcow2" >/dev/null
+	# QCOW version 1: data, a compressed cluster, and 512-byte clusters
+	# with 64-entry L2 tables (patched in while the L1 table is zeroes).
+	qemu-img create -q -f qcow "$dir/v1.qcow" 4M
+	qemu-io -f qcow -c "write -P 0x33 0 8k" -c "write -c -P 0x44 64k 4k" \
+		-c "write -P 0x55 3M 4k" "$dir/v1.qcow" >/dev/null
+	qemu-img create -q -f qcow "$dir/v1-c512.qcow" 4M
+	printf '\011\006' | dd of="$dir/v1-c512.qcow" bs=1 seek=32 \
+		conv=notrunc status=none
+	truncate -s 1536 "$dir/v1-c512.qcow"
+	qemu-io -f qcow -c "write -P 0x66 0 2k" -c "write -c -P 0x77 40k 512" \
+		-c "write -P 0x88 1M 1536" "$dir/v1-c512.qcow" >/dev/null
+	vmdk_seeds "$dir"
+}
+
+put_le() {	# FILE OFFSET NBYTES VALUE: a little-endian field
+	local s="" i
+	for ((i = 0; i < $3; i++)); do
+		s+=$(printf '\\0%03o' $((($4 >> (8 * i)) & 0xff)))
+	done
+	printf '%b' "$s" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# VMDK: hosted sparse with zeroed grains, streamOptimized (header first and
+# in a footer), and hand-made VMFS sparse (COWD) and seSparse extents.
+vmdk_seeds() {
+	local dir=$1 f
+	qemu-img create -q -f vmdk -o zeroed_grain=on "$dir/mono.vmdk" 1M
+	qemu-io -f vmdk -c "write -P 0x11 0 8k" -c "write -z 64k 64k" \
+		-c "write -P 0x22 512k 4k" "$dir/mono.vmdk" >/dev/null
+	qemu-img convert -f vmdk -O vmdk -o subformat=streamOptimized \
+		"$dir/mono.vmdk" "$dir/stream.vmdk"
+	f=$dir/stream-footer.vmdk
+	cp "$dir/stream.vmdk" "$f"
+	head -c 512 /dev/zero >"$f.m"
+	put_le "$f.m" 12 4 3
+	{ cat "$f.m"; head -c 512 "$dir/stream.vmdk"; head -c 512 /dev/zero; } >>"$f"
+	rm -f "$f.m"
+	put_le "$f" 56 8 -1
+	# COWD: 1 MiB of 512-byte grains; directory at sector 1, table at 2.
+	f=$dir/cowd.vmdk
+	head -c $((34 * 512)) /dev/zero >"$f"
+	printf COWD | dd of="$f" conv=notrunc status=none
+	put_le "$f" 4 4 1
+	put_le "$f" 12 4 2048
+	put_le "$f" 16 4 1
+	put_le "$f" 20 4 1
+	put_le "$f" 24 4 1
+	put_le "$f" 512 4 2
+	put_le "$f" 1024 4 34
+	put_le "$f" $((1024 + 4 * 9)) 4 35
+	head -c 1024 /dev/zero | tr '\0' c >>"$f"
+	# seSparse: 32 MiB; volatile header at sector 1, directory at 2,
+	# tables from 3, grains from 67.
+	f=$dir/sesparse.vmdk
+	head -c $((67 * 512)) /dev/zero >"$f"
+	put_le "$f" 0 8 0xcafebabe
+	put_le "$f" 8 8 0x200000001
+	put_le "$f" 16 8 65536
+	put_le "$f" 24 8 8
+	put_le "$f" 32 8 64
+	put_le "$f" 80 8 1
+	put_le "$f" 128 8 2
+	put_le "$f" 136 8 1
+	put_le "$f" 144 8 3
+	put_le "$f" 192 8 67
+	put_le "$f" 512 8 0xcafecafe
+	put_le "$f" 1024 8 0x1000000000000000
+	put_le "$f" 1536 8 0x3000000000000000
+	put_le "$f" 1544 8 0x2000000000000000
+	put_le "$f" 1552 8 0x3001000000000000
+	head -c 8192 /dev/zero | tr '\0' s >>"$f"
+}
+
+# Descriptor texts of the kinds QEMU and VMware write, CRLF among them.
+desc_seeds() {
+	local dir=$1
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	printf '%s\n' '# Disk DescriptorFile' 'version=1' 'CID=fffffffe' \
+		'parentCID=ffffffff' 'createType="twoGbMaxExtentSparse"' \
+		'RW 4192256 SPARSE "d-s001.vmdk"' 'RW 2048 SPARSE "d-s002.vmdk"' \
+		'ddb.virtualHWVersion = "4"' >"$dir/twogb.txt"
+	printf '%s\r\n' '# Disk DescriptorFile' 'version=1' 'CID=12345678' \
+		'parentCID=ffffffff' 'createType="vmfs"' \
+		'RW 4096 VMFS "d-flat.vmdk" 0' 'RW 100 ZERO' >"$dir/vmfs-crlf.txt"
+	printf '%s\n' 'version=1' 'CID=1' 'parentCID=2' \
+		'parentFileNameHint="base.vmdk"' 'createType="monolithicSparse"' \
+		'RDONLY 64 FLAT "x" 12' >"$dir/delta.txt"
+}
+
+# Streams of every kind the decompressor takes, made with the host's tools.
+decomp_seeds() {
+	local dir=$1
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	seq 1 3000 >"$dir/text"
+	# Byte 0 picks the type (deflate, zlib, zstd), byte 1 the output size.
+	{ printf '\001\007'; gzip -c "$dir/text" | tail -c +11; } >"$dir/deflate"
+	{ printf '\002\007'; zstd -q -c "$dir/text" 2>/dev/null || true; } >"$dir/zstd-as-zlib"
+	{ printf '\003\007'; zstd -q -c "$dir/text" 2>/dev/null || true; } >"$dir/zstd"
+	rm -f "$dir/text"
+}
+
+# run_target NAME SOURCE.c SEED_FUNCTION "EXTRA CFLAGS" SOURCE...
+run_target() {
+	local name=$1 main=$2 seeds=$3 cflags=$4 bin=$out/$1 log=$out/$1.log
+	shift 4
+	# shellcheck disable=SC2086 # cflags holds several words
+	if ! "$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -D_GNU_SOURCE $cflags \
+		-I"$TOP/dm-imgfmt" -I"$TOP/userspace/include" -I"$TOP/userspace" \
+		-o "$bin" "$TOP/selftests/fuzz/$main" "$@" \
+		>"$log" 2>&1; then
+		sed 's/^/# /' "$log" | tail -20
+		tap_result fail "fuzz: $name builds"
+		return
+	fi
+	"$seeds" "$out/$name-seeds"
+	mkdir -p "$out/$name-corpus"
+	if "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 \
+		-max_len=1048576 -print_final_stats=1 \
+		"$out/$name-corpus" "$out/$name-seeds" >>"$log" 2>&1; then
+		tap_result ok "fuzz: $name ran ${seconds}s with no crash ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?') runs)"
+	else
+		grep -E "ERROR|SUMMARY|runtime error" "$log" | head -20 | sed 's/^/# /'
+		tap_result fail "fuzz: $name found a crash (see $log)"
+	fi
+}
+
+# Every format by detection, then each format pinned, so that each one
+# gets the fuzzer's whole attention for a while.
+run_target fuzz_image fuzz_image.c make_seeds "" "${shared[@]}"
+for fmt in qcow2 qcow vmdk vmdk-sesparse; do
+	run_target "fuzz_image_$fmt" fuzz_image.c make_seeds \
+		"-DFUZZ_FORMAT=\"$fmt\"" "${shared[@]}"
+done
+run_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
+	"$TOP/userspace/vmdk_desc.c"
+run_target fuzz_decomp fuzz_decomp.c decomp_seeds "-lz -lzstd" \
+	"$TOP/userspace/udecomp.c"
+[ $summary -eq 1 ] && tap_summary
+[ "$TAP_FAIL" -eq 0 ]
