@@ -4,8 +4,9 @@
  *
  * It validates and describes VM disk images with the same format code the
  * kernel target runs, prints device-mapper tables for them, attaches and
- * detaches them as read-only block devices, and reads a whole virtual disk
- * through the shared mapping code (the oracle for the kernel's answers).
+ * detaches them as read-only block devices, and reads a virtual disk, or a
+ * window of it, through the shared mapping code (the oracle for the kernel's
+ * answers).
  */
 #include <ctype.h>
 #include <fcntl.h>
@@ -27,6 +28,9 @@ struct opts {
 	const char *format;	/* --format, or NULL to probe */
 	const char *name;	/* --name, or NULL */
 	u64 cache_bytes;	/* --cache-size, or 0 when not given */
+	u64 offset;		/* --offset, or 0 */
+	u64 length;		/* --length, when has_length */
+	bool has_length;
 };
 
 static char error_line[1024];
@@ -564,51 +568,91 @@ static int output_finish(struct output *out, u64 size)
 	return 0;
 }
 
-/* Write the bytes of one segment, in whole sectors but the very last. */
-static int read_segment(struct segment *s, struct output *out, char *buf)
+/*
+ * Write the bytes [start, end) of one segment.  The sectors covering them
+ * are read, at most READ_CHUNK bytes at a time, and only the bytes asked
+ * for are written: neither end need be a multiple of 512.
+ */
+static int read_segment(struct segment *s, u64 start, u64 end,
+			struct output *out, char *buf)
 {
-	u64 off, len, keep;
+	u64 off, sec, len, keep;
 	bool zero;
 	int rc;
 
-	for (off = 0; off < s->bytes; off += keep) {
-		keep = min_t(u64, READ_CHUNK, s->bytes - off);
-		len = ALIGN(keep, SECTOR_SIZE);
-		rc = segment_read(s, off, len, buf, &zero);
+	for (off = start; off < end; off += keep) {
+		sec = off - off % SECTOR_SIZE;
+		len = min_t(u64, READ_CHUNK, ALIGN(end, SECTOR_SIZE) - sec);
+		keep = min_t(u64, sec + len, end) - off;
+		rc = segment_read(s, sec, len, buf, &zero);
 		if (rc)
 			return rc;
 		if (zero && out->sparse)
 			rc = output_skip(out, keep);
 		else
-			rc = output_write(out, buf, keep);
+			rc = output_write(out, buf + (off - sec), keep);
 		if (rc)
 			return rc;
 	}
 	return 0;
 }
 
-/* Write the whole virtual disk, exactly virtual-size bytes, to out. */
-static int read_disk(struct disk *d, struct output *out, char *buf)
+/*
+ * Write length bytes of the virtual disk from offset, exactly, to out;
+ * the caller checked that they lie within its d->size bytes.
+ */
+static int read_disk(struct disk *d, u64 offset, u64 length,
+		     struct output *out, char *buf)
 {
+	u64 pos = 0, end = offset + length;
+	struct segment *s;
 	unsigned int i;
 	int rc;
 
-	for (i = 0; i < d->nr_segs; i++) {
-		rc = read_segment(&d->segs[i], out, buf);
+	for (i = 0; i < d->nr_segs && pos < end; pos += s->bytes, i++) {
+		s = &d->segs[i];
+		if (pos + s->bytes <= offset)
+			continue;
+		rc = read_segment(s, max_t(u64, offset, pos) - pos,
+				  min_t(u64, end, pos + s->bytes) - pos, out,
+				  buf);
 		if (rc)
 			return rc;
 	}
-	return output_finish(out, d->size);
+	return output_finish(out, length);
+}
+
+/* The window --offset and --length ask for, within the virtual disk. */
+static int read_window(const struct opts *o, const struct disk *d,
+		       u64 *length)
+{
+	if (o->offset >= d->size)
+		return usage_fail("read: offset %llu is past the end of %s (virtual size %llu bytes)",
+				  (unsigned long long)o->offset, d->path,
+				  (unsigned long long)d->size);
+	*length = d->size - o->offset;
+	if (!o->has_length)
+		return 0;
+	if (o->length > *length)
+		return usage_fail("read: offset %llu plus length %llu is past the end of %s (virtual size %llu bytes)",
+				  (unsigned long long)o->offset,
+				  (unsigned long long)o->length, d->path,
+				  (unsigned long long)d->size);
+	*length = o->length;
+	return 0;
 }
 
 static int cmd_read(struct opts *o, char **args)
 {
 	struct output out;
 	struct disk d;
+	u64 length = 0;
 	char *buf;
 	int rc;
 
 	rc = disk_open(&d, args[0], o->format, 0);
+	if (!rc)
+		rc = read_window(o, &d, &length);
 	if (rc) {
 		disk_close(&d);
 		return rc;
@@ -620,7 +664,7 @@ static int cmd_read(struct opts *o, char **args)
 	}
 	rc = output_open(&out, args[1], &d);
 	if (!rc)
-		rc = read_disk(&d, &out, buf);
+		rc = read_disk(&d, o->offset, length, &out, buf);
 	rc = output_close(&out, rc);
 	free(buf);
 	disk_close(&d);
@@ -724,6 +768,14 @@ enum {
 	OPT_FORMAT = 1 << 0,
 	OPT_CACHE = 1 << 1,
 	OPT_NAME = 1 << 2,
+	OPT_OFFSET = 1 << 3,
+	OPT_LENGTH = 1 << 4,
+};
+
+/* getopt values of the options that have no short form. */
+enum {
+	LONG_OFFSET = 256,
+	LONG_LENGTH,
 };
 
 struct command {
@@ -764,10 +816,14 @@ static const struct command commands[] = {
 		"Remove the device NAME (or /dev/mapper/NAME) that attach made\n"
 		"and everything attach set up under it.",
 	}, {
-		"read", cmd_read, OPT_FORMAT, 1, 2,
-		"read [--format F] IMAGE [OUT]",
+		"read", cmd_read, OPT_FORMAT | OPT_OFFSET | OPT_LENGTH, 1, 2,
+		"read [--format F] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
 		"Write the virtual disk of IMAGE, virtual-size bytes, to OUT\n"
-		"or to standard output, mapping it as the kernel target does.",
+		"or to standard output ('-'), mapping it as the kernel target\n"
+		"does.  --offset and --length write only that window of it, in\n"
+		"bytes (suffix K, M or G; not necessarily whole sectors): the\n"
+		"offset must be within the virtual size, the length defaults\n"
+		"to the rest of the disk and may not go past its end.",
 	}, {
 		"help", cmd_help, 0, 0, 1,
 		"help [COMMAND]",
@@ -779,6 +835,8 @@ static const struct option long_options[] = {
 	{ "format", required_argument, NULL, 'f' },
 	{ "cache-size", required_argument, NULL, 'c' },
 	{ "name", required_argument, NULL, 'n' },
+	{ "offset", required_argument, NULL, LONG_OFFSET },
+	{ "length", required_argument, NULL, LONG_LENGTH },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -808,6 +866,8 @@ static const char usage_options[] =
 	"  -f, --format F          the image is of format F (no probing)\n"
 	"  -c, --cache-size BYTES  metadata cache bound (suffix K, M or G)\n"
 	"  -n, --name NAME         device-mapper name for attach\n"
+	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
+	"      --length BYTES      read this many bytes (default: to the end)\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
@@ -883,6 +943,8 @@ static const struct {
 	{ 'f', OPT_FORMAT, "--format" },
 	{ 'c', OPT_CACHE, "--cache-size" },
 	{ 'n', OPT_NAME, "--name" },
+	{ LONG_OFFSET, OPT_OFFSET, "--offset" },
+	{ LONG_LENGTH, OPT_LENGTH, "--length" },
 };
 
 static const char *option_name(int opt)
@@ -921,6 +983,18 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 			return usage_fail("%s: the cache size must be from %llu to %llu bytes",
 					  c->name, IMGFMT_MIN_CACHE_BYTES,
 					  IMGFMT_MAX_CACHE_BYTES);
+		return 0;
+	case LONG_OFFSET:
+		if (parse_size(arg, &o->offset))
+			return usage_fail("%s: bad offset '%s'", c->name, arg);
+		return 0;
+	case LONG_LENGTH:
+		if (parse_size(arg, &o->length))
+			return usage_fail("%s: bad length '%s'", c->name, arg);
+		if (!o->length)
+			return usage_fail("%s: the length must not be 0",
+					  c->name);
+		o->has_length = true;
 		return 0;
 	}
 	return usage_fail("%s: unknown option", c->name);
