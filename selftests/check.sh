@@ -77,6 +77,10 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 	rm -rf "$payload"
 	mkdir -p "$payload"
 	cp -a "$BUILD/vm-tests/." "$payload/"
+	# In the payload's bin/ (on the guest's PATH): the host path that
+	# --bin keeps may be hidden in the guest, e.g. under its tmpfs /tmp.
+	mkdir -p "$payload/bin"
+	cp "$TOP/userspace/imgfmt" "$payload/bin/"
 	cp -al "$BUILD/images" "$payload/images"
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 		--out "$BUILD/initrd-$kver.cpio.gz" \

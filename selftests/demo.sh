@@ -48,8 +48,10 @@ umount /mnt
 imgfmt detach demo
 echo "demo: done"
 EOS
-# mkinitramfs.sh keeps a binary at its host path: put the helper on PATH.
-sed -i "2i export PATH=\"\$PATH:$TOP/userspace\"" "$demo/payload/run.sh"
+# The helper rides in the payload: the host path that mkinitramfs.sh --bin
+# keeps (for its libraries) may be hidden in the guest, under its tmpfs /tmp.
+cp "$TOP/userspace/imgfmt" "$demo/payload/"
+sed -i '2i export PATH="/payload:$PATH"' "$demo/payload/run.sh"
 chmod +x "$demo/payload/run.sh"
 
 tree=$(module_tree "$kver")
