@@ -29,79 +29,33 @@
 set -euo pipefail
 export LC_ALL=C
 
-die()
-{
-	echo "mkimages-qcow.sh: $*" >&2
-	exit 1
-}
+# shellcheck source=imglib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/imglib.sh"
+IMG_FMT=qcow
+IMG_EXT=qcow
 
 [ $# -eq 1 ] || die "usage: mkimages-qcow.sh OUTDIR"
 
-for tool in qemu-img qemu-io md5sum od dd gzip seq head tr stat truncate \
-	    grep awk sed; do
-	command -v "$tool" >/dev/null 2>&1 ||
-		die "required tool '$tool' not found (qemu-utils, coreutils, gzip, gawk/mawk, sed)"
-done
+need_tools "qemu-utils, coreutils, gzip, gawk/mawk, sed" qemu-img qemu-io \
+	md5sum od dd gzip seq head tr stat truncate grep awk sed
 
-OUT=$1
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-GOOD=$OUT/good.list
-WINDOWS=$OUT/windows.list
-HOSTILE=$OUT/hostile.list
-CORRUPT=$OUT/corrupt.list
-
+setup_out "$1"
 # Only remove what this script makes.
 rm -f "$OUT"/qcow1_*.qcow
 for l in "$GOOD" "$WINDOWS" "$HOSTILE" "$CORRUPT"; do
 	touch "$l"
 	sed -i '/^qcow1_/d' "$l"
 done
-TMP=$(mktemp -d "$OUT/.tmp-qcow1.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+make_tmp qcow1
 
-KiB=1024
-MiB=$((1024 * KiB))
-GiB=$((1024 * MiB))
-TiB=$((1024 * GiB))
-
-# Data: four 1 MiB files of incompressible-looking bytes (gzip of a counter
-# stream), and text that compresses well, for compressed clusters.
-for i in 0 1 2 3; do
-	{ seq -f "imgfmt-qcow1-seed-$i-%.0f" 1 600000 | gzip -n -1 |
-		head -c $MiB >"$TMP/r$i"; } 2>/dev/null || true
-	[ "$(stat -c %s "$TMP/r$i")" -eq $MiB ] || die "short random file r$i"
-done
-{ seq -f "qcow1 compressible line %.0f" 1 100000 | head -c $MiB >"$TMP/text"; } \
-	2>/dev/null || true
-[ "$(stat -c %s "$TMP/text")" -eq $MiB ] || die "short text file"
-ZERO512=$(head -c 512 /dev/zero | md5sum | cut -d' ' -f1)
+# Data: four 1 MiB files of incompressible-looking bytes, and text that
+# compresses well, for compressed clusters.
+make_random_files imgfmt-qcow1-seed 4
+make_text "$TMP/text" "qcow1 compressible line" $MiB
 
 # ---------------------------------------------------------------------------
-# Big-endian field access with od and dd only.
+# QCOW metadata (big-endian fields, read and written with rd_be and wr_be).
 # ---------------------------------------------------------------------------
-rd_be()	# FILE OFFSET NBYTES -> value (64-bit, may print negative)
-{
-	local h
-
-	h=$(od -An -tx1 -v -j "$2" -N "$3" "$1" | tr -d ' \n')
-	[ ${#h} -eq $(($3 * 2)) ] || die "short read at $2 in $1"
-	echo $((16#$h))
-}
-
-wr_be()	# FILE OFFSET NBYTES VALUE
-{
-	local v=$4 s="" i
-
-	for ((i = $3 - 1; i >= 0; i--)); do
-		s+=$(printf '\\%03o' $(((v >> (8 * i)) & 0xff)))
-	done
-	# shellcheck disable=SC2059 # $s holds only octal escapes
-	printf "$s" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-	[ "$(rd_be "$1" "$2" "$3")" = "$(($4 & ($3 == 8 ? -1 : (1 << (8 * $3)) - 1)))" ] ||
-		die "patch of $1 at $2 did not stick"
-}
-
 # QCOW header fields: offset and size.
 H_BACKING_OFF="8 8"
 H_BACKING_LEN="16 4"
@@ -147,11 +101,6 @@ l2_entry_pos()	# FILE VOFF
 # ---------------------------------------------------------------------------
 # Image construction.
 # ---------------------------------------------------------------------------
-img()	# NAME -> path
-{
-	echo "$OUT/$1.qcow"
-}
-
 create()	# NAME SIZE [qemu-img create options...]
 {
 	local name=$1 size=$2
@@ -183,67 +132,9 @@ create_geom()	# NAME SIZE CBITS L2BITS
 	[ "$(field "$f" "$H_L1OFF")" -eq 48 ] || die "$1: L1 table not at 48"
 }
 
-qio()	# NAME qemu-io-args...
-{
-	local f out
-
-	f=$(img "$1")
-	shift
-	out=$(qemu-io -f qcow "$@" "$f" 2>&1) || die "qemu-io on $f: $out"
-	# qemu-io reports failed commands on stdout but still exits 0.
-	if echo "$out" | grep -qiE 'error|failed|invalid|cannot'; then
-		die "qemu-io on $f: $out"
-	fi
-}
-
-RNG=1
-rnd()	# sets R to a 23-bit pseudo-random number
-{
-	RNG=$(((RNG * 1103515245 + 12345) & 0x7fffffff))
-	R=$((RNG >> 8))
-}
-
-#
-# Scatter data over an image of virtual size V and cluster size C: a long
-# sequential run (contiguous clusters, so mappings merge), pieces at random
-# sector offsets in random order, zero writes (QCOW has no zero clusters:
-# QEMU writes zeroes), and the first and the last sector.
-#
-fill()	# NAME V C SEED
-{
-	local name=$1 V=$2 C=$3 seed=$4 n i len off maxlen sectors long
-	local -a c=()
-
-	RNG=$seed
-	sectors=$((V / 512))
-	n=$((V / (8 * C)))
-	[ $n -ge 2 ] || n=2
-	[ $n -le 16 ] || n=16
-	maxlen=$((3 * C))
-	[ $maxlen -le $((192 * KiB)) ] || maxlen=$((192 * KiB))
-	[ $maxlen -ge $((2 * KiB)) ] || maxlen=$((2 * KiB))
-	long=$((V / 8))
-	[ $long -le $((512 * KiB)) ] || long=$((512 * KiB))
-
-	c+=(-c "write -q -s $TMP/r$((seed % 4)) $((C + 1024)) $long")
-	for ((i = 1; i <= n; i++)); do
-		rnd
-		len=$(((R % (maxlen / 512) + 1) * 512))
-		rnd
-		off=$(((R % (sectors - len / 512)) * 512))
-		case $((i % 4)) in
-		0 | 1)
-			c+=(-c "write -q -s $TMP/r$(((seed + i) % 4)) $off $len") ;;
-		2)
-			c+=(-c "write -q -P $(((seed * 7 + i * 37) % 254 + 1)) $off $len") ;;
-		3)
-			c+=(-c "write -q -z $off $len") ;;
-		esac
-	done
-	c+=(-c "write -q -P $((seed % 250 + 3)) 0 512")
-	c+=(-c "write -q -s $TMP/r$(((seed + 3) % 4)) $((V / 512 * 512 - 512)) 512")
-	qio "$name" "${c[@]}"
-}
+# fill() of imglib.sh: QCOW has no zero clusters (QEMU writes zeroes), and
+# one piece in four is a zero write.
+FILL_CYCLE=4
 
 #
 # Compressed clusters.  QEMU compresses one whole cluster per write (or the
@@ -282,27 +173,6 @@ fill_compressed()	# NAME V C SEED
 pad()	# NAME: whole sectors (see the top)
 {
 	truncate -s %512 "$(img "$1")"
-}
-
-raw_md5()	# FILE [BYTES] -> md5 of qemu-img convert output (first BYTES)
-{
-	local raw=$TMP/convert.raw sum
-
-	rm -f "$raw"
-	qemu-img convert -f qcow -O raw "$1" "$raw" || die "convert $1 failed"
-	if [ -n "${2:-}" ]; then
-		sum=$(head -c "$2" "$raw" | md5sum | cut -d' ' -f1)
-	else
-		sum=$(md5sum <"$raw" | cut -d' ' -f1)
-	fi
-	rm -f "$raw"
-	echo "$sum"
-}
-
-info_field()	# FILE JSON-KEY
-{
-	qemu-img info -f qcow --output=json "$1" |
-		awk -v k="\"$2\":" '$1 == k { gsub(/[,"]/, "", $2); print $2; exit }'
 }
 
 add_good()	# NAME [VIRTUAL_SIZE MD5]
@@ -391,28 +261,20 @@ add_good qcow1_compressed_c64k
 
 # Made by qemu-img convert from a raw file.  (qemu-img 7.2 fails, without
 # a message, to convert -c to QCOW; compressed clusters come from qemu-io.)
-head -c $((6 * MiB)) /dev/zero >"$TMP/src.raw"
-for i in 0 1 2 3; do
-	dd if="$TMP/r$i" of="$TMP/src.raw" bs=64K seek=$((i * 19 + 3)) \
-		conv=notrunc status=none
-done
+make_raw_source "$TMP/src.raw" $((6 * MiB)) 19
 dd if="$TMP/text" of="$TMP/src.raw" bs=64K seek=70 conv=notrunc status=none
-src_md5=$(md5sum <"$TMP/src.raw" | cut -d' ' -f1)
+src_md5=$(md5_of "$TMP/src.raw")
 qemu-img convert -f raw -O qcow "$TMP/src.raw" "$(img qcow1_converted)" ||
 	die "convert to qcow"
 add_good qcow1_converted
-[ "$src_md5" = "$(awk '$1 == "qcow1_converted" { print $4 }' "$GOOD")" ] ||
+[ "$src_md5" = "$(good_md5 qcow1_converted)" ] ||
 	die "qcow1_converted: qemu-img convert round trip mismatch"
 rm -f "$TMP/src.raw"
 
 # An L2 table for every 32 KiB (64-entry tables, 512-byte clusters): 256
 # tables, more than a 64 KiB metadata cache holds.
 create_geom qcow1_many_l2 $((8 * MiB)) 9 6
-c=()
-for ((i = 0; i < 256; i++)); do
-	c+=(-c "write -q -P $((i % 251 + 1)) $((i * 32 * KiB + (i * 37 % 64) * 512)) $((512 * (1 + i % 3)))")
-done
-qio qcow1_many_l2 "${c[@]}"
+write_every_32k qcow1_many_l2
 add_good qcow1_many_l2
 
 # Virtual size not a multiple of 512: QEMU reads the size rounded down to
@@ -424,30 +286,13 @@ ODD=$((3 * MiB + 777))
 create qcow1_odd_unaligned $(((ODD + 511) / 512 * 512))
 fill qcow1_odd_unaligned $(((ODD + 511) / 512 * 512)) 4096 41
 qio qcow1_odd_unaligned -c "write -q -s $TMP/r2 $((ODD / 512 * 512 - 4096)) 4608"
-sum=$(raw_md5 "$(img qcow1_odd_unaligned)" $ODD)
+sum=$(raw_md5 "$(img qcow1_odd_unaligned)" 0 $ODD)
 setf "$(img qcow1_odd_unaligned)" "$H_SIZE" $ODD
 add_good qcow1_odd_unaligned $ODD "$sum"
 
 # ---------------------------------------------------------------------------
 # Huge sparse images, by windows (md5 of [offset, offset + length)).
 # ---------------------------------------------------------------------------
-window()	# NAME OFFSET LENGTH
-{
-	local f w=$TMP/window.raw vs sum
-
-	f=$(img "$1")
-	vs=$(field "$f" "$H_SIZE")
-	rm -f "$w"
-	# qemu-img dd counts skipped blocks in count=.
-	qemu-img dd -f qcow -O raw bs=512 skip=$(($2 / 512)) \
-		count=$((($2 + $3) / 512)) if="$f" of="$w" ||
-		die "qemu-img dd $1 $2 $3"
-	[ "$(stat -c %s "$w")" -eq "$3" ] || die "qemu-img dd gave a short window"
-	sum=$(md5sum <"$w" | cut -d' ' -f1)
-	rm -f "$w"
-	echo "$1 $1.qcow $2 $3 $sum $vs" >>"$WINDOWS"
-}
-
 # 3 TiB + 5 sectors with 64 KiB clusters and L2 tables (512 MiB per L1
 # entry): writes across 4 GiB, 2 TiB (2^32 sectors) and the very end.
 HUGE=$((3 * TiB + 5 * 512))
@@ -462,9 +307,10 @@ qio qcow1_huge_3t \
 pad qcow1_huge_3t
 for w in 0 $((512 * MiB - MiB)) $((4 * GiB - MiB)) $((2 * TiB - MiB)) \
 	 $((2 * TiB + 2 * MiB)) $((3 * TiB - MiB)) $((TiB + 7 * 512)); do
-	window qcow1_huge_3t $w $MiB
+	# The size in the header (create_geom's), not qemu-img info's.
+	window qcow1_huge_3t $w $MiB $HUGE
 done
-window qcow1_huge_3t $((HUGE - 64 * KiB)) $((64 * KiB))
+window qcow1_huge_3t $((HUGE - 64 * KiB)) $((64 * KiB)) $HUGE
 
 # ---------------------------------------------------------------------------
 # Hostile images: table loads that must fail, with the reason.  (A header
@@ -475,20 +321,6 @@ create qcow1_hbase $((4 * MiB))
 qio qcow1_hbase -c "write -q -P 0x3c 0 64K"
 pad qcow1_hbase
 BASE=$(img qcow1_hbase)
-
-hostile()	# NAME MESSAGE [FIELD-PATCHES: OFFSET:NBYTES:VALUE ...]
-{
-	local name=$1 msg=$2 p f
-
-	f=$(img "$name")
-	shift 2
-	cp "$BASE" "$f"
-	for p in "$@"; do
-		IFS=: read -r o n v <<<"$p"
-		wr_be "$f" "$o" "$n" "$v"
-	done
-	echo "$name $name.qcow $msg" >>"$HOSTILE"
-}
 
 hostile qcow1_size_zero "QCOW virtual size too small" 24:8:0
 hostile qcow1_size_one "QCOW virtual size too small" 24:8:1
@@ -544,19 +376,6 @@ done
 # Runtime corruption: valid headers, bad L1 or L2 entries; a read of the bad
 # cluster fails, a read elsewhere works.
 # ---------------------------------------------------------------------------
-sector_md5()	# FILE OFFSET
-{
-	local w=$TMP/sector.raw sum
-
-	rm -f "$w"
-	qemu-img dd -f qcow -O raw bs=512 skip=$(($2 / 512)) \
-		count=$(($2 / 512 + 1)) if="$1" of="$w" || die "dd $1 $2"
-	sum=$(md5sum <"$w" | cut -d' ' -f1)
-	rm -f "$w"
-	[ "$sum" != "$ZERO512" ] || die "good sector at $2 of $1 holds zeroes"
-	echo "$sum"
-}
-
 # 4 KiB clusters, 8 MiB: four L1 entries of 2 MiB; data in each, and one
 # compressed cluster in each.
 M2=$((2 * MiB))
@@ -615,19 +434,10 @@ corrupt qcow1_comp_past_eof l2 $((3 * M2 + 40 * C4)) \
 
 # Sanity: QEMU itself fails the reads that it checks (data clusters off a
 # sector boundary, compressed streams that do not inflate).
-for n in qcow1_l2_entry_unaligned qcow1_comp_length_zero; do
-	bad=$(awk -v n=$n '$1 == n { print $3 }' "$CORRUPT")
-	out=$(qemu-io -r -f qcow -c "read -q $bad 512" "$(img $n)" 2>&1) || true
-	echo "$out" | grep -qiE 'error|fail' ||
-		die "QEMU reads the supposedly corrupt $n without complaint"
-done
+qemu_rejects_corrupt qcow1_l2_entry_unaligned qcow1_comp_length_zero
 rm -f "$CBASE"
 
-# Names must be unique C identifiers.
-cat "$GOOD" "$HOSTILE" "$CORRUPT" | awk '{ print $1 }' | sort | uniq -d |
-	grep . && die "duplicate image names"
-cat "$GOOD" "$WINDOWS" "$HOSTILE" "$CORRUPT" | awk '$1 ~ /^qcow1_/ { print $1 }' |
-	grep -vE '^[a-z][a-z0-9_]*$' && die "image name is not a C identifier"
+check_names "$OUT" qcow1_
 
 count()	# LIST
 {

@@ -34,11 +34,9 @@
 set -euo pipefail
 export LC_ALL=C
 
-die()
-{
-	echo "mkimages-vmdk-desc.sh: $*" >&2
-	exit 1
-}
+# shellcheck source=imglib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/imglib.sh"
+IMG_FMT=vmdk
 
 VM=0
 if [ "${1:-}" = --vm ]; then
@@ -46,95 +44,44 @@ if [ "${1:-}" = --vm ]; then
 	shift
 fi
 [ $# -eq 1 ] || die "usage: mkimages-vmdk-desc.sh [--vm] OUTDIR"
-for tool in qemu-img qemu-io md5sum dd stat truncate gzip mkfifo; do
-	command -v "$tool" >/dev/null 2>&1 ||
-		die "required tool '$tool' not found (qemu-utils, coreutils, gzip)"
-done
+need_tools "qemu-utils, coreutils, gzip" qemu-img qemu-io md5sum dd stat \
+	truncate gzip mkfifo
+find_corpus vmware || true
 
-SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
-CORPUS=
-for c in "$REPO_ROOT/../shared/corpus" /work/shared/corpus; do
-	if [ -d "$c/vmware" ]; then
-		CORPUS=$(cd "$c" && pwd)
-		break
-	fi
-done
-
-OUT=$1
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+rm -rf "$1"
+setup_out "$1"
+make_tmp desc
 cd "$OUT"
 : >good.list
 : >windows.list
 : >hostile.list
 
-GIB=$((1 << 30))
-MIB=$((1 << 20))
-
-md5_of()
-{
-	md5sum "$1" | cut -d' ' -f1
-}
-
-# The raw disk of a VMDK as QEMU reads it.
-qemu_md5()
-{
-	qemu-img convert -f vmdk -O raw "$1" raw.tmp
-	md5_of raw.tmp
-	rm -f raw.tmp
-}
-
 add_good()		# add_good NAME FILE [MD5 SIZE]
 {
 	local md5=${3:-} size=${4:-}
 
-	[ -n "$size" ] || size=$(qemu-img info -f "${FORMAT:-vmdk}" "$2" |
-		sed -n 's/^virtual size: .*(\([0-9]*\) bytes)$/\1/p')
+	[ -n "$size" ] || size=$(info_field "$2" virtual-size)
 	[ -n "$size" ] || die "no virtual size for $2"
-	[ -n "$md5" ] || md5=$(qemu_md5 "$2")
+	[ -n "$md5" ] || md5=$(raw_md5 "$2")
 	echo "$1 $2 $size $md5" >>good.list
 }
 
-add_window()		# add_window NAME FILE OFFSET LENGTH SIZE
-{
-	local md5
-
-	# qemu-img dd counts the skipped blocks in count=.
-	qemu-img dd -f vmdk -O raw bs=512 skip=$(($3 / 512)) \
-		count=$((($3 + $4) / 512)) if="$2" of=win.tmp ||
-		die "qemu-img dd $2 $3 $4"
-	[ "$(stat -c %s win.tmp)" -eq "$4" ] ||
-		die "qemu-img dd gave a short window of $2"
-	md5=$(md5_of win.tmp)
-	rm -f win.tmp
-	echo "$1 $2 $3 $4 $md5 $5" >>windows.list
-}
-
-add_hostile()		# add_hostile NAME FILE MESSAGE...
-{
-	local name=$1 file=$2
-
-	shift 2
-	echo "$name $file $*" >>hostile.list
-}
-
 # Write distinct patterns into an image: qemu-io "write -P" per region.
-fill()			# fill FORMAT FILE OFFSET:LENGTH:PATTERN...
+fill_patterns()		# fill_patterns FORMAT FILE OFFSET:LENGTH:PATTERN...
 {
 	local fmt=$1 file=$2 cmds=() r off len pat
 
 	shift 2
 	for r in "$@"; do
 		IFS=: read -r off len pat <<<"$r"
-		cmds+=(-c "write -P $pat $off $len")
+		cmds+=(-c "write -q -P $pat $off $len")
 	done
-	qemu-io -f "$fmt" "${cmds[@]}" "$file" >/dev/null
+	qemu_io "$fmt" "$file" "${cmds[@]}"
 }
 
 # A descriptor: CRLF line ends when CRLF=1, a windows-1252 comment (0xE9)
 # in the disk database.  Extent lines come as arguments.
+# shellcheck disable=SC2059 # $eol is a printf escape
 descriptor()		# descriptor FILE CREATETYPE EXTENTLINE...
 {
 	local file=$1 ct=$2 eol='\n' l
@@ -163,19 +110,19 @@ descriptor()		# descriptor FILE CREATETYPE EXTENTLINE...
 # --- Disks qemu-img makes, 5 GiB split into 2 GiB extents. -------------
 
 # Data at the start, across both extent boundaries and at the end.
-BIG_REGIONS=(0:64k:0x11 $((2 * GIB - MIB)):2M:0x22
-	     $((4 * GIB - 4096)):8k:0x33 $((5 * GIB - MIB)):1M:0x44)
-BIG_WINDOWS=(0:$MIB $((2 * GIB - 2 * MIB)):$((4 * MIB))
-	     $((4 * GIB - MIB)):$((2 * MIB)) $((5 * GIB - 2 * MIB)):$((2 * MIB)))
+BIG_REGIONS=(0:64k:0x11 "$((2 * GiB - MiB)):2M:0x22"
+	     "$((4 * GiB - 4096)):8k:0x33" "$((5 * GiB - MiB)):1M:0x44")
+BIG_WINDOWS=("0:$MiB" "$((2 * GiB - 2 * MiB)):$((4 * MiB))"
+	     "$((4 * GiB - MiB)):$((2 * MiB))" "$((5 * GiB - 2 * MiB)):$((2 * MiB))")
 
 BIG_SUBFORMATS=twoGbMaxExtentSparse
 [ "$VM" = 1 ] || BIG_SUBFORMATS="$BIG_SUBFORMATS twoGbMaxExtentFlat"
 for sub in $BIG_SUBFORMATS; do
 	name=q_$sub
-	qemu-img create -q -f vmdk -o subformat=$sub "$name.vmdk" 5G
-	fill vmdk "$name.vmdk" "${BIG_REGIONS[@]}"
+	qemu-img create -q -f vmdk -o subformat="$sub" "$name.vmdk" 5G
+	fill_patterns vmdk "$name.vmdk" "${BIG_REGIONS[@]}"
 	for w in "${BIG_WINDOWS[@]}"; do
-		add_window "$name" "$name.vmdk" "${w%:*}" "${w#*:}" $((5 * GIB))
+		add_window "$name" "$name.vmdk" "${w%:*}" "${w#*:}" $((5 * GiB))
 	done
 done
 
@@ -185,8 +132,8 @@ for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat \
 	   monolithicSparse; do
 	name=q_small_$sub
 	qemu-img create -q -f vmdk -o subformat=$sub "$name.vmdk" 64M
-	fill vmdk "$name.vmdk" 0:64k:0x51 $((31 * MIB)):2M:0x52 \
-		$((64 * MIB - 4096)):4k:0x53
+	fill_patterns vmdk "$name.vmdk" 0:64k:0x51 $((31 * MiB)):2M:0x52 \
+		$((64 * MiB - 4096)):4k:0x53
 	add_good "$name" "$name.vmdk"
 done
 qemu-img convert -f vmdk -O vmdk -o subformat=streamOptimized \
@@ -198,19 +145,19 @@ add_good q_small_streamOptimized q_small_streamOptimized.vmdk
 # A raw file: 16 sectors of other data, then the extent's 2048 sectors,
 # then 3 odd bytes (a flat extent need not end on a sector).
 truncate -s $((2064 * 512 + 3)) mix-f1.raw
-fill raw mix-f1.raw 0:8k:0xee 8k:1M:0x61 $((8192 + MIB)):3:0xef
+fill_patterns raw mix-f1.raw 0:8k:0xee 8k:1M:0x61 $((8192 + MiB)):3:0xef
 # Sparse extents: hosted sparse, the same stream-optimized, and one whose
 # file ends in a partial sector (bytes appended after its last grain).
 qemu-img create -q -f vmdk -o subformat=monolithicSparse mix-s2.vmdk 2M
-fill vmdk mix-s2.vmdk 0:4k:0x62 $((MIB + 512)):64k:0x63
+fill_patterns vmdk mix-s2.vmdk 0:4k:0x62 $((MiB + 512)):64k:0x63
 qemu-img convert -f vmdk -O vmdk -o subformat=streamOptimized \
 	mix-s2.vmdk mix-s5.vmdk
 qemu-img create -q -f vmdk -o subformat=monolithicSparse mix-s6.vmdk 1M
-fill vmdk mix-s6.vmdk 64k:4k:0x66
+fill_patterns vmdk mix-s6.vmdk 64k:4k:0x66
 printf 'tail' >>mix-s6.vmdk
 # A VMFS (flat, offset 0) extent.
 truncate -s 512K mix-f3.raw
-fill raw mix-f3.raw 0:512k:0x64
+fill_patterns raw mix-f3.raw 0:512k:0x64
 
 MIX_RW=('RW 2048 FLAT "mix-f1.raw" 16' 'RW 4096 SPARSE "mix-s2.vmdk"'
 	'RW 1024 VMFS "mix-f3.raw"' 'RW 4096 SPARSE "mix-s5.vmdk"'
@@ -252,8 +199,8 @@ add_good embdesc embdesc.vmdk
 # Compressed clusters are packed byte by byte: this file is 20524 bytes and
 # its last cluster's stream ends in the partial sector.
 qemu-img create -q -f qcow2 -o cluster_size=4k odd_qcow2.qcow2 16M
-qemu-io -f qcow2 -c "write -c -P 0x33 0 4k" -c "write -c -P 0x44 8k 4k" \
-	odd_qcow2.qcow2 >/dev/null
+qemu_io qcow2 odd_qcow2.qcow2 -c "write -q -c -P 0x33 0 4k" \
+	-c "write -q -c -P 0x44 8k 4k"
 [ $(($(stat -c %s odd_qcow2.qcow2) % 512)) -ne 0 ] ||
 	die "odd_qcow2.qcow2 ends on a sector: QEMU changed its packing"
 qemu-img convert -f qcow2 -O raw odd_qcow2.qcow2 raw.tmp
@@ -290,10 +237,10 @@ if [ -n "$CORPUS" ]; then
 	chmod 644 sesparse-desc.vmdk
 	if [ "$VM" = 1 ]; then
 		# Its data is the first 16 MiB; the rest is unallocated.
-		for w in 0:$((16 * MIB)) $((15 * MIB)):$((2 * MIB)) \
-			 $((511 * MIB)):$MIB; do
+		for w in 0:$((16 * MiB)) $((15 * MiB)):$((2 * MiB)) \
+			 $((511 * MiB)):$MiB; do
 			add_window corpus_sesparse sesparse-desc.vmdk \
-				"${w%:*}" "${w#*:}" $((512 * MIB))
+				"${w%:*}" "${w#*:}" $((512 * MiB))
 		done
 	else
 		add_good corpus_sesparse sesparse-desc.vmdk
@@ -302,46 +249,46 @@ fi
 
 # --- Descriptors the helper must refuse, naming the file or line. ------
 
-hostile()		# hostile NAME CREATETYPE EXTENTLINE MESSAGE
+bad_desc()		# bad_desc NAME CREATETYPE EXTENTLINE MESSAGE
 {
 	descriptor "$1.vmdk" "$2" "$3"
 	add_hostile "$1" "$1.vmdk" "$4"
 }
 
-hostile h_missing monolithicFlat 'RW 2048 FLAT "nothere.raw" 0' \
+bad_desc h_missing monolithicFlat 'RW 2048 FLAT "nothere.raw" 0' \
 	"cannot open extent file nothere.raw: No such file or directory"
-hostile h_bad_size monolithicFlat 'RW 2x48 FLAT "mix-f3.raw" 0' \
+bad_desc h_bad_size monolithicFlat 'RW 2x48 FLAT "mix-f3.raw" 0' \
 	"bad extent size '2x48' (sectors expected)"
-hostile h_zero_size monolithicFlat 'RW 0 FLAT "mix-f3.raw" 0' \
+bad_desc h_zero_size monolithicFlat 'RW 0 FLAT "mix-f3.raw" 0' \
 	"extent of 0 sectors"
-hostile h_bad_type monolithicFlat 'RW 1024 FLOT "mix-f3.raw" 0' \
+bad_desc h_bad_type monolithicFlat 'RW 1024 FLOT "mix-f3.raw" 0' \
 	"unknown extent type 'FLOT'"
-hostile h_unquoted monolithicFlat 'RW 1024 FLAT mix-f3.raw 0' \
+bad_desc h_unquoted monolithicFlat 'RW 1024 FLAT mix-f3.raw 0' \
 	"quoted extent file name expected"
-hostile h_open_quote monolithicFlat 'RW 1024 FLAT "mix-f3.raw 0' \
+bad_desc h_open_quote monolithicFlat 'RW 1024 FLAT "mix-f3.raw 0' \
 	"extent file name without its closing quote"
-hostile h_trailing monolithicFlat 'RW 1024 FLAT "mix-f3.raw" 0 x' \
+bad_desc h_trailing monolithicFlat 'RW 1024 FLAT "mix-f3.raw" 0 x' \
 	"unexpected 'x' after the extent"
-hostile h_sparse_offset twoGbMaxExtentSparse 'RW 4096 SPARSE "mix-s2.vmdk" 0' \
+bad_desc h_sparse_offset twoGbMaxExtentSparse 'RW 4096 SPARSE "mix-s2.vmdk" 0' \
 	"only FLAT and VMFS extents take an offset"
-hostile h_noaccess monolithicFlat 'NOACCESS 1024 FLAT "mix-f3.raw" 0' \
+bad_desc h_noaccess monolithicFlat 'NOACCESS 1024 FLAT "mix-f3.raw" 0' \
 	"NOACCESS extents are not supported"
-hostile h_rdm vmfs 'RW 1024 VMFSRDM "mix-f3.raw"' \
+bad_desc h_rdm vmfs 'RW 1024 VMFSRDM "mix-f3.raw"' \
 	"VMFSRDM extents (raw host disk access) are not supported"
-hostile h_full_device fullDevice 'RW 1024 FLAT "mix-f3.raw" 0' \
+bad_desc h_full_device fullDevice 'RW 1024 FLAT "mix-f3.raw" 0' \
 	"createType 'fullDevice' (raw host disk access) is not supported"
-hostile h_custom custom 'RW 1024 FLAT "mix-f3.raw" 0' \
+bad_desc h_custom custom 'RW 1024 FLAT "mix-f3.raw" 0' \
 	"unsupported createType 'custom'"
-hostile h_short monolithicFlat 'RW 1025 FLAT "mix-f3.raw" 0' \
+bad_desc h_short monolithicFlat 'RW 1025 FLAT "mix-f3.raw" 0' \
 	"extent file mix-f3.raw is too short: 524288 bytes, the extent needs 524800"
-hostile h_not_sparse twoGbMaxExtentSparse 'RW 1024 SPARSE "mix-f3.raw"' \
+bad_desc h_not_sparse twoGbMaxExtentSparse 'RW 1024 SPARSE "mix-f3.raw"' \
 	"extent file mix-f3.raw is not a SPARSE extent"
-hostile h_capacity twoGbMaxExtentSparse 'RW 2048 SPARSE "mix-s2.vmdk"' \
+bad_desc h_capacity twoGbMaxExtentSparse 'RW 2048 SPARSE "mix-s2.vmdk"' \
 	"extent file mix-s2.vmdk holds 4096 sectors, the descriptor says 2048"
-hostile h_device monolithicFlat 'RW 1 FLAT "/dev/zero" 0' \
+bad_desc h_device monolithicFlat 'RW 1 FLAT "/dev/zero" 0' \
 	"extent file /dev/zero is not a regular file"
 mkfifo fifo.raw
-hostile h_fifo monolithicFlat 'RW 1 FLAT "fifo.raw" 0' \
+bad_desc h_fifo monolithicFlat 'RW 1 FLAT "fifo.raw" 0' \
 	"extent file fifo.raw is not a regular file"
 descriptor h_no_extents.vmdk monolithicFlat
 add_hostile h_no_extents h_no_extents.vmdk "no extent lines"
@@ -368,7 +315,7 @@ add_hostile h_version h_version.vmdk "unsupported descriptor version '7'"
 add_hostile h_many h_many.vmdk "more than 4096 extents"
 {
 	printf 'version=1\ncreateType="monolithicFlat"\n'
-	head -c $((MIB + 1)) /dev/zero | tr '\0' '#'
+	head -c $((MiB + 1)) /dev/zero | tr '\0' '#'
 } >h_huge.vmdk
 add_hostile h_huge h_huge.vmdk "VMDK descriptor larger than 1048576 bytes"
 

@@ -25,53 +25,25 @@
 set -euo pipefail
 export LC_ALL=C
 
-die()
-{
-	echo "mkimages-vmdk.sh: $*" >&2
-	exit 1
-}
+# shellcheck source=imglib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/imglib.sh"
+IMG_FMT=vmdk
+IMG_EXT=vmdk
+FIELD_WRITER=wr_le
 
 [ $# -eq 1 ] || die "usage: mkimages-vmdk.sh OUTDIR"
 
-for tool in qemu-img qemu-io md5sum od dd gzip seq head tr stat truncate \
-	    grep awk cmp; do
-	command -v "$tool" >/dev/null 2>&1 ||
-		die "required tool '$tool' not found (qemu-utils, coreutils, gzip, gawk/mawk)"
-done
+need_tools "qemu-utils, coreutils, gzip, gawk/mawk" qemu-img qemu-io md5sum \
+	od dd gzip seq head tr stat truncate grep awk cmp
+need_corpus
 
-SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
-if [ -d "$REPO_ROOT/../shared/corpus" ]; then
-	CORPUS=$(cd "$REPO_ROOT/../shared/corpus" && pwd)
-elif [ -d /work/shared/corpus ]; then
-	CORPUS=/work/shared/corpus
-else
-	die "corpus not found at $REPO_ROOT/../shared/corpus or /work/shared/corpus"
-fi
-
-OUT=$1
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+setup_out "$1"
 rm -f "$OUT"/vmdk_*.vmdk
-TMP=$(mktemp -d "$OUT/.tmp-vmdk.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-
-GOOD=$OUT/good.list
-WINDOWS=$OUT/windows.list
-HOSTILE=$OUT/hostile.list
-CORRUPT=$OUT/corrupt.list
+make_tmp vmdk
 touch "$GOOD" "$WINDOWS" "$HOSTILE" "$CORRUPT"
 
-KiB=1024
-MiB=$((1024 * KiB))
-GiB=$((1024 * MiB))
-
 # Incompressible-looking data, deterministic (as in mkimages.sh).
-for i in 0 1 2 3; do
-	{ seq -f "imgfmt-vmdk-seed-$i-%.0f" 1 600000 | gzip -n -1 |
-		head -c $MiB >"$TMP/r$i"; } 2>/dev/null || true
-	[ "$(stat -c %s "$TMP/r$i")" -eq $MiB ] || die "short random file r$i"
-done
+make_random_files imgfmt-vmdk-seed 4
 
 # ---------------------------------------------------------------------------
 # Little-endian fields with od and dd.
@@ -131,51 +103,13 @@ gd_entry_pos()	# FILE VOFF
 	echo $(($(rd_le "$f" $H_GD 8) * 512 + 4 * ($2 / grain / gtes)))
 }
 
-# ---------------------------------------------------------------------------
-# QEMU as the oracle.
-# ---------------------------------------------------------------------------
-qio()	# FILE qemu-io-args...
-{
-	local img=$1 out
-
-	shift
-	out=$(qemu-io -f vmdk "$@" "$img" 2>&1) || die "qemu-io on $img: $out"
-	if echo "$out" | grep -qiE 'error|failed|invalid|cannot'; then
-		die "qemu-io on $img: $out"
-	fi
-}
-
-# md5 of the raw virtual disk QEMU reads from FILE (a vmdk file QEMU opens:
-# a monolithic extent or a descriptor), or of BYTES bytes at OFFSET.
-raw_md5()	# FILE [OFFSET BYTES]
-{
-	local raw=$TMP/convert.raw sum
-
-	rm -f "$raw"
-	qemu-img convert -f vmdk -O raw "$1" "$raw" || die "convert $1 failed"
-	if [ $# -ge 3 ]; then
-		sum=$(dd if="$raw" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) \
-			status=none | md5sum | cut -d' ' -f1)
-	else
-		sum=$(md5sum <"$raw" | cut -d' ' -f1)
-	fi
-	rm -f "$raw"
-	echo "$sum"
-}
-
-vsize_of()	# FILE
-{
-	qemu-img info -f vmdk --output=json "$1" |
-		awk '$1 == "\"virtual-size\":" { gsub(/[,"]/, "", $2); print $2; exit }'
-}
-
 # Record OUT/NAME.vmdk; QEMU reads SRC (default: the file itself).
 add_good()	# NAME GRAIN_BYTES [SRC]
 {
 	local f=$OUT/$1.vmdk src=${3:-$OUT/$1.vmdk} vs sum fmt=vmdk
 
 	case $1 in *sesparse*) fmt=vmdk-sesparse ;; esac
-	vs=$(vsize_of "$src")
+	vs=$(info_field "$src" virtual-size)
 	[ -n "$vs" ] || die "qemu-img info $src failed"
 	sum=$(raw_md5 "$src")
 	echo "$1 $1.vmdk $vs $sum $2 $fmt" >>"$GOOD"
@@ -187,9 +121,8 @@ check_readme()	# NAME CORPUS-PATH
 {
 	local ref got
 
-	ref=$({ grep -F "| $2 " "$CORPUS/README.md" || true; } |
-	      { grep -oE '[0-9a-f]{32}' || true; } | head -n 1)
-	got=$(awk -v n="$1" '$1 == n { print $4 }' "$GOOD")
+	ref=$(readme_md5 "$2")
+	got=$(good_md5 "$1")
 	[ -z "$ref" ] || [ "$ref" = "$got" ] ||
 		die "corpus $2: md5 $got, README says $ref"
 }
@@ -198,7 +131,7 @@ check_readme()	# NAME CORPUS-PATH
 # sequential run (grains contiguous on the file, so mappings merge), pieces
 # out of order, patterns, zero writes over data and holes, first and last
 # sector.
-fill()	# FILE V SEED
+fill_vmdk()	# FILE V SEED
 {
 	local f=$1 V=$2 s=$3 long
 	local -a c=()
@@ -221,7 +154,7 @@ mono()	# NAME SIZE SEED [OPTIONS]
 
 	qemu-img create -q -f vmdk ${4:+-o "$4"} "$f" "$2" ||
 		die "qemu-img create $1 ($4) failed"
-	fill "$f" "$(vsize_of "$f")" "$3"
+	fill_vmdk "$f" "$(info_field "$f" virtual-size)" "$3"
 	add_good "$1" 65536
 }
 
@@ -241,7 +174,7 @@ mono vmdk_mono_odd 5124608 8
 # Preallocated: every grain allocated in order, one long run.
 qemu-img create -q -f vmdk -o preallocation=full "$OUT/vmdk_mono_prealloc.vmdk" 4M ||
 	die "qemu-img create vmdk_mono_prealloc"
-fill "$OUT/vmdk_mono_prealloc.vmdk" $((4 * MiB)) 9
+fill_vmdk "$OUT/vmdk_mono_prealloc.vmdk" $((4 * MiB)) 9
 add_good vmdk_mono_prealloc 65536
 
 # Zeroed-grain GTEs (version 2, flag bit 2): whole-grain zero writes over
@@ -249,7 +182,7 @@ add_good vmdk_mono_prealloc 65536
 f=$OUT/vmdk_mono_zeroed_grain.vmdk
 qemu-img create -q -f vmdk -o zeroed_grain=on "$f" 8M ||
 	die "qemu-img create zeroed_grain"
-fill "$f" $((8 * MiB)) 10
+fill_vmdk "$f" $((8 * MiB)) 10
 qio "$f" -c "write -q -s $TMP/r3 $((2 * MiB)) $((256 * KiB))" \
 	-c "write -q -z $((2 * MiB + 64 * KiB)) $((128 * KiB))" \
 	-c "write -q -z $((6 * MiB)) $((192 * KiB))"
@@ -260,7 +193,7 @@ add_good vmdk_mono_zeroed_grain 65536
 # twoGbMaxExtentSparse: the extent file alone (one extent: the whole disk).
 qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse \
 	"$TMP/twogb.vmdk" 16M || die "qemu-img create twoGbMaxExtentSparse"
-fill "$TMP/twogb.vmdk" $((16 * MiB)) 11
+fill_vmdk "$TMP/twogb.vmdk" $((16 * MiB)) 11
 cp "$TMP/twogb-s001.vmdk" "$OUT/vmdk_twogb_s001.vmdk"
 add_good vmdk_twogb_s001 65536 "$TMP/twogb.vmdk"
 
@@ -272,8 +205,7 @@ stream()	# NAME SOURCE-NAME
 	qemu-img convert -f vmdk -O vmdk -o subformat=streamOptimized \
 		"$OUT/$2.vmdk" "$OUT/$1.vmdk" || die "convert $1"
 	add_good "$1" 65536
-	[ "$(awk -v n="$1" '$1 == n { print $4 }' "$GOOD")" = \
-	  "$(awk -v n="$2" '$1 == n { print $4 }' "$GOOD")" ] ||
+	[ "$(good_md5 "$1")" = "$(good_md5 "$2")" ] ||
 		die "streamOptimized round trip of $2 differs"
 }
 stream vmdk_stream_8m vmdk_mono_8m
@@ -294,8 +226,7 @@ wr_le "$TMP/marker" 12 4 3
 { cat "$TMP/marker"; head -c 512 "$OUT/vmdk_stream_8m.vmdk"; head -c 512 /dev/zero; } >>"$f"
 wr_le "$f" $H_GD 8 -1
 add_good vmdk_stream_footer 65536
-[ "$(awk '$1 == "vmdk_stream_footer" { print $4 }' "$GOOD")" = \
-  "$(awk '$1 == "vmdk_stream_8m" { print $4 }' "$GOOD")" ] ||
+[ "$(good_md5 vmdk_stream_footer)" = "$(good_md5 vmdk_stream_8m)" ] ||
 	die "QEMU reads the footer stream differently"
 
 # ---------------------------------------------------------------------------
@@ -376,21 +307,6 @@ add_good vmdk_sesparse 4096 "$TMP/sesparse-desc.vmdk"
 # A huge sparse disk, checked by windows: grain table boundaries (32 MiB),
 # 2^32 bytes, the end; also as a stream.
 # ---------------------------------------------------------------------------
-window()	# NAME OFFSET LENGTH
-{
-	local f=$OUT/$1.vmdk w=$TMP/window.raw vs sum
-
-	vs=$(vsize_of "$f")
-	rm -f "$w"
-	qemu-img dd -f vmdk -O raw bs=512 skip=$(($2 / 512)) \
-		count=$((($2 + $3) / 512)) if="$f" of="$w" ||
-		die "qemu-img dd $1 $2 $3"
-	[ "$(stat -c %s "$w")" -eq "$3" ] || die "qemu-img dd gave a short window"
-	sum=$(md5sum <"$w" | cut -d' ' -f1)
-	rm -f "$w"
-	echo "$1 $1.vmdk $2 $3 $sum $vs" >>"$WINDOWS"
-}
-
 H=$((64 * GiB))
 qemu-img create -q -f vmdk "$OUT/vmdk_huge_64g.vmdk" $H || die "create huge"
 qio "$OUT/vmdk_huge_64g.vmdk" \
@@ -418,58 +334,48 @@ qemu-img create -q -f vmdk "$BASE" 1M || die "create base"
 qio "$BASE" -c "write -q -P 0x5a 0 64k"
 [ "$(rd_le "$BASE" $H_GD 8)" -ne 0 ] || die "base has no grain directory"
 
-hostile()	# NAME MESSAGE BASE [OFFSET:NBYTES:VALUE ...]
-{
-	local name=$1 msg=$2 f=$OUT/$1.vmdk p o n v
-
-	cp "$3" "$f"
-	shift 3
-	for p in "$@"; do
-		IFS=: read -r o n v <<<"$p"
-		wr_le "$f" "$o" "$n" "$v"
-	done
-	echo "$name $name.vmdk $msg" >>"$HOSTILE"
-}
-
-hostile vmdk_grain_zero "VMDK invalid granularity" "$BASE" $H_GRAIN:8:0
-hostile vmdk_grain_not_pow2 "VMDK invalid granularity" "$BASE" $H_GRAIN:8:96
-hostile vmdk_grain_2g "VMDK invalid granularity" "$BASE" $H_GRAIN:8:$((0x400000))
+hostile vmdk_grain_zero "VMDK invalid granularity" $H_GRAIN:8:0
+hostile vmdk_grain_not_pow2 "VMDK invalid granularity" $H_GRAIN:8:96
+hostile vmdk_grain_2g "VMDK invalid granularity" $H_GRAIN:8:$((0x400000))
 hostile vmdk_gtes_513 "VMDK grain table too large (more than 512 entries)" \
-	"$BASE" $H_GTES:4:513
+	$H_GTES:4:513
 hostile vmdk_gtes_huge "VMDK grain table too large (more than 512 entries)" \
-	"$BASE" $H_GTES:4:$((0xffffffff))
-hostile vmdk_gtes_zero "VMDK grain table size is zero" "$BASE" $H_GTES:4:0
-hostile vmdk_capacity_huge "VMDK virtual size too large" "$BASE" \
+	$H_GTES:4:$((0xffffffff))
+hostile vmdk_gtes_zero "VMDK grain table size is zero" $H_GTES:4:0
+hostile vmdk_capacity_huge "VMDK virtual size too large" \
 	$H_CAPACITY:8:$((1 << 60))
-hostile vmdk_gd_huge "VMDK grain directory too large" "$BASE" \
+hostile vmdk_gd_huge "VMDK grain directory too large" \
 	$H_CAPACITY:8:$((1 << 40)) $H_GRAIN:8:1
-hostile vmdk_gd_past_eof "VMDK file truncated: grain directory beyond end of file" \
-	"$BASE" $H_CAPACITY:8:$((1 << 36))
-hostile vmdk_gd_offset_huge "VMDK file truncated: grain directory beyond end of file" \
-	"$BASE" $H_GD:8:$((1 << 40))
-hostile vmdk_gd_offset_zero "VMDK grain directory offset invalid" "$BASE" $H_GD:8:0
-hostile vmdk_version_4 "VMDK version not supported" "$BASE" 4:4:4
-hostile vmdk_compress_algo_2 "VMDK unknown compression algorithm" "$BASE" \
+hostile vmdk_gd_past_eof \
+	"VMDK file truncated: grain directory beyond end of file" \
+	$H_CAPACITY:8:$((1 << 36))
+hostile vmdk_gd_offset_huge \
+	"VMDK file truncated: grain directory beyond end of file" \
+	$H_GD:8:$((1 << 40))
+hostile vmdk_gd_offset_zero "VMDK grain directory offset invalid" $H_GD:8:0
+hostile vmdk_version_4 "VMDK version not supported" 4:4:4
+hostile vmdk_compress_algo_2 "VMDK unknown compression algorithm" \
 	$H_COMPRESS:2:2
 # "\r\n" turned into "\n\n" by a text-mode transfer.
 hostile vmdk_newline_damaged \
-	"VMDK newline test bytes damaged (file transferred as text?)" "$BASE" \
+	"VMDK newline test bytes damaged (file transferred as text?)" \
 	$((H_NL_TEST + 2)):1:10
-hostile vmdk_footer_missing "VMDK invalid footer" "$BASE" $H_GD:8:-1
+hostile vmdk_footer_missing "VMDK invalid footer" $H_GD:8:-1
 hostile vmdk_desc_past_eof "VMDK embedded descriptor beyond end of file" \
-	"$BASE" $H_DESC_OFF:8:$((1 << 40))
+	$H_DESC_OFF:8:$((1 << 40))
 # (Capacity 0 with an embedded descriptor is not here: the helper reads such
 # a file as a descriptor naming other extents, as QEMU does; the kernel
 # refuses it with "VMDK extent of capacity 0 naming other extents is not
 # supported".)
 head -c 300 "$BASE" >"$TMP/short.vmdk"
-hostile vmdk_short "image is smaller than a VMDK header" "$TMP/short.vmdk"
+hostile_from "$TMP/short.vmdk" vmdk_short \
+	"image is smaller than a VMDK header"
 head -c $((16 * KiB)) "$BASE" >"$TMP/trunc.vmdk"
-hostile vmdk_truncated "VMDK file truncated: shorter than the metadata overhead" \
-	"$TMP/trunc.vmdk"
-hostile vmdk_stream_grain_4m \
+hostile_from "$TMP/trunc.vmdk" vmdk_truncated \
+	"VMDK file truncated: shorter than the metadata overhead"
+hostile_from "$OUT/vmdk_stream_8m.vmdk" vmdk_stream_grain_4m \
 	"VMDK compressed grains larger than 2 MiB are not supported" \
-	"$OUT/vmdk_stream_8m.vmdk" $H_GRAIN:8:8192
+	$H_GRAIN:8:8192
 
 # Delta disks: a parent named in the embedded descriptor.
 qemu-img create -q -f vmdk -b "$BASE" -F vmdk "$OUT/vmdk_delta.vmdk" ||
@@ -481,36 +387,36 @@ o=$(grep -abo 'parentCID=ffffffff' "$BASE" | head -n 1 | cut -d: -f1)
 cp "$BASE" "$TMP/cid.vmdk"
 printf 'parentCID=1234abcd' | dd of="$TMP/cid.vmdk" bs=1 seek="$o" \
 	conv=notrunc status=none
-hostile vmdk_parent_cid "VMDK delta disks (parentFileNameHint) are not supported yet" \
-	"$TMP/cid.vmdk"
+hostile_from "$TMP/cid.vmdk" vmdk_parent_cid \
+	"VMDK delta disks (parentFileNameHint) are not supported yet"
 
 # COWD.
-hostile vmdk_cowd_gd_small "VMDK grain directory too small for the capacity" \
-	"$OUT/vmdk_cowd_g512.vmdk" 24:4:4
-hostile vmdk_cowd_grain_3 "VMDK invalid granularity" \
-	"$OUT/vmdk_cowd_g512.vmdk" 16:4:3
+hostile_from "$OUT/vmdk_cowd_g512.vmdk" vmdk_cowd_gd_small \
+	"VMDK grain directory too small for the capacity" 24:4:4
+hostile_from "$OUT/vmdk_cowd_g512.vmdk" vmdk_cowd_grain_3 \
+	"VMDK invalid granularity" 16:4:3
 
 # seSparse: the headers and the grain directory of a truncated copy.
 SE=$TMP/se-base.vmdk
 head -c $((3 * MiB)) "$TMP/sesparse.vmdk" >"$SE"
-hostile vmdk_sesparse_version "VMDK seSparse version not supported" "$SE" \
+hostile_from "$SE" vmdk_sesparse_version "VMDK seSparse version not supported" \
 	8:8:$((0x200000002))
-hostile vmdk_sesparse_grain_8k \
-	"VMDK seSparse grain or grain table size not supported" "$SE" 24:8:16
-hostile vmdk_sesparse_flags "VMDK seSparse header has unknown flags or fields set" \
-	"$SE" 40:8:1
-hostile vmdk_sesparse_volatile_magic "VMDK seSparse volatile header invalid" \
-	"$SE" 512:8:0
-hostile vmdk_sesparse_dirty "VMDK seSparse journal needs replaying (image is dirty)" \
-	"$SE" 536:8:1
-hostile vmdk_sesparse_capacity_huge "VMDK virtual size too large" "$SE" \
+hostile_from "$SE" vmdk_sesparse_grain_8k \
+	"VMDK seSparse grain or grain table size not supported" 24:8:16
+hostile_from "$SE" vmdk_sesparse_flags \
+	"VMDK seSparse header has unknown flags or fields set" 40:8:1
+hostile_from "$SE" vmdk_sesparse_volatile_magic \
+	"VMDK seSparse volatile header invalid" 512:8:0
+hostile_from "$SE" vmdk_sesparse_dirty \
+	"VMDK seSparse journal needs replaying (image is dirty)" 536:8:1
+hostile_from "$SE" vmdk_sesparse_capacity_huge "VMDK virtual size too large" \
 	16:8:$((1 << 60))
-hostile vmdk_sesparse_gd_small "VMDK grain directory too small for the capacity" \
-	"$SE" 136:8:0
-hostile vmdk_sesparse_gd_huge "VMDK grain directory too large" "$SE" \
+hostile_from "$SE" vmdk_sesparse_gd_small \
+	"VMDK grain directory too small for the capacity" 136:8:0
+hostile_from "$SE" vmdk_sesparse_gd_huge "VMDK grain directory too large" \
 	136:8:$((1 << 40))
-hostile vmdk_sesparse_gd_past_eof \
-	"VMDK file truncated: grain directory beyond end of file" "$SE" \
+hostile_from "$SE" vmdk_sesparse_gd_past_eof \
+	"VMDK file truncated: grain directory beyond end of file" \
 	128:8:$((1 << 40))
 
 # ---------------------------------------------------------------------------
@@ -519,17 +425,13 @@ hostile vmdk_sesparse_gd_past_eof \
 # ---------------------------------------------------------------------------
 corrupt()	# NAME SOURCE BAD GOOD OFFSET:NBYTES:VALUE...
 {
-	local name=$1 src=$2 bad=$3 good=$4 f=$OUT/$1.vmdk qsrc sum p o n v
+	local name=$1 src=$2 bad=$3 good=$4 f=$OUT/$1.vmdk qsrc sum
 
 	qsrc=$src
 	[ "${src##*/}" != vmdk_sesparse.vmdk ] || qsrc=$TMP/sesparse-desc.vmdk
 	sum=$(raw_md5 "$qsrc" "$good" 512)
 	cp "$src" "$f"
-	shift 4
-	for p in "$@"; do
-		IFS=: read -r o n v <<<"$p"
-		wr_le "$f" "$o" "$n" "$v"
-	done
+	patch_fields "$f" "${@:5}"
 	echo "$name $name.vmdk $bad $good $sum" >>"$CORRUPT"
 }
 
