@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# make bench: turn the guest's BENCH/IMGSTAT/NOTYET lines of one run (one
+# mode) into the results table, the imgfmt counters and the goal verdicts.
+# Plain POSIX awk (mawk).  Variables: mode (label for the headings).
+#
+# Ratios are medians of per-round ratios: the paths of one round ran next to
+# each other, so a slow stretch of the host hits all of them alike.
+
+function median(list,    n, a) {
+	n = sorted(list, a)
+	if (n == 0)
+		return ""
+	return quantile(a, n, 0.5)
+}
+
+# sorted(list, a): sort the numbers of list into a[1..n]; returns n
+function sorted(list, a,    n, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 2; i <= n; i++) {
+		t = a[i] + 0
+		for (j = i - 1; j >= 1 && a[j] + 0 > t; j--)
+			a[j + 1] = a[j]
+		a[j + 1] = t
+	}
+	return n
+}
+
+# Quantile q of sorted a[1..n], linear interpolation.
+function quantile(a, n, q,    h, lo) {
+	h = (n - 1) * q + 1
+	lo = int(h)
+	if (lo >= n)
+		return a[n] + 0
+	return a[lo] + (h - lo) * (a[lo + 1] - a[lo])
+}
+
+# Spread of a list: (max - min) / median for up to 4 values, else the
+# interquartile range / median (robust against the odd wild round).
+function spread(list,    n, a, m) {
+	n = sorted(list, a)
+	if (n < 2)
+		return "-"
+	m = quantile(a, n, 0.5)
+	if (m <= 0)
+		return "-"
+	if (n < 5)
+		return sprintf("%.1f%%", 100 * (a[n] - a[1]) / m)
+	return sprintf("%.1f%%", 100 * (quantile(a, n, 0.75) - quantile(a, n, 0.25)) / m)
+}
+
+function fmtval(v) {
+	if (v == "")
+		return "-"
+	if (v >= 100)
+		return sprintf("%.0f", v)
+	return sprintf("%.1f", v)
+}
+
+function fmtratio(v) {
+	return v == "" ? "-" : sprintf("%.3f", v)
+}
+
+# Workloads on their own images use paths named <image>-imgfmt, <image>-nbd.
+function prefix(w) {
+	if (w ~ /^(sparse|comp|compz)-/)
+		return substr(w, 1, index(w, "-"))
+	return ""
+}
+
+function add(arr, key, val) {
+	arr[key] = (key in arr) ? arr[key] " " val : val
+}
+
+function human(b) {
+	if (b >= 1048576)
+		return sprintf("%.1f MiB", b / 1048576)
+	return sprintf("%.0f KiB", b / 1024)
+}
+
+$1 == "BENCH" {
+	r = $2; w = $3; p = $4
+	# MiB/s for sequential workloads, IOPS for the rest.
+	v = (w ~ /^seq|^comp/) ? $6 / 1024 : $5
+	val[w, p, r] = v
+	add(vals, w SUBSEP p, v)
+	if (!((w, r) in seenround)) {
+		seenround[w, r] = 1
+		add(rounds, w, r)
+	}
+	if (!(w in seenw)) {
+		seenw[w] = 1
+		order[++nw] = w
+	}
+	next
+}
+
+$1 == "IMGSTAT" && $2 != 0 {		# round 0: profiled runs
+	# IMGSTAT r w p before|after fmt vsize csize used/limit hits misses
+	#         io_errors peak deferred
+	r = $2; w = $3; p = $4
+	split($9, ul, "/")
+	if ($5 == "before") {
+		bmiss[w, p, r] = $11; bdef[w, p, r] = $14; berr[w, p, r] = $12
+		bdec[w, p, r] = $15
+	} else {
+		add(dmiss, w SUBSEP p, $11 - bmiss[w, p, r])
+		add(ddef, w SUBSEP p, $14 - bdef[w, p, r])
+		if (NF >= 15) {
+			hasdec = 1
+			add(ddec, w SUBSEP p, $15 - bdec[w, p, r])
+		}
+		errs[w, p] += $12 - berr[w, p, r]
+		peak[p] = $13; limit[p] = ul[2]; used[p] = ul[1]
+	}
+	next
+}
+
+$1 == "NOTYET" {
+	w = $2
+	$1 = ""; $2 = ""
+	sub(/^ +/, "")
+	notyet[w] = $0
+	next
+}
+
+END {
+	printf "%-20s %-5s %10s %10s %10s %9s %9s %s\n", "workload", "unit",
+	       "linear", "imgfmt", "qemu-nbd", "img/lin", "img/nbd", "spread: lin img nbd"
+	for (i = 1; i <= nw; i++) {
+		w = order[i]
+		sp = prefix(w)
+		unit = (w ~ /^seq|^comp/) ? "MiB/s" : "IOPS"
+		ml = median(vals[w, sp "linear"])
+		mi = median(vals[w, sp "imgfmt"])
+		mn = median(vals[w, sp "nbd"])
+		rl = rn = ""
+		n = split(rounds[w], rr, " ")
+		for (j = 1; j <= n; j++) {
+			r = rr[j]
+			if ((w, sp "linear", r) in val && (w, sp "imgfmt", r) in val && val[w, sp "linear", r] > 0)
+				rl = rl " " val[w, sp "imgfmt", r] / val[w, sp "linear", r]
+			if ((w, sp "nbd", r) in val && (w, sp "imgfmt", r) in val && val[w, sp "nbd", r] > 0)
+				rn = rn " " val[w, sp "imgfmt", r] / val[w, sp "nbd", r]
+		}
+		ratl[w] = median(rl)
+		ratn[w] = median(rn)
+		printf "%-20s %-5s %10s %10s %10s %9s %9s %s %s %s\n", w, unit,
+		       fmtval(ml), fmtval(mi), fmtval(mn), fmtratio(ratl[w]),
+		       fmtratio(ratn[w]), spread(vals[w, sp "linear"]),
+		       spread(vals[w, sp "imgfmt"]), spread(vals[w, sp "nbd"])
+	}
+	for (w in notyet)
+		printf "%-20s %-5s %10s %10s %10s %9s %9s   not yet: %s\n", w,
+		       "MiB/s", "-", "-", "-", "-", "-", notyet[w]
+	printf "rounds: %d per workload; spread = (max-min)/median, from 5 rounds on (p75-p25)/median\n",
+	       split(rounds[order[1]], rr, " ")
+
+	print ""
+	print "dm-imgfmt counters per fio run (medians over rounds):"
+	printf "  %-20s %12s %14s %10s%s\n", "workload", "table reads", "deferred bios", "io_errors",
+	       hasdec ? "  decompressed clusters" : ""
+	for (i = 1; i <= nw; i++) {
+		w = order[i]
+		sp = prefix(w)
+		p = sp "imgfmt"
+		if (!((w SUBSEP p) in dmiss))
+			continue
+		printf "  %-20s %12s %14s %10d%s\n", w, fmtval(median(dmiss[w, p])),
+		       fmtval(median(ddef[w, p])), errs[w, p],
+		       hasdec ? sprintf(" %23s", fmtval(median(ddec[w, p]))) : ""
+	}
+	for (p in peak)
+		printf "  metadata cache of %s: peak %s (%d bytes), now %s, limit %s (%d bytes)\n",
+		       p, human(peak[p]), peak[p], human(used[p]), human(limit[p]), limit[p]
+
+	print ""
+	print "goals (" mode "):"
+	for (i = 1; i <= nw; i++) {
+		w = order[i]
+		want = ""
+		if (w == "rand4k-qd1" || w == "rand4k-qd32" || w == "seq1m-qd4")
+			want = 0.95
+		else if (w == "cold-rand4k")
+			want = 0.80
+		if (want != "") {
+			ok = ratl[w] != "" && ratl[w] >= want
+			printf "  %-4s %-20s imgfmt/linear %s >= %.2f\n", ok ? "met" : "MISS",
+			       w, fmtratio(ratl[w]), want
+			nmiss += !ok
+		}
+		ok = ratn[w] != "" && ratn[w] >= 2
+		printf "  %-4s %-20s imgfmt/nbd    %s >= 2.00\n", ok ? "met" : "MISS",
+		       w, fmtratio(ratn[w])
+		nmiss += !ok
+	}
+	if ("sparse-imgfmt" in peak) {
+		ok = peak["sparse-imgfmt"] <= limit["sparse-imgfmt"]
+		printf "  %-4s %-20s cache peak %s <= cache_size %s\n", ok ? "met" : "MISS",
+		       "sparse (1 TiB)", human(peak["sparse-imgfmt"]),
+		       human(limit["sparse-imgfmt"])
+		nmiss += !ok
+	}
+	printf "  => %d goal(s) missed\n", nmiss
+}
