@@ -36,7 +36,7 @@ usage: $PROG --kver VER --out FILE.cpio.gz [options]
                       default /payload/run.sh
   -h, --help          this text
 
-The guest's /init mounts proc, sysfs, devtmpfs, devpts, /dev/shm, /tmp
+The guest's /init mounts proc, sysfs, devtmpfs, devpts, /dev/shm, /run
 (tmpfs) and debugfs, exports DM_DISABLE_UDEV=1, loads the modules listed in
 /etc/modules.order then /etc/modules.extra with busybox insmod, runs CMD and
 prints "IMGFMT-VM-EXIT <rc>" before "poweroff -f".
@@ -267,7 +267,9 @@ exec </dev/console >/dev/console 2>&1
 mkdir -p /dev/pts /dev/shm /sys/kernel/debug
 mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+# No tmpfs over /tmp: the root is in RAM already, and binaries kept at
+# their host path (--bin) may live under /tmp.
+chmod 1777 /tmp
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 ln -sf /proc/self/fd /dev/fd
