@@ -9,20 +9,27 @@
 
 #define CCACHE_MIN_BYTES	(4ULL << 20)
 #define CCACHE_MIN_CLUSTERS	4
+/* Largest device read alignment the decoders' input buffers allow for. */
+#define CCACHE_MAX_ALIGN	4096U
 
 struct imgfmt_ccache {
 	struct imgfmt_dev *dev;
 	struct imgfmt_mcache *mc;
-	struct imgfmt_decomp *decomp;
 	u32 cluster_size;
-	/* Compressed input, sized for the largest stream a format may give. */
+	/* Longest compressed stream read for one cluster. */
 	u32 in_size;
+};
+
+struct imgfmt_decoder {
+	struct imgfmt_decomp *decomp;
+	/* Compressed input: in_size plus room to widen it to aligned reads. */
 	u8 *in;
 };
 
-/* The fill context: the cache and the run being read. */
+/* The fill context: the cache, the decoder and the run being read. */
 struct ccache_fill {
 	struct imgfmt_ccache *cc;
+	struct imgfmt_decoder *dec;
 	const struct imgfmt_run *run;
 };
 
@@ -32,7 +39,7 @@ struct imgfmt_ccache *imgfmt_ccache_create(struct imgfmt_dev *dev,
 	struct imgfmt_ccache *cc;
 	u64 limit;
 
-	if (!cluster_size || cluster_size % 512)
+	if (!cluster_size || cluster_size % 512 || cluster_size > (64U << 20))
 		return NULL;
 	cc = kzalloc(sizeof(*cc), GFP_KERNEL);
 	if (!cc)
@@ -44,10 +51,8 @@ struct imgfmt_ccache *imgfmt_ccache_create(struct imgfmt_dev *dev,
 	limit = max_t(u64, CCACHE_MIN_BYTES,
 		      (u64)CCACHE_MIN_CLUSTERS * cluster_size);
 	cc->mc = imgfmt_mcache_create(dev, cluster_size, limit);
-	cc->in = imgfmt_alloc_large(cc->in_size);
-	cc->decomp = imgfmt_decomp_create();
-	if (!cc->mc || !cc->in || !cc->decomp) {
-		imgfmt_ccache_destroy(cc);
+	if (!cc->mc) {
+		kfree(cc);
 		return NULL;
 	}
 	return cc;
@@ -58,9 +63,67 @@ void imgfmt_ccache_destroy(struct imgfmt_ccache *cc)
 	if (!cc)
 		return;
 	imgfmt_mcache_destroy(cc->mc);
-	imgfmt_free_large(cc->in);
-	imgfmt_decomp_destroy(cc->decomp);
 	kfree(cc);
+}
+
+u32 imgfmt_ccache_capacity(struct imgfmt_ccache *cc)
+{
+	struct imgfmt_mcache_stats st;
+
+	imgfmt_mcache_get_stats(cc->mc, &st);
+	return (u32)min_t(u64, st.limit_bytes / cc->cluster_size, U32_MAX);
+}
+
+struct imgfmt_decoder *imgfmt_decoder_create(struct imgfmt_ccache *cc)
+{
+	struct imgfmt_decoder *dec = kzalloc(sizeof(*dec), GFP_KERNEL);
+
+	if (!dec)
+		return NULL;
+	dec->in = imgfmt_alloc_large((size_t)cc->in_size + 2 * CCACHE_MAX_ALIGN);
+	dec->decomp = imgfmt_decomp_create();
+	if (!dec->in || !dec->decomp) {
+		imgfmt_decoder_destroy(dec);
+		return NULL;
+	}
+	return dec;
+}
+
+void imgfmt_decoder_destroy(struct imgfmt_decoder *dec)
+{
+	if (!dec)
+		return;
+	imgfmt_free_large(dec->in);
+	imgfmt_decomp_destroy(dec->decomp);
+	kfree(dec);
+}
+
+/*
+ * Read the len compressed bytes at off into the decoder's buffer and return
+ * where they start there.  The read is widened to the device's alignment
+ * when that stays on the device, so that it needs no bounce buffer.
+ */
+static int ccache_read_stream(struct imgfmt_ccache *cc,
+			      struct imgfmt_decoder *dec, u64 off, u32 len,
+			      const u8 **stream)
+{
+	u32 align = cc->dev->read_align;
+	u64 start, end;
+	int r;
+
+	if (align > 1 && align <= CCACHE_MAX_ALIGN && !(align & (align - 1)) &&
+	    off <= cc->dev->size && len <= cc->dev->size - off) {
+		start = off & ~(u64)(align - 1);
+		end = (off + len + align - 1) & ~(u64)(align - 1);
+		if (end <= cc->dev->size) {
+			r = imgfmt_dev_read(cc->dev, start, dec->in,
+					    end - start);
+			*stream = dec->in + (off - start);
+			return r;
+		}
+	}
+	*stream = dec->in;
+	return imgfmt_dev_read(cc->dev, off, dec->in, len);
 }
 
 static int ccache_fill(void *ctx, u64 key, void *buf, u32 len)
@@ -69,15 +132,16 @@ static int ccache_fill(void *ctx, u64 key, void *buf, u32 len)
 	struct imgfmt_ccache *cc = f->cc;
 	u32 in_len = min_t(u32, f->run->comp_length, cc->in_size);
 	u32 need = f->run->comp_data_size ? f->run->comp_data_size : len;
+	const u8 *stream;
 	long produced;
 	int r;
 
 	if (len != cc->cluster_size || !in_len || need > len)
 		return -EIO;
-	r = imgfmt_dev_read(cc->dev, key, cc->in, in_len);
+	r = ccache_read_stream(cc, f->dec, key, in_len, &stream);
 	if (r)
 		return r;
-	produced = imgfmt_decompress(cc->decomp, f->run->comp_type, cc->in,
+	produced = imgfmt_decompress(f->dec->decomp, f->run->comp_type, stream,
 				     in_len, buf, len);
 	if (produced < 0)
 		return (int)produced;
@@ -87,18 +151,51 @@ static int ccache_fill(void *ctx, u64 key, void *buf, u32 len)
 	return 0;
 }
 
-int imgfmt_ccache_read(struct imgfmt_ccache *cc, const struct imgfmt_run *run,
-		       u32 skip, void *out, u32 len)
+static bool ccache_run_ok(struct imgfmt_ccache *cc,
+			  const struct imgfmt_run *run)
 {
-	struct ccache_fill f = { .cc = cc, .run = run };
+	return run->kind == IMGFMT_RUN_COMPRESSED &&
+	       run->comp_cluster_size == cc->cluster_size &&
+	       run->comp_skip <= cc->cluster_size;
+}
+
+int imgfmt_ccache_read(struct imgfmt_ccache *cc, struct imgfmt_decoder *dec,
+		       const struct imgfmt_run *run, u32 skip, void *out,
+		       u32 len)
+{
+	struct ccache_fill f = { .cc = cc, .dec = dec, .run = run };
 	u64 pos = (u64)run->comp_skip + skip;
 
-	if (run->kind != IMGFMT_RUN_COMPRESSED ||
-	    run->comp_cluster_size != cc->cluster_size ||
-	    pos > cc->cluster_size || len > cc->cluster_size - pos)
+	if (!ccache_run_ok(cc, run) || pos > cc->cluster_size ||
+	    len > cc->cluster_size - pos)
 		return -EIO;
 	return imgfmt_mcache_read_fill(cc->mc, run->comp_offset, (u32)pos, out,
 				       len, ccache_fill, &f);
+}
+
+int imgfmt_ccache_read_cached(struct imgfmt_ccache *cc,
+			      const struct imgfmt_run *run, u32 skip,
+			      void *out, u32 len)
+{
+	u64 pos = (u64)run->comp_skip + skip;
+
+	if (!ccache_run_ok(cc, run) || pos > cc->cluster_size ||
+	    len > cc->cluster_size - pos)
+		return -EIO;
+	return imgfmt_mcache_lookup(cc->mc, run->comp_offset, (u32)pos, out,
+				    len);
+}
+
+int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
+			   struct imgfmt_decoder *dec,
+			   const struct imgfmt_run *run)
+{
+	struct ccache_fill f = { .cc = cc, .dec = dec, .run = run };
+
+	if (!ccache_run_ok(cc, run))
+		return -EIO;
+	return imgfmt_mcache_prefetch_fill(cc->mc, run->comp_offset,
+					   ccache_fill, &f);
 }
 
 u64 imgfmt_ccache_decompressed(struct imgfmt_ccache *cc)

@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * Decompressed clusters: a small bounded cache, so that reading a compressed
- * cluster in 4 KiB pieces decompresses it once, not once per piece.
+ * cluster in 4 KiB pieces decompresses it once, not once per piece, and so
+ * that clusters decompressed ahead of a sequential reader wait for it there.
+ *
+ * The cache itself may be used from any number of threads at once.  What
+ * decompressing needs per thread (a decompression context and a buffer for
+ * the compressed bytes) is a decoder; each thread that may fill the cache
+ * brings its own.
  */
 #ifndef IMGFMT_CCACHE_H
 #define IMGFMT_CCACHE_H
@@ -9,6 +15,7 @@
 #include "imgfmt_format.h"
 
 struct imgfmt_ccache;
+struct imgfmt_decoder;
 
 /*
  * A cache for clusters of cluster_size bytes read from dev.  Its bound is
@@ -18,17 +25,42 @@ struct imgfmt_ccache *imgfmt_ccache_create(struct imgfmt_dev *dev,
 					   u32 cluster_size);
 void imgfmt_ccache_destroy(struct imgfmt_ccache *cc);
 
+/* Whole clusters the cache holds at its bound. */
+u32 imgfmt_ccache_capacity(struct imgfmt_ccache *cc);
+
+/* A decoder for the clusters of cc; NULL when memory is short. */
+struct imgfmt_decoder *imgfmt_decoder_create(struct imgfmt_ccache *cc);
+void imgfmt_decoder_destroy(struct imgfmt_decoder *dec);
+
 /*
  * Copy len bytes, starting skip bytes past the queried offset of the
- * COMPRESSED run, out of the decompressed cluster.  Blocks to read and
- * decompress a cluster not in the cache; calls that may fill must be
- * serialized by the caller (one worker per device in the kernel).  -EIO
- * when the stream is corrupt or lies outside the device.
+ * COMPRESSED run, out of the decompressed cluster.  A cluster not in the
+ * cache is read and decompressed with dec (blocking).  -EIO when the stream
+ * is corrupt or lies outside the device.
  */
-int imgfmt_ccache_read(struct imgfmt_ccache *cc, const struct imgfmt_run *run,
-		       u32 skip, void *out, u32 len);
+int imgfmt_ccache_read(struct imgfmt_ccache *cc, struct imgfmt_decoder *dec,
+		       const struct imgfmt_run *run, u32 skip, void *out,
+		       u32 len);
 
-/* Clusters decompressed so far. */
+/*
+ * Like imgfmt_ccache_read(), but only from a cluster in the cache; never
+ * sleeps: -EWOULDBLOCK when the cluster is not cached.
+ */
+int imgfmt_ccache_read_cached(struct imgfmt_ccache *cc,
+			      const struct imgfmt_run *run, u32 skip,
+			      void *out, u32 len);
+
+/*
+ * Make sure the cluster of the COMPRESSED run is in the cache, decompressing
+ * it with dec when it is not: 1 when it was decompressed, 0 when it was
+ * there already (left as it is: neither a hit nor moved in the LRU order),
+ * or -errno.
+ */
+int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
+			   struct imgfmt_decoder *dec,
+			   const struct imgfmt_run *run);
+
+/* Clusters decompressed so far (by reads and prefetches). */
 u64 imgfmt_ccache_decompressed(struct imgfmt_ccache *cc);
 
 #endif /* IMGFMT_CCACHE_H */

@@ -34,6 +34,12 @@ struct imgfmt_dev {
 	u64 size;		/* bytes */
 	/* Blocking read of len bytes at byte offset off; 0 or -errno. */
 	int (*read)(struct imgfmt_dev *dev, u64 off, void *buf, size_t len);
+	/*
+	 * Reads whose offset, length and buffer are multiples of this (a
+	 * power of two; 0 means 1) go straight to the device; others may
+	 * need a bounce buffer.
+	 */
+	u32 read_align;
 	void *priv;
 };
 

@@ -141,6 +141,7 @@ void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
 	kdev->bdev = bdev;
 	kdev->dev.size = bdev_nr_bytes(bdev);
 	kdev->dev.read = kport_dev_read;
+	kdev->dev.read_align = bdev_logical_block_size(bdev);
 	kdev->dev.priv = kdev;
 }
 

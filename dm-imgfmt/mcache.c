@@ -149,7 +149,8 @@ static void mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
 			    u32 pos, void *out, u32 len)
 {
 	list_move(&t->lru, &mc->lru);
-	memcpy(out, (u8 *)t->data + pos, len);
+	if (len)
+		memcpy(out, (u8 *)t->data + pos, len);
 }
 
 /* Caller holds mc->lock.  Unlinks and returns the least recently used. */
@@ -317,6 +318,29 @@ int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc, u64 key, u32 pos,
 	if (r != -EWOULDBLOCK)
 		return r;
 	return mcache_fill(mc, key, pos, out, len, fill, ctx);
+}
+
+int imgfmt_mcache_lookup(struct imgfmt_mcache *mc, u64 key, u32 pos,
+			 void *out, u32 len)
+{
+	if (pos > mc->table_size || len > mc->table_size - pos)
+		return -EINVAL;
+	return mcache_lookup(mc, key, pos, out, len);
+}
+
+int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc, u64 key,
+				imgfmt_mcache_fill_fn fill, void *ctx)
+{
+	bool cached;
+	int r;
+
+	spin_lock(&mc->lock);
+	cached = mcache_find(mc, key);
+	spin_unlock(&mc->lock);
+	if (cached)
+		return 0;
+	r = mcache_fill(mc, key, 0, NULL, 0, fill, ctx);
+	return r ? r : 1;
 }
 
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,

@@ -55,6 +55,21 @@ int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc, u64 key, u32 pos,
 			    void *out, u32 len, imgfmt_mcache_fill_fn fill,
 			    void *ctx);
 
+/*
+ * Copy out of a cached table of any key without ever filling it: 0, or
+ * -EWOULDBLOCK when key is not cached.  Never sleeps.
+ */
+int imgfmt_mcache_lookup(struct imgfmt_mcache *mc, u64 key, u32 pos,
+			 void *out, u32 len);
+
+/*
+ * Make sure key is cached, filling it when it is not: 1 when it was
+ * filled, 0 when it was cached already (and is left alone: not counted as a
+ * hit, not moved in the LRU order), or -errno.
+ */
+int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc, u64 key,
+				imgfmt_mcache_fill_fn fill, void *ctx);
+
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 			     struct imgfmt_mcache_stats *st);
 

@@ -7,11 +7,13 @@
  * moves bios.  map() never sleeps on I/O: when the metadata a bio needs is
  * cached it remaps or zero-fills the bio at once, otherwise it hands the bio
  * to a worker that reads the metadata and then submits the bio in pieces.
+ * Compressed clusters go to decompression lanes (below).
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 
@@ -25,10 +27,33 @@
 
 #define IMGFMT_FORMAT_NAME_MAX	16
 
+/*
+ * Decompression lanes.  Decompressing is CPU work that dwarfs the I/O, so
+ * compressed clusters are decompressed on an unbound workqueue by up to one
+ * lane per CPU.  Cluster N always goes to lane N % nr_lanes, whether a bio
+ * or the read-ahead asks for it: two lanes never decompress the same
+ * cluster, and a bio that wants a cluster the read-ahead is decompressing
+ * waits behind it in that lane instead of doing the work twice.  A lane
+ * serves its bios before its read-ahead.
+ */
+#define IMGFMT_MAX_LANES	8
+/* Read-ahead clusters a lane holds; a new one pushes out the oldest. */
+#define IMGFMT_LANE_RA_SLOTS	8
+
 static unsigned long long default_cache_size = IMGFMT_DEFAULT_CACHE_BYTES;
 module_param(default_cache_size, ullong, 0644);
 MODULE_PARM_DESC(default_cache_size,
 		 "Metadata cache bound per device in bytes, when the table sets no cache_size");
+
+static unsigned int decompress_lanes;
+module_param(decompress_lanes, uint, 0644);
+MODULE_PARM_DESC(decompress_lanes,
+		 "Decompression lanes per device, at table load (0: one per online CPU; at most 8)");
+
+static unsigned int lane_readahead = 2;
+module_param(lane_readahead, uint, 0644);
+MODULE_PARM_DESC(lane_readahead,
+		 "Compressed clusters read ahead of a sequential reader per lane, when there are two lanes or more (0: none)");
 
 struct imgfmt_target {
 	struct dm_target *ti;
@@ -37,8 +62,9 @@ struct imgfmt_target {
 	const struct imgfmt_format_ops *ops;
 	struct imgfmt_image *img;
 	struct imgfmt_info info;
-	/* Decompressed clusters; made by the worker on first need. */
+	/* Decompressed clusters; made by a lane on first need. */
 	struct imgfmt_ccache *ccache;
+	struct mutex ccache_lock;	/* serializes making it */
 
 	/* Table options, kept to print the table back. */
 	char format_pin[IMGFMT_FORMAT_NAME_MAX];
@@ -54,6 +80,35 @@ struct imgfmt_target {
 	struct workqueue_struct *wq;
 	struct work_struct work;
 	struct bio_set split_bs;
+
+	struct workqueue_struct *lane_wq;
+	struct imgfmt_lane *lanes;
+	unsigned int nr_lanes;
+
+	/*
+	 * Sequential read-ahead of compressed clusters.  ra_expect is where
+	 * the next read starts if the reader is sequential, ra_next the first
+	 * cluster not yet queued ahead.
+	 */
+	spinlock_t ra_lock;
+	u64 ra_expect;
+	u64 ra_next;
+	u32 ra_cluster_size;	/* 0: no read-ahead */
+	u32 ra_window;		/* clusters */
+	bool ra_stopped;	/* suspended: start no device I/O */
+	atomic64_t prefetched;
+};
+
+struct imgfmt_lane {
+	struct imgfmt_target *it;
+	struct work_struct work;
+	spinlock_t lock;	/* guards bios and the read-ahead ring */
+	struct bio_list bios;
+	u64 ra[IMGFMT_LANE_RA_SLOTS];	/* cluster offsets, oldest first */
+	unsigned int ra_head;
+	unsigned int ra_count;
+	/* Used by the lane's work only; made on first use. */
+	struct imgfmt_decoder *dec;
 };
 
 static void imgfmt_count_error(struct imgfmt_target *it, const char *what,
@@ -71,19 +126,22 @@ static u64 imgfmt_bio_offset(struct imgfmt_target *it, struct bio *bio)
 		SECTOR_SHIFT;
 }
 
-/* Where the bytes of a run come from when the worker copies them. */
+/* Where the bytes of a run come from when a worker copies them. */
 typedef int (*imgfmt_fill_fn)(struct imgfmt_target *it,
+			      struct imgfmt_lane *lane,
 			      const struct imgfmt_run *run, u32 skip,
 			      void *dst, u32 len);
 
 static int imgfmt_fill_decompressed(struct imgfmt_target *it,
+				    struct imgfmt_lane *lane,
 				    const struct imgfmt_run *run, u32 skip,
 				    void *dst, u32 len)
 {
-	return imgfmt_ccache_read(it->ccache, run, skip, dst, len);
+	return imgfmt_ccache_read(it->ccache, lane->dec, run, skip, dst, len);
 }
 
 static int imgfmt_fill_from_device(struct imgfmt_target *it,
+				   struct imgfmt_lane *lane,
 				   const struct imgfmt_run *run, u32 skip,
 				   void *dst, u32 len)
 {
@@ -95,7 +153,7 @@ static int imgfmt_fill_from_device(struct imgfmt_target *it,
  * run's zeroed tail (past the virtual size) is zeroed instead.
  */
 static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
-				    struct bio *piece,
+				    struct imgfmt_lane *lane, struct bio *piece,
 				    const struct imgfmt_run *run,
 				    imgfmt_fill_fn fill, u64 offset)
 {
@@ -110,7 +168,7 @@ static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
 		n = skip < data_end ? min_t(u64, bv.bv_len, data_end - skip) : 0;
 		p = bvec_kmap_local(&bv);
 		if (n)
-			r = fill(it, run, skip, p, n);
+			r = fill(it, lane, run, skip, p, n);
 		memset(p + n, 0, bv.bv_len - n);
 		kunmap_local(p);
 		if (r) {
@@ -123,30 +181,144 @@ static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
 	return BLK_STS_OK;
 }
 
-/* The decompressed-cluster cache, made on the first compressed run. */
-static bool imgfmt_get_ccache(struct imgfmt_target *it,
-			      const struct imgfmt_run *run, u64 offset)
+/*
+ * The decompressed-cluster cache, made on the first compressed run, with
+ * the read-ahead's geometry: a window that the cache holds many times over.
+ */
+static struct imgfmt_ccache *imgfmt_get_ccache(struct imgfmt_target *it,
+					       const struct imgfmt_run *run)
 {
-	struct imgfmt_ccache *cc = it->ccache;
+	struct imgfmt_ccache *cc;
+	u32 window;
 
+	/* Pairs with the release below: a cache seen is a cache made. */
+	cc = smp_load_acquire(&it->ccache);
 	if (cc)
-		return true;
-	cc = imgfmt_ccache_create(&it->kdev.dev, run->comp_cluster_size);
+		return cc;
+	mutex_lock(&it->ccache_lock);
+	cc = it->ccache;
 	if (!cc) {
-		imgfmt_count_error(it, "cannot allocate the decompression cache",
-				   offset);
-		return false;
+		cc = imgfmt_ccache_create(&it->kdev.dev,
+					  run->comp_cluster_size);
+		if (cc && it->nr_lanes > 1) {
+			window = min(it->nr_lanes *
+				     min(READ_ONCE(lane_readahead),
+					 IMGFMT_LANE_RA_SLOTS),
+				     imgfmt_ccache_capacity(cc) / 4);
+			spin_lock(&it->ra_lock);
+			it->ra_window = window;
+			it->ra_cluster_size = window ? run->comp_cluster_size : 0;
+			spin_unlock(&it->ra_lock);
+		}
+		if (cc) {
+			/* Published complete: map() and status read it unlocked. */
+			smp_store_release(&it->ccache, cc);
+		}
 	}
-	/* Published complete: status reads it without the worker. */
-	smp_store_release(&it->ccache, cc);
-	return true;
+	mutex_unlock(&it->ccache_lock);
+	return cc;
+}
+
+/* A lane's cache and decoder, made on its first compressed cluster. */
+static bool imgfmt_lane_ready(struct imgfmt_lane *lane,
+			      const struct imgfmt_run *run)
+{
+	struct imgfmt_ccache *cc = imgfmt_get_ccache(lane->it, run);
+
+	if (cc && !lane->dec)
+		lane->dec = imgfmt_decoder_create(cc);
+	return lane->dec;
+}
+
+static struct imgfmt_lane *imgfmt_lane_of(struct imgfmt_target *it,
+					  u64 cluster_offset, u32 cluster_size)
+{
+	u64 index = div_u64(cluster_offset, cluster_size ? cluster_size : 1);
+
+	return &it->lanes[do_div(index, it->nr_lanes)];
+}
+
+/* Virtual offset of the cluster a COMPRESSED run at offset lies in. */
+static u64 imgfmt_run_cluster(const struct imgfmt_run *run, u64 offset)
+{
+	return offset >= run->comp_skip ? offset - run->comp_skip : 0;
+}
+
+static void imgfmt_lane_queue_bio(struct imgfmt_target *it, struct bio *bio,
+				  const struct imgfmt_run *run, u64 offset)
+{
+	struct imgfmt_lane *lane;
+
+	lane = imgfmt_lane_of(it, imgfmt_run_cluster(run, offset),
+			      run->comp_cluster_size);
+	spin_lock(&lane->lock);
+	bio_list_add(&lane->bios, bio);
+	spin_unlock(&lane->lock);
+	queue_work(it->lane_wq, &lane->work);
+}
+
+/*
+ * Queue cluster_offset for read-ahead.  A full ring drops its oldest
+ * cluster: the nearest to the reader, so the likeliest to have been read
+ * meanwhile (a large read split into many clusters queues one read-ahead
+ * cluster per piece, and only the last ones lie past its end).
+ */
+static void imgfmt_lane_queue_ra(struct imgfmt_target *it, u64 cluster_offset)
+{
+	struct imgfmt_lane *lane;
+
+	lane = imgfmt_lane_of(it, cluster_offset, it->ra_cluster_size);
+	spin_lock(&lane->lock);
+	if (lane->ra_count == IMGFMT_LANE_RA_SLOTS) {
+		lane->ra_head = (lane->ra_head + 1) % IMGFMT_LANE_RA_SLOTS;
+		lane->ra_count--;
+	}
+	lane->ra[(lane->ra_head + lane->ra_count) % IMGFMT_LANE_RA_SLOTS] =
+		cluster_offset;
+	lane->ra_count++;
+	spin_unlock(&lane->lock);
+	queue_work(it->lane_wq, &lane->work);
+}
+
+/*
+ * A compressed read of [offset, offset + len) in the run's cluster is on
+ * its way.  When it continues the previous one, queue the clusters of the
+ * window past it that are not queued yet, so that other lanes decompress
+ * them while the reader works on this one.  Called from map(): no sleeping.
+ */
+static void imgfmt_readahead(struct imgfmt_target *it,
+			     const struct imgfmt_run *run, u64 offset, u32 len)
+{
+	u64 end = offset + len, dev_end = (u64)it->ti->len << SECTOR_SHIFT;
+	u64 cluster = imgfmt_run_cluster(run, offset), next, last;
+	u32 cs;
+
+	spin_lock(&it->ra_lock);
+	cs = it->ra_cluster_size;
+	if (!cs || cs != run->comp_cluster_size || it->ra_stopped)
+		goto out;
+	if (offset != it->ra_expect) {
+		/* Not sequential: start over from wherever this leads. */
+		it->ra_expect = end;
+		it->ra_next = 0;
+		goto out;
+	}
+	it->ra_expect = end;
+	last = cluster + (u64)it->ra_window * cs;
+	next = max(it->ra_next, cluster + cs);
+	for (; next <= last && next < dev_end; next += cs)
+		imgfmt_lane_queue_ra(it, next);
+	it->ra_next = next;
+out:
+	spin_unlock(&it->ra_lock);
 }
 
 /*
  * Carry out one run that covers all of piece, from the worker.  Returns
  * without ending piece only when it was submitted.
  */
-static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
+static void imgfmt_finish_piece(struct imgfmt_target *it,
+				struct imgfmt_lane *lane, struct bio *clone,
 				struct bio *piece, const struct imgfmt_run *run,
 				u64 offset)
 {
@@ -159,7 +331,8 @@ static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 	switch (run->kind) {
 	case IMGFMT_RUN_DATA:
 		if (run->tail_zero) {
-			piece->bi_status = imgfmt_copy_run(it, piece, run,
+			piece->bi_status = imgfmt_copy_run(it, lane, piece,
+							   run,
 							   imgfmt_fill_from_device,
 							   offset);
 			bio_endio(piece);
@@ -175,11 +348,24 @@ static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 		bio_endio(piece);
 		return;
 	case IMGFMT_RUN_COMPRESSED:
-		piece->bi_status = BLK_STS_RESOURCE;
-		if (imgfmt_get_ccache(it, run, offset))
-			piece->bi_status = imgfmt_copy_run(it, piece, run,
+		if (!lane)
+			imgfmt_readahead(it, run, offset,
+					 piece->bi_iter.bi_size);
+		if (lane != imgfmt_lane_of(it, imgfmt_run_cluster(run, offset),
+					   run->comp_cluster_size)) {
+			/* Not this worker's cluster: its lane does it. */
+			imgfmt_lane_queue_bio(it, piece, run, offset);
+			return;
+		}
+		if (!imgfmt_lane_ready(lane, run)) {
+			imgfmt_count_error(it, "cannot allocate the decompression cache",
+					   offset);
+			piece->bi_status = BLK_STS_RESOURCE;
+		} else {
+			piece->bi_status = imgfmt_copy_run(it, lane, piece, run,
 							   imgfmt_fill_decompressed,
 							   offset);
+		}
 		bio_endio(piece);
 		return;
 	default:
@@ -190,8 +376,12 @@ static void imgfmt_finish_piece(struct imgfmt_target *it, struct bio *clone,
 	}
 }
 
-/* Map and submit a deferred read, splitting it where its runs change. */
-static void imgfmt_process_bio(struct imgfmt_target *it, struct bio *bio)
+/*
+ * Map and submit a deferred read, splitting it where its runs change; from
+ * the metadata worker (lane NULL) or a decompression lane.
+ */
+static void imgfmt_process_bio(struct imgfmt_target *it,
+			       struct imgfmt_lane *lane, struct bio *bio)
 {
 	struct imgfmt_run run;
 	struct bio *piece;
@@ -215,9 +405,9 @@ static void imgfmt_process_bio(struct imgfmt_target *it, struct bio *bio)
 		piece = bio_split(bio, run.length >> SECTOR_SHIFT, GFP_NOIO,
 				  &it->split_bs);
 		bio_chain(piece, bio);
-		imgfmt_finish_piece(it, bio, piece, &run, offset);
+		imgfmt_finish_piece(it, lane, bio, piece, &run, offset);
 	}
-	imgfmt_finish_piece(it, bio, bio, &run, offset);
+	imgfmt_finish_piece(it, lane, bio, bio, &run, offset);
 }
 
 static void imgfmt_worker(struct work_struct *work)
@@ -238,8 +428,66 @@ static void imgfmt_worker(struct work_struct *work)
 	noio = memalloc_noio_save();
 	blk_start_plug(&plug);
 	while ((bio = bio_list_pop(&bios)))
-		imgfmt_process_bio(it, bio);
+		imgfmt_process_bio(it, NULL, bio);
 	blk_finish_plug(&plug);
+	memalloc_noio_restore(noio);
+}
+
+/*
+ * Decompress one read-ahead cluster into the cache.  Failures are left to
+ * the reader, who meets and reports them if it gets there.
+ */
+static void imgfmt_lane_prefetch(struct imgfmt_lane *lane, u64 cluster_offset)
+{
+	struct imgfmt_target *it = lane->it;
+	u64 dev_end = (u64)it->ti->len << SECTOR_SHIFT;
+	const char *err = NULL;
+	struct imgfmt_run run;
+
+	if (READ_ONCE(it->ra_stopped) || cluster_offset >= dev_end)
+		return;
+	if (it->ops->map(it->img, cluster_offset,
+			 min_t(u64, it->ra_cluster_size,
+			       dev_end - cluster_offset),
+			 0, &run, &err))
+		return;
+	if (run.kind != IMGFMT_RUN_COMPRESSED || run.comp_skip ||
+	    !imgfmt_lane_ready(lane, &run))
+		return;
+	if (imgfmt_ccache_prefetch(it->ccache, lane->dec, &run) > 0)
+		atomic64_inc(&it->prefetched);
+}
+
+static void imgfmt_lane_work(struct work_struct *work)
+{
+	struct imgfmt_lane *lane = container_of(work, struct imgfmt_lane,
+						work);
+	struct imgfmt_target *it = lane->it;
+	bool prefetch;
+	unsigned int noio;
+	struct bio *bio;
+	u64 cluster = 0;
+
+	noio = memalloc_noio_save();
+	for (;;) {
+		prefetch = false;
+		spin_lock(&lane->lock);
+		bio = bio_list_pop(&lane->bios);
+		if (!bio && lane->ra_count) {
+			cluster = lane->ra[lane->ra_head];
+			lane->ra_head = (lane->ra_head + 1) %
+					IMGFMT_LANE_RA_SLOTS;
+			lane->ra_count--;
+			prefetch = true;
+		}
+		spin_unlock(&lane->lock);
+		if (bio)
+			imgfmt_process_bio(it, lane, bio);
+		else if (prefetch)
+			imgfmt_lane_prefetch(lane, cluster);
+		else
+			break;
+	}
 	memalloc_noio_restore(noio);
 }
 
@@ -250,6 +498,36 @@ static void imgfmt_defer_bio(struct imgfmt_target *it, struct bio *bio)
 	spin_unlock(&it->lock);
 	atomic64_inc(&it->deferred_bios);
 	queue_work(it->wq, &it->work);
+}
+
+/*
+ * Serve a compressed read from clusters already decompressed (by the
+ * read-ahead, or for an earlier piece of the cluster) without sleeping.
+ * False when any of it is not cached: a lane then does the whole bio.
+ */
+static bool imgfmt_copy_cached(struct imgfmt_target *it, struct bio *bio,
+			       const struct imgfmt_run *run)
+{
+	struct imgfmt_ccache *cc;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+	u32 skip = 0;
+	void *p;
+	int r;
+
+	/* Pairs with the release in imgfmt_get_ccache(). */
+	cc = smp_load_acquire(&it->ccache);
+	if (!cc || run->tail_zero)
+		return false;
+	bio_for_each_segment(bv, bio, iter) {
+		p = bvec_kmap_local(&bv);
+		r = imgfmt_ccache_read_cached(cc, run, skip, p, bv.bv_len);
+		kunmap_local(p);
+		if (r)
+			return false;
+		skip += bv.bv_len;
+	}
+	return true;
 }
 
 static int imgfmt_map(struct dm_target *ti, struct bio *bio)
@@ -301,8 +579,14 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 		bio_endio(bio);
 		return DM_MAPIO_SUBMITTED;
 	case IMGFMT_RUN_COMPRESSED:
-		/* Decompression may sleep: the worker does it. */
-		imgfmt_defer_bio(it, bio);
+		imgfmt_readahead(it, &run, offset, bio->bi_iter.bi_size);
+		if (imgfmt_copy_cached(it, bio, &run)) {
+			bio_endio(bio);
+			return DM_MAPIO_SUBMITTED;
+		}
+		/* Decompression may sleep: a lane does it. */
+		atomic64_inc(&it->deferred_bios);
+		imgfmt_lane_queue_bio(it, bio, &run, offset);
 		return DM_MAPIO_SUBMITTED;
 	default:
 		imgfmt_count_error(it, "unknown run kind", offset);
@@ -413,6 +697,52 @@ static int imgfmt_check_geometry(struct imgfmt_target *it, char **error)
 	return 0;
 }
 
+static int imgfmt_init_lanes(struct imgfmt_target *it, char **error)
+{
+	struct imgfmt_lane *lane;
+	unsigned int i;
+
+	mutex_init(&it->ccache_lock);
+	spin_lock_init(&it->ra_lock);
+	atomic64_set(&it->prefetched, 0);
+	it->nr_lanes = READ_ONCE(decompress_lanes);
+	if (!it->nr_lanes)
+		it->nr_lanes = num_online_cpus();
+	it->nr_lanes = clamp_t(unsigned int, it->nr_lanes, 1, IMGFMT_MAX_LANES);
+	it->lanes = kcalloc(it->nr_lanes, sizeof(*it->lanes), GFP_KERNEL);
+	if (!it->lanes) {
+		*error = "cannot allocate the decompression lanes";
+		return -ENOMEM;
+	}
+	for (i = 0; i < it->nr_lanes; i++) {
+		lane = &it->lanes[i];
+		lane->it = it;
+		INIT_WORK(&lane->work, imgfmt_lane_work);
+		spin_lock_init(&lane->lock);
+		bio_list_init(&lane->bios);
+	}
+	/* Unbound: the lanes of one device run on different CPUs. */
+	it->lane_wq = alloc_workqueue("kimgfmt_lanes", WQ_UNBOUND |
+				      WQ_MEM_RECLAIM, it->nr_lanes);
+	if (!it->lane_wq) {
+		*error = "cannot allocate the workqueue";
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void imgfmt_exit_lanes(struct imgfmt_target *it)
+{
+	unsigned int i;
+
+	if (it->lane_wq)
+		destroy_workqueue(it->lane_wq);
+	for (i = 0; it->lanes && i < it->nr_lanes; i++)
+		imgfmt_decoder_destroy(it->lanes[i].dec);
+	kfree(it->lanes);
+	imgfmt_ccache_destroy(it->ccache);
+}
+
 static int imgfmt_init_worker(struct imgfmt_target *it, char **error)
 {
 	spin_lock_init(&it->lock);
@@ -429,18 +759,19 @@ static int imgfmt_init_worker(struct imgfmt_target *it, char **error)
 		*error = "cannot allocate the bio set";
 		return -ENOMEM;
 	}
-	return 0;
+	return imgfmt_init_lanes(it, error);
 }
 
 static void imgfmt_dtr(struct dm_target *ti)
 {
 	struct imgfmt_target *it = ti->private;
 
+	/* The metadata worker hands bios to lanes, not the other way. */
 	if (it->wq) {
 		destroy_workqueue(it->wq);
 		bioset_exit(&it->split_bs);
 	}
-	imgfmt_ccache_destroy(it->ccache);
+	imgfmt_exit_lanes(it);
 	if (it->img)
 		it->ops->close(it->img);
 	if (it->dev)
@@ -508,7 +839,7 @@ static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
 {
 	struct imgfmt_ccache *cc;
 
-	/* Pairs with the worker's smp_store_release() when it made ccache. */
+	/* Pairs with the release in imgfmt_get_ccache(). */
 	cc = smp_load_acquire(&it->ccache);
 
 	return cc ? imgfmt_ccache_decompressed(cc) : 0;
@@ -525,14 +856,15 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 	switch (type) {
 	case STATUSTYPE_INFO:
 		imgfmt_mcache_get_stats(it->ops->mcache(it->img), &st);
-		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu",
+		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
 		       st.hits, st.misses,
 		       (long long)atomic64_read(&it->io_errors),
 		       st.peak_bytes,
 		       (long long)atomic64_read(&it->deferred_bios),
-		       imgfmt_target_decompressed(it));
+		       imgfmt_target_decompressed(it),
+		       (long long)atomic64_read(&it->prefetched));
 		break;
 	case STATUSTYPE_TABLE:
 		imgfmt_emit_table(it, result, maxlen);
@@ -543,6 +875,28 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 		       it->dev->name, it->info.format, it->info.virtual_size);
 		break;
 	}
+}
+
+/* After a suspend the device may change under us: no read-ahead I/O. */
+static void imgfmt_postsuspend(struct dm_target *ti)
+{
+	struct imgfmt_target *it = ti->private;
+
+	spin_lock(&it->ra_lock);
+	it->ra_stopped = true;
+	spin_unlock(&it->ra_lock);
+	flush_workqueue(it->lane_wq);
+}
+
+static void imgfmt_resume(struct dm_target *ti)
+{
+	struct imgfmt_target *it = ti->private;
+
+	spin_lock(&it->ra_lock);
+	it->ra_stopped = false;
+	it->ra_expect = 0;
+	it->ra_next = 0;
+	spin_unlock(&it->ra_lock);
 }
 
 static int imgfmt_iterate_devices(struct dm_target *ti,
@@ -556,11 +910,13 @@ static int imgfmt_iterate_devices(struct dm_target *ti,
 
 static struct target_type imgfmt_target_type = {
 	.name = "imgfmt",
-	.version = {0, 1, 0},
+	.version = {0, 2, 0},
 	.module = THIS_MODULE,
 	.ctr = imgfmt_ctr,
 	.dtr = imgfmt_dtr,
 	.map = imgfmt_map,
+	.postsuspend = imgfmt_postsuspend,
+	.resume = imgfmt_resume,
 	.status = imgfmt_status,
 	.iterate_devices = imgfmt_iterate_devices,
 };

@@ -89,6 +89,8 @@ int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
 
 void image_close(struct image *im)
 {
+	imgfmt_decoder_destroy(im->decoder);
+	im->decoder = NULL;
 	imgfmt_ccache_destroy(im->ccache);
 	im->ccache = NULL;
 	if (im->img)
@@ -139,6 +141,12 @@ static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
 	if (!im->ccache) {
 		im->ccache = imgfmt_ccache_create(&im->dev,
 						  run->comp_cluster_size);
+		if (im->ccache)
+			im->decoder = imgfmt_decoder_create(im->ccache);
+		if (!im->decoder) {
+			imgfmt_ccache_destroy(im->ccache);
+			im->ccache = NULL;
+		}
 		if (!im->ccache)
 			return fail("%s: cannot set up decompression (cluster size %u)",
 				    im->path, run->comp_cluster_size);
@@ -146,7 +154,8 @@ static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
 	if (run->length > UINT32_MAX)
 		return fail("%s: compressed run too long (virtual offset %llu)",
 			    im->path, (unsigned long long)voff);
-	rc = imgfmt_ccache_read(im->ccache, run, 0, buf, (u32)run->length);
+	rc = imgfmt_ccache_read(im->ccache, im->decoder, run, 0, buf,
+				(u32)run->length);
 	if (rc)
 		return fail("%s: corrupt compressed cluster (virtual offset %llu, device offset %llu)",
 			    im->path, (unsigned long long)voff,

@@ -12,6 +12,7 @@
 #define SECTOR_SIZE	512ULL
 
 struct imgfmt_ccache;
+struct imgfmt_decoder;
 
 struct image {
 	const char *path;
@@ -21,6 +22,7 @@ struct image {
 	struct imgfmt_info info;
 	const char *err;	/* why detection or validation failed */
 	struct imgfmt_ccache *ccache;	/* made on the first compressed run */
+	struct imgfmt_decoder *decoder;
 };
 
 /*

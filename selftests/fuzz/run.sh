@@ -15,10 +15,12 @@ mkdir -p "$out"
 need_packages clang libclang-rt-14-dev qemu-utils zstd gzip zlib1g-dev libzstd-dev
 
 CLANG=$(command -v clang || command -v clang-14)
-shared=("$TOP"/dm-imgfmt/mcache.c "$TOP"/dm-imgfmt/formats/*.c "$TOP/userspace/uport.c")
+shared=("$TOP"/dm-imgfmt/mcache.c "$TOP"/dm-imgfmt/ccache.c
+	"$TOP"/dm-imgfmt/formats/*.c "$TOP/userspace/uport.c"
+	"$TOP/userspace/udecomp.c")
 
 make_seeds() {
-	local dir=$1 cs
+	local dir=$1 cs f
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	for cs in 512 4096 65536; do
@@ -30,6 +32,14 @@ make_seeds() {
 	qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k \
 		"$dir/extl2.qcow2" 1M
 	qemu-io -f qcow2 -c "write -P 0x22 4k 4k" "$dir/extl2.qcow2" >/dev/null
+	# Compressed clusters, deflate and zstd, for the cluster cache.
+	qemu-img create -q -f qcow2 "$dir/comp.qcow2" 1M
+	qemu-img create -q -f qcow2 -o compression_type=zstd \
+		"$dir/compz.qcow2" 1M
+	for f in comp compz; do
+		qemu-io -f qcow2 -c "write -c -P 0x23 0 64k" \
+			-c "write -c -P 0x24 64k 64k" "$dir/$f.qcow2" >/dev/null
+	done
 	# QCOW version 1: data, a compressed cluster, and 512-byte clusters
 	# with 64-entry L2 tables (patched in while the L1 table is zeroes).
 	qemu-img create -q -f qcow "$dir/v1.qcow" 4M
@@ -161,10 +171,10 @@ run_target() {
 
 # Every format by detection, then each format pinned, so that each one
 # gets the fuzzer's whole attention for a while.
-run_target fuzz_image fuzz_image.c make_seeds "" "${shared[@]}"
+run_target fuzz_image fuzz_image.c make_seeds "-lz -lzstd" "${shared[@]}"
 for fmt in qcow2 qcow vmdk vmdk-sesparse; do
 	run_target "fuzz_image_$fmt" fuzz_image.c make_seeds \
-		"-DFUZZ_FORMAT=\"$fmt\"" "${shared[@]}"
+		"-DFUZZ_FORMAT=\"$fmt\" -lz -lzstd" "${shared[@]}"
 done
 run_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
 	"$TOP/userspace/vmdk_desc.c"
