@@ -97,18 +97,22 @@ $1 == "BENCH" {
 
 $1 == "IMGSTAT" && $2 != 0 {		# round 0: profiled runs
 	# IMGSTAT r w p before|after fmt vsize csize used/limit hits misses
-	#         io_errors peak deferred
+	#         io_errors peak deferred decompressed prefetched
 	r = $2; w = $3; p = $4
 	split($9, ul, "/")
 	if ($5 == "before") {
 		bmiss[w, p, r] = $11; bdef[w, p, r] = $14; berr[w, p, r] = $12
-		bdec[w, p, r] = $15
+		bdec[w, p, r] = $15; bpre[w, p, r] = $16
 	} else {
 		add(dmiss, w SUBSEP p, $11 - bmiss[w, p, r])
 		add(ddef, w SUBSEP p, $14 - bdef[w, p, r])
 		if (NF >= 15) {
 			hasdec = 1
 			add(ddec, w SUBSEP p, $15 - bdec[w, p, r])
+		}
+		if (NF >= 16) {
+			haspre = 1
+			add(dpre, w SUBSEP p, $16 - bpre[w, p, r])
 		}
 		errs[w, p] += $12 - berr[w, p, r]
 		peak[p] = $13; limit[p] = ul[2]; used[p] = ul[1]
@@ -158,17 +162,19 @@ END {
 
 	print ""
 	print "dm-imgfmt counters per fio run (medians over rounds):"
-	printf "  %-20s %12s %14s %10s%s\n", "workload", "table reads", "deferred bios", "io_errors",
-	       hasdec ? "  decompressed clusters" : ""
+	printf "  %-20s %12s %14s %10s%s%s\n", "workload", "table reads", "deferred bios", "io_errors",
+	       hasdec ? "  decompressed clusters" : "",
+	       haspre ? "  of them read ahead" : ""
 	for (i = 1; i <= nw; i++) {
 		w = order[i]
 		sp = prefix(w)
 		p = sp "imgfmt"
 		if (!((w SUBSEP p) in dmiss))
 			continue
-		printf "  %-20s %12s %14s %10d%s\n", w, fmtval(median(dmiss[w, p])),
+		printf "  %-20s %12s %14s %10d%s%s\n", w, fmtval(median(dmiss[w, p])),
 		       fmtval(median(ddef[w, p])), errs[w, p],
-		       hasdec ? sprintf(" %23s", fmtval(median(ddec[w, p]))) : ""
+		       hasdec ? sprintf(" %23s", fmtval(median(ddec[w, p]))) : "",
+		       haspre ? sprintf(" %20s", fmtval(median(dpre[w, p]))) : ""
 	}
 	for (p in peak)
 		printf "  metadata cache of %s: peak %s (%d bytes), now %s, limit %s (%d bytes)\n",

@@ -11,7 +11,7 @@
 # Environment:
 #   BENCH_KERNELS="6.1 6.12"  kernels to run (prefixes of the versions that
 #                             selftests/vm/kernels.sh prints)
-#   BENCH_MODES="icount realtime"
+#   BENCH_MODES="icount realtime parallel"
 #   BENCH_ROUNDS=N            rounds per mode (default 3 icount, 15 realtime;
 #                             BENCH_QUICK: 1 and 4)
 #   BENCH_QUICK=1             short run: fewer rounds, shorter fio runs
@@ -25,9 +25,11 @@
 #                             sparse-rand4k-qd32 comp-seq64k compz-seq64k
 #   BENCH_OUT=bench/results   where the reports go
 #   BENCH_RT_SMP=1            vCPUs of the real-time run (2: see README)
+#   BENCH_PAR_SMP=2           vCPUs of the parallel run (compressed workloads)
 #   BENCH_SPARSE_CACHE=BYTES  cache_size of the sparse dm-imgfmt device
 #                             (default: the module's, 16 MiB)
 #   BENCH_NBD_L2_CACHE=BYTES  qemu-nbd's qcow2 l2-cache-size (default: QEMU's)
+#   BENCH_MODPARAMS="P=V ..." dm-imgfmt module parameters (decompress_lanes=1)
 #   BENCH_APPEND="ARGS"       extra guest kernel arguments (experiments, e.g.
 #                             init_on_alloc=0)
 #   BENCH_PERF="WORKLOAD..."  after the rounds, profile one more run of each
@@ -44,7 +46,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../common.sh"
 
 BENCH_KERNELS=${BENCH_KERNELS:-"6.1 6.12"}
-BENCH_MODES=${BENCH_MODES:-"icount realtime"}
+BENCH_MODES=${BENCH_MODES:-"icount realtime parallel"}
 BENCH_QUICK=${BENCH_QUICK:-0}
 # Per mode: rounds, fio runtime and ramp (ms of guest time).  Under -icount
 # the numbers do not vary from run to run, so short runs and few rounds do;
@@ -52,14 +54,17 @@ BENCH_QUICK=${BENCH_QUICK:-0}
 # On a shared 2-core host the real-time numbers of one 1 s run swing by
 # 2x and more; many short rounds give the median something to work with.
 if [ "$BENCH_QUICK" = 1 ]; then
-	def_icount="1 200 50" def_realtime="4 300 50"
+	def_icount="1 200 50" def_realtime="4 300 50" def_parallel="4 300 50"
 else
-	def_icount="3 400 100" def_realtime="15 300 50"
+	def_icount="3 400 100" def_realtime="15 300 50" def_parallel="9 300 50"
 fi
 DATA_MB=${BENCH_DATA_MB:-256}
 WORKLOADS=${BENCH_WORKLOADS:-"rand4k-qd1 rand4k-qd32 seq1m-qd4 cold-rand4k sparse-rand4k-qd1 sparse-rand4k-qd32 comp-seq64k compz-seq64k"}
 OUT=${BENCH_OUT:-$TOP/bench/results}
 RT_SMP=${BENCH_RT_SMP:-1}
+PAR_SMP=${BENCH_PAR_SMP:-2}
+# The parallel run: the workloads where CPU work, not I/O, sets the pace.
+PAR_WORKLOADS="comp-seq64k compz-seq64k"
 # A quick run does not replace the full run's report.
 SUFFIX=
 [ "$BENCH_QUICK" != 1 ] || SUFFIX=-quick
@@ -67,6 +72,7 @@ SPARSE_CACHE=${BENCH_SPARSE_CACHE:-}
 NBD_L2_CACHE=${BENCH_NBD_L2_CACHE:-}
 PERF=${BENCH_PERF:-}
 APPEND=${BENCH_APPEND:-}
+MODPARAMS=${BENCH_MODPARAMS:-}
 PERF_OPTS=${BENCH_PERF_OPTS:-"-e cpu-clock -a"}
 BENCH=$BUILD/bench
 GUEST_MEM=3072
@@ -84,7 +90,10 @@ for w in $WORKLOADS; do
 	esac
 done
 for m in $BENCH_MODES; do
-	case $m in icount | realtime) ;; *) die "unknown mode $m (icount, realtime)" ;; esac
+	case $m in
+	icount | realtime | parallel) ;;
+	*) die "unknown mode $m (icount, realtime, parallel)" ;;
+	esac
 done
 
 T_START=$(date +%s)
@@ -183,6 +192,7 @@ qemu_ver=$(qemu-system-x86_64 --version | head -1)
 # ------------------------------------------------------------------ per kernel
 bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 	local kver=$1 vmlinuz=$2 kdir=$3 tree payload mode rounds runtime ramp smp icount t0 rc perf_bin
+	local workloads w
 	local kb=$BENCH/$kver
 	mkdir -p "$kb"
 	log "$kver: building the module"
@@ -195,12 +205,25 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 
 	: >"$kb/times"
 	: >"$kb/params"
+	rm -f "$kb"/raw-*.txt
 	for mode in $BENCH_MODES; do
 		case $mode in
 		icount) read -r rounds runtime ramp <<<"$def_icount"; smp=1 icount=--icount ;;
 		realtime) read -r rounds runtime ramp <<<"$def_realtime"; smp=$RT_SMP icount= ;;
-		*) die "unknown mode $mode (icount, realtime)" ;;
+		parallel) read -r rounds runtime ramp <<<"$def_parallel"; smp=$PAR_SMP icount= ;;
+		*) die "unknown mode $mode (icount, realtime, parallel)" ;;
 		esac
+		workloads=$WORKLOADS
+		if [ "$mode" = parallel ]; then
+			workloads=
+			for w in $WORKLOADS; do
+				case " $PAR_WORKLOADS " in *" $w "*) workloads+="${workloads:+ }$w" ;; esac
+			done
+			if [ -z "$workloads" ]; then
+				log "$kver: parallel run skipped (none of $PAR_WORKLOADS asked for)"
+				continue
+			fi
+		fi
 		rounds=${BENCH_ROUNDS:-$rounds}
 		runtime=${BENCH_RUNTIME_MS:-$runtime}
 		ramp=${BENCH_RAMP_MS:-$ramp}
@@ -216,7 +239,7 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 			ROUNDS=$rounds
 			RUNTIME_MS=$runtime
 			RAMP_MS=$ramp
-			WORKLOADS="$WORKLOADS"
+			WORKLOADS="$workloads"
 			TMPFS_MB=$((TOTAL_MB + 64))
 			IMGFMT_BIN=$SRC/userspace/imgfmt
 			SPARSE_CACHE=$SPARSE_CACHE
@@ -229,7 +252,7 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 		"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 			--out "$kb/initrd-$mode.cpio.gz" \
 			--module loop --module dm-mod --module nbd --module ext4 --module crc32c_generic \
-			--ko "$tree/dm-imgfmt.ko" \
+			--ko "$tree/dm-imgfmt.ko $MODPARAMS" \
 			--bin /usr/sbin/dmsetup --bin "$SRC/userspace/imgfmt" \
 			--bin /usr/bin/fio --bin /usr/bin/qemu-nbd ${perf_bin:+--bin "$perf_bin"} \
 			--payload "$payload" --init-cmd /payload/run.sh 2>>"$kb/build.log" ||
@@ -268,7 +291,7 @@ write_report() {		# write_report KVER DIR
 		echo "run:     $([ "$BENCH_QUICK" = 1 ] && echo "QUICK (BENCH_QUICK=1)" || echo full); modes: $BENCH_MODES"
 		echo "tree:    $git_desc; $src_desc"
 		echo "host:    $host_cpu, $(nproc) cores, shared; $qemu_ver, TCG (no KVM)"
-		echo "guest:   Debian $(info "$first" guest_kernel), $GUEST_MEM MiB, busybox initramfs;${APPEND:+ kernel args: $APPEND;}" \
+		echo "guest:   Debian $(info "$first" guest_kernel), $GUEST_MEM MiB, busybox initramfs;${APPEND:+ kernel args: $APPEND;}${MODPARAMS:+ dm-imgfmt parameters: $MODPARAMS;}" \
 			"$(info "$first" fio), $(info "$first" qemu_nbd)"
 		echo "data:    $DATA_MB MiB of random bytes, as a raw file and as a qcow2 copy" \
 			"(qemu-img convert, 64 KiB clusters, $(sed -n 's/^data_extents //p' "$DATA/facts") contiguous extent(s))"
@@ -288,16 +311,19 @@ write_report() {		# write_report KVER DIR
 			"values are medians over rounds, ratios medians of per-round ratios"
 		for mode in $BENCH_MODES; do
 			raw=$kb/raw-$mode.txt
+			[ -f "$raw" ] || continue
 			echo
 			case $mode in
 			icount) echo "=== deterministic run: -icount shift=0, 1 vCPU, $(sed -n 's/^icount //p' "$kb/times") s wall" ;;
 			realtime) echo "=== real-time run: $RT_SMP vCPU(s)$([ "$RT_SMP" -gt 1 ] && echo " (MTTCG)"), $(sed -n 's/^realtime //p' "$kb/times") s wall" ;;
+			parallel) echo "=== parallel run: real time, $PAR_SMP vCPUs (MTTCG), compressed workloads only, $(sed -n 's/^parallel //p' "$kb/times") s wall" ;;
 			esac
 			read -r _ rounds runtime ramp < <(grep "^$mode " "$kb/params")
 			echo "    $rounds round(s); each fio run measures $runtime ms after a $ramp ms ramp (guest clock)"
 			case $mode in
 			icount) echo "    (guest clock = instructions executed: IOPS measure instructions per I/O, not host speed)" ;;
 			realtime) echo "    (wall clock: host noise shows in the spread column$([ "$RT_SMP" -gt 1 ] && echo "; contention between vCPUs shows here only"))" ;;
+			parallel) echo "    (wall clock: what using more than one CPU buys; the vCPUs share this host's cores)" ;;
 			esac
 			awk -v mode="$mode" -f "$HERE/report.awk" "$raw"
 			if grep -q '^PERF ' "$raw"; then
@@ -308,7 +334,8 @@ write_report() {		# write_report KVER DIR
 		done
 	} >"$out"
 	for mode in $BENCH_MODES; do
-		cp "$kb/raw-$mode.txt" "$OUT/$kver$SUFFIX.$mode.raw"
+		[ ! -f "$kb/raw-$mode.txt" ] ||
+			cp "$kb/raw-$mode.txt" "$OUT/$kver$SUFFIX.$mode.raw"
 	done
 	log "$kver: report in $out"
 }
