@@ -29,12 +29,15 @@
 
 /*
  * Decompression lanes.  Decompressing is CPU work that dwarfs the I/O, so
- * compressed clusters are decompressed on an unbound workqueue by up to one
- * lane per CPU.  Cluster N always goes to lane N % nr_lanes, whether a bio
- * or the read-ahead asks for it: two lanes never decompress the same
- * cluster, and a bio that wants a cluster the read-ahead is decompressing
- * waits behind it in that lane instead of doing the work twice.  A lane
- * serves its bios before its read-ahead.
+ * compressed clusters are decompressed by up to one lane per CPU, each
+ * lane a work item queued on a CPU of its own: on an unbound workqueue the
+ * lanes left CPUs idle (make bench's parallel run: 56% idle samples, zlib
+ * clusters at 61 MiB/s, against 85-91 MiB/s with a CPU per lane).
+ * Cluster N always goes to lane N % nr_lanes, whether a bio or the
+ * read-ahead asks for it: two lanes never decompress the same cluster, and
+ * a bio that wants a cluster the read-ahead is decompressing waits behind
+ * it in that lane instead of doing the work twice.  A lane serves its bios
+ * before its read-ahead.
  */
 #define IMGFMT_MAX_LANES	8
 /* Read-ahead clusters a lane holds; a new one pushes out the oldest. */
@@ -109,6 +112,8 @@ struct imgfmt_lane {
 	unsigned int ra_count;
 	/* Used by the lane's work only; made on first use. */
 	struct imgfmt_decoder *dec;
+	/* Where the work runs; if it goes offline, anywhere (queue_work_on). */
+	int cpu;
 };
 
 static void imgfmt_count_error(struct imgfmt_target *it, const char *what,
@@ -254,7 +259,7 @@ static void imgfmt_lane_queue_bio(struct imgfmt_target *it, struct bio *bio,
 	spin_lock(&lane->lock);
 	bio_list_add(&lane->bios, bio);
 	spin_unlock(&lane->lock);
-	queue_work(it->lane_wq, &lane->work);
+	queue_work_on(lane->cpu, it->lane_wq, &lane->work);
 }
 
 /*
@@ -277,7 +282,7 @@ static void imgfmt_lane_queue_ra(struct imgfmt_target *it, u64 cluster_offset)
 		cluster_offset;
 	lane->ra_count++;
 	spin_unlock(&lane->lock);
-	queue_work(it->lane_wq, &lane->work);
+	queue_work_on(lane->cpu, it->lane_wq, &lane->work);
 }
 
 /*
@@ -720,10 +725,11 @@ static int imgfmt_init_lanes(struct imgfmt_target *it, char **error)
 		INIT_WORK(&lane->work, imgfmt_lane_work);
 		spin_lock_init(&lane->lock);
 		bio_list_init(&lane->bios);
+		lane->cpu = cpumask_local_spread(i, NUMA_NO_NODE);
 	}
-	/* Unbound: the lanes of one device run on different CPUs. */
-	it->lane_wq = alloc_workqueue("kimgfmt_lanes", WQ_UNBOUND |
-				      WQ_MEM_RECLAIM, it->nr_lanes);
+	/* Per-CPU: each lane is queued on its own CPU (see the lanes). */
+	it->lane_wq = alloc_workqueue("kimgfmt_lanes", WQ_MEM_RECLAIM |
+				      WQ_CPU_INTENSIVE, 0);
 	if (!it->lane_wq) {
 		*error = "cannot allocate the workqueue";
 		return -ENOMEM;
