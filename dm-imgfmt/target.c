@@ -6,8 +6,8 @@
  * The format code (formats/) tells where a virtual range lives; this file
  * moves bios.  map() never sleeps on I/O: when the metadata a bio needs is
  * cached it remaps or zero-fills the bio at once, otherwise it hands the bio
- * to a worker that reads the metadata and then submits the bio in pieces.
- * Compressed clusters go to decompression lanes (below).
+ * to a lane (below), a worker that reads the metadata and then submits the
+ * bio in pieces.  Compressed clusters are decompressed in the lanes too.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -28,17 +28,23 @@
 #define IMGFMT_FORMAT_NAME_MAX	16
 
 /*
- * Decompression lanes.  Decompressing is CPU work that dwarfs the I/O, so
- * compressed clusters are decompressed by up to one lane per CPU, each
- * lane a work item queued on a CPU of its own: on an unbound workqueue the
- * lanes left CPUs idle (make bench's parallel run: 56% idle samples, zlib
- * clusters at 61 MiB/s, against 85-91 MiB/s with a CPU per lane).
- * Cluster N always goes to lane N % nr_lanes, whether a bio or the
- * read-ahead asks for it: two lanes never decompress the same cluster, and
- * a bio that wants a cluster the read-ahead is decompressing waits behind
- * it in that lane instead of doing the work twice.  A lane serves its bios
- * before its read-ahead.
+ * Lanes: the workers, up to one per CPU, each a work item queued on a CPU
+ * of its own (on an unbound workqueue they left CPUs idle: make bench's
+ * parallel run had 56% idle samples and zlib clusters at 61 MiB/s, against
+ * 85-91 MiB/s with a CPU per lane).
+ *
+ * Decompressing is CPU work that dwarfs the I/O.  Compressed cluster N
+ * always goes to lane N % nr_lanes, whether a bio or the read-ahead asks
+ * for it: two lanes never decompress the same cluster, and a bio that
+ * wants a cluster the read-ahead is decompressing waits behind it in that
+ * lane instead of doing the work twice.
+ *
+ * A bio whose metadata is not cached goes to the lane of its region of
+ * 2^IMGFMT_REGION_SHIFT bytes, so that reads waiting for different tables
+ * wait in parallel while those likely to need the same table queue behind
+ * one read of it.  A lane serves bios before read-ahead.
  */
+#define IMGFMT_REGION_SHIFT	25
 #define IMGFMT_MAX_LANES	8
 /* Read-ahead clusters a lane holds; a new one pushes out the oldest. */
 #define IMGFMT_LANE_RA_SLOTS	8
@@ -77,12 +83,8 @@ struct imgfmt_target {
 	atomic64_t io_errors;
 	atomic64_t deferred_bios;
 
-	/* Bios whose metadata is not cached, for the worker. */
-	spinlock_t lock;
-	struct bio_list deferred;
-	struct workqueue_struct *wq;
-	struct work_struct work;
 	struct bio_set split_bs;
+	bool split_bs_ready;
 
 	struct workqueue_struct *lane_wq;
 	struct imgfmt_lane *lanes;
@@ -105,8 +107,9 @@ struct imgfmt_target {
 struct imgfmt_lane {
 	struct imgfmt_target *it;
 	struct work_struct work;
-	spinlock_t lock;	/* guards bios and the read-ahead ring */
-	struct bio_list bios;
+	spinlock_t lock;	/* guards the bio lists and read-ahead ring */
+	struct bio_list bios;		/* compressed, read-ahead done */
+	struct bio_list deferred;	/* metadata not cached */
 	u64 ra[IMGFMT_LANE_RA_SLOTS];	/* cluster offsets, oldest first */
 	unsigned int ra_head;
 	unsigned int ra_count;
@@ -319,13 +322,14 @@ out:
 }
 
 /*
- * Carry out one run that covers all of piece, from the worker.  Returns
- * without ending piece only when it was submitted.
+ * Carry out one run that covers all of piece, from a lane.  Returns
+ * without ending piece only when it was submitted or handed to the lane
+ * of its compressed cluster.
  */
 static void imgfmt_finish_piece(struct imgfmt_target *it,
 				struct imgfmt_lane *lane, struct bio *clone,
 				struct bio *piece, const struct imgfmt_run *run,
-				u64 offset)
+				u64 offset, bool readahead)
 {
 	if (run->tail_zero > run->length) {
 		imgfmt_count_error(it, "bad run from the format", offset);
@@ -353,12 +357,12 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 		bio_endio(piece);
 		return;
 	case IMGFMT_RUN_COMPRESSED:
-		if (!lane)
+		if (readahead)
 			imgfmt_readahead(it, run, offset,
 					 piece->bi_iter.bi_size);
 		if (lane != imgfmt_lane_of(it, imgfmt_run_cluster(run, offset),
 					   run->comp_cluster_size)) {
-			/* Not this worker's cluster: its lane does it. */
+			/* Not this lane's cluster: its own lane does it. */
 			imgfmt_lane_queue_bio(it, piece, run, offset);
 			return;
 		}
@@ -382,11 +386,12 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 }
 
 /*
- * Map and submit a deferred read, splitting it where its runs change; from
- * the metadata worker (lane NULL) or a decompression lane.
+ * Map and submit a read in a lane, splitting it where its runs change.
+ * readahead: map() did not see its compressed clusters (a metadata miss).
  */
 static void imgfmt_process_bio(struct imgfmt_target *it,
-			       struct imgfmt_lane *lane, struct bio *bio)
+			       struct imgfmt_lane *lane, struct bio *bio,
+			       bool readahead)
 {
 	struct imgfmt_run run;
 	struct bio *piece;
@@ -410,32 +415,10 @@ static void imgfmt_process_bio(struct imgfmt_target *it,
 		piece = bio_split(bio, run.length >> SECTOR_SHIFT, GFP_NOIO,
 				  &it->split_bs);
 		bio_chain(piece, bio);
-		imgfmt_finish_piece(it, lane, bio, piece, &run, offset);
+		imgfmt_finish_piece(it, lane, bio, piece, &run, offset,
+				    readahead);
 	}
-	imgfmt_finish_piece(it, lane, bio, bio, &run, offset);
-}
-
-static void imgfmt_worker(struct work_struct *work)
-{
-	struct imgfmt_target *it = container_of(work, struct imgfmt_target,
-						work);
-	struct bio_list bios;
-	struct blk_plug plug;
-	unsigned int noio;
-	struct bio *bio;
-
-	spin_lock(&it->lock);
-	bios = it->deferred;
-	bio_list_init(&it->deferred);
-	spin_unlock(&it->lock);
-
-	/* Allocations here must not recurse into I/O to this device. */
-	noio = memalloc_noio_save();
-	blk_start_plug(&plug);
-	while ((bio = bio_list_pop(&bios)))
-		imgfmt_process_bio(it, NULL, bio);
-	blk_finish_plug(&plug);
-	memalloc_noio_restore(noio);
+	imgfmt_finish_piece(it, lane, bio, bio, &run, offset, readahead);
 }
 
 /*
@@ -468,16 +451,24 @@ static void imgfmt_lane_work(struct work_struct *work)
 	struct imgfmt_lane *lane = container_of(work, struct imgfmt_lane,
 						work);
 	struct imgfmt_target *it = lane->it;
-	bool prefetch;
+	bool prefetch, deferred;
+	struct blk_plug plug;
 	unsigned int noio;
 	struct bio *bio;
 	u64 cluster = 0;
 
+	/* Allocations here must not recurse into I/O to this device. */
 	noio = memalloc_noio_save();
+	blk_start_plug(&plug);
 	for (;;) {
 		prefetch = false;
+		deferred = false;
 		spin_lock(&lane->lock);
 		bio = bio_list_pop(&lane->bios);
+		if (!bio) {
+			bio = bio_list_pop(&lane->deferred);
+			deferred = true;
+		}
 		if (!bio && lane->ra_count) {
 			cluster = lane->ra[lane->ra_head];
 			lane->ra_head = (lane->ra_head + 1) %
@@ -487,22 +478,28 @@ static void imgfmt_lane_work(struct work_struct *work)
 		}
 		spin_unlock(&lane->lock);
 		if (bio)
-			imgfmt_process_bio(it, lane, bio);
+			imgfmt_process_bio(it, lane, bio, deferred);
 		else if (prefetch)
 			imgfmt_lane_prefetch(lane, cluster);
 		else
 			break;
 	}
+	blk_finish_plug(&plug);
 	memalloc_noio_restore(noio);
 }
 
-static void imgfmt_defer_bio(struct imgfmt_target *it, struct bio *bio)
+/* A read whose metadata is not cached: to the lane of its region. */
+static void imgfmt_defer_bio(struct imgfmt_target *it, struct bio *bio,
+			     u64 offset)
 {
-	spin_lock(&it->lock);
-	bio_list_add(&it->deferred, bio);
-	spin_unlock(&it->lock);
+	u64 region = offset >> IMGFMT_REGION_SHIFT;
+	struct imgfmt_lane *lane = &it->lanes[do_div(region, it->nr_lanes)];
+
+	spin_lock(&lane->lock);
+	bio_list_add(&lane->deferred, bio);
+	spin_unlock(&lane->lock);
 	atomic64_inc(&it->deferred_bios);
-	queue_work(it->wq, &it->work);
+	queue_work_on(lane->cpu, it->lane_wq, &lane->work);
 }
 
 /*
@@ -559,7 +556,7 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 	offset = imgfmt_bio_offset(it, bio);
 	r = it->ops->map(it->img, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
 	if (r == -EWOULDBLOCK) {
-		imgfmt_defer_bio(it, bio);
+		imgfmt_defer_bio(it, bio, offset);
 		return DM_MAPIO_SUBMITTED;
 	}
 	if (r) {
@@ -572,7 +569,7 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 	case IMGFMT_RUN_DATA:
 		if (run.tail_zero) {
 			/* The disk's last, partly zeroed sector: copied. */
-			imgfmt_defer_bio(it, bio);
+			imgfmt_defer_bio(it, bio, offset);
 			return DM_MAPIO_SUBMITTED;
 		}
 		bio_set_dev(bio, it->dev->bdev);
@@ -725,6 +722,7 @@ static int imgfmt_init_lanes(struct imgfmt_target *it, char **error)
 		INIT_WORK(&lane->work, imgfmt_lane_work);
 		spin_lock_init(&lane->lock);
 		bio_list_init(&lane->bios);
+		bio_list_init(&lane->deferred);
 		lane->cpu = cpumask_local_spread(i, NUMA_NO_NODE);
 	}
 	/* Per-CPU: each lane is queued on its own CPU (see the lanes). */
@@ -751,20 +749,11 @@ static void imgfmt_exit_lanes(struct imgfmt_target *it)
 
 static int imgfmt_init_worker(struct imgfmt_target *it, char **error)
 {
-	spin_lock_init(&it->lock);
-	bio_list_init(&it->deferred);
-	INIT_WORK(&it->work, imgfmt_worker);
-	it->wq = alloc_workqueue("kimgfmtd", WQ_MEM_RECLAIM, 0);
-	if (!it->wq) {
-		*error = "cannot allocate the workqueue";
-		return -ENOMEM;
-	}
 	if (bioset_init(&it->split_bs, BIO_POOL_SIZE, 0, 0)) {
-		destroy_workqueue(it->wq);
-		it->wq = NULL;
 		*error = "cannot allocate the bio set";
 		return -ENOMEM;
 	}
+	it->split_bs_ready = true;
 	return imgfmt_init_lanes(it, error);
 }
 
@@ -772,12 +761,9 @@ static void imgfmt_dtr(struct dm_target *ti)
 {
 	struct imgfmt_target *it = ti->private;
 
-	/* The metadata worker hands bios to lanes, not the other way. */
-	if (it->wq) {
-		destroy_workqueue(it->wq);
-		bioset_exit(&it->split_bs);
-	}
 	imgfmt_exit_lanes(it);
+	if (it->split_bs_ready)
+		bioset_exit(&it->split_bs);
 	if (it->img)
 		it->ops->close(it->img);
 	if (it->dev)
