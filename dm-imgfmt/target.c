@@ -57,7 +57,7 @@ MODULE_PARM_DESC(default_cache_size,
 static unsigned int decompress_lanes;
 module_param(decompress_lanes, uint, 0644);
 MODULE_PARM_DESC(decompress_lanes,
-		 "Decompression lanes per device, at table load (0: one per online CPU; at most 8)");
+		 "Lanes (workers that read tables and decompress) per device, at table load (0: one per online CPU; at most 8)");
 
 static unsigned int lane_readahead = 2;
 module_param(lane_readahead, uint, 0644);
