@@ -303,8 +303,11 @@ static void imgfmt_readahead(struct imgfmt_target *it,
 
 	spin_lock(&it->ra_lock);
 	cs = it->ra_cluster_size;
-	if (!cs || cs != run->comp_cluster_size || it->ra_stopped)
+	/* Read-ahead maps whole clusters: their starts must be aligned. */
+	if (!cs || cs != run->comp_cluster_size || it->ra_stopped ||
+	    run->comp_skip > offset || do_div(cluster, cs))
 		goto out;
+	cluster = offset - run->comp_skip;
 	if (offset != it->ra_expect) {
 		/* Not sequential: start over from wherever this leads. */
 		it->ra_expect = end;
