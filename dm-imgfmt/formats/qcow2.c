@@ -8,6 +8,7 @@
  * corrupt entry fails only the reads that touch it.
  */
 #include "../imgfmt_format.h"
+#include "../escape.h"
 #include "../mcache.h"
 #include "runs.h"
 
@@ -167,17 +168,18 @@ static void log_unknown_features(u64 unknown, const u8 *cluster, u64 ext_off,
 {
 	const struct qcow2_feature_name *f;
 	unsigned int bit, i, n = ext_len / sizeof(*f);
-	char name[QCOW2_FEATURE_NAME_LEN + 1];
+	/* Each byte of a name may take four to escape. */
+	char name[4 * QCOW2_FEATURE_NAME_LEN + 1];
 
 	for (bit = 0; bit < 64; bit++) {
 		if (!(unknown & BIT_ULL(bit)))
 			continue;
-		copy_name(name, sizeof(name), (const u8 *)"unnamed", 7);
+		imgfmt_escape(name, sizeof(name), "unnamed", 7);
 		for (i = 0; i < n; i++) {
 			f = (const void *)(cluster + ext_off + i * sizeof(*f));
 			if (f->type == 0 && f->bit == bit)
-				copy_name(name, sizeof(name), (const u8 *)f->name,
-					  sizeof(f->name));
+				imgfmt_escape(name, sizeof(name), f->name,
+					      sizeof(f->name));
 		}
 		imgfmt_log("qcow2: unknown incompatible feature bit %u (%s)",
 			   bit, name);
