@@ -2,7 +2,11 @@
 /*
  * Decompressed cluster cache, shared by the kernel target and userspace.
  * It is a metadata cache (mcache.c) whose tables are made by reading a
- * compressed stream and decompressing it, keyed by the stream's offset.
+ * compressed stream and decompressing it.  A table is named by all that
+ * decides what it holds: the stream's offset, its length and its
+ * compression type (the cluster size is the cache's).  Two L2 entries may
+ * point at one offset with different lengths, and a stream cut short by
+ * the shorter one must fail every time, whatever was read before.
  */
 #include "ccache.h"
 #include "mcache.h"
@@ -21,7 +25,6 @@ struct imgfmt_ccache {
 };
 
 struct imgfmt_decoder {
-	struct imgfmt_decomp *decomp;
 	/* Compressed input: in_size plus room to widen it to aligned reads. */
 	u8 *in;
 };
@@ -81,8 +84,7 @@ struct imgfmt_decoder *imgfmt_decoder_create(struct imgfmt_ccache *cc)
 	if (!dec)
 		return NULL;
 	dec->in = imgfmt_alloc_large((size_t)cc->in_size + 2 * CCACHE_MAX_ALIGN);
-	dec->decomp = imgfmt_decomp_create();
-	if (!dec->in || !dec->decomp) {
+	if (!dec->in) {
 		imgfmt_decoder_destroy(dec);
 		return NULL;
 	}
@@ -94,7 +96,6 @@ void imgfmt_decoder_destroy(struct imgfmt_decoder *dec)
 	if (!dec)
 		return;
 	imgfmt_free_large(dec->in);
-	imgfmt_decomp_destroy(dec->decomp);
 	kfree(dec);
 }
 
@@ -126,29 +127,45 @@ static int ccache_read_stream(struct imgfmt_ccache *cc,
 	return imgfmt_dev_read(cc->dev, off, dec->in, len);
 }
 
+static struct imgfmt_mkey ccache_key(const struct imgfmt_run *run)
+{
+	struct imgfmt_mkey k = {
+		.key = run->comp_offset,
+		.tag = (u64)run->comp_type << 32 | run->comp_length,
+	};
+
+	return k;
+}
+
+/*
+ * Decompress the run's cluster into buf.  What the stream produced is the
+ * table's valid prefix: all of it for QCOW and QCOW2 (their streams must
+ * fill the cluster), possibly less for a VMDK grain, whose reads past it
+ * fail as QEMU's do.
+ */
 static int ccache_fill(void *ctx, u64 key, void *buf, u32 len)
 {
 	struct ccache_fill *f = ctx;
 	struct imgfmt_ccache *cc = f->cc;
-	u32 in_len = min_t(u32, f->run->comp_length, cc->in_size);
-	u32 need = f->run->comp_data_size ? f->run->comp_data_size : len;
+	u32 in_len = f->run->comp_length;
 	const u8 *stream;
 	long produced;
 	int r;
 
-	if (len != cc->cluster_size || !in_len || need > len)
+	if (len != cc->cluster_size || !in_len || in_len > cc->in_size)
 		return -EIO;
 	r = ccache_read_stream(cc, f->dec, key, in_len, &stream);
 	if (r)
 		return r;
-	produced = imgfmt_decompress(f->dec->decomp, f->run->comp_type, stream,
-				     in_len, buf, len);
+	produced = imgfmt_decompress(f->run->comp_type, stream, in_len, buf,
+				     len);
 	if (produced < 0)
 		return (int)produced;
-	if (produced < need)
+	if (produced > len ||
+	    (f->run->comp_type != IMGFMT_COMP_ZLIB && produced != len))
 		return -EIO;
 	memset((u8 *)buf + produced, 0, len - produced);
-	return 0;
+	return (int)produced;
 }
 
 static bool ccache_run_ok(struct imgfmt_ccache *cc,
@@ -164,26 +181,27 @@ int imgfmt_ccache_read(struct imgfmt_ccache *cc, struct imgfmt_decoder *dec,
 		       u32 len)
 {
 	struct ccache_fill f = { .cc = cc, .dec = dec, .run = run };
+	struct imgfmt_mkey k = ccache_key(run);
 	u64 pos = (u64)run->comp_skip + skip;
 
 	if (!ccache_run_ok(cc, run) || pos > cc->cluster_size ||
 	    len > cc->cluster_size - pos)
 		return -EIO;
-	return imgfmt_mcache_read_fill(cc->mc, run->comp_offset, (u32)pos, out,
-				       len, ccache_fill, &f);
+	return imgfmt_mcache_read_fill(cc->mc, &k, (u32)pos, out, len,
+				       ccache_fill, &f);
 }
 
 int imgfmt_ccache_read_cached(struct imgfmt_ccache *cc,
 			      const struct imgfmt_run *run, u32 skip,
 			      void *out, u32 len)
 {
+	struct imgfmt_mkey k = ccache_key(run);
 	u64 pos = (u64)run->comp_skip + skip;
 
 	if (!ccache_run_ok(cc, run) || pos > cc->cluster_size ||
 	    len > cc->cluster_size - pos)
 		return -EIO;
-	return imgfmt_mcache_lookup(cc->mc, run->comp_offset, (u32)pos, out,
-				    len);
+	return imgfmt_mcache_lookup(cc->mc, &k, (u32)pos, out, len);
 }
 
 int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
@@ -191,11 +209,25 @@ int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
 			   const struct imgfmt_run *run)
 {
 	struct ccache_fill f = { .cc = cc, .dec = dec, .run = run };
+	struct imgfmt_mkey k = ccache_key(run);
 
 	if (!ccache_run_ok(cc, run))
 		return -EIO;
-	return imgfmt_mcache_prefetch_fill(cc->mc, run->comp_offset,
-					   ccache_fill, &f);
+	return imgfmt_mcache_prefetch_fill(cc->mc, &k, ccache_fill, &f);
+}
+
+u64 imgfmt_ccache_bytes(struct imgfmt_ccache *cc)
+{
+	struct imgfmt_mcache_stats st;
+
+	imgfmt_mcache_get_stats(cc->mc, &st);
+	return st.bytes;
+}
+
+u64 imgfmt_decoder_bytes(struct imgfmt_ccache *cc)
+{
+	return sizeof(struct imgfmt_decoder) + cc->in_size +
+	       2 * CCACHE_MAX_ALIGN;
 }
 
 u64 imgfmt_ccache_decompressed(struct imgfmt_ccache *cc)

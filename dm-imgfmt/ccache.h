@@ -5,9 +5,9 @@
  * that clusters decompressed ahead of a sequential reader wait for it there.
  *
  * The cache itself may be used from any number of threads at once.  What
- * decompressing needs per thread (a decompression context and a buffer for
- * the compressed bytes) is a decoder; each thread that may fill the cache
- * brings its own.
+ * decompressing needs per thread (a buffer for the compressed bytes; the
+ * host keeps the decompression workspaces) is a decoder; each thread that
+ * may fill the cache brings its own.
  */
 #ifndef IMGFMT_CCACHE_H
 #define IMGFMT_CCACHE_H
@@ -59,6 +59,12 @@ int imgfmt_ccache_read_cached(struct imgfmt_ccache *cc,
 int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
 			   struct imgfmt_decoder *dec,
 			   const struct imgfmt_run *run);
+
+/* Bytes of decompressed clusters held now. */
+u64 imgfmt_ccache_bytes(struct imgfmt_ccache *cc);
+
+/* Bytes one decoder for the clusters of cc holds. */
+u64 imgfmt_decoder_bytes(struct imgfmt_ccache *cc);
 
 /* Clusters decompressed so far (by reads and prefetches). */
 u64 imgfmt_ccache_decompressed(struct imgfmt_ccache *cc);

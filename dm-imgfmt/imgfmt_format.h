@@ -40,12 +40,6 @@ struct imgfmt_run {
 	u32 comp_skip;
 	/* COMPRESSED: bytes of the decompressed cluster. */
 	u32 comp_cluster_size;
-	/*
-	 * COMPRESSED: bytes the stream must produce at least, the rest of the
-	 * cluster reading as zeroes (a last grain cut by the disk's end);
-	 * 0 means the whole cluster.
-	 */
-	u32 comp_data_size;
 	enum imgfmt_compression comp_type;
 	/*
 	 * DATA and COMPRESSED: bytes at the end of the run that read as
@@ -131,6 +125,13 @@ extern const struct imgfmt_format_ops *const imgfmt_formats[];
 const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
 					      const char *pin,
 					      const char **err);
+
+/*
+ * The most memory an image keeps for its top-level table (QCOW L1 table,
+ * VMDK grain directory) for the device's lifetime, outside cache_size:
+ * QEMU's own limit for a QCOW2 L1 table.  A larger one is refused.
+ */
+#define IMGFMT_MAX_TOP_TABLE_BYTES	(32ULL << 20)
 
 /* Default metadata cache bound when the table does not give one. */
 #define IMGFMT_DEFAULT_CACHE_BYTES	(16ULL << 20)

@@ -62,12 +62,20 @@ void imgfmt_free_large(void *p);
 
 /*
  * Decompression with the host's libraries (kernel: zlib_inflate and zstd;
- * userspace: zlib and libzstd).  A context holds the workspaces and is used
- * by one thread at a time.  imgfmt_decompress() decodes one stream of at
- * most src_len bytes (it may end earlier: its exact length is often
- * unknown) into dst and returns the bytes produced: dst_len when the output
- * filled up, fewer when the stream ended first.  A stream that is corrupt,
- * or cut short before it ends or fills dst, gives -EIO.
+ * userspace: zlib and libzstd), which keeps its own workspaces: per thread
+ * in userspace, shared by all devices in the kernel (kport.c).
+ * imgfmt_decompress() decodes one stream of at most src_len bytes into dst
+ * and returns the bytes produced, by the rules of the formats that use each
+ * type, which are QEMU's:
+ * - DEFLATE (QCOW, QCOW2) and ZSTD (QCOW2, one frame or several): the
+ *   output must fill dst; the input may hold more than the stream, whose
+ *   exact length is known only to the sector.  A deflate stream may go on
+ *   past dst; the last zstd frame must end exactly there.  Returns
+ *   dst_len.
+ * - ZLIB (VMDK grains): the stream must end within src_len and dst_len.
+ *   Returns the bytes it produced, which may be fewer than dst_len.
+ * Anything else (corrupt data, input that runs out first, output that
+ * would not fit) gives -EIO.
  */
 enum imgfmt_compression {
 	IMGFMT_COMP_NONE,
@@ -76,12 +84,8 @@ enum imgfmt_compression {
 	IMGFMT_COMP_ZSTD,
 };
 
-struct imgfmt_decomp;
-struct imgfmt_decomp *imgfmt_decomp_create(void);
-void imgfmt_decomp_destroy(struct imgfmt_decomp *d);
-long imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
-		       const void *src, size_t src_len, void *dst,
-		       size_t dst_len);
+long imgfmt_decompress(enum imgfmt_compression type, const void *src,
+		       size_t src_len, void *dst, size_t dst_len);
 
 /* A note for the log (kernel) or stderr (userspace). */
 __printf(1, 2) void imgfmt_log(const char *fmt, ...);

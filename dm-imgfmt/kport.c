@@ -6,6 +6,7 @@
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/mm.h>
+#include <linux/mutex.h>
 #include <linux/vmalloc.h>
 #include <linux/device-mapper.h>
 #include <linux/zlib.h>
@@ -138,51 +139,151 @@ static int kport_dev_read(struct imgfmt_dev *dev, u64 off, void *buf,
 
 void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
 {
+	u32 lbs = bdev_logical_block_size(bdev);
+
 	kdev->bdev = bdev;
-	kdev->dev.size = bdev_nr_bytes(bdev);
+	/*
+	 * Only whole logical blocks can be read: a device of 4 KiB blocks
+	 * over a file whose size is not a multiple of them ends at the last
+	 * whole one for us, as it does for every other reader.
+	 */
+	kdev->dev.size = round_down(bdev_nr_bytes(bdev), lbs);
 	kdev->dev.read = kport_dev_read;
-	kdev->dev.read_align = bdev_logical_block_size(bdev);
+	kdev->dev.read_align = lbs;
 	kdev->dev.priv = kdev;
 }
 
-struct imgfmt_decomp {
-	struct z_stream_s zlib;
-	/* The zstd workspace is made on first use: most images never need it. */
-	void *zstd_workspace;
-	size_t zstd_workspace_size;
+/*
+ * Decompression workspaces are the module's, not a device's: up to one slot
+ * per CPU (at most KPORT_WS_SLOTS), each a mutex with a zlib and, while a
+ * zstd image is loaded, a zstd workspace (about 2.4 MiB).  A lane takes the
+ * slot of the CPU it runs on; the mutex is held only while decompressing,
+ * never across I/O, so one device waiting for its stream never holds up
+ * another's decompression, and a device stacked over another cannot
+ * deadlock on a slot.  Devices reserve the workspaces of their image's
+ * compression at table load, so the I/O path never allocates them.
+ */
+#define KPORT_WS_SLOTS		8
+
+struct kport_ws {
+	struct mutex lock;		/* held while decompressing */
+	struct z_stream_s zlib;		/* workspace: NULL until reserved */
+	void *zstd_ws;			/* NULL until reserved */
 	zstd_dstream *zstd;
 };
 
-struct imgfmt_decomp *imgfmt_decomp_create(void)
-{
-	struct imgfmt_decomp *d = kzalloc(sizeof(*d), GFP_KERNEL);
+static struct kport_ws kport_ws[KPORT_WS_SLOTS];
+static unsigned int kport_nr_slots;
+/* Guards the reservation counts and making or freeing workspaces. */
+static DEFINE_MUTEX(kport_ws_users_lock);
+static unsigned int kport_zlib_users;
+static unsigned int kport_zstd_users;
 
-	if (!d)
-		return NULL;
-	d->zlib.workspace = kvmalloc(zlib_inflate_workspacesize(), GFP_KERNEL);
-	if (!d->zlib.workspace) {
-		kfree(d);
-		return NULL;
+static size_t kport_zstd_ws_size(void)
+{
+	return zstd_dstream_workspace_bound(IMGFMT_ZSTD_MAX_WINDOW);
+}
+
+void imgfmt_kport_init(void)
+{
+	unsigned int i;
+
+	kport_nr_slots = clamp_t(unsigned int, num_possible_cpus(), 1,
+				 KPORT_WS_SLOTS);
+	for (i = 0; i < KPORT_WS_SLOTS; i++)
+		mutex_init(&kport_ws[i].lock);
+}
+
+static bool kport_is_zstd(enum imgfmt_compression type)
+{
+	return type == IMGFMT_COMP_ZSTD;
+}
+
+/* Free the slots' workspaces of type (caller holds users_lock). */
+static void kport_free_ws(enum imgfmt_compression type)
+{
+	struct kport_ws *ws;
+	unsigned int i;
+
+	for (i = 0; i < kport_nr_slots; i++) {
+		ws = &kport_ws[i];
+		mutex_lock(&ws->lock);
+		if (kport_is_zstd(type)) {
+			kvfree(ws->zstd_ws);
+			ws->zstd_ws = NULL;
+		} else {
+			kvfree(ws->zlib.workspace);
+			ws->zlib.workspace = NULL;
+		}
+		mutex_unlock(&ws->lock);
 	}
-	return d;
 }
 
-void imgfmt_decomp_destroy(struct imgfmt_decomp *d)
+static int kport_alloc_ws(enum imgfmt_compression type)
 {
-	if (!d)
-		return;
-	kvfree(d->zlib.workspace);
-	kvfree(d->zstd_workspace);
-	kfree(d);
+	size_t len = kport_is_zstd(type) ? kport_zstd_ws_size() :
+			zlib_inflate_workspacesize();
+	struct kport_ws *ws;
+	unsigned int i;
+	void *p;
+
+	for (i = 0; i < kport_nr_slots; i++) {
+		p = kvmalloc(len, GFP_KERNEL);
+		if (!p) {
+			kport_free_ws(type);
+			return -ENOMEM;
+		}
+		ws = &kport_ws[i];
+		mutex_lock(&ws->lock);
+		if (kport_is_zstd(type))
+			ws->zstd_ws = p;
+		else
+			ws->zlib.workspace = p;
+		mutex_unlock(&ws->lock);
+	}
+	return 0;
 }
 
-static long kport_inflate(struct imgfmt_decomp *d, int window_bits,
+int imgfmt_decomp_reserve(enum imgfmt_compression type)
+{
+	unsigned int *users;
+	int r = 0;
+
+	if (type == IMGFMT_COMP_NONE)
+		return 0;
+	users = kport_is_zstd(type) ? &kport_zstd_users : &kport_zlib_users;
+	mutex_lock(&kport_ws_users_lock);
+	if (!*users)
+		r = kport_alloc_ws(type);
+	if (!r)
+		(*users)++;
+	mutex_unlock(&kport_ws_users_lock);
+	return r;
+}
+
+void imgfmt_decomp_unreserve(enum imgfmt_compression type)
+{
+	unsigned int *users;
+
+	if (type == IMGFMT_COMP_NONE)
+		return;
+	users = kport_is_zstd(type) ? &kport_zstd_users : &kport_zlib_users;
+	mutex_lock(&kport_ws_users_lock);
+	if (*users && !--*users)
+		kport_free_ws(type);
+	mutex_unlock(&kport_ws_users_lock);
+}
+
+/* DEFLATE must fill dst; ZLIB must end within it (imgfmt_port.h). */
+static long kport_inflate(struct z_stream_s *zs, enum imgfmt_compression type,
 			  const void *src, size_t src_len, void *dst,
 			  size_t dst_len)
 {
-	struct z_stream_s *zs = &d->zlib;
+	int window_bits = type == IMGFMT_COMP_ZLIB ? MAX_WBITS : -MAX_WBITS;
 	int r;
 
+	if (!zs->workspace)
+		return -ENOMEM;
 	if (zlib_inflateInit2(zs, window_bits) != Z_OK)
 		return -EIO;
 	zs->next_in = src;
@@ -191,60 +292,62 @@ static long kport_inflate(struct imgfmt_decomp *d, int window_bits,
 	zs->avail_out = dst_len;
 	r = zlib_inflate(zs, Z_FINISH);
 	zlib_inflateEnd(zs);
+	if (type == IMGFMT_COMP_ZLIB)
+		return r == Z_STREAM_END ? (long)(dst_len - zs->avail_out) :
+					   -EIO;
 	/*
-	 * The stream's length is known only to the sector, so running out of
-	 * input or output once the cluster is complete is success.
+	 * A QCOW stream's length is known only to the sector, so running
+	 * out of input or output once the cluster is complete is success.
 	 */
-	if (r == Z_STREAM_END)
-		return dst_len - zs->avail_out;
-	if ((r == Z_BUF_ERROR || r == Z_OK) && zs->avail_out == 0)
+	if ((r == Z_STREAM_END || r == Z_BUF_ERROR || r == Z_OK) &&
+	    zs->avail_out == 0)
 		return dst_len;
 	return -EIO;
 }
 
-static long kport_unzstd(struct imgfmt_decomp *d, const void *src,
-			 size_t src_len, void *dst, size_t dst_len)
+/* Frames until dst is full; input that runs out first is an error. */
+static long kport_unzstd(struct kport_ws *ws, const void *src, size_t src_len,
+			 void *dst, size_t dst_len)
 {
 	zstd_in_buffer in = { .src = src, .size = src_len, .pos = 0 };
 	zstd_out_buffer out = { .dst = dst, .size = dst_len, .pos = 0 };
-	size_t r;
+	size_t r = 1;
 
-	if (!d->zstd_workspace) {
-		d->zstd_workspace_size =
-			zstd_dstream_workspace_bound(IMGFMT_ZSTD_MAX_WINDOW);
-		d->zstd_workspace = kvmalloc(d->zstd_workspace_size,
-					     GFP_KERNEL);
-		if (!d->zstd_workspace)
-			return -ENOMEM;
-	}
-	d->zstd = zstd_init_dstream(IMGFMT_ZSTD_MAX_WINDOW, d->zstd_workspace,
-				    d->zstd_workspace_size);
-	if (!d->zstd)
+	if (!ws->zstd_ws)
+		return -ENOMEM;
+	ws->zstd = zstd_init_dstream(IMGFMT_ZSTD_MAX_WINDOW, ws->zstd_ws,
+				     kport_zstd_ws_size());
+	if (!ws->zstd)
 		return -EIO;
 	while (out.pos < out.size) {
-		r = zstd_decompress_stream(d->zstd, &out, &in);
+		r = zstd_decompress_stream(ws->zstd, &out, &in);
 		if (zstd_is_error(r))
 			return -EIO;
-		if (r == 0)
-			return out.pos;		/* the frame ended */
-		if (in.pos == in.size)
-			break;
+		/* A frame ended (r == 0) or wants more: out of input? */
+		if (out.pos < out.size && in.pos == in.size)
+			return -EIO;
 	}
-	return out.pos == out.size ? (long)out.pos : -EIO;
+	/* As QEMU: the cluster's last frame must end with the cluster. */
+	return r == 0 ? (long)dst_len : -EIO;
 }
 
-long imgfmt_decompress(struct imgfmt_decomp *d, enum imgfmt_compression type,
-		       const void *src, size_t src_len, void *dst,
-		       size_t dst_len)
+long imgfmt_decompress(enum imgfmt_compression type, const void *src,
+		       size_t src_len, void *dst, size_t dst_len)
 {
-	switch (type) {
-	case IMGFMT_COMP_DEFLATE:
-		return kport_inflate(d, -MAX_WBITS, src, src_len, dst, dst_len);
-	case IMGFMT_COMP_ZLIB:
-		return kport_inflate(d, MAX_WBITS, src, src_len, dst, dst_len);
-	case IMGFMT_COMP_ZSTD:
-		return kport_unzstd(d, src, src_len, dst, dst_len);
-	default:
+	struct kport_ws *ws;
+	long r;
+
+	if (type != IMGFMT_COMP_DEFLATE && type != IMGFMT_COMP_ZLIB &&
+	    type != IMGFMT_COMP_ZSTD)
 		return -EIO;
-	}
+	if (src_len > UINT_MAX || dst_len > UINT_MAX)
+		return -EIO;
+	ws = &kport_ws[raw_smp_processor_id() % kport_nr_slots];
+	mutex_lock(&ws->lock);
+	if (type == IMGFMT_COMP_ZSTD)
+		r = kport_unzstd(ws, src, src_len, dst, dst_len);
+	else
+		r = kport_inflate(&ws->zlib, type, src, src_len, dst, dst_len);
+	mutex_unlock(&ws->lock);
+	return r;
 }

@@ -16,4 +16,16 @@ struct imgfmt_kdev {
 
 void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev);
 
+/* At module load: size the decompression workspace slots. */
+void imgfmt_kport_init(void);
+
+/*
+ * A device whose image holds clusters compressed with type reserves the
+ * module's workspaces for it at table load and releases them at unload:
+ * the first reservation of a type makes them, the last release frees them.
+ * 0 or -ENOMEM.  COMP_NONE needs none.
+ */
+int imgfmt_decomp_reserve(enum imgfmt_compression type);
+void imgfmt_decomp_unreserve(enum imgfmt_compression type);
+
 #endif /* IMGFMT_KPORT_H */

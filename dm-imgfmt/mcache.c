@@ -21,6 +21,9 @@ struct imgfmt_mtable {
 	struct list_head lru;	/* in imgfmt_mcache.lru, newest first */
 	struct list_head chain;	/* in a hash bucket */
 	u64 off;
+	u64 tag;
+	/* Bytes of data that hold the table; copies past them fail. */
+	u32 valid;
 	void *data;
 };
 
@@ -134,23 +137,30 @@ void imgfmt_mcache_destroy(struct imgfmt_mcache *mc)
 }
 
 /* Caller holds mc->lock. */
-static struct imgfmt_mtable *mcache_find(struct imgfmt_mcache *mc, u64 off)
+static struct imgfmt_mtable *mcache_find(struct imgfmt_mcache *mc,
+					 const struct imgfmt_mkey *k)
 {
 	struct imgfmt_mtable *t;
 
-	list_for_each_entry(t, &mc->buckets[mcache_hash(mc, off)], chain)
-		if (t->off == off)
+	list_for_each_entry(t, &mc->buckets[mcache_hash(mc, k->key)], chain)
+		if (t->off == k->key && t->tag == k->tag)
 			return t;
 	return NULL;
 }
 
-/* Caller holds mc->lock; t is in the cache.  Marks t most recently used. */
-static void mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
-			    u32 pos, void *out, u32 len)
+/*
+ * Caller holds mc->lock; t is in the cache.  Marks t most recently used;
+ * -EIO when the copy reaches past the table's valid bytes.
+ */
+static int mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
+			   u32 pos, void *out, u32 len)
 {
 	list_move(&t->lru, &mc->lru);
+	if (pos > t->valid || len > t->valid - pos)
+		return -EIO;
 	if (len)
 		memcpy(out, (u8 *)t->data + pos, len);
+	return 0;
 }
 
 /* Caller holds mc->lock.  Unlinks and returns the least recently used. */
@@ -216,20 +226,22 @@ static struct imgfmt_mtable *mcache_get_free_table(struct imgfmt_mcache *mc)
 	return t;
 }
 
-static int mcache_fill(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
-		       void *out, u32 len, imgfmt_mcache_fill_fn fill,
+static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
+		       u32 pos, void *out, u32 len, imgfmt_mcache_fill_fn fill,
 		       void *ctx)
 {
-	struct imgfmt_mtable *t, *v, *n;
+	struct imgfmt_mtable *t, *v, *n, *cached;
 	LIST_HEAD(victims);
 	int r;
 
 	t = mcache_get_free_table(mc);
 	if (!t)
 		return -ENOMEM;
-	r = fill(ctx, table_off, t->data, mc->table_size);
+	r = fill(ctx, k->key, t->data, mc->table_size);
+	if (r > (int)mc->table_size)
+		r = -EIO;
 	spin_lock(&mc->lock);
-	if (r) {
+	if (r < 0) {
 		if (!mc->spare) {
 			mc->spare = t;
 			t = NULL;
@@ -239,19 +251,22 @@ static int mcache_fill(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		return r;
 	}
 	mc->misses++;
-	if (mcache_find(mc, table_off)) {
+	cached = mcache_find(mc, k);
+	if (cached) {
 		/* Filled by someone else meanwhile: keep theirs. */
-		mcache_copy_out(mc, mcache_find(mc, table_off), pos, out, len);
+		r = mcache_copy_out(mc, cached, pos, out, len);
 		list_add(&t->lru, &victims);
 	} else {
 		mcache_make_room(mc, &victims);
-		t->off = table_off;
-		list_add(&t->chain, &mc->buckets[mcache_hash(mc, table_off)]);
+		t->off = k->key;
+		t->tag = k->tag;
+		t->valid = r;
+		list_add(&t->chain, &mc->buckets[mcache_hash(mc, k->key)]);
 		list_add(&t->lru, &mc->lru);
 		mc->bytes += mtable_cost(mc);
 		if (mc->bytes > mc->peak_bytes)
 			mc->peak_bytes = mc->bytes;
-		mcache_copy_out(mc, t, pos, out, len);
+		r = mcache_copy_out(mc, t, pos, out, len);
 	}
 	if (!mc->spare && !list_empty(&victims)) {
 		mc->spare = list_first_entry(&victims, struct imgfmt_mtable,
@@ -263,35 +278,41 @@ static int mcache_fill(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		list_del(&v->lru);
 		mtable_free(v);
 	}
-	return 0;
+	return r;
 }
 
-/* Copy out of a cached table: 0, or -EWOULDBLOCK when it is not cached. */
-static int mcache_lookup(struct imgfmt_mcache *mc, u64 key, u32 pos,
-			 void *out, u32 len)
+/*
+ * Copy out of a cached table: 0, -EWOULDBLOCK when it is not cached, or
+ * -EIO past its valid bytes.
+ */
+static int mcache_lookup(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
+			 u32 pos, void *out, u32 len)
 {
 	struct imgfmt_mtable *t;
+	int r = -EWOULDBLOCK;
 
 	spin_lock(&mc->lock);
-	t = mcache_find(mc, key);
+	t = mcache_find(mc, k);
 	if (t) {
 		mc->hits++;
-		mcache_copy_out(mc, t, pos, out, len);
+		r = mcache_copy_out(mc, t, pos, out, len);
 	}
 	spin_unlock(&mc->lock);
-	return t ? 0 : -EWOULDBLOCK;
+	return r;
 }
 
 static int mcache_fill_from_device(void *ctx, u64 off, void *buf, u32 len)
 {
 	struct imgfmt_mcache *mc = ctx;
+	int r = imgfmt_dev_read(mc->dev, off, buf, len);
 
-	return imgfmt_dev_read(mc->dev, off, buf, len);
+	return r ? r : (int)len;
 }
 
 int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		       void *out, u32 len, bool nowait)
 {
+	struct imgfmt_mkey k = { .key = table_off };
 	int r;
 
 	if (pos > mc->table_size || len > mc->table_size - pos)
@@ -299,48 +320,49 @@ int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	if (table_off % 512 || table_off > mc->dev->size ||
 	    mc->table_size > mc->dev->size - table_off)
 		return -EIO;
-	r = mcache_lookup(mc, table_off, pos, out, len);
+	r = mcache_lookup(mc, &k, pos, out, len);
 	if (r != -EWOULDBLOCK || nowait)
 		return r;
-	return mcache_fill(mc, table_off, pos, out, len,
-			   mcache_fill_from_device, mc);
+	return mcache_fill(mc, &k, pos, out, len, mcache_fill_from_device, mc);
 }
 
-int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc, u64 key, u32 pos,
-			    void *out, u32 len, imgfmt_mcache_fill_fn fill,
-			    void *ctx)
+int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc,
+			    const struct imgfmt_mkey *k, u32 pos, void *out,
+			    u32 len, imgfmt_mcache_fill_fn fill, void *ctx)
 {
 	int r;
 
 	if (pos > mc->table_size || len > mc->table_size - pos)
 		return -EINVAL;
-	r = mcache_lookup(mc, key, pos, out, len);
+	r = mcache_lookup(mc, k, pos, out, len);
 	if (r != -EWOULDBLOCK)
 		return r;
-	return mcache_fill(mc, key, pos, out, len, fill, ctx);
+	return mcache_fill(mc, k, pos, out, len, fill, ctx);
 }
 
-int imgfmt_mcache_lookup(struct imgfmt_mcache *mc, u64 key, u32 pos,
-			 void *out, u32 len)
+int imgfmt_mcache_lookup(struct imgfmt_mcache *mc,
+			 const struct imgfmt_mkey *k, u32 pos, void *out,
+			 u32 len)
 {
 	if (pos > mc->table_size || len > mc->table_size - pos)
 		return -EINVAL;
-	return mcache_lookup(mc, key, pos, out, len);
+	return mcache_lookup(mc, k, pos, out, len);
 }
 
-int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc, u64 key,
+int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
+				const struct imgfmt_mkey *k,
 				imgfmt_mcache_fill_fn fill, void *ctx)
 {
 	bool cached;
 	int r;
 
 	spin_lock(&mc->lock);
-	cached = mcache_find(mc, key);
+	cached = mcache_find(mc, k);
 	spin_unlock(&mc->lock);
 	if (cached)
 		return 0;
-	r = mcache_fill(mc, key, 0, NULL, 0, fill, ctx);
-	return r ? r : 1;
+	r = mcache_fill(mc, k, 0, NULL, 0, fill, ctx);
+	return r < 0 ? r : 1;
 }
 
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,

@@ -43,31 +43,46 @@ int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 
 /*
  * Fill function for tables that are not plain device bytes (decompressed
- * clusters): fills len bytes for key into buf; 0 or -errno.
+ * clusters): fills up to len bytes for key into buf and returns how many
+ * it filled (the table's valid prefix: a copy that reaches past it fails
+ * with -EIO, as the read would have), or -errno.
  */
 typedef int (*imgfmt_mcache_fill_fn)(void *ctx, u64 key, void *buf, u32 len);
 
 /*
+ * A table made by a fill function is named by a key and a tag, both any u64
+ * the caller chooses: everything that decides the table's contents must be
+ * in them, so that no lookup ever meets a table made from other inputs.
+ * Tables read from the device (imgfmt_mcache_read) have tag 0.
+ */
+struct imgfmt_mkey {
+	u64 key;
+	u64 tag;
+};
+
+/*
  * Like imgfmt_mcache_read() without nowait, but a missing table is made by
- * fill.  The key is any u64 the caller chooses.
+ * fill.
  */
-int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc, u64 key, u32 pos,
-			    void *out, u32 len, imgfmt_mcache_fill_fn fill,
-			    void *ctx);
+int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc,
+			    const struct imgfmt_mkey *k, u32 pos, void *out,
+			    u32 len, imgfmt_mcache_fill_fn fill, void *ctx);
 
 /*
- * Copy out of a cached table of any key without ever filling it: 0, or
- * -EWOULDBLOCK when key is not cached.  Never sleeps.
+ * Copy out of a cached table without ever filling it: 0, -EWOULDBLOCK when
+ * it is not cached, -EIO past its valid prefix.  Never sleeps.
  */
-int imgfmt_mcache_lookup(struct imgfmt_mcache *mc, u64 key, u32 pos,
-			 void *out, u32 len);
+int imgfmt_mcache_lookup(struct imgfmt_mcache *mc,
+			 const struct imgfmt_mkey *k, u32 pos, void *out,
+			 u32 len);
 
 /*
- * Make sure key is cached, filling it when it is not: 1 when it was
+ * Make sure the table is cached, filling it when it is not: 1 when it was
  * filled, 0 when it was cached already (and is left alone: not counted as a
  * hit, not moved in the LRU order), or -errno.
  */
-int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc, u64 key,
+int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
+				const struct imgfmt_mkey *k,
 				imgfmt_mcache_fill_fn fill, void *ctx);
 
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,

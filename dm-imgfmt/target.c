@@ -46,6 +46,9 @@
  */
 #define IMGFMT_REGION_SHIFT	25
 #define IMGFMT_MAX_LANES	8
+/* Table options, each kept as given to print the table back. */
+#define IMGFMT_MAX_OPTS		2
+#define IMGFMT_OPT_LEN		32
 /* Read-ahead clusters a lane holds; a new one pushes out the oldest. */
 #define IMGFMT_LANE_RA_SLOTS	8
 
@@ -64,6 +67,14 @@ module_param(lane_readahead, uint, 0644);
 MODULE_PARM_DESC(lane_readahead,
 		 "Compressed clusters read ahead of a sequential reader per lane, when there are two lanes or more (0: none)");
 
+/*
+ * One workqueue for every device's lanes: a device costs memory, not
+ * threads (a workqueue per device was a rescuer thread per device, 1000
+ * threads for a 1000-extent VMDK).  Per-CPU, since each lane is queued on
+ * a CPU of its own; WQ_MEM_RECLAIM, since the lanes serve I/O.
+ */
+static struct workqueue_struct *imgfmt_wq;
+
 struct imgfmt_target {
 	struct dm_target *ti;
 	struct dm_dev *dev;
@@ -75,10 +86,16 @@ struct imgfmt_target {
 	struct imgfmt_ccache *ccache;
 	struct mutex ccache_lock;	/* serializes making it */
 
-	/* Table options, kept to print the table back. */
+	/* Table options, kept as given to print the table back. */
 	char format_pin[IMGFMT_FORMAT_NAME_MAX];
 	u64 cache_size;
 	bool cache_size_set;
+	char opts[IMGFMT_MAX_OPTS][IMGFMT_OPT_LEN];
+	unsigned int nr_opts;
+	/* The image device's logical block size: what a remap must align to. */
+	u32 lbs;
+	/* Decompression workspaces reserved for the image (kport.c). */
+	enum imgfmt_compression reserved_comp;
 
 	atomic64_t io_errors;
 	atomic64_t deferred_bios;
@@ -86,7 +103,6 @@ struct imgfmt_target {
 	struct bio_set split_bs;
 	bool split_bs_ready;
 
-	struct workqueue_struct *lane_wq;
 	struct imgfmt_lane *lanes;
 	unsigned int nr_lanes;
 
@@ -234,7 +250,7 @@ static bool imgfmt_lane_ready(struct imgfmt_lane *lane,
 	struct imgfmt_ccache *cc = imgfmt_get_ccache(lane->it, run);
 
 	if (cc && !lane->dec)
-		lane->dec = imgfmt_decoder_create(cc);
+		WRITE_ONCE(lane->dec, imgfmt_decoder_create(cc));
 	return lane->dec;
 }
 
@@ -262,7 +278,7 @@ static void imgfmt_lane_queue_bio(struct imgfmt_target *it, struct bio *bio,
 	spin_lock(&lane->lock);
 	bio_list_add(&lane->bios, bio);
 	spin_unlock(&lane->lock);
-	queue_work_on(lane->cpu, it->lane_wq, &lane->work);
+	queue_work_on(lane->cpu, imgfmt_wq, &lane->work);
 }
 
 /*
@@ -285,7 +301,7 @@ static void imgfmt_lane_queue_ra(struct imgfmt_target *it, u64 cluster_offset)
 		cluster_offset;
 	lane->ra_count++;
 	spin_unlock(&lane->lock);
-	queue_work_on(lane->cpu, it->lane_wq, &lane->work);
+	queue_work_on(lane->cpu, imgfmt_wq, &lane->work);
 }
 
 /*
@@ -325,6 +341,21 @@ out:
 }
 
 /*
+ * May a bio for [offset, offset + len) of a DATA run go to the image device
+ * as it is?  Only whole logical blocks of the image device at aligned
+ * places: a 4 KiB-sector device (losetup -b 4096) under an image with
+ * 512-byte subclusters or grains at odd sectors would fail such a bio (on
+ * 6.12) or serve it wrong.  Anything else is copied through a bounce read.
+ */
+static bool imgfmt_remap_ok(struct imgfmt_target *it,
+			    const struct imgfmt_run *run, u64 offset, u64 len)
+{
+	u64 mask = it->lbs - 1;
+
+	return !run->tail_zero && !((offset | len | run->dev_offset) & mask);
+}
+
+/*
  * Carry out one run that covers all of piece, from a lane.  Returns
  * without ending piece only when it was submitted or handed to the lane
  * of its compressed cluster.
@@ -342,7 +373,7 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 	}
 	switch (run->kind) {
 	case IMGFMT_RUN_DATA:
-		if (run->tail_zero) {
+		if (!imgfmt_remap_ok(it, run, offset, piece->bi_iter.bi_size)) {
 			piece->bi_status = imgfmt_copy_run(it, lane, piece,
 							   run,
 							   imgfmt_fill_from_device,
@@ -502,7 +533,7 @@ static void imgfmt_defer_bio(struct imgfmt_target *it, struct bio *bio,
 	bio_list_add(&lane->deferred, bio);
 	spin_unlock(&lane->lock);
 	atomic64_inc(&it->deferred_bios);
-	queue_work_on(lane->cpu, it->lane_wq, &lane->work);
+	queue_work_on(lane->cpu, imgfmt_wq, &lane->work);
 }
 
 /*
@@ -566,12 +597,18 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 		imgfmt_count_error(it, err ? err : "mapping failed", offset);
 		return DM_MAPIO_KILL;
 	}
-	if (run.length < size)
+	if (run.length < size) {
+		if (run.length & (it->lbs - 1)) {
+			/* dm would send the rest unaligned: a lane splits. */
+			imgfmt_defer_bio(it, bio, offset);
+			return DM_MAPIO_SUBMITTED;
+		}
 		dm_accept_partial_bio(bio, run.length >> SECTOR_SHIFT);
+	}
 	switch (run.kind) {
 	case IMGFMT_RUN_DATA:
-		if (run.tail_zero) {
-			/* The disk's last, partly zeroed sector: copied. */
+		if (!imgfmt_remap_ok(it, &run, offset, bio->bi_iter.bi_size)) {
+			/* Copied: the last, partly zeroed sector, or unaligned. */
 			imgfmt_defer_bio(it, bio, offset);
 			return DM_MAPIO_SUBMITTED;
 		}
@@ -605,7 +642,16 @@ static int imgfmt_parse_option(struct imgfmt_target *it, const char *opt,
 	const char *val;
 	u64 bytes;
 
+	if (strscpy(it->opts[it->nr_opts], opt, IMGFMT_OPT_LEN) < 0) {
+		*error = "table option too long";
+		return -EINVAL;
+	}
+	it->nr_opts++;
 	if (!strncmp(opt, "format=", 7)) {
+		if (it->format_pin[0]) {
+			*error = "format= given twice";
+			return -EINVAL;
+		}
 		val = opt + 7;
 		if (!*val || strscpy(it->format_pin, val,
 				     sizeof(it->format_pin)) < 0) {
@@ -615,6 +661,10 @@ static int imgfmt_parse_option(struct imgfmt_target *it, const char *opt,
 		return 0;
 	}
 	if (!strncmp(opt, "cache_size=", 11)) {
+		if (it->cache_size_set) {
+			*error = "cache_size= given twice";
+			return -EINVAL;
+		}
 		if (kstrtoull(opt + 11, 0, &bytes) ||
 		    bytes < IMGFMT_MIN_CACHE_BYTES ||
 		    bytes > IMGFMT_MAX_CACHE_BYTES) {
@@ -634,7 +684,7 @@ static int imgfmt_parse_args(struct imgfmt_target *it, unsigned int argc,
 			     char **argv, char **error)
 {
 	static const struct dm_arg opt_count = {
-		0, 2, "invalid number of optional arguments"
+		0, IMGFMT_MAX_OPTS, "invalid number of optional arguments"
 	};
 	struct dm_arg_set as = { .argc = argc, .argv = argv };
 	unsigned int nr_opts = 0;
@@ -671,6 +721,7 @@ static int imgfmt_open_image(struct imgfmt_target *it, char **error)
 	int r;
 
 	imgfmt_kdev_init(&it->kdev, it->dev->bdev);
+	it->lbs = bdev_logical_block_size(it->dev->bdev);
 	it->ops = imgfmt_detect(&it->kdev.dev,
 				it->format_pin[0] ? it->format_pin : NULL,
 				&err);
@@ -684,6 +735,11 @@ static int imgfmt_open_image(struct imgfmt_target *it, char **error)
 		return r == -ENOMEM ? r : -EINVAL;
 	}
 	it->ops->get_info(it->img, &it->info);
+	if (imgfmt_decomp_reserve(it->info.compression)) {
+		*error = "cannot allocate the decompression workspaces";
+		return -ENOMEM;
+	}
+	it->reserved_comp = it->info.compression;
 	return 0;
 }
 
@@ -695,7 +751,7 @@ static int imgfmt_check_geometry(struct imgfmt_target *it, char **error)
 		*error = "table length exceeds the image's virtual size";
 		return -EINVAL;
 	}
-	if (it->info.cluster_size < bdev_logical_block_size(it->dev->bdev)) {
+	if (it->info.cluster_size < it->lbs) {
 		*error = "cluster size smaller than the device's logical block size";
 		return -EINVAL;
 	}
@@ -728,22 +784,27 @@ static int imgfmt_init_lanes(struct imgfmt_target *it, char **error)
 		bio_list_init(&lane->deferred);
 		lane->cpu = cpumask_local_spread(i, NUMA_NO_NODE);
 	}
-	/* Per-CPU: each lane is queued on its own CPU (see the lanes). */
-	it->lane_wq = alloc_workqueue("kimgfmt_lanes", WQ_MEM_RECLAIM |
-				      WQ_CPU_INTENSIVE, 0);
-	if (!it->lane_wq) {
-		*error = "cannot allocate the workqueue";
-		return -ENOMEM;
-	}
 	return 0;
+}
+
+/*
+ * Wait until no lane of this device has work queued or running.  Callers
+ * make sure that nothing queues more: no bios are in flight (dm waits for
+ * them before postsuspend and dtr) and the read-ahead is stopped.
+ */
+static void imgfmt_flush_lanes(struct imgfmt_target *it)
+{
+	unsigned int i;
+
+	for (i = 0; it->lanes && i < it->nr_lanes; i++)
+		flush_work(&it->lanes[i].work);
 }
 
 static void imgfmt_exit_lanes(struct imgfmt_target *it)
 {
 	unsigned int i;
 
-	if (it->lane_wq)
-		destroy_workqueue(it->lane_wq);
+	imgfmt_flush_lanes(it);
 	for (i = 0; it->lanes && i < it->nr_lanes; i++)
 		imgfmt_decoder_destroy(it->lanes[i].dec);
 	kfree(it->lanes);
@@ -767,6 +828,7 @@ static void imgfmt_dtr(struct dm_target *ti)
 	imgfmt_exit_lanes(it);
 	if (it->split_bs_ready)
 		bioset_exit(&it->split_bs);
+	imgfmt_decomp_unreserve(it->reserved_comp);
 	if (it->img)
 		it->ops->close(it->img);
 	if (it->dev)
@@ -815,19 +877,17 @@ bad:
 	return r;
 }
 
+/* The device as major:minor (dm's custom), the options as given. */
 static void imgfmt_emit_table(struct imgfmt_target *it, char *result,
 			      unsigned int maxlen)
 {
-	unsigned int sz = 0;
-	unsigned int nr_opts = !!it->format_pin[0] + it->cache_size_set;
+	unsigned int sz = 0, i;
 
 	DMEMIT("%s", it->dev->name);
-	if (nr_opts)
-		DMEMIT(" %u", nr_opts);
-	if (it->format_pin[0])
-		DMEMIT(" format=%s", it->format_pin);
-	if (it->cache_size_set)
-		DMEMIT(" cache_size=%llu", it->cache_size);
+	if (it->nr_opts)
+		DMEMIT(" %u", it->nr_opts);
+	for (i = 0; i < it->nr_opts; i++)
+		DMEMIT(" %s", it->opts[i]);
 }
 
 static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
@@ -838,6 +898,28 @@ static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
 	cc = smp_load_acquire(&it->ccache);
 
 	return cc ? imgfmt_ccache_decompressed(cc) : 0;
+}
+
+/*
+ * Memory this device holds for compressed clusters: decompressed ones in
+ * the cache and each lane's input buffer.  The workspaces are the
+ * module's (kport.c).
+ */
+static u64 imgfmt_target_decomp_bytes(struct imgfmt_target *it)
+{
+	struct imgfmt_ccache *cc;
+	u64 bytes;
+	unsigned int i;
+
+	/* Pairs with the release in imgfmt_get_ccache(). */
+	cc = smp_load_acquire(&it->ccache);
+	if (!cc)
+		return 0;
+	bytes = imgfmt_ccache_bytes(cc);
+	for (i = 0; i < it->nr_lanes; i++)
+		if (READ_ONCE(it->lanes[i].dec))
+			bytes += imgfmt_decoder_bytes(cc);
+	return bytes;
 }
 
 static void imgfmt_status(struct dm_target *ti, status_type_t type,
@@ -851,7 +933,7 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 	switch (type) {
 	case STATUSTYPE_INFO:
 		imgfmt_mcache_get_stats(it->ops->mcache(it->img), &st);
-		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld",
+		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
 		       st.hits, st.misses,
@@ -859,7 +941,8 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 		       st.peak_bytes,
 		       (long long)atomic64_read(&it->deferred_bios),
 		       imgfmt_target_decompressed(it),
-		       (long long)atomic64_read(&it->prefetched));
+		       (long long)atomic64_read(&it->prefetched),
+		       imgfmt_target_decomp_bytes(it));
 		break;
 	case STATUSTYPE_TABLE:
 		imgfmt_emit_table(it, result, maxlen);
@@ -880,7 +963,7 @@ static void imgfmt_postsuspend(struct dm_target *ti)
 	spin_lock(&it->ra_lock);
 	it->ra_stopped = true;
 	spin_unlock(&it->ra_lock);
-	flush_workqueue(it->lane_wq);
+	imgfmt_flush_lanes(it);
 }
 
 static void imgfmt_resume(struct dm_target *ti)
@@ -918,12 +1001,23 @@ static struct target_type imgfmt_target_type = {
 
 static int __init dm_imgfmt_init(void)
 {
-	return dm_register_target(&imgfmt_target_type);
+	int r;
+
+	imgfmt_kport_init();
+	imgfmt_wq = alloc_workqueue("kimgfmt", WQ_MEM_RECLAIM |
+				    WQ_CPU_INTENSIVE, 0);
+	if (!imgfmt_wq)
+		return -ENOMEM;
+	r = dm_register_target(&imgfmt_target_type);
+	if (r)
+		destroy_workqueue(imgfmt_wq);
+	return r;
 }
 
 static void __exit dm_imgfmt_exit(void)
 {
 	dm_unregister_target(&imgfmt_target_type);
+	destroy_workqueue(imgfmt_wq);
 }
 
 module_init(dm_imgfmt_init);

@@ -26,7 +26,6 @@ static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
 		run->comp_length = u->comp_length;
 		run->comp_skip = pos - u->start;
 		run->comp_cluster_size = u->comp_cluster_size;
-		run->comp_data_size = u->comp_data_size;
 		run->comp_type = u->comp_type;
 	}
 }

@@ -21,7 +21,6 @@ struct imgfmt_unit {
 	u64 comp_offset;
 	u32 comp_length;
 	u32 comp_cluster_size;
-	u32 comp_data_size;
 	enum imgfmt_compression comp_type;
 };
 

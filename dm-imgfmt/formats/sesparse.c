@@ -206,6 +206,11 @@ static int sesparse_check_layout(struct imgfmt_dev *dev,
 		*err = "VMDK grain directory too large";
 		return -EINVAL;
 	}
+	/* Ours: the directory is kept in memory whole. */
+	if (*needed > IMGFMT_MAX_TOP_TABLE_BYTES / 8) {
+		*err = "VMDK grain directory larger than 32 MiB";
+		return -EINVAL;
+	}
 	if (gd_sectors * (SESPARSE_SECTOR / 8) < *needed) {
 		*err = "VMDK grain directory too small for the capacity";
 		return -EINVAL;

@@ -436,6 +436,11 @@ static int vmdk_check_layout(const struct imgfmt_dev *dev,
 		*err = "VMDK grain directory too large";
 		return -EINVAL;
 	}
+	/* Ours: the directory is kept in memory whole. */
+	if (*needed > IMGFMT_MAX_TOP_TABLE_BYTES / VMDK_GTE_BYTES) {
+		*err = "VMDK grain directory larger than 32 MiB";
+		return -EINVAL;
+	}
 	if (l->kind != VMDK_HOSTED && l->gd_entries < *needed) {
 		*err = "VMDK grain directory too small for the capacity";
 		return -EINVAL;
@@ -657,9 +662,9 @@ static int vmdk_classify_compressed(struct vmdk_image *v, u64 host, u64 pos,
 				    pos, err);
 	u->kind = IMGFMT_RUN_COMPRESSED;
 	if (!v->has_markers) {
+		/* QEMU gives such a stream at most a grain of input. */
 		u->comp_offset = host;
-		u->comp_length = min_t(u64, 2ULL * v->grain_size + 4096,
-				       v->dev->size - host);
+		u->comp_length = min_t(u64, v->grain_size, v->dev->size - host);
 		return 0;
 	}
 	if (!range_in_device(v->dev, host, VMDK_SECTOR))
@@ -724,14 +729,14 @@ static int vmdk_classify(struct vmdk_image *v, u32 gte, u64 pos,
 	}
 	host = (u64)gte << 9;
 	if (v->compressed) {
-		u->comp_cluster_size = v->grain_size;
 		/*
-		 * The last grain of a disk that ends inside it: QEMU writes
-		 * its stream with only what the disk has left, VMware with
-		 * the whole grain; both are fine.
+		 * A grain's stream must end within the grain; reads past
+		 * what it produced fail (ccache.c).  The last grain of a
+		 * disk that ends inside it: QEMU writes its stream with only
+		 * what the disk has left, VMware with the whole grain; both
+		 * read right.
 		 */
-		if (v->size - u->start < v->grain_size)
-			u->comp_data_size = v->size - u->start;
+		u->comp_cluster_size = v->grain_size;
 		u->comp_type = IMGFMT_COMP_ZLIB;
 		return vmdk_classify_compressed(v, host, pos, flags, u, err);
 	}

@@ -11,7 +11,6 @@
 
 #include "imgfmt_port.h"
 
-static struct imgfmt_decomp *decomp;
 static u8 *out;
 
 #define FUZZ_MAX_CLUSTER	(2U << 20)
@@ -28,15 +27,14 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 
 	if (size < 2)
 		return 0;
-	if (!decomp) {
-		decomp = imgfmt_decomp_create();
+	if (!out) {
 		out = malloc(FUZZ_MAX_CLUSTER);
-		if (!decomp || !out)
+		if (!out)
 			abort();
 	}
 	cluster = (size_t)512 << (data[1] % 13);
-	r = imgfmt_decompress(decomp, types[data[0] % ARRAY_SIZE(types)],
-			      data + 2, size - 2, out, cluster);
+	r = imgfmt_decompress(types[data[0] % ARRAY_SIZE(types)], data + 2,
+			      size - 2, out, cluster);
 	if (r != -EIO && r != -ENOMEM && (r < 0 || (size_t)r > cluster))
 		abort();
 	return 0;

@@ -15,7 +15,7 @@ mkdir -p "$out"
 need_packages clang libclang-rt-14-dev qemu-utils zstd gzip zlib1g-dev libzstd-dev
 
 CLANG=$(command -v clang || command -v clang-14)
-shared=("$TOP"/dm-imgfmt/mcache.c "$TOP"/dm-imgfmt/ccache.c
+shared=("$TOP"/dm-imgfmt/mcache.c "$TOP"/dm-imgfmt/ccache.c "$TOP"/dm-imgfmt/escape.c
 	"$TOP"/dm-imgfmt/formats/*.c "$TOP/userspace/uport.c"
 	"$TOP/userspace/udecomp.c")
 
@@ -40,6 +40,7 @@ make_seeds() {
 		qemu-io -f qcow2 -c "write -c -P 0x23 0 64k" \
 			-c "write -c -P 0x24 64k 64k" "$dir/$f.qcow2" >/dev/null
 	done
+	shared_stream_seed "$dir/shared.qcow2"
 	# QCOW version 1: data, a compressed cluster, and 512-byte clusters
 	# with 64-entry L2 tables (patched in while the L1 table is zeroes).
 	qemu-img create -q -f qcow "$dir/v1.qcow" 4M
@@ -60,6 +61,39 @@ put_le() {	# FILE OFFSET NBYTES VALUE: a little-endian field
 		s+=$(printf '\\0%03o' $((($4 >> (8 * i)) & 0xff)))
 	done
 	printf '%b' "$s" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+get_be() {	# FILE OFFSET NBYTES: a big-endian field
+	local v=0 b
+	for b in $(od -An -v -tu1 -j "$2" -N "$3" "$1"); do
+		v=$(((v << 8) | b))
+	done
+	echo $v
+}
+
+put_be() {	# FILE OFFSET NBYTES VALUE: a big-endian field
+	local s="" i
+	for ((i = $3 - 1; i >= 0; i--)); do
+		s+=$(printf '\\0%03o' $((($4 >> (8 * i)) & 0xff)))
+	done
+	printf '%b' "$s" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# Two compressed clusters of 64 KiB whose L2 entries name one stream, the
+# second with a length of one sector, too short for it: its reads must
+# fail in whatever order the clusters are read (the order check).
+shared_stream_seed() {	# FILE
+	local f=$1 l1 l2 e0
+	seq 1 20000 >"$f.data"
+	truncate -s 64K "$f.data"
+	qemu-img create -q -f qcow2 "$f" 1M
+	qemu-io -f qcow2 -c "write -c -s $f.data 0 64k" \
+		-c "write -c -s $f.data 64k 64k" "$f" >/dev/null
+	rm -f "$f.data"
+	l1=$(get_be "$f" 40 8)
+	l2=$(($(get_be "$f" "$l1" 8) & 0x00fffffffffffe00))
+	e0=$(get_be "$f" "$l2" 8)
+	put_be "$f" $((l2 + 8)) 8 $((e0 & ~(0xff << 54)))
 }
 
 # VMDK: hosted sparse with zeroed grains, streamOptimized (header first and
@@ -177,7 +211,7 @@ for fmt in qcow2 qcow vmdk vmdk-sesparse; do
 		"-DFUZZ_FORMAT=\"$fmt\" -lz -lzstd" "${shared[@]}"
 done
 run_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
-	"$TOP/userspace/vmdk_desc.c"
+	"$TOP/userspace/vmdk_desc.c" "$TOP/dm-imgfmt/escape.c"
 run_target fuzz_decomp fuzz_decomp.c decomp_seeds "-lz -lzstd" \
 	"$TOP/userspace/udecomp.c"
 [ $summary -eq 1 ] && tap_summary

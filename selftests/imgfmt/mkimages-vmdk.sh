@@ -346,6 +346,9 @@ hostile vmdk_capacity_huge "VMDK virtual size too large" \
 	$H_CAPACITY:8:$((1 << 60))
 hostile vmdk_gd_huge "VMDK grain directory too large" \
 	$H_CAPACITY:8:$((1 << 40)) $H_GRAIN:8:1
+# 16M directory entries: within QEMU's bound, over our 32 MiB in memory.
+hostile vmdk_gd_over_32m "VMDK grain directory larger than 32 MiB" \
+	$H_CAPACITY:8:$((1 << 40))
 hostile vmdk_gd_past_eof \
 	"VMDK file truncated: grain directory beyond end of file" \
 	$H_CAPACITY:8:$((1 << 36))
@@ -413,6 +416,10 @@ hostile_from "$SE" vmdk_sesparse_capacity_huge "VMDK virtual size too large" \
 	16:8:$((1 << 60))
 hostile_from "$SE" vmdk_sesparse_gd_small \
 	"VMDK grain directory too small for the capacity" 136:8:0
+# 8M directory entries of 8 bytes, declared and needed: over 32 MiB.
+hostile_from "$SE" vmdk_sesparse_gd_over_32m \
+	"VMDK grain directory larger than 32 MiB" \
+	16:8:$((1 << 38)) 136:8:$((1 << 17))
 hostile_from "$SE" vmdk_sesparse_gd_huge "VMDK grain directory too large" \
 	136:8:$((1 << 40))
 hostile_from "$SE" vmdk_sesparse_gd_past_eof \
@@ -446,6 +453,24 @@ S8=$OUT/vmdk_stream_8m.vmdk
 p=$(rd_le "$S8" "$(gte_pos "$S8" $((64 * KiB)))" 4)
 [ "$p" -gt 1 ] || die "stream grain 1 not allocated"
 corrupt vmdk_stream_marker_size "$S8" $((64 * KiB)) 0 $((p * 512 + 8)):4:0
+
+# A zlib stream of BYTES zeroes (header, gzip's raw deflate, Adler-32).
+zlib_zeros()	# BYTES > stream
+{
+	local n=$1 b
+	b=$((n % 65521))
+	printf '\170\234'
+	head -c "$n" /dev/zero | gzip -n -c | tail -c +11 | head -c -8
+	printf "\\$(printf %03o $((b >> 8)))\\$(printf %03o $((b & 255)))\\000\\001"
+}
+# Grain 1's stream inflates to two grains: QEMU fails the read (output
+# larger than the grain is corruption), and so must we.
+zlib_zeros $((128 * KiB)) >"$TMP/zeros-128k.zlib"
+corrupt vmdk_stream_grain_too_big "$S8" $((64 * KiB)) 0 \
+	$((p * 512 + 8)):4:"$(stat -c %s "$TMP/zeros-128k.zlib")"
+dd if="$TMP/zeros-128k.zlib" of="$OUT/vmdk_stream_grain_too_big.vmdk" \
+	bs=1 seek=$((p * 512 + 12)) conv=notrunc status=none
+qemu_rejects_corrupt vmdk_stream_grain_too_big
 SEF=$OUT/vmdk_sesparse.vmdk
 gd=$(($(rd_le "$SEF" 128 8) * 512))
 gt=$(($(rd_le "$SEF" 144 8) * 512 + ($(rd_le "$SEF" "$gd" 8) & 0xffffffff) * 32768))

@@ -632,10 +632,25 @@ corrupt xl2_unallocated_with_subclusters cbase_xl2_c16k l2bitmap \
 	$((16 * MiB + 40 * 16384)) 'E | (1 << 3)' \
 	$((16 * MiB + 40 * 16384 + 7 * 512)) $((16 * MiB + 31 * 16384))
 
+# Two L2 entries naming one compressed stream, the second with a length of
+# one sector, too short to hold it: cluster 1 must fail every time, also
+# after cluster 0 (the same stream, whole) has been decompressed.
+seq 1 20000 >"$TMP/seq64k"
+truncate -s 64K "$TMP/seq64k"
+create cbase_comp 1M ""
+qio cbase_comp -c "write -q -c -s $TMP/seq64k 0 64k" \
+	-c "write -q -c -s $TMP/seq64k 64k 64k"
+check_image "$OUT/cbase_comp.qcow2"
+E0=$(rd_be "$OUT/cbase_comp.qcow2" "$(l2_entry_pos "$OUT/cbase_comp.qcow2" 0)" 8)
+# Bits 54-61 of a 64 KiB cluster's descriptor: its sectors, less one.
+corrupt comp_shared_stream_short cbase_comp l2 $((64 * KiB)) \
+	"$E0 & ~(0xff << 54)" $((64 * KiB)) 0
+
 # Sanity: QEMU itself rejects the misaligned ones (it does not check
 # reserved bits or offsets past the end of the file, so those cannot be
 # cross-checked this way).
-qemu_rejects_corrupt l1_unaligned l2_unaligned v2_l2_unaligned xl2_l2_unaligned
+qemu_rejects_corrupt l1_unaligned l2_unaligned v2_l2_unaligned xl2_l2_unaligned \
+	comp_shared_stream_short
 
 write_variants "$OUT"
 
