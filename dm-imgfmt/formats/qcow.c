@@ -158,7 +158,9 @@ static int qcow_check_fields(const struct qcow_fields *f, const char **err)
 /*
  * The L1 table has exactly as many entries as the virtual size needs (QCOW
  * stores no count) and must lie inside the device.  QEMU places it anywhere,
- * right after the header by default, so it need not be aligned.
+ * right after the header by default, so it need not be aligned.  Stricter
+ * than QEMU, which reads zeroes past the end of the file: the table is read
+ * whole at open and kept, so it must be there.
  */
 static int qcow_check_l1(struct qcow_fields *f, const struct imgfmt_dev *dev,
 			 const char **err)

@@ -24,6 +24,19 @@
 #define QCOW2_MAX_L1_BYTES		(32ULL << 20)
 #define QCOW2_MAX_SNAPSHOTS		65536
 #define QCOW2_SNAPSHOT_HEADER_LEN	40
+/* QEMU's bounds on a snapshot table: all entries, and one's extra data. */
+#define QCOW2_MAX_SNAPSHOT_TABLE	(64ULL << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA	1024
+/* Snapshot table entries are read through a buffer of this size. */
+#define QCOW2_SNAPSHOT_CHUNK		4096
+/*
+ * QEMU hands offsets to functions taking signed 64-bit values, so a table
+ * must end at or below this, whatever the file size.
+ */
+#define QCOW2_MAX_OFFSET		(U64_MAX >> 1)
+#define QCOW2_MAX_BACKING_FORMAT	15
+#define QCOW2_MAX_BITMAPS		65535
+#define QCOW2_MAX_BITMAP_DIRECTORY	(1024ULL * QCOW2_MAX_BITMAPS)
 #define QCOW2_MAX_VIRTUAL_SIZE		BIT_ULL(62)
 #define QCOW2_MAX_REFCOUNT_ORDER	6
 #define QCOW2_SUBCLUSTERS		32
@@ -42,6 +55,8 @@
 #define QCOW2_INCOMPAT_EXTL2		BIT_ULL(4)
 #define QCOW2_INCOMPAT_KNOWN		(BIT_ULL(5) - 1)
 #define QCOW2_COMPAT_LAZY_REFCOUNTS	BIT_ULL(0)
+#define QCOW2_AUTOCLEAR_BITMAPS		BIT_ULL(0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW	BIT_ULL(1)
 
 #define QCOW2_CRYPT_NONE		0
 #define QCOW2_CRYPT_LUKS		2
@@ -54,6 +69,8 @@
 #define QCOW2_EXT_BACKING_FORMAT	0xe2792acaU
 #define QCOW2_EXT_FEATURE_NAMES		0x6803f857U
 #define QCOW2_EXT_DATA_FILE		0x44415441U
+#define QCOW2_EXT_CRYPTO_HEADER		0x0537be77U
+#define QCOW2_EXT_BITMAPS		0x23852875U
 #define QCOW2_FEATURE_NAME_LEN		46
 
 /* L1 and L2 entry bits. */
@@ -92,6 +109,31 @@ struct qcow2_header {
 struct qcow2_ext_header {
 	__be32 type;
 	__be32 length;
+} __packed;
+
+/* Where a LUKS image keeps its LUKS header. */
+struct qcow2_crypto_ext {
+	__be64 offset;
+	__be64 length;
+} __packed;
+
+struct qcow2_bitmaps_ext {
+	__be32 nb_bitmaps;
+	__be32 reserved;
+	__be64 directory_size;
+	__be64 directory_offset;
+} __packed;
+
+struct qcow2_snapshot_header {
+	__be64 l1_table_offset;
+	__be32 l1_size;
+	__be16 id_str_size;
+	__be16 name_size;
+	__be32 date_sec;
+	__be32 date_nsec;
+	__be64 vm_clock_nsec;
+	__be32 vm_state_size;
+	__be32 extra_data_size;
 } __packed;
 
 struct qcow2_feature_name {
@@ -139,20 +181,30 @@ static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
 	return off <= dev->size && len <= dev->size - off;
 }
 
-/*
- * A table of n entries of entsize bytes at off: cluster aligned and free of
- * overflow (QEMU's own rule; it does not insist on being inside the file).
- */
-static bool table_offset_valid(u64 off, u64 n, u32 entsize, u32 cluster_size)
-{
-	u64 bytes, end;
+enum qcow2_table_shape {
+	QCOW2_TABLE_OK,
+	QCOW2_TABLE_TOO_LARGE,
+	QCOW2_TABLE_OFFSET_INVALID,
+};
 
-	if (!IS_ALIGNED(off, cluster_size))
-		return false;
-	if (check_mul_overflow(n, (u64)entsize, &bytes) ||
-	    check_add_overflow(off, bytes, &end))
-		return false;
-	return true;
+/*
+ * A table of n entries of entsize bytes at off, by QEMU's rule for the
+ * tables its header points to: at most max_bytes long, cluster aligned
+ * (even when empty) and ending at or below QCOW2_MAX_OFFSET.  Whether it
+ * lies inside the file is not part of the rule.
+ */
+static enum qcow2_table_shape qcow2_table_shape(u64 off, u64 n, u32 entsize,
+						u64 max_bytes,
+						u32 cluster_size)
+{
+	u64 bytes = n * entsize;	/* no overflow once n is bounded */
+
+	if (n > max_bytes / entsize)
+		return QCOW2_TABLE_TOO_LARGE;
+	if (bytes > QCOW2_MAX_OFFSET || off > QCOW2_MAX_OFFSET - bytes ||
+	    !IS_ALIGNED(off, cluster_size))
+		return QCOW2_TABLE_OFFSET_INVALID;
+	return QCOW2_TABLE_OK;
 }
 
 static void copy_name(char *dst, size_t dstlen, const u8 *src, size_t len)
@@ -255,6 +307,11 @@ static int qcow2_check_fields(const struct qcow2_fields *f, const char **err)
 		return -EINVAL;
 	}
 	cluster_size = 1U << f->cluster_bits;
+	/*
+	 * The specification wants a multiple of 8, which QEMU does not check:
+	 * stricter, as extensions start at the header's end and are 8-byte
+	 * aligned.
+	 */
 	if (f->version == 3 &&
 	    (f->header_length < QCOW2_V3_HEADER_LEN ||
 	     f->header_length % 8 || f->header_length > cluster_size)) {
@@ -269,7 +326,8 @@ static int qcow2_check_fields(const struct qcow2_fields *f, const char **err)
 		*err = "QCOW2 unknown encryption method";
 		return -EINVAL;
 	}
-	if (f->backing_size > QCOW2_MAX_BACKING_NAME) {
+	/* Without an offset there is no name, whatever its size says. */
+	if (f->backing_offset && f->backing_size > QCOW2_MAX_BACKING_NAME) {
 		*err = "QCOW2 backing file name too long";
 		return -EINVAL;
 	}
@@ -277,6 +335,11 @@ static int qcow2_check_fields(const struct qcow2_fields *f, const char **err)
 	    (f->backing_offset > cluster_size ||
 	     f->backing_size > cluster_size - f->backing_offset)) {
 		*err = "QCOW2 backing file name offset invalid";
+		return -EINVAL;
+	}
+	if ((f->autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW) &&
+	    !(f->incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
+		*err = "QCOW2 raw external data bit without an external data file";
 		return -EINVAL;
 	}
 	if (f->compression_type > QCOW2_COMPRESSION_ZSTD) {
@@ -297,31 +360,44 @@ static int qcow2_check_fields(const struct qcow2_fields *f, const char **err)
 	return 0;
 }
 
-/* Refcount and snapshot tables: only their shape matters to a reader. */
+/*
+ * Refcount and snapshot tables: a reader needs neither, but QEMU refuses an
+ * image whose header points at them out of its bounds, and so do we.
+ */
 static int qcow2_check_tables(const struct qcow2_fields *f, const char **err)
 {
 	u32 cluster_size = 1U << f->cluster_bits;
 
-	if ((u64)f->reftable_clusters * cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
-		*err = "QCOW2 refcount table too large";
+	if (!f->reftable_clusters) {
+		*err = "QCOW2 image has no refcount table";
 		return -EINVAL;
 	}
-	if (!table_offset_valid(f->reftable_offset, f->reftable_clusters,
-				cluster_size, cluster_size)) {
+	switch (qcow2_table_shape(f->reftable_offset, f->reftable_clusters,
+				  cluster_size, QCOW2_MAX_REFTABLE_BYTES,
+				  cluster_size)) {
+	case QCOW2_TABLE_OK:
+		break;
+	case QCOW2_TABLE_TOO_LARGE:
+		*err = "QCOW2 refcount table too large";
+		return -EINVAL;
+	default:
 		*err = "QCOW2 refcount table offset invalid";
 		return -EINVAL;
 	}
-	if (f->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
+	/* The offset counts even when there are no snapshots. */
+	switch (qcow2_table_shape(f->snapshots_offset, f->nb_snapshots,
+				  QCOW2_SNAPSHOT_HEADER_LEN,
+				  (u64)QCOW2_SNAPSHOT_HEADER_LEN *
+				  QCOW2_MAX_SNAPSHOTS, cluster_size)) {
+	case QCOW2_TABLE_OK:
+		return 0;
+	case QCOW2_TABLE_TOO_LARGE:
 		*err = "QCOW2 too many snapshots";
 		return -EINVAL;
-	}
-	if (f->nb_snapshots &&
-	    !table_offset_valid(f->snapshots_offset, f->nb_snapshots,
-				QCOW2_SNAPSHOT_HEADER_LEN, cluster_size)) {
+	default:
 		*err = "QCOW2 snapshot table offset invalid";
 		return -EINVAL;
 	}
-	return 0;
 }
 
 static u32 qcow2_l2_bits(u32 cluster_bits, bool extended_l2)
@@ -355,13 +431,21 @@ static int qcow2_check_l1(const struct qcow2_fields *f,
 		*err = "QCOW2 L1 table too small for the virtual size";
 		return -EINVAL;
 	}
-	if (!f->l1_size)
-		return 0;
+	/* Even an empty table's offset must be aligned, as QEMU has it. */
 	if (!IS_ALIGNED(f->l1_offset, 1U << f->cluster_bits)) {
 		*err = "QCOW2 L1 table offset not aligned to a cluster";
 		return -EINVAL;
 	}
-	if (!range_in_device(dev, f->l1_offset, (u64)f->l1_size * 8)) {
+	if (f->l1_offset > QCOW2_MAX_OFFSET - (u64)f->l1_size * 8) {
+		*err = "QCOW2 L1 table offset invalid";
+		return -EINVAL;
+	}
+	/*
+	 * Stricter than QEMU, which reads zeroes past the end of the file:
+	 * the table is read whole at open and kept, so it must be there.
+	 */
+	if (f->l1_size &&
+	    !range_in_device(dev, f->l1_offset, (u64)f->l1_size * 8)) {
 		*err = "QCOW2 L1 table offset beyond end of device";
 		return -EINVAL;
 	}
@@ -369,8 +453,99 @@ static int qcow2_check_l1(const struct qcow2_fields *f,
 }
 
 /*
+ * The bitmaps extension (persistent dirty bitmaps): its length always
+ * counts; its fields only when the autoclear bit says a program that knew
+ * bitmaps wrote the image last (otherwise the bitmaps are stale and QEMU
+ * ignores them).  The bitmap directory itself is not read.
+ */
+static int qcow2_check_bitmaps_ext(const struct qcow2_fields *f,
+				   const u8 *data, u32 len, const char **err)
+{
+	const struct qcow2_bitmaps_ext *b = (const void *)data;
+	u32 nb;
+
+	if (len != sizeof(*b)) {
+		*err = "QCOW2 bitmaps extension length invalid";
+		return -EINVAL;
+	}
+	if (!(f->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+		return 0;
+	nb = be32_to_cpu(b->nb_bitmaps);
+	if (b->reserved) {
+		*err = "QCOW2 bitmaps extension reserved field not zero";
+		return -EINVAL;
+	}
+	if (!nb || nb > QCOW2_MAX_BITMAPS) {
+		*err = "QCOW2 bitmap count out of range";
+		return -EINVAL;
+	}
+	if (!IS_ALIGNED(be64_to_cpu(b->directory_offset),
+			1U << f->cluster_bits)) {
+		*err = "QCOW2 bitmap directory offset not aligned to a cluster";
+		return -EINVAL;
+	}
+	if (be64_to_cpu(b->directory_size) > QCOW2_MAX_BITMAP_DIRECTORY) {
+		*err = "QCOW2 bitmap directory too large";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The LUKS header's place: only in LUKS images, and cluster aligned. */
+static int qcow2_check_crypto_ext(const struct qcow2_fields *f,
+				  const u8 *data, u32 len, const char **err)
+{
+	const struct qcow2_crypto_ext *c = (const void *)data;
+
+	if (f->crypt_method != QCOW2_CRYPT_LUKS) {
+		*err = "QCOW2 encryption header extension without LUKS encryption";
+		return -EINVAL;
+	}
+	if (len != sizeof(*c)) {
+		*err = "QCOW2 encryption header extension length invalid";
+		return -EINVAL;
+	}
+	if (!IS_ALIGNED(be64_to_cpu(c->offset), 1U << f->cluster_bits)) {
+		*err = "QCOW2 encryption header offset not aligned to a cluster";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* One extension of a type this code knows, its len bytes at data. */
+static int qcow2_parse_extension(struct qcow2_image *q,
+				 const struct qcow2_fields *f, u32 type,
+				 const u8 *data, u32 len, const char **err)
+{
+	switch (type) {
+	case QCOW2_EXT_BACKING_FORMAT:
+		/* QEMU keeps the format name in 16 bytes, NUL included. */
+		if (len > QCOW2_MAX_BACKING_FORMAT) {
+			*err = "QCOW2 backing format name too long";
+			return -EINVAL;
+		}
+		copy_name(q->info.backing_format,
+			  sizeof(q->info.backing_format), data, len);
+		return 0;
+	case QCOW2_EXT_DATA_FILE:
+		copy_name(q->info.data_file, sizeof(q->info.data_file), data,
+			  len);
+		return 0;
+	case QCOW2_EXT_BITMAPS:
+		return qcow2_check_bitmaps_ext(f, data, len, err);
+	case QCOW2_EXT_CRYPTO_HEADER:
+		return qcow2_check_crypto_ext(f, data, len, err);
+	default:
+		/* Feature names are looked at only to log unknown bits. */
+		return 0;
+	}
+}
+
+/*
  * Walk the header extensions in the first cluster.  They end at the
- * backing file name, if any, or at the end of the cluster.
+ * backing file name, if any, or at the end of the cluster; every one,
+ * the end marker included, must fit before that.  Unknown types are
+ * skipped, as QEMU does.
  */
 static int qcow2_parse_extensions(struct qcow2_image *q,
 				  const struct qcow2_fields *f,
@@ -382,40 +557,205 @@ static int qcow2_parse_extensions(struct qcow2_image *q,
 	u64 end = f->backing_offset ? f->backing_offset : cluster_len;
 	const struct qcow2_ext_header *eh;
 	u32 type, len;
+	int r;
 
 	end = min_t(u64, end, cluster_len);
-	while (pos + sizeof(*eh) <= end) {
+	while (pos < end) {
+		if (end - pos < sizeof(*eh)) {
+			*err = "QCOW2 header extension invalid";
+			return -EINVAL;
+		}
 		eh = (const void *)(cluster + pos);
 		type = be32_to_cpu(eh->type);
 		len = be32_to_cpu(eh->length);
 		pos += sizeof(*eh);
-		if (type == QCOW2_EXT_END)
-			return 0;
+		/* QEMU checks the length first, the end marker's too. */
 		if (len > end - pos) {
 			*err = "QCOW2 header extension invalid";
 			return -EINVAL;
 		}
-		switch (type) {
-		case QCOW2_EXT_BACKING_FORMAT:
-			copy_name(q->info.backing_format,
-				  sizeof(q->info.backing_format),
-				  cluster + pos, len);
-			break;
-		case QCOW2_EXT_DATA_FILE:
-			copy_name(q->info.data_file, sizeof(q->info.data_file),
-				  cluster + pos, len);
-			break;
-		case QCOW2_EXT_FEATURE_NAMES:
+		if (type == QCOW2_EXT_END)
+			return 0;
+		r = qcow2_parse_extension(q, f, type, cluster + pos, len, err);
+		if (r)
+			return r;
+		if (type == QCOW2_EXT_FEATURE_NAMES) {
 			*names_off = pos;
 			*names_len = len;
-			break;
-		default:
-			/* Unknown extensions are skipped, as QEMU does. */
-			break;
 		}
 		pos += ALIGN((u64)len, 8);
 	}
 	return 0;
+}
+
+/*
+ * The internal snapshot table: nb_snapshots variable-sized entries from
+ * snapshots_offset, each 8-byte aligned: a fixed header, extra data, the
+ * ID string and the name.  Nothing here maps a snapshot yet; the walker
+ * checks every entry at open, as QEMU does, and is what a reader of
+ * snapshots would iterate.
+ *
+ * It reads the table through one small buffer, so memory stays constant
+ * and time is bounded by QEMU's limits (at most 65536 entries, 64 MiB in
+ * all): a few thousand reads of QCOW2_SNAPSHOT_CHUNK bytes at worst.
+ * Past the end of the device the table reads as zeroes, as QEMU reads past
+ * the end of a file (a loop device drops a partial last sector).
+ */
+struct qcow2_snapshot {
+	u64 entry_offset;	/* device offset of the entry's header */
+	u64 l1_offset;
+	u32 l1_size;
+	u32 extra_size;
+	u16 id_size;
+	u16 name_size;
+};
+
+struct qcow2_snapshot_iter {
+	struct imgfmt_dev *dev;
+	u32 cluster_size;
+	u32 left;		/* entries not walked yet */
+	u64 start;		/* the table's offset */
+	u64 pos;		/* where the next entry starts */
+	u8 *buf;		/* QCOW2_SNAPSHOT_CHUNK bytes of the device */
+	u64 buf_off;
+	bool buf_valid;
+};
+
+static int qcow2_snapshot_iter_init(struct qcow2_snapshot_iter *it,
+				    struct imgfmt_dev *dev,
+				    const struct qcow2_fields *f,
+				    const char **err)
+{
+	memset(it, 0, sizeof(*it));
+	it->dev = dev;
+	it->cluster_size = 1U << f->cluster_bits;
+	it->left = f->nb_snapshots;
+	it->start = f->snapshots_offset;
+	it->pos = f->snapshots_offset;
+	if (!it->left)
+		return 0;
+	it->buf = kmalloc(QCOW2_SNAPSHOT_CHUNK, GFP_KERNEL);
+	if (!it->buf) {
+		*err = "cannot allocate memory for the QCOW2 snapshot table";
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void qcow2_snapshot_iter_exit(struct qcow2_snapshot_iter *it)
+{
+	kfree(it->buf);
+	it->buf = NULL;
+}
+
+/* Copy len (at most 512) bytes at device offset off out of the buffer. */
+static int qcow2_snapshot_read(struct qcow2_snapshot_iter *it, u64 off,
+			       void *dst, u32 len, const char **err)
+{
+	u64 avail;
+	int r;
+
+	if (!it->buf_valid || off < it->buf_off ||
+	    off + len > it->buf_off + QCOW2_SNAPSHOT_CHUNK) {
+		/* Sector aligned, so that the read goes straight through. */
+		it->buf_off = off & ~511ULL;
+		memset(it->buf, 0, QCOW2_SNAPSHOT_CHUNK);
+		avail = it->buf_off < it->dev->size ?
+			it->dev->size - it->buf_off : 0;
+		r = avail ? imgfmt_dev_read(it->dev, it->buf_off, it->buf,
+					    min_t(u64, avail,
+						  QCOW2_SNAPSHOT_CHUNK)) : 0;
+		if (r) {
+			it->buf_valid = false;
+			*err = "cannot read the QCOW2 snapshot table";
+			return r;
+		}
+		it->buf_valid = true;
+	}
+	memcpy(dst, it->buf + (off - it->buf_off), len);
+	return 0;
+}
+
+/*
+ * A snapshot's own L1 table, by the rule for the active one.  QEMU checks
+ * it only when a snapshot is loaded or deleted, and `qemu-img check`
+ * counts a bad one as corruption; stricter here because reading a
+ * snapshot will map it.
+ */
+static int qcow2_check_snapshot_l1(const struct qcow2_snapshot *sn,
+				   u32 cluster_size, const char **err)
+{
+	switch (qcow2_table_shape(sn->l1_offset, sn->l1_size, 8,
+				  QCOW2_MAX_L1_BYTES, cluster_size)) {
+	case QCOW2_TABLE_OK:
+		return 0;
+	case QCOW2_TABLE_TOO_LARGE:
+		*err = "QCOW2 snapshot L1 table too large";
+		return -EINVAL;
+	default:
+		*err = "QCOW2 snapshot L1 table offset invalid";
+		return -EINVAL;
+	}
+}
+
+/* The next entry, checked: 1, 0 when there are no more, or -errno. */
+static int qcow2_snapshot_next(struct qcow2_snapshot_iter *it,
+			       struct qcow2_snapshot *sn, const char **err)
+{
+	struct qcow2_snapshot_header h;
+	u64 next;
+	int r;
+
+	if (!it->left)
+		return 0;
+	/*
+	 * pos is at most 64 MiB past start, itself at most 2^63: no sum
+	 * below can overflow.
+	 */
+	sn->entry_offset = ALIGN(it->pos, 8);
+	r = qcow2_snapshot_read(it, sn->entry_offset, &h, sizeof(h), err);
+	if (r)
+		return r;
+	sn->l1_offset = be64_to_cpu(h.l1_table_offset);
+	sn->l1_size = be32_to_cpu(h.l1_size);
+	sn->extra_size = be32_to_cpu(h.extra_data_size);
+	sn->id_size = be16_to_cpu(h.id_str_size);
+	sn->name_size = be16_to_cpu(h.name_size);
+	if (sn->extra_size > QCOW2_MAX_SNAPSHOT_EXTRA) {
+		*err = "QCOW2 snapshot extra data too large";
+		return -EINVAL;
+	}
+	next = sn->entry_offset + sizeof(h) + sn->extra_size + sn->id_size +
+	       sn->name_size;
+	if (next - it->start > QCOW2_MAX_SNAPSHOT_TABLE) {
+		*err = "QCOW2 snapshot table too large";
+		return -EINVAL;
+	}
+	r = qcow2_check_snapshot_l1(sn, it->cluster_size, err);
+	if (r)
+		return r;
+	it->pos = next;
+	it->left--;
+	return 1;
+}
+
+/* Walk the whole snapshot table once, so that a bad entry fails the load. */
+static int qcow2_check_snapshots(struct imgfmt_dev *dev,
+				 const struct qcow2_fields *f,
+				 const char **err)
+{
+	struct qcow2_snapshot_iter it;
+	struct qcow2_snapshot sn;
+	int r;
+
+	r = qcow2_snapshot_iter_init(&it, dev, f, err);
+	if (r)
+		return r;
+	do {
+		r = qcow2_snapshot_next(&it, &sn, err);
+	} while (r > 0);
+	qcow2_snapshot_iter_exit(&it);
+	return r;
 }
 
 static void qcow2_fill_info(struct qcow2_image *q, const struct qcow2_fields *f)
@@ -501,26 +841,28 @@ static void qcow2_close(struct imgfmt_image *img)
 	kfree(q);
 }
 
+/*
+ * The first cluster, where the extensions and the backing file name live.
+ * Past the end of a short device it reads as zeroes, as QEMU reads past
+ * the end of a file.
+ */
 static int qcow2_read_header_cluster(struct imgfmt_dev *dev, u32 cluster_size,
-				     u8 **clusterp, u32 *lenp,
-				     const char **err)
+				     u8 **clusterp, const char **err)
 {
-	u32 len = min_t(u64, cluster_size, dev->size);
-	u8 *buf = imgfmt_alloc_large(len);
+	u8 *buf = imgfmt_zalloc_large(cluster_size);
 	int r;
 
 	if (!buf) {
 		*err = "cannot allocate memory for the QCOW2 header";
 		return -ENOMEM;
 	}
-	r = imgfmt_dev_read(dev, 0, buf, len);
+	r = imgfmt_dev_read(dev, 0, buf, min_t(u64, cluster_size, dev->size));
 	if (r) {
 		imgfmt_free_large(buf);
 		*err = "cannot read the QCOW2 header";
 		return r;
 	}
 	*clusterp = buf;
-	*lenp = len;
 	return 0;
 }
 
@@ -565,8 +907,8 @@ static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		return -ENOMEM;
 	}
 	q->dev = dev;
-	r = qcow2_read_header_cluster(dev, 1U << f.cluster_bits, &cluster,
-				      &cluster_len, err);
+	cluster_len = 1U << f.cluster_bits;
+	r = qcow2_read_header_cluster(dev, cluster_len, &cluster, err);
 	if (r)
 		goto fail;
 	r = qcow2_parse_extensions(q, &f, cluster, cluster_len, &names_off,
@@ -581,17 +923,14 @@ static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		r = qcow2_check_tables(&f, err);
 	if (!r)
 		r = qcow2_check_l1(&f, dev, err);
+	if (!r)
+		r = qcow2_check_snapshots(dev, &f, err);
 	if (r)
 		goto fail;
-	if (f.backing_offset && f.backing_size) {
-		if (f.backing_offset + f.backing_size > cluster_len) {
-			*err = "QCOW2 backing file name offset invalid";
-			r = -EINVAL;
-			goto fail;
-		}
+	/* qcow2_check_fields() kept the name inside the first cluster. */
+	if (f.backing_offset && f.backing_size)
 		copy_name(q->info.backing_file, sizeof(q->info.backing_file),
 			  cluster + f.backing_offset, f.backing_size);
-	}
 	qcow2_fill_info(q, &f);
 	r = qcow2_check_supported(q, &f, err);
 	if (r)

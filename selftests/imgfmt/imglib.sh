@@ -396,6 +396,21 @@ qemu_rejects_corrupt()	# NAME...
 	done
 }
 
+# Sanity check of hostile.list records: QEMU itself refuses to open each
+# image for reading (for the checks that QEMU makes at open).  qemu-io, not
+# qemu-img info, which skips some (an external data file is not opened).
+qemu_rejects_open()	# NAME...
+{
+	local n
+
+	for n in "$@"; do
+		if qemu-io -r -f "$IMG_FMT" -c "read -q 0 512" "$(img "$n")" \
+			>/dev/null 2>&1; then
+			die "QEMU opens the supposedly hostile $n"
+		fi
+	done
+}
+
 # Names must be unique C identifiers (they become variant names); only
 # those starting with PREFIX are checked for the latter.
 check_names()	# DIR [PREFIX]

@@ -255,6 +255,15 @@ fill hdrlen_104 $((8 * MiB)) 16384 106
 wr_be "$OUT/hdrlen_104.qcow2" 100 4 104
 add_good hdrlen_104
 
+# A snapshot taken last: its table is the end of the file, which need not
+# end on a sector (a loop device then drops the table's last bytes, which
+# read as zeroes, as QEMU reads past the end of a file).
+create snapshot_at_end 4M "cluster_size=4K"
+fill snapshot_at_end $((4 * MiB)) 4096 125
+qemu-img snapshot -c "a snapshot with a longer name" "$OUT/snapshot_at_end.qcow2" ||
+	die "snapshot snapshot_at_end"
+add_good snapshot_at_end
+
 # Internal snapshots: the active L1 shares clusters with the snapshot, so
 # the copied flag (bit 63) is clear on many entries.
 for v in 2 3; do
@@ -347,6 +356,47 @@ check_image "$OUT/odd_unaligned.qcow2"
 sum=$(raw_md5 "$OUT/odd_unaligned.qcow2" 0 $ODD)
 wr_be "$OUT/odd_unaligned.qcow2" 24 8 $ODD
 echo "odd_unaligned odd_unaligned.qcow2 $ODD $sum 4096 qcow2" >>"$GOOD"
+
+# Extended L2 entries with a virtual size that ends inside a cluster: the
+# last cluster is only partly part of the disk, and QEMU allocates only the
+# subclusters written.  Its whole last cluster and the one before are
+# written (as much of them as 1 MiB covers), then a subcluster in the middle
+# of the last cluster is zeroed, and every other subcluster of the cluster
+# two before the last is written, so that the last cluster
+# holds data, zero and unallocated subclusters below the end.
+xl2_tail()	# NAME CLUSTER VSIZE SEED
+{
+	local name=$1 C=$2 V=$3 seed=$4 S last start i
+	local -a c=()
+
+	S=$((C / 32))
+	last=$(((V - 1) / C * C))
+	# The random files hold 1 MiB each.
+	start=$((last - C))
+	[ $((V - start)) -le $MiB ] || start=$((V - MiB))
+	create "$name" "$V" "cluster_size=$C,extended_l2=on"
+	c+=(-c "write -q -s $TMP/r$((seed % NRAND)) $start $((V - start))")
+	if [ $((V - last)) -gt $((2 * S)) ]; then
+		c+=(-c "write -q -z $((last + S)) $S")
+	fi
+	for ((i = 0; i < 32; i += 2)); do
+		c+=(-c "write -q -P $(((seed + i) % 250 + 1)) $((last - 2 * C + i * S)) $S")
+	done
+	# The disk's last sector, on its own, after everything else.
+	c+=(-c "write -q -P $(((seed + 77) % 250 + 1)) $((V - 512)) 512")
+	qio "$name" "${c[@]}"
+	add_good "$name"
+}
+# Ends mid-subcluster (2 KiB subclusters; 1 KiB into subcluster 5).
+xl2_tail xl2_tail_midsc_c64k $((64 * KiB)) $((MiB + 3 * 64 * KiB + 5 * 2 * KiB + 1024)) 201
+# Ends mid-cluster on a subcluster boundary (after subcluster 6).
+xl2_tail xl2_tail_scb_c64k $((64 * KiB)) $((MiB + 3 * 64 * KiB + 7 * 2 * KiB)) 202
+# Ends in the last subcluster, one sector into it.
+xl2_tail xl2_tail_lastsc_c64k $((64 * KiB)) $((MiB + 3 * 64 * KiB + 31 * 2 * KiB + 512)) 203
+# 512-byte subclusters: every end is on a subcluster boundary.
+xl2_tail xl2_tail_c16k $((16 * KiB)) $((MiB + 3 * 16 * KiB + 9 * 512)) 204
+# 64 KiB subclusters, ending 4 KiB into subcluster 13.
+xl2_tail xl2_tail_midsc_c2m $((2 * MiB)) $((4 * MiB + 13 * 64 * KiB + 4 * KiB)) 205
 
 # Images made elsewhere (see the corpus README for their reference sums).
 for f in ext2 windows_volume; do
@@ -479,6 +529,71 @@ hostile compression_bit_without_type \
 hostile compression_type_without_bit \
 	"QCOW2 compression type does not match its feature bit" 104:1:1
 
+# What QEMU checks at open besides the fixed fields: where the tables end
+# (at most 2^63 - 1, aligned even when empty), the refcount table's
+# presence, the header extensions' lengths and fields.
+hostile refcount_table_none "QCOW2 image has no refcount table" 56:4:0
+hostile refcount_table_past_limit "QCOW2 refcount table offset invalid" \
+	48:8:$((0x7fffffffffff0000))
+hostile snapshot_table_past_limit "QCOW2 snapshot table offset invalid" \
+	60:4:2000 64:8:$((0x7fffffffffff0000))
+hostile snapshot_table_unaligned_empty "QCOW2 snapshot table offset invalid" \
+	64:8:$((B_RTOFF + 512))
+hostile l1_empty_huge_offset "QCOW2 L1 table offset invalid" \
+	24:8:0 36:4:0 40:8:$((1 << 63))
+hostile raw_data_file_bit_alone \
+	"QCOW2 raw external data bit without an external data file" 88:8:2
+
+# Where the base's extensions end: new ones go there, the zeroes after
+# them (the rest of the header cluster) reading as the end marker.
+E=$B_HLEN
+while [ "$(rd_be "$BASE" "$E" 4)" -ne 0 ]; do
+	E=$((E + 8 + ($(rd_be "$BASE" $((E + 4)) 4) + 7) / 8 * 8))
+done
+[ -z "$(od -An -v -tx1 -j "$E" -N 256 "$BASE" | tr -d ' 0\n')" ] ||
+	die "base: no zeroes after the extensions at $E"
+EXT_BITMAPS=$((0x23852875))
+hostile extension_header_cut "QCOW2 header extension invalid" \
+	8:8:$((E + 4)) 16:4:4
+hostile backing_format_too_long "QCOW2 backing format name too long" \
+	$E:4:$((0xe2792aca)) $((E + 4)):4:16
+hostile bitmaps_ext_length "QCOW2 bitmaps extension length invalid" \
+	$E:4:$EXT_BITMAPS $((E + 4)):4:16
+hostile bitmaps_none "QCOW2 bitmap count out of range" 88:8:1 \
+	$E:4:$EXT_BITMAPS $((E + 4)):4:24
+hostile bitmaps_directory_unaligned \
+	"QCOW2 bitmap directory offset not aligned to a cluster" 88:8:1 \
+	$E:4:$EXT_BITMAPS $((E + 4)):4:24 $((E + 8)):4:1 \
+	$((E + 24)):8:$((64 * KiB + 512))
+hostile crypto_header_without_luks \
+	"QCOW2 encryption header extension without LUKS encryption" \
+	$E:4:$((0x0537be77)) $((E + 4)):4:16
+qemu_rejects_open refcount_table_none refcount_table_past_limit \
+	snapshot_table_past_limit snapshot_table_unaligned_empty \
+	l1_empty_huge_offset raw_data_file_bit_alone extension_header_cut \
+	backing_format_too_long bitmaps_ext_length bitmaps_none \
+	bitmaps_directory_unaligned crypto_header_without_luks
+
+# Snapshot table entries, patched into a copy of an image with one
+# snapshot that qemu-img made.
+create hsnap 1M "cluster_size=64K"
+qio hsnap -c "write -q -P 0x3d 0 64K"
+qemu-img snapshot -c s1 "$OUT/hsnap.qcow2" || die "snapshot hsnap"
+truncate -s %512 "$OUT/hsnap.qcow2"
+check_image "$OUT/hsnap.qcow2"
+S=$(rd_be "$OUT/hsnap.qcow2" 64 8)
+S_L1=$(rd_be "$OUT/hsnap.qcow2" "$S" 8)
+hostile_from "$OUT/hsnap.qcow2" snapshot_extra_data_huge \
+	"QCOW2 snapshot extra data too large" $((S + 36)):4:1025
+qemu_rejects_open snapshot_extra_data_huge
+# QEMU opens these two (it checks a snapshot's L1 table when it loads or
+# deletes the snapshot, and qemu-img check calls them corrupt); we refuse
+# them at open.
+hostile_from "$OUT/hsnap.qcow2" snapshot_l1_unaligned \
+	"QCOW2 snapshot L1 table offset invalid" $S:8:$((S_L1 + 512))
+hostile_from "$OUT/hsnap.qcow2" snapshot_l1_too_large \
+	"QCOW2 snapshot L1 table too large" $((S + 8)):4:$((32 * MiB / 8 + 1))
+echo "hsnap hsnap.qcow2 $MiB $(raw_md5 "$OUT/hsnap.qcow2") 65536 qcow2" >>"$GOOD"
 
 # Extended L2 entries on 4 KiB clusters.
 create xl2_small_cluster 1M "cluster_size=4K"

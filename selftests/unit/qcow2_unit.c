@@ -532,6 +532,39 @@ TEST_F(map, subclusters)
 	check_walks(_metadata, m, &self->o);
 }
 
+/*
+ * Extended L2 entries, the virtual size ending inside the last cluster:
+ * mid-subcluster, on a subcluster boundary, in the last subcluster.  The
+ * last cluster is the device's last, cut where QEMU stops writing it (the
+ * end of the disk, rounded up to a sector).
+ */
+TEST_F(map, subclusters_at_disk_end)
+{
+	static const u64 tails[] = { 5 * 2048 + 1024, 7 * 2048, 31 * 2048 + 512,
+				     4096 + 512 };
+	struct mimg *m = &self->m;
+	u64 c = 65536, vs, h;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(tails); i++) {
+		vs = 3 * c + tails[i];
+		mimg_init(m, 3, 16, vs, true);
+		mimg_sub(m, 1, mimg_alloc(m, 1), 0x0000ffff, 0xffff0000);
+		h = mimg_alloc(m, 1);
+		/* Every subcluster below the end: data, one zero, one hole. */
+		mimg_sub(m, 3, h, 0xffffffffU >> (32 - (tails[i] + 2047) / 2048) &
+			 ~0x6U, 0x2);
+		m->dev.size = h + ALIGN(tails[i], 512);
+		ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o))
+			TH_LOG("%s", self->o.err);
+		check_walks(_metadata, m, &self->o);
+		check_walk(_metadata, m, &self->o, 3 * c, ALIGN(vs, 512) - 3 * c,
+			   IMGFMT_MAP_NOWAIT);
+		close_image(&self->o);
+		mimg_free(m);
+	}
+}
+
 /* Requests outside [0, virtual size rounded up to 512) are refused. */
 TEST_F(map, bounds)
 {
@@ -927,7 +960,7 @@ FIXTURE(header) {
 FIXTURE_VARIANT(header) {
 	u32 version;
 	u32 cbits;
-	struct patch p[3];
+	struct patch p[5];
 	/* NULL: the image must open. */
 	const char *err;
 	/* Non-zero: cut the device to this many bytes. */
@@ -1048,8 +1081,14 @@ H(incompat_bit_63) {
 	.err = "QCOW2 unknown incompatible feature",
 };
 
+/* Autoclear bit 1 (raw external data) is known: see below. */
 H(unknown_compatible_autoclear) {
-	.p = { { 80, 8, ~1ULL }, { 88, 8, ~0ULL } },
+	.p = { { 80, 8, ~1ULL }, { 88, 8, ~2ULL } },
+};
+
+H(raw_data_file_bit_alone) {
+	.p = { { 88, 8, 2 } },
+	.err = "QCOW2 raw external data bit without an external data file",
 };
 
 H(refcount_order_6) {
@@ -1138,6 +1177,147 @@ H(snapshots_65537) {
 H(snapshot_table_unaligned) {
 	.p = { { 60, 4, 1 }, { 64, 8, 65536 + 8 } },
 	.err = "QCOW2 snapshot table offset invalid",
+};
+
+H(refcount_table_none) {
+	.p = { { 56, 4, 0 } },
+	.err = "QCOW2 image has no refcount table",
+};
+
+/* QEMU's limit is where a table ends, at most 2^63 - 1. */
+H(refcount_table_at_offset_limit) {
+	.p = { { 48, 8, 0x7fffffffffff0000ULL - 65536 } },
+};
+
+H(refcount_table_past_offset_limit) {
+	.p = { { 48, 8, 0x7fffffffffff0000ULL } },
+	.err = "QCOW2 refcount table offset invalid",
+};
+
+H(snapshot_table_past_offset_limit) {
+	.p = { { 60, 4, 2000 }, { 64, 8, 0x7fffffffffff0000ULL } },
+	.err = "QCOW2 snapshot table offset invalid",
+};
+
+/* With no snapshots, the offset still counts. */
+H(snapshot_table_unaligned_empty) {
+	.p = { { 64, 8, 65536 + 8 } },
+	.err = "QCOW2 snapshot table offset invalid",
+};
+
+H(snapshot_table_huge_offset_empty) {
+	.p = { { 64, 8, 1ULL << 63 } },
+	.err = "QCOW2 snapshot table offset invalid",
+};
+
+H(l1_empty_unaligned) {
+	.p = { { 24, 8, 0 }, { 36, 4, 0 }, { 40, 8, 131072 + 512 } },
+	.err = "QCOW2 L1 table offset not aligned to a cluster",
+};
+
+H(l1_empty_huge_offset) {
+	.p = { { 24, 8, 0 }, { 36, 4, 0 }, { 40, 8, 1ULL << 63 } },
+	.err = "QCOW2 L1 table offset invalid",
+};
+
+/* An empty table is never read: past the device is fine. */
+H(l1_empty_past_device) {
+	.p = { { 24, 8, 0 }, { 36, 4, 0 }, { 40, 8, 1ULL << 40 } },
+};
+
+/* Without an offset there is no backing file name to be too long. */
+H(backing_size_without_offset) {
+	.p = { { 16, 4, 5000 } },
+};
+
+/* 4 bytes left for extensions before the backing file name at 116. */
+H(extension_header_cut) {
+	.p = { { 8, 8, 116 }, { 16, 4, 4 } },
+	.err = "QCOW2 header extension invalid",
+};
+
+H(extension_end_marker_overrun) {
+	.p = { { 116, 4, 65536 } },
+	.err = "QCOW2 header extension invalid",
+};
+
+H(backing_format_15) {
+	.p = { { 112, 4, 0xe2792aca }, { 116, 4, 15 } },
+};
+
+H(backing_format_16) {
+	.p = { { 112, 4, 0xe2792aca }, { 116, 4, 16 } },
+	.err = "QCOW2 backing format name too long",
+};
+
+#define EXT_BITMAPS	0x23852875
+#define EXT_CRYPTO	0x0537be77
+
+/* Stale bitmaps (autoclear bit clear): only the length counts. */
+H(bitmaps_stale) {
+	.p = { { 112, 4, EXT_BITMAPS }, { 116, 4, 24 }, { 120, 4, 0 } },
+};
+
+H(bitmaps_length_16) {
+	.p = { { 112, 4, EXT_BITMAPS }, { 116, 4, 16 } },
+	.err = "QCOW2 bitmaps extension length invalid",
+};
+
+H(bitmaps_length_32) {
+	.p = { { 88, 8, 1 }, { 112, 4, EXT_BITMAPS }, { 116, 4, 32 },
+	       { 120, 4, 1 } },
+	.err = "QCOW2 bitmaps extension length invalid",
+};
+
+H(bitmaps_zero) {
+	.p = { { 88, 8, 1 }, { 112, 4, EXT_BITMAPS }, { 116, 4, 24 } },
+	.err = "QCOW2 bitmap count out of range",
+};
+
+H(bitmaps_65536) {
+	.p = { { 88, 8, 1 }, { 112, 4, EXT_BITMAPS }, { 116, 4, 24 },
+	       { 120, 4, 65536 } },
+	.err = "QCOW2 bitmap count out of range",
+};
+
+H(bitmaps_reserved) {
+	.p = { { 88, 8, 1 }, { 112, 4, EXT_BITMAPS }, { 116, 4, 24 },
+	       { 120, 4, 1 }, { 124, 4, 1 } },
+	.err = "QCOW2 bitmaps extension reserved field not zero",
+};
+
+H(bitmaps_directory_unaligned) {
+	.p = { { 88, 8, 1 }, { 112, 4, EXT_BITMAPS }, { 116, 4, 24 },
+	       { 120, 4, 1 }, { 136, 8, 65536 + 512 } },
+	.err = "QCOW2 bitmap directory offset not aligned to a cluster",
+};
+
+H(bitmaps_directory_huge) {
+	.p = { { 88, 8, 1 }, { 112, 4, EXT_BITMAPS }, { 116, 4, 24 },
+	       { 120, 4, 1 }, { 128, 8, 1024ULL * 65535 + 1 } },
+	.err = "QCOW2 bitmap directory too large",
+};
+
+H(crypto_header_without_luks) {
+	.p = { { 112, 4, EXT_CRYPTO }, { 116, 4, 16 } },
+	.err = "QCOW2 encryption header extension without LUKS encryption",
+};
+
+H(crypto_header_length_8) {
+	.p = { { 32, 4, 2 }, { 112, 4, EXT_CRYPTO }, { 116, 4, 8 } },
+	.err = "QCOW2 encryption header extension length invalid",
+};
+
+H(crypto_header_unaligned) {
+	.p = { { 32, 4, 2 }, { 112, 4, EXT_CRYPTO }, { 116, 4, 16 },
+	       { 120, 8, 512 } },
+	.err = "QCOW2 encryption header offset not aligned to a cluster",
+};
+
+H(crypto_header_luks) {
+	.p = { { 32, 4, 2 }, { 112, 4, EXT_CRYPTO }, { 116, 4, 16 },
+	       { 120, 8, 65536 } },
+	.err = "QCOW2 encrypted images are not supported yet",
 };
 
 H(l1_unaligned) {
@@ -1235,6 +1415,177 @@ TEST_F(header, open)
 	EXPECT_NE(NULL, strstr(self->o.err, variant->err))
 		TH_LOG("expected '%s', got '%s'", variant->err, self->o.err);
 	self->o.img = NULL;
+}
+
+/* ------------------------------------------------------ snapshot table */
+
+/*
+ * Append a snapshot table entry at *pos (8-byte aligned first, as QEMU
+ * writes them); the ID and name bytes are left as they are.
+ */
+static void put_snapshot(struct mimg *m, u64 *pos, u64 l1_off, u32 l1_size,
+			 u32 extra, u16 id, u16 name)
+{
+	u8 *e;
+
+	*pos = ALIGN(*pos, 8);
+	e = m->buf + *pos;
+	memset(e, 0, 40);
+	put_be(e + 0, 8, l1_off);
+	put_be(e + 8, 4, l1_size);
+	put_be(e + 12, 2, id);
+	put_be(e + 14, 2, name);
+	put_be(e + 36, 4, extra);
+	*pos += 40 + extra + id + name;
+}
+
+/* A table of n entries from cluster `at` on; the header points at it. */
+static void set_snapshots(struct mimg *m, u64 at, u32 n)
+{
+	put_be(m->buf + 60, 4, n);
+	put_be(m->buf + 64, 8, at);
+}
+
+FIXTURE(snap) {
+	struct mimg m;
+	struct opened o;
+	u64 table;	/* where the table goes: a cluster of its own */
+};
+
+FIXTURE_SETUP(snap)
+{
+	uport_set_corruption_reports(false);
+	mimg_init(&self->m, 3, 16, MiB, false);
+	mimg_data(&self->m, 1, mimg_alloc(&self->m, 1));
+	self->table = mimg_alloc(&self->m, 4);
+}
+
+FIXTURE_TEARDOWN(snap)
+{
+	close_image(&self->o);
+	mimg_free(&self->m);
+}
+
+static void expect_open(struct __test_metadata *_metadata, struct mimg *m,
+			struct opened *o, const char *err)
+{
+	int r = open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, o);
+
+	if (!err) {
+		ASSERT_EQ(0, r) TH_LOG("refused: %s", o->err);
+		return;
+	}
+	o->img = NULL;
+	ASSERT_GT(0, r) TH_LOG("accepted, expected '%s'", err);
+	EXPECT_STREQ(err, o->err);
+}
+
+/* What qemu-img snapshot -c writes: 16 bytes of extra data, ID, name. */
+TEST_F(snap, qemu_like)
+{
+	u64 pos = self->table;
+
+	put_snapshot(&self->m, &pos, self->m.l1_off, self->m.l1_size, 16, 1, 5);
+	put_snapshot(&self->m, &pos, 4 * 65536, 1, 16, 1, 5);
+	set_snapshots(&self->m, self->table, 2);
+	expect_open(_metadata, &self->m, &self->o, NULL);
+}
+
+TEST_F(snap, extra_data)
+{
+	u64 pos = self->table;
+
+	put_snapshot(&self->m, &pos, 0, 0, 1024, 0, 0);
+	put_snapshot(&self->m, &pos, 0, 0, 1025, 0, 0);
+	set_snapshots(&self->m, self->table, 1);
+	expect_open(_metadata, &self->m, &self->o, NULL);
+	close_image(&self->o);
+	set_snapshots(&self->m, self->table, 2);
+	expect_open(_metadata, &self->m, &self->o,
+		    "QCOW2 snapshot extra data too large");
+}
+
+TEST_F(snap, l1_table)
+{
+	u64 pos = self->table;
+
+	put_snapshot(&self->m, &pos, 65536 + 512, 1, 16, 0, 0);
+	set_snapshots(&self->m, self->table, 1);
+	expect_open(_metadata, &self->m, &self->o,
+		    "QCOW2 snapshot L1 table offset invalid");
+	pos = self->table;
+	put_snapshot(&self->m, &pos, 0x7fffffffffff0000ULL, 8192, 16, 0, 0);
+	expect_open(_metadata, &self->m, &self->o,
+		    "QCOW2 snapshot L1 table offset invalid");
+	pos = self->table;
+	put_snapshot(&self->m, &pos, 65536, (32 << 20) / 8 + 1, 16, 0, 0);
+	expect_open(_metadata, &self->m, &self->o,
+		    "QCOW2 snapshot L1 table too large");
+	pos = self->table;
+	put_snapshot(&self->m, &pos, 65536, (32 << 20) / 8, 16, 0, 0);
+	expect_open(_metadata, &self->m, &self->o, NULL);
+}
+
+/*
+ * Entries of every size cross the walker's buffer boundaries; the last
+ * one is bad, so it must have been found.
+ */
+TEST_F(snap, across_buffers)
+{
+	u64 pos = self->table;
+	u32 i, n = 300;
+
+	for (i = 0; i < n - 1; i++)
+		put_snapshot(&self->m, &pos, 0, 0, i % 3 ? 16 : 0, i % 7,
+			     (i * 37) % 500);
+	ASSERT_GT(self->table + 4 * 65536, pos + 40);
+	put_snapshot(&self->m, &pos, 512, 1, 16, 1, 1);
+	set_snapshots(&self->m, self->table, n - 1);
+	expect_open(_metadata, &self->m, &self->o, NULL);
+	close_image(&self->o);
+	set_snapshots(&self->m, self->table, n);
+	expect_open(_metadata, &self->m, &self->o,
+		    "QCOW2 snapshot L1 table offset invalid");
+}
+
+/* QEMU's 64 MiB bound on the whole table, with the largest entries. */
+TEST_F(snap, table_size)
+{
+	u64 per = ALIGN(40 + 1024 + 2 * 65535ULL, 8), pos;
+	u32 fit = ((64 << 20) - (40 + 1024 + 2 * 65535)) / per + 1, i;
+
+	pos = mimg_alloc(&self->m, (fit + 1) * per / 65536 + 1);
+	self->table = pos;
+	for (i = 0; i < fit + 1; i++)
+		put_snapshot(&self->m, &pos, 0, 0, 1024, 65535, 65535);
+	set_snapshots(&self->m, self->table, fit);
+	expect_open(_metadata, &self->m, &self->o, NULL);
+	close_image(&self->o);
+	set_snapshots(&self->m, self->table, fit + 1);
+	expect_open(_metadata, &self->m, &self->o,
+		    "QCOW2 snapshot table too large");
+}
+
+/*
+ * The most entries QEMU allows, read in bounded pieces: a few reads per
+ * 4 KiB of table, not one per entry.  Past the device the table reads as
+ * zeroes (empty entries), as QEMU reads past the end of a file.
+ */
+TEST_F(snap, many_entries)
+{
+	unsigned long reads;
+	u64 at = mimg_alloc(&self->m, 41), pos = at;
+	u32 i;
+
+	for (i = 0; i < 65536; i++)
+		put_snapshot(&self->m, &pos, 0, 0, 0, 0, 0);
+	set_snapshots(&self->m, at, 65536);
+	reads = self->m.reads;
+	expect_open(_metadata, &self->m, &self->o, NULL);
+	EXPECT_GT(reads + 1000, self->m.reads);
+	close_image(&self->o);
+	set_snapshots(&self->m, 1ULL << 40, 65536);
+	expect_open(_metadata, &self->m, &self->o, NULL);
 }
 
 /* ------------------------------------------------------------ detection */
