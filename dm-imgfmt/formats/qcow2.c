@@ -1111,7 +1111,11 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 	if (!host && (bitmap & 0xffffffffULL))
 		return qcow2_corrupt("unallocated cluster with allocated subclusters",
 				     pos, err);
-	if ((bitmap & BIT_ULL(sc)) && (bitmap & BIT_ULL(32 + sc)))
+	/*
+	 * As QEMU: one subcluster both allocated and zero makes the whole
+	 * cluster invalid, so every read of it fails alike.
+	 */
+	if (host && ((bitmap >> 32) & bitmap & 0xffffffffULL))
 		return qcow2_corrupt("subcluster both allocated and zero", pos,
 				     err);
 	if (bitmap & BIT_ULL(sc))

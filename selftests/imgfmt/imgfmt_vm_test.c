@@ -309,10 +309,10 @@ static char *klog_since(const char *tag)
 /* -------------------------------------------------------- block devices */
 
 /*
- * Bind path read-only to a free loop device.  Returns an open fd of the
- * loop device (kept open by the caller until it detaches) and its name.
+ * Bind path read-only to a free loop device with logical blocks of bs bytes
+ * (0: 512).  Returns an open fd of the loop device (kept open by the caller
+ * until it detaches) and its name.
  */
-/* A read-only loop over path with logical blocks of bs bytes (0: 512). */
 static int loop_attach_bs(const char *path, char *dev, size_t len, u32 bs)
 {
 	struct loop_config cfg;
@@ -1522,6 +1522,38 @@ TEST_F(hostile, info)
 			     self->path)) TH_LOG("%s", out);
 	snprintf(want, sizeof(want), "error: %s", self->msg);
 	EXPECT_TRUE(has_line(out, want)) TH_LOG("want '%s', got: %s", want, out);
+}
+
+/*
+ * A feature name holding a newline reaches the kernel log escaped, on the
+ * line that names the feature: no line of the log starts with its text.
+ */
+TEST(feature_name_escaped)
+{
+	char path[PATH_MAX], loop[64], table[512], tag[128], out[OUT_MAX];
+	const char *name = "ift_feature_name";
+	struct record rec;
+	char *log, *line, *save = NULL;
+	int lfd;
+
+	ASSERT_TRUE(manifest_find("hostile.list", "feature_name_newline", 0, 3,
+				  &rec));
+	image_path(path, sizeof(path), rec.f[1]);
+	lfd = loop_attach(path, loop, sizeof(loop));
+	ASSERT_LE(0, lfd);
+	snprintf(table, sizeof(table), "0 1 imgfmt %s", loop);
+	kmsg_mark(tag, sizeof(tag), name);
+	EXPECT_NE(0, dm_create(name, table, true, out, sizeof(out)));
+	log = klog_since(tag);
+	ASSERT_NE(NULL, log);
+	EXPECT_NE(NULL, strstr(log, "bit 20 (x\\x0aFAKE-LOG-LINE: Oops)"))
+		TH_LOG("%s", log);
+	for (line = strtok_r(log, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		EXPECT_EQ(NULL, strstr(line, "] FAKE-LOG-LINE")) TH_LOG("%s", line);
+	free(log);
+	dm_remove(name);
+	loop_detach(&lfd);
 }
 
 FIXTURE_SETUP(corrupt)

@@ -568,6 +568,13 @@ hostile bitmaps_directory_unaligned \
 hostile crypto_header_without_luks \
 	"QCOW2 encryption header extension without LUKS encryption" \
 	$E:4:$((0x0537be77)) $((E + 4)):4:16
+# An unknown feature whose name in the feature name table would forge a
+# log line of its own: the kernel log and imgfmt info must escape it.
+hostile feature_name_newline "QCOW2 unknown incompatible feature" \
+	72:8:$((B_INCOMPAT | (1 << 20))) $E:4:$((0x6803f857)) $((E + 4)):4:48 \
+	$((E + 9)):1:20
+printf 'x\nFAKE-LOG-LINE: Oops' | dd of="$OUT/feature_name_newline.qcow2" \
+	bs=1 seek=$((E + 10)) conv=notrunc status=none
 qemu_rejects_open refcount_table_none refcount_table_past_limit \
 	snapshot_table_past_limit snapshot_table_unaligned_empty \
 	l1_empty_huge_offset raw_data_file_bit_alone extension_header_cut \
@@ -737,11 +744,14 @@ corrupt xl2_l1_reserved cbase_xl2_c16k l1 $((48 * MiB)) 'E | (1 << 5)' \
 	$((48 * MiB + 512)) $((32 * MiB + 512))
 corrupt v2_l2_zero_flag cbase_v2_c4k l2 $((M2 + 3 * C4)) 'E | 1' \
 	$((M2 + 3 * C4)) $((M2 + 4 * C4))
-# Subcluster 0 both allocated and zero; subcluster 1 of the same cluster
-# (512 bytes on) is fine.
+# Subcluster 0 both allocated and zero: the whole cluster is invalid (as
+# in QEMU, whose reads of subcluster 3 fail too); the next cluster is fine.
 corrupt xl2_subcluster_alloc_and_zero cbase_xl2_c16k l2bitmap \
 	$((16 * MiB + 2 * 16384)) 'E | 1 | (1 << 32)' \
-	$((16 * MiB + 2 * 16384)) $((16 * MiB + 2 * 16384 + 512))
+	$((16 * MiB + 2 * 16384)) $((16 * MiB + 3 * 16384))
+corrupt xl2_subcluster_alloc_and_zero_other cbase_xl2_c16k l2bitmap \
+	$((16 * MiB + 2 * 16384)) 'E | 1 | (1 << 32)' \
+	$((16 * MiB + 2 * 16384 + 3 * 512)) $((16 * MiB + 3 * 16384))
 # An unallocated cluster (past the 32 written) claiming subcluster 3.
 corrupt xl2_unallocated_with_subclusters cbase_xl2_c16k l2bitmap \
 	$((16 * MiB + 40 * 16384)) 'E | (1 << 3)' \
@@ -765,7 +775,7 @@ corrupt comp_shared_stream_short cbase_comp l2 $((64 * KiB)) \
 # reserved bits or offsets past the end of the file, so those cannot be
 # cross-checked this way).
 qemu_rejects_corrupt l1_unaligned l2_unaligned v2_l2_unaligned xl2_l2_unaligned \
-	comp_shared_stream_short
+	comp_shared_stream_short xl2_subcluster_alloc_and_zero_other
 
 write_variants "$OUT"
 
