@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "ccache.h"
 #include "image.h"
@@ -54,19 +55,67 @@ static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
 	return 0;
 }
 
+/* What a file that cannot hold an image is, for the error line. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode))
+		return "a character device";
+	return "not a regular file";
+}
+
+int file_open_nonblock(const char *path, struct stat *st)
+{
+	int fd, err;
+
+	/* Opening a FIFO without O_NONBLOCK waits for a writer forever. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st)) {
+		err = errno;
+		close(fd);
+		return -err;
+	}
+	/* Reads of files and block devices never block; keep them plain. */
+	if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode))
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+int image_open_file(const char *path, int *fdp)
+{
+	struct stat st;
+	int fd;
+
+	fd = file_open_nonblock(path, &st);
+	if (fd < 0)
+		return fail("cannot open %s: %s", path, strerror(-fd));
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return fail("%s: %s, not a regular file or block device", path,
+			    file_kind(st.st_mode));
+	}
+	*fdp = fd;
+	return 0;
+}
+
 int image_open(struct image *im, const char *path, const char *pin,
 	       u64 cache_bytes)
 {
-	int rc;
+	int fd, rc;
 
 	memset(im, 0, sizeof(*im));
 	im->path = path;
-	rc = uport_dev_open(&im->dev, path);
-	if (rc == -ENOTBLK)
-		return fail("%s: not a regular file or block device", path);
+	rc = image_open_file(path, &fd);
 	if (rc)
-		return fail("cannot open %s: %s", path, strerror(-rc));
-	return image_validate(im, pin, cache_bytes);
+		return rc;
+	return image_open_fd(im, fd, path, pin, cache_bytes);
 }
 
 int image_open_fd(struct image *im, int fd, const char *path, const char *pin,

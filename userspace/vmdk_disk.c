@@ -13,7 +13,6 @@
  * only regular files are accepted (no devices, no FIFOs), each is checked
  * to hold what its line says, and opening never blocks.
  */
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -151,10 +150,10 @@ int vmdk_desc_load(struct disk *d, char **text, size_t *len)
 
 	*text = NULL;
 	*len = 0;
-	fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = file_open_nonblock(d->path, &st);
 	if (fd < 0)
 		return 0;	/* opening it as an image reports why */
-	if (!fstat(fd, &st) && S_ISREG(st.st_mode)) {
+	if (S_ISREG(st.st_mode)) {
 		d->file_size = (u64)st.st_size;
 		rc = probe_file(d, fd, text, len);
 	}
@@ -269,11 +268,11 @@ static int extent_open(struct disk *d, const struct vmdk_extent *e,
 	if (rc)
 		return rc;
 	/* Never wait on a FIFO a hostile descriptor names. */
-	fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = file_open_nonblock(s->path, &st);
 	if (fd < 0)
 		return fail("%s:%u: cannot open extent file %s: %s", d->path,
-			    e->line, s->path, strerror(errno));
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+			    e->line, s->path, strerror(-fd));
+	if (!S_ISREG(st.st_mode)) {
 		close(fd);
 		return fail("%s:%u: extent file %s is not a regular file",
 			    d->path, e->line, s->path);

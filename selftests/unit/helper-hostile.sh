@@ -1,0 +1,124 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# Hostile input to the imgfmt helper, in userspace (no VM; some checks
+# need root and say so when skipped):
+#
+#   helper-hostile.sh [IMAGEDIR [IMGFMT]]
+#
+# - FIFOs (with no writer) as images and as extent files: refused at once,
+#   in one line naming the file;
+# - device names for attach that are too long, with the derived names
+#   (NAME-imageN, NAMEpN) in mind;
+# - image-derived text (extent file names, descriptor lines) in `info`
+#   output and in error lines: escaped, capped, one line;
+# - a 4096-extent descriptor under a lowered open file limit;
+# - `info --output=json` and text `info` over every test image under
+#   IMAGEDIR (default: build/images) and every fuzz corpus and seed file
+#   (build/fuzz/*-corpus, *-seeds): JSON must parse (python3), text lines
+#   must be "key: value".
+#
+# Prints TAP.  IMGFMT defaults to this tree's userspace/imgfmt.
+
+set -uo pipefail
+export LC_ALL=C
+
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${IMGFMT_BUILD:-$TOP/build}
+DIR=${1:-$BUILD/images}
+IMGFMT=${2:-${IMGFMT:-$TOP/userspace/imgfmt}}
+IMGFMT=$(cd "$(dirname "$IMGFMT")" && pwd)/$(basename "$IMGFMT")
+# How long a command may take before it counts as hanging.
+WAIT=${WAIT:-10}
+
+bail()
+{
+	echo "Bail out! $*"
+	exit 1
+}
+
+[ -x "$IMGFMT" ] || bail "imgfmt helper $IMGFMT not built (make -C userspace)"
+command -v python3 >/dev/null || bail "python3 is needed to check JSON"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP" || bail "cannot enter $TMP"
+
+n=0
+failed=0
+ok()
+{
+	n=$((n + 1))
+	echo "ok $n $1"
+}
+skip()
+{
+	n=$((n + 1))
+	echo "ok $n $1 # SKIP $2"
+}
+not_ok()
+{
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n $1"
+	shift
+	for line in "$@"; do
+		printf '%s\n' "$line" | head -c 2000 | sed 's/^/# /'
+	done
+}
+check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
+{
+	local name=$1
+
+	shift
+	why=
+	if "$@"; then
+		ok "$name"
+	else
+		not_ok "$name" "$why"
+	fi
+}
+
+# Run imgfmt with a time limit; stdout to out, stderr to err, status in rc.
+run()
+{
+	timeout "$WAIT" "$IMGFMT" "$@" >out 2>err
+	rc=$?
+}
+
+# The command failed with status $1, one line on stderr matching $2.
+one_line_error()	# STATUS PATTERN
+{
+	if [ $rc -eq 124 ]; then
+		why="hung for ${WAIT}s"
+		return 1
+	fi
+	[ $rc -eq "$1" ] || { why="exit status $rc: $(cat err)"; return 1; }
+	[ "$(wc -l <err)" -eq 1 ] || { why="stderr: $(cat err)"; return 1; }
+	grep -qE -- "$2" err || { why="stderr: $(cat err)"; return 1; }
+}
+
+# --- FIFOs ---------------------------------------------------------------
+
+mkfifo fifo
+fifo_refused()		# COMMAND ARGS...
+{
+	run "$@"
+	one_line_error 1 "^imgfmt: fifo: a FIFO, not a regular file or block device$"
+}
+check "info of a FIFO is refused at once" fifo_refused info fifo
+check "table of a FIFO is refused at once" fifo_refused table fifo /dev/loop0
+check "read of a FIFO is refused at once" fifo_refused read fifo /dev/null
+# Refused before any device is set up: no root or device-mapper needed.
+check "attach of a FIFO is refused at once" fifo_refused attach --name t fifo
+
+printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "fifo" 0\n' >fifo.vmdk
+fifo_extent()
+{
+	run info fifo.vmdk
+	one_line_error 1 "^imgfmt: fifo.vmdk:3: extent file fifo is not a regular file$"
+}
+check "a FIFO as extent file is refused at once" fifo_extent
+
+echo "1..$n"
+echo "# $((n - failed)) passed, $failed failed"
+[ $failed -eq 0 ]
