@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "disk.h"
+#include "escape.h"
 #include "imgfmt.h"
 #include "uhost.h"
 
@@ -699,33 +700,85 @@ static const char *dm_name_problem(const char *name)
 	return NULL;
 }
 
+/* A name from the command line, escaped and capped for an error line. */
+static const char *shown_arg(char *buf, size_t size, const char *s)
+{
+	return imgfmt_escape(buf, size, s, strlen(s));
+}
+
 int check_dm_name(const char *name)
 {
 	const char *why = dm_name_problem(name);
+	char shown[IMGFMT_ESCAPED_MAX];
 
 	if (why)
-		return usage_fail("bad device name '%s': %s", name, why);
+		return usage_fail("bad device name '%s': %s",
+				  shown_arg(shown, sizeof(shown), name), why);
 	return 0;
 }
 
-/* The image's file name without directory and extension, sanitised. */
+/*
+ * attach derives names from NAME (NAME-image, NAME-imageN, later NAMEpN)
+ * and gives each device the uuid IMGFMT-<its name>: a NAME whose derived
+ * names do not fit could be attached but not detached.
+ */
+int check_attach_name(const char *name)
+{
+	char shown[IMGFMT_ESCAPED_MAX];
+	int rc;
+
+	rc = check_dm_name(name);
+	if (rc)
+		return rc;
+	if (strlen(name) > IMGFMT_NAME_MAX)
+		return usage_fail("device name '%s' is too long: %zu characters, at most %zu (room for the names attach derives from it)",
+				  shown_arg(shown, sizeof(shown), name),
+				  strlen(name), IMGFMT_NAME_MAX);
+	return 0;
+}
+
+/* FNV-1a, 32 bits: a fixed function of the whole file name. */
+static u32 name_hash(const char *s, size_t len)
+{
+	u32 h = 2166136261U;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619U;
+	return h;
+}
+
+/* "-" and eight hex digits: what a shortened name ends in. */
+#define NAME_HASH_LEN	9
+
+/*
+ * The image's file name without directory and extension, sanitised.  A
+ * longer one than IMGFMT_NAME_MAX is cut and ends in a hash of the whole
+ * base name: the same file name always gives the same device name, and
+ * long names that share their start still differ.
+ */
 static int default_dm_name(const char *path, char *name, size_t size)
 {
 	const char *base = strrchr(path, '/');
+	char shown[IMGFMT_ESCAPED_MAX];
+	size_t len, keep, i;
 	const char *dot;
-	size_t len, i;
 
 	base = base ? base + 1 : path;
 	dot = strrchr(base, '.');
 	len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-	if (len >= size)
-		len = 0;
-	for (i = 0; i < len; i++)
+	keep = len > IMGFMT_NAME_MAX ? IMGFMT_NAME_MAX - NAME_HASH_LEN : len;
+	if (size <= IMGFMT_NAME_MAX)
+		return fail("device name buffer too small");
+	for (i = 0; i < keep; i++)
 		name[i] = dm_name_char(base[i]) ? base[i] : '_';
-	name[len] = '\0';
+	name[keep] = '\0';
+	if (keep < len)
+		snprintf(name + keep, size - keep, "-%08x",
+			 name_hash(base, len));
 	if (dm_name_problem(name))
 		return usage_fail("cannot make a device name from '%s': use --name",
-				  path);
+				  shown_arg(shown, sizeof(shown), path));
 	return 0;
 }
 
@@ -737,7 +790,7 @@ static int cmd_attach(struct opts *o, char **args)
 	int rc;
 
 	if (o->name) {
-		rc = check_dm_name(o->name);
+		rc = check_attach_name(o->name);
 		if (rc)
 			return rc;
 		snprintf(name, sizeof(name), "%s", o->name);

@@ -29,6 +29,27 @@ __printf(1, 2) int usage_fail(const char *fmt, ...);
 
 /* Size of a device-mapper name buffer, NUL included (DM_NAME_LEN). */
 #define IMGFMT_DM_NAME_LEN	128
+/* The same for a device-mapper uuid (DM_UUID_LEN). */
+#define IMGFMT_DM_UUID_LEN	129
+
+/* The dm uuid of every device attach creates: this, then its name. */
+#define IMGFMT_UUID_PREFIX	"IMGFMT-"
+
+/*
+ * The longest suffix a name derived from NAME gets: "-image4096", the
+ * helper device of the last of VMDK_DESC_MAX_EXTENTS extents; partitions,
+ * kpartx style, will be NAMEp1 to NAMEp999, shorter.
+ */
+#define IMGFMT_NAME_SUFFIX_MAX	(sizeof("-image4096") - 1)
+
+/*
+ * The longest NAME attach takes: every name derived from it, with the uuid
+ * prefix in front, must fit in a device-mapper uuid (the uuid is the
+ * longer of the two limits): 128 - 7 - 10 = 111 characters.
+ */
+#define IMGFMT_NAME_MAX		(IMGFMT_DM_UUID_LEN - 1 - \
+				 (sizeof(IMGFMT_UUID_PREFIX) - 1) - \
+				 IMGFMT_NAME_SUFFIX_MAX)
 
 /* One target of the device attach creates, in table order. */
 enum dm_piece_kind {
@@ -79,5 +100,11 @@ void raise_file_limit(unsigned int nr_files);
 
 /* Is name usable as a device-mapper device name?  0 or FAIL_USAGE. */
 int check_dm_name(const char *name);
+
+/*
+ * Is name usable as NAME for attach: a device-mapper name that leaves
+ * room for the names derived from it (IMGFMT_NAME_MAX)?  0 or FAIL_USAGE.
+ */
+int check_attach_name(const char *name);
 
 #endif /* IMGFMT_CLI_H */

@@ -40,12 +40,15 @@
 #include "imgfmt.h"
 
 _Static_assert(IMGFMT_DM_NAME_LEN == DM_NAME_LEN, "DM_NAME_LEN changed");
+_Static_assert(IMGFMT_DM_UUID_LEN == DM_UUID_LEN, "DM_UUID_LEN changed");
+/* The uuid limit is the tighter one: derived names fit DM_NAME_LEN too. */
+_Static_assert(IMGFMT_NAME_MAX + IMGFMT_NAME_SUFFIX_MAX < DM_NAME_LEN,
+	       "derived names do not fit DM_NAME_LEN");
 
 #define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
 #define SECTOR_BYTES		512
 #define TARGET_TYPE		"imgfmt"
-/* The dm uuid of the devices attach creates: this, then their name. */
-#define UUID_PREFIX		"IMGFMT-"
+#define UUID_PREFIX		IMGFMT_UUID_PREFIX
 /* Where the zero-padded last sectors of odd-sized images live. */
 #define TAIL_DIR		"/run/imgfmt"
 /* Other processes may grab the free loop device we were offered. */
@@ -503,7 +506,13 @@ static int table_begin(struct table *t, const char *name)
 	if (!t->dmt)
 		return fail("cannot talk to device-mapper: %s",
 			    dm_error_text());
-	snprintf(uuid, sizeof(uuid), "%s%s", UUID_PREFIX, name);
+	/* check_attach_name() leaves room; a cut uuid would not be ours. */
+	if ((size_t)snprintf(uuid, sizeof(uuid), "%s%s", UUID_PREFIX, name) >=
+	    sizeof(uuid)) {
+		dm_task_destroy(t->dmt);
+		t->dmt = NULL;
+		return fail("device name '%s' is too long for its uuid", name);
+	}
 	t->ok = dm_task_set_name(t->dmt, name) &&
 		dm_task_set_uuid(t->dmt, uuid) && dm_task_set_ro(t->dmt);
 	return 0;

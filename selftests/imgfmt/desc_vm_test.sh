@@ -322,6 +322,82 @@ foreign()
 }
 check "detach refuses a device attach did not make" foreign
 
+# Names: NAME has at most 111 characters, so that every name derived from
+# it (up to NAME-image4096) fits a dm uuid behind the prefix IMGFMT-.
+letters()		# LEN: a string of LEN letters n
+{
+	printf "%${1}s" "" | tr ' ' n
+}
+# Remove what a wrongly accepted name may have left.
+name_cleanup()		# NAME
+{
+	dmsetup remove "$1" >/dev/null 2>&1
+	for h in $(dmsetup ls 2>/dev/null | awk '{ print $1 }'); do
+		case $h in "$1"-image*) dmsetup remove "$h" >/dev/null 2>&1 ;; esac
+	done
+	rm -f /run/imgfmt/"$1"-image*.tail
+}
+name_longest()
+{
+	name=$(letters 111)
+	"$I" attach --name "$name" mix_crlf.vmdk >"$T/out" 2>"$T/err" ||
+		{ why="attach failed: $(cat "$T/err")"; return 1; }
+	dmsetup info "$name-image5" >/dev/null 2>&1 ||
+		why="no helper device $name-image5"
+	"$I" detach "$name" 2>"$T/err" ||
+		{ why="detach failed: $(cat "$T/err")"; name_cleanup "$name"; return 1; }
+	[ -z "$why" ] && nothing_left
+}
+check "a 111-character name with a helper device attaches and detaches" \
+	name_longest
+# 120 characters fit a dm name, and NAME-image5 still does (127), but
+# its uuid would be cut: detach would not know it as its own.
+name_too_long()
+{
+	name=$(letters 120)
+	"$I" attach --name "$name" mix_crlf.vmdk >"$T/out" 2>"$T/err"
+	rc=$?
+	[ $rc -eq 0 ] && "$I" detach "$name" >/dev/null 2>&1
+	name_cleanup "$name"
+	[ $rc -eq 2 ] || { why="exit status $rc: $(cat "$T/err")"; return 1; }
+	[ "$(wc -l <"$T/err")" -eq 1 ] &&
+		grep -q "is too long: 120 characters, at most 111" "$T/err" ||
+		{ why="stderr: $(cat "$T/err")"; return 1; }
+	nothing_left
+}
+check "attach refuses a 120-character name and sets nothing up" name_too_long
+# Names made from long file names are cut and end in a hash of the whole
+# file name: at most 111 characters, the same for the same file, and
+# different for files whose names differ only at the end.
+auto_names()
+{
+	long=$(letters 200)
+	cp odd_qcow2.qcow2 "$T/${long}a.qcow2" &&
+		cp odd_qcow2.qcow2 "$T/${long}b.qcow2" ||
+		{ why="cannot copy odd_qcow2.qcow2"; return 1; }
+	d1=$("$I" attach "$T/${long}a.qcow2" 2>"$T/err") ||
+		{ why="attach a failed: $(cat "$T/err")"; return 1; }
+	d2=$("$I" attach "$T/${long}b.qcow2" 2>"$T/err") ||
+		why="attach b failed: $(cat "$T/err")"
+	n1=${d1#/dev/mapper/}
+	n2=${d2#/dev/mapper/}
+	[ -n "$why" ] || [ "$n1" != "$n2" ] || why="both are named $n1"
+	[ -n "$why" ] || [ ${#n1} -le 111 ] || why="$n1 is ${#n1} characters"
+	for d in $n1 $n2; do
+		"$I" detach "$d" 2>"$T/err" ||
+			{ why="${why:+$why; }detach $d failed: $(cat "$T/err")"; }
+	done
+	[ -z "$why" ] || return 1
+	d3=$("$I" attach "$T/${long}a.qcow2" 2>"$T/err") ||
+		{ why="attach a again failed: $(cat "$T/err")"; return 1; }
+	"$I" detach "$d3" 2>"$T/err" || why="detach failed: $(cat "$T/err")"
+	rm -f "$T/${long}a.qcow2" "$T/${long}b.qcow2"
+	[ "$d3" = "$d1" ] || why="${why:+$why; }first $d1, then $d3"
+	[ -z "$why" ] && nothing_left
+}
+check "names made from long file names fit, differ and stay the same" \
+	auto_names
+
 # The table by hand: loop devices from losetup, the table from imgfmt table.
 by_hand()
 {

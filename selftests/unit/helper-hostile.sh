@@ -119,6 +119,44 @@ fifo_extent()
 }
 check "a FIFO as extent file is refused at once" fifo_extent
 
+# --- Device names ---------------------------------------------------------
+
+# A string of LEN letters n.
+letters()		# LEN
+{
+	printf "%${1}s" "" | tr ' ' n
+}
+
+# NAME-image4096 with the uuid prefix IMGFMT- must fit in a dm uuid (128):
+# NAME may have 111 characters.  The image does not exist: the name is
+# checked first, nothing is set up on the host.
+name_too_long()
+{
+	run attach --name "$(letters 112)" /nonexistent.qcow2
+	one_line_error 2 "^imgfmt: device name 'n{112}' is too long: 112 characters, at most 111 "
+}
+check "attach refuses a 112-character --name in one line" name_too_long
+name_longest()
+{
+	run attach --name "$(letters 111)" /nonexistent.qcow2
+	one_line_error 1 "^imgfmt: cannot open /nonexistent.qcow2: "
+}
+check "attach takes a 111-character --name" name_longest
+name_escaped()
+{
+	run attach --name "$(printf 'a\nb')" /nonexistent.qcow2
+	one_line_error 2 '^imgfmt: bad device name .a\\x0ab.: '
+}
+check "a bad --name is shown escaped, on one line" name_escaped
+# A file name too long for a device name gets a shortened one (the VM test
+# checks which): attach goes on to open the file.
+auto_name_long()
+{
+	run attach "/nonexistent/$(letters 200).qcow2"
+	one_line_error 1 "^imgfmt: cannot open /nonexistent/n{200}.qcow2: "
+}
+check "attach makes a name from a 200-character file name" auto_name_long
+
 echo "1..$n"
 echo "# $((n - failed)) passed, $failed failed"
 [ $failed -eq 0 ]
