@@ -7,6 +7,7 @@
 #ifndef IMGFMT_IMAGE_H
 #define IMGFMT_IMAGE_H
 
+#include "imgfmt.h"
 #include "imgfmt_format.h"
 
 #define SECTOR_SIZE	512ULL
@@ -16,6 +17,7 @@ struct imgfmt_decoder;
 
 struct image {
 	const char *path;
+	char name[IMGFMT_SHOWN_MAX];	/* path escaped, for messages */
 	struct imgfmt_dev dev;
 	const struct imgfmt_format_ops *ops;	/* set once detected */
 	struct imgfmt_image *img;		/* set once opened */

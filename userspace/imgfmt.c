@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 
 #include "disk.h"
-#include "escape.h"
 #include "imgfmt.h"
 #include "uhost.h"
 
@@ -142,6 +141,7 @@ static int piece_make(struct pieces *ps, unsigned int i,
 	p->sectors = s->sectors;
 	p->fd = segment_fd(s);
 	p->path = s->path;
+	p->name = s->name;
 	p->file_size = s->file_size;
 	p->offset = s->offset / SECTOR_SIZE;
 	p->opts = ps->opts[i];
@@ -228,29 +228,21 @@ static void print_bool(const char *key, bool v)
 	printf("%s: %s\n", key, v ? "yes" : "no");
 }
 
-/*
- * Strings read from the image may hold anything: control characters and
- * backslashes are printed as \xNN so that every key stays on one line.
- */
-static void print_escaped(const char *s)
+/* A value that is already one safe line: ours, or escaped. */
+static void print_text(const char *key, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-
-	for (; *p; p++) {
-		if (iscntrl(*p) || *p == '\\')
-			printf("\\x%02x", *p);
-		else
-			putchar(*p);
-	}
+	printf("%s:%s%s\n", key, *s ? " " : "", s);
 }
 
+/*
+ * Strings read from the image may hold anything: escaped and cut, so that
+ * every key stays on one line of bounded length.
+ */
 static void print_str(const char *key, const char *s)
 {
-	printf("%s:", key);
-	if (*s)
-		putchar(' ');
-	print_escaped(s);
-	putchar('\n');
+	char shown[IMGFMT_SHOWN_MAX];
+
+	print_text(key, shown_name(&shown, s));
 }
 
 static void print_size(u64 bytes)
@@ -323,14 +315,13 @@ static void print_image_info(struct disk *d)
 /* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
 static void print_extent(unsigned int i, const struct vmdk_extent *e)
 {
+	char shown[IMGFMT_SHOWN_MAX];
+
 	printf("extent-%u: %s %llu %s", i + 1, vmdk_access_name(e->access),
 	       (unsigned long long)e->sectors,
 	       vmdk_extent_type_name(e->type));
-	if (e->file) {
-		fputs(" \"", stdout);
-		print_escaped(e->file);
-		putchar('"');
-	}
+	if (e->file)
+		printf(" \"%s\"", shown_name(&shown, e->file));
 	if (vmdk_extent_is_flat(e->type))
 		printf(" %llu", (unsigned long long)e->offset);
 	putchar('\n');
@@ -368,14 +359,14 @@ static int cmd_info(struct opts *o, char **args)
 		if (d.desc_parsed)
 			print_desc_info(&d);
 		if (rc)
-			print_str("error", error_line);
+			print_text("error", error_line);
 	} else if (!rc) {
 		print_image_info(&d);
 	} else if (d.nr_segs && d.segs[0].im.err) {
 		refused = &d.segs[0].im;
 		if (refused->ops)
 			print_str("format", refused->ops->name);
-		print_str("error", refused->err);
+		print_text("error", refused->err);
 	}
 	disk_close(&d);
 	return rc;
@@ -394,7 +385,7 @@ static void note_partial_sectors(const struct disk *d)
 		if (s->kind != SEG_IMAGE || !(s->file_size % SECTOR_SIZE))
 			continue;
 		fprintf(stderr, "imgfmt: note: %s is %llu bytes, not a multiple of 512: a loop device over it hides its last %llu bytes (imgfmt attach maps them)\n",
-			s->path, (unsigned long long)s->file_size,
+			s->name, (unsigned long long)s->file_size,
 			(unsigned long long)(s->file_size % SECTOR_SIZE));
 	}
 }
@@ -429,9 +420,9 @@ static int check_nr_devs(const struct disk *d, unsigned int nr_devs)
 		return 0;
 	if (!d->is_desc)
 		return usage_fail("%s is a single image file: give one DEV, not %u",
-				  d->path, nr_devs);
+				  d->name, nr_devs);
 	return usage_fail("%s has %u extent file%s: give one DEV for each, in the order of its extent lines, not %u",
-			  d->path, nr_files, nr_files == 1 ? "" : "s",
+			  d->name, nr_files, nr_files == 1 ? "" : "s",
 			  nr_devs);
 }
 
@@ -464,7 +455,7 @@ static int cmd_table(struct opts *o, char **args)
 /* read */
 
 struct output {
-	const char *name;
+	char name[IMGFMT_SHOWN_MAX];	/* for messages */
 	int fd;
 	bool sparse;	/* a regular file: skip zeroes with lseek() */
 	bool close_fd;
@@ -506,17 +497,17 @@ static int output_open(struct output *out, const char *path,
 
 	memset(out, 0, sizeof(*out));
 	if (!path || !strcmp(path, "-")) {
-		out->name = "standard output";
+		snprintf(out->name, sizeof(out->name), "standard output");
 		out->fd = STDOUT_FILENO;
 	} else {
+		shown_name(&out->name, path);
 		if (output_is_input(path, d))
 			return fail("%s: refusing to write over the image being read",
-				    path);
-		out->name = path;
+				    out->name);
 		out->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
 			       O_NOCTTY, 0666);
 		if (out->fd < 0)
-			return fail("cannot open %s: %s", path,
+			return fail("cannot open %s: %s", out->name,
 				    strerror(errno));
 		out->close_fd = true;
 		if (!fstat(out->fd, &st) && S_ISREG(st.st_mode))
@@ -629,7 +620,7 @@ static int read_window(const struct opts *o, const struct disk *d,
 {
 	if (o->offset >= d->size)
 		return usage_fail("read: offset %llu is past the end of %s (virtual size %llu bytes)",
-				  (unsigned long long)o->offset, d->path,
+				  (unsigned long long)o->offset, d->name,
 				  (unsigned long long)d->size);
 	*length = d->size - o->offset;
 	if (!o->has_length)
@@ -637,7 +628,7 @@ static int read_window(const struct opts *o, const struct disk *d,
 	if (o->length > *length)
 		return usage_fail("read: offset %llu plus length %llu is past the end of %s (virtual size %llu bytes)",
 				  (unsigned long long)o->offset,
-				  (unsigned long long)o->length, d->path,
+				  (unsigned long long)o->length, d->name,
 				  (unsigned long long)d->size);
 	*length = o->length;
 	return 0;
@@ -700,20 +691,14 @@ static const char *dm_name_problem(const char *name)
 	return NULL;
 }
 
-/* A name from the command line, escaped and capped for an error line. */
-static const char *shown_arg(char *buf, size_t size, const char *s)
-{
-	return imgfmt_escape(buf, size, s, strlen(s));
-}
-
 int check_dm_name(const char *name)
 {
 	const char *why = dm_name_problem(name);
-	char shown[IMGFMT_ESCAPED_MAX];
+	char shown[IMGFMT_SHOWN_MAX];
 
 	if (why)
 		return usage_fail("bad device name '%s': %s",
-				  shown_arg(shown, sizeof(shown), name), why);
+				  shown_name(&shown, name), why);
 	return 0;
 }
 
@@ -724,7 +709,7 @@ int check_dm_name(const char *name)
  */
 int check_attach_name(const char *name)
 {
-	char shown[IMGFMT_ESCAPED_MAX];
+	char shown[IMGFMT_SHOWN_MAX];
 	int rc;
 
 	rc = check_dm_name(name);
@@ -732,7 +717,7 @@ int check_attach_name(const char *name)
 		return rc;
 	if (strlen(name) > IMGFMT_NAME_MAX)
 		return usage_fail("device name '%s' is too long: %zu characters, at most %zu (room for the names attach derives from it)",
-				  shown_arg(shown, sizeof(shown), name),
+				  shown_name(&shown, name),
 				  strlen(name), IMGFMT_NAME_MAX);
 	return 0;
 }
@@ -760,7 +745,7 @@ static u32 name_hash(const char *s, size_t len)
 static int default_dm_name(const char *path, char *name, size_t size)
 {
 	const char *base = strrchr(path, '/');
-	char shown[IMGFMT_ESCAPED_MAX];
+	char shown[IMGFMT_SHOWN_MAX];
 	size_t len, keep, i;
 	const char *dot;
 
@@ -778,7 +763,7 @@ static int default_dm_name(const char *path, char *name, size_t size)
 			 name_hash(base, len));
 	if (dm_name_problem(name))
 		return usage_fail("cannot make a device name from '%s': use --name",
-				  shown_arg(shown, sizeof(shown), path));
+				  shown_name(&shown, path));
 	return 0;
 }
 
@@ -946,6 +931,7 @@ static void print_command_help(const struct command *c)
 
 static int cmd_help(struct opts *o, char **args)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	const struct command *c;
 
 	(void)o;
@@ -956,7 +942,7 @@ static int cmd_help(struct opts *o, char **args)
 	c = find_command(args[0]);
 	if (!c)
 		return usage_fail("unknown command '%s' (try 'imgfmt --help')",
-				  args[0]);
+				  shown_name(&shown, args[0]));
 	print_command_help(c);
 	return 0;
 }
@@ -1013,6 +999,7 @@ static const char *option_name(int opt)
 static int set_option(const struct command *c, struct opts *o, int opt,
 		      const char *arg)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(option_bits); i++)
@@ -1030,7 +1017,7 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 	case 'c':
 		if (parse_size(arg, &o->cache_bytes))
 			return usage_fail("%s: bad cache size '%s'", c->name,
-					  arg);
+					  shown_name(&shown, arg));
 		if (o->cache_bytes < IMGFMT_MIN_CACHE_BYTES ||
 		    o->cache_bytes > IMGFMT_MAX_CACHE_BYTES)
 			return usage_fail("%s: the cache size must be from %llu to %llu bytes",
@@ -1039,11 +1026,13 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 		return 0;
 	case LONG_OFFSET:
 		if (parse_size(arg, &o->offset))
-			return usage_fail("%s: bad offset '%s'", c->name, arg);
+			return usage_fail("%s: bad offset '%s'", c->name,
+					  shown_name(&shown, arg));
 		return 0;
 	case LONG_LENGTH:
 		if (parse_size(arg, &o->length))
-			return usage_fail("%s: bad length '%s'", c->name, arg);
+			return usage_fail("%s: bad length '%s'", c->name,
+					  shown_name(&shown, arg));
 		if (!o->length)
 			return usage_fail("%s: the length must not be 0",
 					  c->name);
@@ -1061,6 +1050,7 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 static int parse_options(const struct command *c, int argc, char **argv,
 			 struct opts *o, int *first)
 {
+	char shown[IMGFMT_SHOWN_MAX], optc[2] = "";
 	int opt, rc;
 
 	memset(o, 0, sizeof(*o));
@@ -1072,12 +1062,13 @@ static int parse_options(const struct command *c, int argc, char **argv,
 			print_command_help(c);
 			return 1;
 		}
+		optc[0] = (char)optopt;
 		if (opt == '?' && optopt && !strchr("fcnh", optopt))
-			return usage_fail("%s: unknown option '-%c'", c->name,
-					  optopt);
+			return usage_fail("%s: unknown option '-%s'", c->name,
+					  shown_name(&shown, optc));
 		if (opt == '?')
 			return usage_fail("%s: unknown option '%s'", c->name,
-					  argv[optind - 1]);
+					  shown_name(&shown, argv[optind - 1]));
 		if (opt == ':')
 			return usage_fail("%s: option '%s' needs a value",
 					  c->name, option_name(optopt));
@@ -1107,6 +1098,7 @@ static int run_command(const struct command *c, int argc, char **argv)
 
 static int dispatch(int argc, char **argv)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	const struct command *c;
 
 	if (argc < 2)
@@ -1118,7 +1110,7 @@ static int dispatch(int argc, char **argv)
 	c = find_command(argv[1]);
 	if (!c)
 		return usage_fail("unknown command '%s' (try 'imgfmt --help')",
-				  argv[1]);
+				  shown_name(&shown, argv[1]));
 	return run_command(c, argc - 1, argv + 1);
 }
 

@@ -27,6 +27,15 @@
 __printf(1, 2) int fail(const char *fmt, ...);
 __printf(1, 2) int usage_fail(const char *fmt, ...);
 
+/*
+ * Strings from an image or the command line go into messages and output
+ * lines through shown_name(): escaped with imgfmt_escape() (escape.h) and
+ * cut to IMGFMT_SHOWN_MAX bytes (its IMGFMT_ESCAPED_MAX), so that they stay
+ * on one line of bounded length.  Returns *buf.
+ */
+#define IMGFMT_SHOWN_MAX	256
+char *shown_name(char (*buf)[IMGFMT_SHOWN_MAX], const char *s);
+
 /* Size of a device-mapper name buffer, NUL included (DM_NAME_LEN). */
 #define IMGFMT_DM_NAME_LEN	128
 /* The same for a device-mapper uuid (DM_UUID_LEN). */
@@ -63,6 +72,7 @@ struct dm_piece {
 	unsigned long long sectors;	/* its length in the device */
 	int fd;				/* its file, open read-only; or -1 */
 	const char *path;		/* the file's name */
+	const char *name;		/* path for messages (shown_name()) */
 	unsigned long long file_size;	/* bytes */
 	unsigned long long offset;	/* LINEAR: sectors to skip in the file */
 	const char *opts;		/* IMGFMT: "" or " <#opt> <opt>..." */

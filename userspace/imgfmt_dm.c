@@ -680,7 +680,7 @@ static int write_tail(const struct dm_piece *p, const char *tail)
 	int fd, rc = 0;
 
 	if (pread(p->fd, buf, len, off) != (ssize_t)len)
-		return fail("cannot read the end of %s: %s", p->path,
+		return fail("cannot read the end of %s: %s", p->name,
 			    strerror(errno ? errno : EIO));
 	if (mkdir(TAIL_DIR, 0700) && errno != EEXIST)
 		return fail("cannot create %s: %s", TAIL_DIR, strerror(errno));
@@ -884,6 +884,7 @@ static const char *dm_strip_dir(const char *arg)
 /* The device under an imgfmt or linear target: "MAJ:MIN" or a path. */
 static int parse_table_dev(const char *name, const char *params, dev_t *dev)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	unsigned int maj, min;
 	char path[PATH_MAX];
 	struct stat st;
@@ -898,7 +899,7 @@ static int parse_table_dev(const char *name, const char *params, dev_t *dev)
 		return 0;
 	}
 	return fail("cannot find the device in the table of '%s': %s", name,
-		    params);
+		    shown_name(&shown, params));
 }
 
 /* A loop device under the device being detached, held open till the end. */
@@ -1199,11 +1200,12 @@ static int detach(const char *name)
 int dm_detach_device(const char *arg)
 {
 	const char *name = dm_strip_dir(arg);
+	char shown[IMGFMT_SHOWN_MAX];
 	int rc;
 
 	if (strchr(name, '/'))
 		return usage_fail("'%s' is neither a device name nor under %s",
-				  arg, dm_dir());
+				  shown_name(&shown, arg), dm_dir());
 	rc = check_dm_name(name);
 	if (rc)
 		return rc;

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "disk.h"
+#include "escape.h"
 #include "imgfmt.h"
 
 /* The start of a file that tells a descriptor from an image. */
@@ -95,7 +96,7 @@ static int embedded_descriptor(struct disk *d, int fd,
 	u64 off = get_le64(head + KDMV_DESC_OFFSET);
 	u64 sectors = get_le64(head + KDMV_DESC_SIZE);
 	u64 file_size = d->file_size;
-	const char *path = d->path;
+	const char *path = d->name;
 
 	if (get_le64(head + KDMV_CAPACITY) || !off)
 		return 0;
@@ -112,7 +113,7 @@ static int embedded_descriptor(struct disk *d, int fd,
 static int text_descriptor(struct disk *d, int fd, char **text, size_t *len)
 {
 	u64 file_size = d->file_size;
-	const char *path = d->path;
+	const char *path = d->name;
 
 	d->is_desc = true;
 	if (file_size > VMDK_DESC_MAX_BYTES)
@@ -124,7 +125,7 @@ static int text_descriptor(struct disk *d, int fd, char **text, size_t *len)
 
 static int probe_file(struct disk *d, int fd, char **text, size_t *len)
 {
-	const char *path = d->path;
+	const char *path = d->name;
 	unsigned char *head;
 	size_t got;
 	int rc;
@@ -165,9 +166,13 @@ int vmdk_desc_load(struct disk *d, char **text, size_t *len)
 
 static int desc_failed(struct disk *d, const struct vmdk_desc_error *e)
 {
+	char msg[IMGFMT_SHOWN_MAX];
+
+	/* The message quotes the descriptor's text as it is. */
+	imgfmt_escape(msg, sizeof(msg), e->msg, sizeof(e->msg));
 	if (e->line)
-		return fail("%s:%u: %s", d->path, e->line, e->msg);
-	return fail("%s: %s", d->path, e->msg);
+		return fail("%s:%u: %s", d->name, e->line, msg);
+	return fail("%s: %s", d->name, msg);
 }
 
 /* The extent's file: absolute, or relative to the descriptor's directory. */
@@ -182,7 +187,7 @@ static int extent_path(struct disk *d, const struct vmdk_extent *e,
 		dir_len = 0;
 	len = (size_t)dir_len + strlen(e->file);
 	if (len >= PATH_MAX)
-		return fail("%s:%u: extent path too long", d->path, e->line);
+		return fail("%s:%u: extent path too long", d->name, e->line);
 	*path = malloc(len + 1);
 	if (!*path)
 		return fail("out of memory");
@@ -198,7 +203,7 @@ static int flat_open(struct disk *d, const struct vmdk_extent *e,
 	if (s->file_size < need) {
 		close(fd);
 		return fail("%s:%u: extent file %s is too short: %llu bytes, the extent needs %llu",
-			    d->path, e->line, s->path,
+			    d->name, e->line, s->name,
 			    (unsigned long long)s->file_size,
 			    (unsigned long long)need);
 	}
@@ -228,10 +233,10 @@ static int sparse_open(struct disk *d, const struct vmdk_extent *e,
 	if (rc || got < sizeof(magic) || !sparse_magic_fits(e, magic)) {
 		close(fd);
 		if (rc)
-			return fail("cannot read %s: %s", s->path,
+			return fail("cannot read %s: %s", s->name,
 				    strerror(-rc));
 		return fail("%s:%u: extent file %s is not a %s extent",
-			    d->path, e->line, s->path,
+			    d->name, e->line, s->name,
 			    vmdk_extent_type_name(e->type));
 	}
 	s->kind = SEG_IMAGE;
@@ -240,11 +245,11 @@ static int sparse_open(struct disk *d, const struct vmdk_extent *e,
 		return rc;
 	/* The magic was checked: this is the vmdk format or its seSparse. */
 	if (strncmp(s->im.ops->name, "vmdk", 4))
-		return fail("%s:%u: extent file %s is a %s image", d->path,
-			    e->line, s->path, s->im.ops->name);
+		return fail("%s:%u: extent file %s is a %s image", d->name,
+			    e->line, s->name, s->im.ops->name);
 	if (s->im.info.virtual_size != s->bytes)
 		return fail("%s:%u: extent file %s holds %llu sectors, the descriptor says %llu",
-			    d->path, e->line, s->path,
+			    d->name, e->line, s->name,
 			    (unsigned long long)(s->im.info.virtual_size /
 						 SECTOR_SIZE),
 			    (unsigned long long)e->sectors);
@@ -267,15 +272,16 @@ static int extent_open(struct disk *d, const struct vmdk_extent *e,
 	rc = extent_path(d, e, &s->path);
 	if (rc)
 		return rc;
+	shown_name(&s->name, s->path);
 	/* Never wait on a FIFO a hostile descriptor names. */
 	fd = file_open_nonblock(s->path, &st);
 	if (fd < 0)
-		return fail("%s:%u: cannot open extent file %s: %s", d->path,
-			    e->line, s->path, strerror(-fd));
+		return fail("%s:%u: cannot open extent file %s: %s", d->name,
+			    e->line, s->name, strerror(-fd));
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
 		return fail("%s:%u: extent file %s is not a regular file",
-			    d->path, e->line, s->path);
+			    d->name, e->line, s->name);
 	}
 	s->file_size = (u64)st.st_size;
 	if (vmdk_extent_is_flat(e->type))
@@ -322,7 +328,7 @@ int vmdk_disk_open(struct disk *d, const char *text, size_t len,
 	/* After the extents: a missing file is the first thing to fix. */
 	if (vmdk_desc_has_parent(&d->desc))
 		return fail("%s:%u: VMDK delta disks (parentFileNameHint) are not supported yet",
-			    d->path, d->desc.parent_hint_line);
+			    d->name, d->desc.parent_hint_line);
 	d->size = d->desc.sectors * SECTOR_SIZE;
 	return 0;
 }

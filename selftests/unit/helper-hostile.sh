@@ -157,6 +157,71 @@ auto_name_long()
 }
 check "attach makes a name from a 200-character file name" auto_name_long
 
+# --- Image-derived text in output and errors -------------------------------
+
+# Every line of info's text output: "key: value" (or "key:" when empty),
+# printable ASCII, at most 512 bytes (keys are short, values cut at 255).
+text_lines_ok()		# FILE
+{
+	local bad
+
+	bad=$(LC_ALL=C grep -nvE '^[a-z0-9-]+:( [ -~]*)?$' "$1" | head -3)
+	[ -z "$bad" ] || { why="bad lines: $bad"; return 1; }
+	bad=$(awk 'length($0) > 512 { print NR ": " length($0) " bytes"; exit }' "$1")
+	[ -z "$bad" ] || { why="line too long: $bad"; return 1; }
+}
+
+# Extent files whose names hold bytes that are not ASCII (the parser
+# refuses control characters there), a backslash
+# and 200 more characters: info lists them on one line each, escaped and
+# cut; a missing one is named in a one-line error.
+long=$(letters 240)
+nl_name=$(printf 'nl\377x\200\\%s.raw' "$long")
+head -c 512 /dev/zero >"$nl_name"
+printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "%s" 0\n' \
+	"$nl_name" >nl.vmdk
+printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "%s-gone" 0\n' \
+	"$nl_name" >nl-gone.vmdk
+escaped_extent()
+{
+	run info nl.vmdk
+	[ $rc -eq 0 ] || { why="exit status $rc: $(cat err)"; return 1; }
+	text_lines_ok out || return 1
+	grep -qE '^extent-1: RW 1 FLAT "nl\\xffx\\x80\\x5cn{10}.*\.\.\." 0$' out ||
+		{ why="extent line: $(grep extent-1 out)"; return 1; }
+}
+check "info shows an odd extent file name escaped and cut" escaped_extent
+escaped_extent_error()
+{
+	run info nl-gone.vmdk
+	one_line_error 1 '^imgfmt: nl-gone.vmdk:3: cannot open extent file nl\\xffx\\x80\\x5cn{10}'
+	[ $? -eq 0 ] || return 1
+	[ "$(wc -c <err)" -lt 600 ] || { why="$(wc -c <err) bytes"; return 1; }
+	grep -qx 'error: .*' out && text_lines_ok out
+}
+check "an error naming an odd extent file is one escaped line" \
+	escaped_extent_error
+# A descriptor line quoted in an error: control bytes escaped.
+printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "x" 0 \033]0;pwned\007\n' \
+	>esc-line.vmdk
+escaped_desc_line()
+{
+	run info esc-line.vmdk
+	one_line_error 1 "^imgfmt: esc-line.vmdk:3: unexpected '\\\\x1b\\]0;pwned\\\\x07' after the extent$" &&
+		text_lines_ok out
+}
+check "a descriptor line quoted in an error is escaped" escaped_desc_line
+# A createType of 63 bytes of control characters: escaped and cut.
+ct=$(head -c 63 /dev/zero | tr '\0' '\001')
+printf 'version=1\ncreateType="%s"\nRW 1 FLAT "x" 0\n' "$ct" >esc-ct.vmdk
+escaped_create_type()
+{
+	run info esc-ct.vmdk
+	one_line_error 1 "^imgfmt: esc-ct.vmdk:2: bad value for createType: " &&
+		text_lines_ok out
+}
+check "a createType of control characters is escaped" escaped_create_type
+
 echo "1..$n"
 echo "# $((n - failed)) passed, $failed failed"
 [ $failed -eq 0 ]
