@@ -380,36 +380,6 @@ static int loop_open_devt(dev_t dev, struct loop *lo)
 	return 0;
 }
 
-/*
- * The loop's status before the removal, when it must be detached by hand:
- * 1 when it must, 0 when it is not bound or clears itself, or FAIL.
- */
-static int loop_needs_clear(struct loop *lo, struct loop_info64 *info)
-{
-	if (ioctl(lo->fd, LOOP_GET_STATUS64, info))
-		return errno == ENXIO ? 0 :
-		       fail("cannot get the status of %s: %s", lo->path,
-			    strerror(errno));
-	return !(info->lo_flags & LO_FLAGS_AUTOCLEAR);
-}
-
-/* Detach the loop unless someone rebound it in the meantime. */
-static int loop_clear(struct loop *lo, const struct loop_info64 *before,
-		      const char *name)
-{
-	struct loop_info64 now;
-
-	if (ioctl(lo->fd, LOOP_GET_STATUS64, &now))
-		return 0;
-	if (now.lo_device != before->lo_device ||
-	    now.lo_inode != before->lo_inode)
-		return 0;
-	if (ioctl(lo->fd, LOOP_CLR_FD, 0))
-		return fail("removed '%s', but cannot detach %s: %s", name,
-			    lo->path, strerror(errno));
-	return 0;
-}
-
 /* Remove a device-mapper device, retrying while it is busy. */
 static int dm_remove(const char *name)
 {
@@ -902,11 +872,14 @@ static int parse_table_dev(const char *name, const char *params, dev_t *dev)
 		    shown_name(&shown, params));
 }
 
-/* A loop device under the device being detached, held open till the end. */
+/*
+ * A loop device attach bound under the device being detached, held open
+ * till the end.  Such loops clear themselves (autoclear) once
+ * device-mapper lets go of them; detach never clears a loop itself.
+ */
 struct held_loop {
 	struct loop lo;
 	struct loop_info64 info;	/* its status before the removal */
-	bool clear;			/* must be detached by hand */
 };
 
 /* What a device being detached sits on. */
@@ -922,8 +895,6 @@ struct stack {
 struct dm_table {
 	char name[DM_NAME_LEN];
 	char uuid[DM_UUID_LEN];
-	unsigned int nr_targets;
-	bool has_imgfmt;
 	dev_t *devs;			/* devices under imgfmt, linear */
 	unsigned int nr_devs;
 };
@@ -957,10 +928,7 @@ static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 					  &params);
 		if (!type)
 			break;
-		tbl->nr_targets++;
-		if (!strcmp(type, TARGET_TYPE))
-			tbl->has_imgfmt = true;
-		else if (strcmp(type, "linear"))
+		if (strcmp(type, TARGET_TYPE) && strcmp(type, "linear"))
 			continue;
 		rc = params ? parse_table_dev(tbl->name, params, &dev) :
 			      fail("no table arguments in '%s'", tbl->name);
@@ -970,6 +938,15 @@ static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 			return rc;
 	} while (next);
 	return 0;
+}
+
+/* Was this device made by imgfmt attach (under the name it has now)? */
+static bool table_is_ours(const struct dm_table *tbl)
+{
+	size_t len = strlen(UUID_PREFIX);
+
+	return !strncmp(tbl->uuid, UUID_PREFIX, len) &&
+	       !strcmp(tbl->uuid + len, tbl->name);
 }
 
 /* Read the table of the device name, or of device number devt. */
@@ -1004,19 +981,11 @@ static int dm_read_table(const char *name, dev_t devt, struct dm_table *tbl)
 	snprintf(tbl->name, sizeof(tbl->name), "%s", s ? s : "");
 	s = dm_task_get_uuid(dmt);
 	snprintf(tbl->uuid, sizeof(tbl->uuid), "%s", s ? s : "");
-	rc = table_read_targets(dmt, tbl);
+	/* Tables attach did not make are none of our business. */
+	rc = table_is_ours(tbl) ? table_read_targets(dmt, tbl) : 0;
 out:
 	dm_task_destroy(dmt);
 	return rc;
-}
-
-/* Was this device made by imgfmt attach (under the name it has now)? */
-static bool table_is_ours(const struct dm_table *tbl)
-{
-	size_t len = strlen(UUID_PREFIX);
-
-	return !strncmp(tbl->uuid, UUID_PREFIX, len) &&
-	       !strcmp(tbl->uuid + len, tbl->name);
 }
 
 static int stack_grow_loops(struct stack *st)
@@ -1038,7 +1007,7 @@ static int stack_add_loop(struct stack *st, dev_t dev)
 {
 	struct held_loop *h;
 	unsigned int i;
-	int clear, rc;
+	int rc;
 
 	for (i = 0; i < st->nr_loops; i++)
 		if (st->loops[i].lo.devt == dev)
@@ -1053,12 +1022,15 @@ static int stack_add_loop(struct stack *st, dev_t dev)
 	rc = loop_open_devt(dev, &h->lo);
 	if (rc)
 		return rc;
-	clear = loop_needs_clear(&h->lo, &h->info);
-	if (clear < 0) {
+	/*
+	 * attach binds its loops with autoclear; one without it (or no
+	 * longer bound) is someone else's: leave it alone.
+	 */
+	if (ioctl(h->lo.fd, LOOP_GET_STATUS64, &h->info) ||
+	    !(h->info.lo_flags & LO_FLAGS_AUTOCLEAR)) {
 		close(h->lo.fd);
-		return clear;
+		return 0;
 	}
-	h->clear = clear > 0;
 	st->nr_loops++;
 	return 0;
 }
@@ -1153,7 +1125,10 @@ static void remove_tail(const struct stack *st, const char *helper)
 	}
 }
 
-/* Remove the devices under the top one, which is gone. */
+/*
+ * Remove the helper devices under the top one, which is gone, and their
+ * tail files; the loops clear themselves once stack_free() closes them.
+ */
 static int stack_remove(struct stack *st)
 {
 	unsigned int i;
@@ -1164,13 +1139,6 @@ static int stack_remove(struct stack *st)
 		if (!rc)
 			rc = r;
 		remove_tail(st, st->helpers[i]);
-	}
-	for (i = 0; i < st->nr_loops; i++) {
-		if (!st->loops[i].clear)
-			continue;
-		r = loop_clear(&st->loops[i].lo, &st->loops[i].info, st->name);
-		if (!rc)
-			rc = r;
 	}
 	return rc;
 }
@@ -1184,8 +1152,10 @@ static int detach(const char *name)
 	rc = dm_read_table(name, 0, &top);
 	if (rc)
 		return rc;
-	if (!table_is_ours(&top) && !(top.nr_targets == 1 && top.has_imgfmt))
-		rc = fail("'%s' is not an %s device", name, TARGET_TYPE);
+	/* Only what attach made: never a device or loop set up by hand. */
+	if (!table_is_ours(&top))
+		rc = fail("'%s' was not made by imgfmt attach; remove it with dmsetup remove",
+			  name);
 	if (!rc)
 		rc = stack_collect(&st, &top);
 	if (!rc)

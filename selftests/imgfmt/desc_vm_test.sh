@@ -315,12 +315,41 @@ foreign()
 	kept=$?
 	dmsetup remove foreign >/dev/null 2>&1
 	[ $rc -eq 1 ] || { why="exit status $rc: $(cat "$T/err")"; return 1; }
-	grep -qF "is not an imgfmt device" "$T/err" ||
+	grep -qxF "imgfmt: 'foreign' was not made by imgfmt attach; remove it with dmsetup remove" "$T/err" ||
 		{ why="stderr: $(cat "$T/err")"; return 1; }
 	[ $kept -eq 0 ] || { why="the device was removed"; return 1; }
 	nothing_left
 }
 check "detach refuses a device attach did not make" foreign
+
+# An imgfmt device made by hand over the user's own loop (no autoclear):
+# detach must leave both alone.
+own_loop()
+{
+	d=$(losetup -f) && losetup -r "$d" mix-s2.vmdk ||
+		{ why="losetup failed"; return 1; }
+	"$I" table mix-s2.vmdk "$d" 2>"$T/err" |
+		dmsetup create mine --readonly 2>>"$T/err" ||
+		why="dmsetup create failed: $(cat "$T/err")"
+	if [ -z "$why" ]; then
+		"$I" detach mine >"$T/out" 2>"$T/err"
+		rc=$?
+		if [ $rc -ne 1 ]; then
+			why="exit status $rc: $(cat "$T/err")"
+		elif [ "$(wc -l <"$T/err")" -ne 1 ] ||
+		     ! grep -qF "'mine' was not made by imgfmt attach; remove it with dmsetup remove" "$T/err"; then
+			why="stderr: $(cat "$T/err")"
+		fi
+		dmsetup info mine >/dev/null 2>&1 ||
+			why="${why:+$why; }the device was removed"
+		losetup "$d" 2>/dev/null | grep -q mix-s2.vmdk ||
+			why="${why:+$why; }$d was detached"
+	fi
+	dmsetup remove mine >/dev/null 2>&1
+	losetup -d "$d" 2>/dev/null
+	[ -z "$why" ] && nothing_left
+}
+check "detach leaves a hand-made device and the user's loop alone" own_loop
 
 # Names: NAME has at most 111 characters, so that every name derived from
 # it (up to NAME-image4096) fits a dm uuid behind the prefix IMGFMT-.
