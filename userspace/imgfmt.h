@@ -103,10 +103,12 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 int dm_detach_device(const char *name);
 
 /*
- * Let this process open nr_files more files: raise the soft limit towards
- * the hard one.  Failing is left to the opens.
+ * Let this process hold nr_files files open at once, besides a few of its
+ * own: raise the soft limit, and the hard one too when that is allowed
+ * (root).  Returns 0, or FAIL with one line saying how many files what
+ * (an escaped name) needs.
  */
-void raise_file_limit(unsigned int nr_files);
+int raise_file_limit(unsigned int nr_files, const char *what);
 
 /* Is name usable as a device-mapper device name?  0 or FAIL_USAGE. */
 int check_dm_name(const char *name);

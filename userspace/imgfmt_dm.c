@@ -56,6 +56,8 @@ _Static_assert(IMGFMT_NAME_MAX + IMGFMT_NAME_SUFFIX_MAX < DM_NAME_LEN,
 /* How long to wait for a new /dev/loopN node to appear. */
 #define LOOP_NODE_TRIES		50
 #define LOOP_NODE_WAIT_MS	20
+/* Files open besides those counted: stdio, device-mapper, loop-control. */
+#define FILE_MARGIN		64
 /* Removal is retried while the device is busy, for about two seconds. */
 #define REMOVE_TRIES		20
 #define REMOVE_WAIT_MS		100
@@ -410,16 +412,27 @@ static int dm_remove(const char *name)
 
 /* Open file limit */
 
-void raise_file_limit(unsigned int nr_files)
+int raise_file_limit(unsigned int nr_files, const char *what)
 {
-	rlim_t want = (rlim_t)nr_files + 64;
+	rlim_t want = (rlim_t)nr_files + FILE_MARGIN;
 	struct rlimit rl;
+	rlim_t had;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
-		return;
-	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want :
-		      (want < rl.rlim_max ? want : rl.rlim_max);
-	setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return fail("cannot get the open file limit: %s",
+			    strerror(errno));
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return 0;
+	had = rl.rlim_cur;
+	rl.rlim_cur = want;
+	/* Needs CAP_SYS_RESOURCE; the kernel caps it at fs.nr_open. */
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+		rl.rlim_max = want;
+	if (!setrlimit(RLIMIT_NOFILE, &rl))
+		return 0;
+	return fail("%s needs %llu open files (%u of its own), but the open file limit (ulimit -n) is %llu and cannot be raised: %s",
+		    what, (unsigned long long)want, nr_files,
+		    (unsigned long long)had, strerror(errno));
 }
 
 /* Tables */
@@ -587,8 +600,8 @@ static int attach_init(struct attach *a, const char *name, unsigned int nr)
 	a->devs = calloc(nr, sizeof(*a->devs));
 	if (!a->loops || !a->helpers || !a->tails || !a->devs)
 		return fail("out of memory");
-	raise_file_limit(2 * nr);
-	return 0;
+	/* Each piece's file and up to two loops: its own and a tail's. */
+	return raise_file_limit(3 * nr, name);
 }
 
 static void attach_free(struct attach *a)
@@ -998,8 +1011,7 @@ static int stack_grow_loops(struct stack *st)
 		return fail("out of memory");
 	st->loops = grown;
 	st->max_loops = max;
-	raise_file_limit(max);
-	return 0;
+	return raise_file_limit(max, st->name);
 }
 
 /* Hold the loop device dev open until the end of detach. */

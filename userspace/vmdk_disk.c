@@ -294,8 +294,10 @@ static int extents_open(struct disk *d, u64 cache_bytes)
 	unsigned int i, nr = d->desc.nr_extents;
 	int rc;
 
-	/* Each extent's file, and its loop device for attach. */
-	raise_file_limit(2 * nr);
+	/* Each extent's file is held open (attach raises it further). */
+	rc = raise_file_limit(nr, d->name);
+	if (rc)
+		return rc;
 	d->segs = calloc(nr, sizeof(*d->segs));
 	if (!d->segs)
 		return fail("out of memory");

@@ -222,6 +222,50 @@ escaped_create_type()
 }
 check "a createType of control characters is escaped" escaped_create_type
 
+# --- 4096 extents under a lowered open file limit --------------------------
+
+# The documented limit: 4096 extents, each a sector of one flat file, so
+# that info and table hold 4096 files open at once.
+head -c $((4096 * 512)) /dev/zero >one.raw
+{
+	printf 'version=1\ncreateType="twoGbMaxExtentFlat"\n'
+	seq 0 4095 | sed 's/.*/RW 1 FLAT "one.raw" &/'
+} >many.vmdk
+seq -f '7:%g' 0 4095 >many.devs
+# Can this process raise its hard limit (root with CAP_SYS_RESOURCE)?
+can_raise_hard=0
+(ulimit -n 256 && ulimit -Hn 512) 2>/dev/null && can_raise_hard=1
+many_ok()		# ULIMIT-ARGS...
+{
+	# shellcheck disable=SC2046 # one DEV per word
+	(ulimit "$@" && run info many.vmdk && [ $rc -eq 0 ] &&
+		grep -qx 'extents: 4096' out &&
+		run table many.vmdk $(cat many.devs) && [ $rc -eq 0 ] &&
+		[ "$(wc -l <out)" -eq 4096 ]) ||
+		{ why="exit status $rc: $(head -c 300 err)"; return 1; }
+}
+many_refused()		# ULIMIT-ARGS...
+{
+	(ulimit "$@" && run info many.vmdk &&
+		one_line_error 1 '^imgfmt: many.vmdk needs 4160 open files \(4096 of its own\), but the open file limit \(ulimit -n\) is 256 and cannot be raised') ||
+		{ why="exit status $rc: $(head -c 300 err)"; return 1; }
+}
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 4160 ]; then
+	check "info and table of 4096 extents under a soft ulimit -n 256" \
+		many_ok -Sn 256
+else
+	skip "info and table of 4096 extents under a soft ulimit -n 256" \
+		"the hard limit is $hard"
+fi
+if [ $can_raise_hard = 1 ]; then
+	check "info and table of 4096 extents under ulimit -n 256 (root raises the hard limit)" \
+		many_ok -n 256
+else
+	check "info of 4096 extents under a hard ulimit -n 256 fails in one line" \
+		many_refused -n 256
+fi
+
 echo "1..$n"
 echo "# $((n - failed)) passed, $failed failed"
 [ $failed -eq 0 ]
