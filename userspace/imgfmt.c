@@ -31,6 +31,7 @@ struct opts {
 	u64 offset;		/* --offset, or 0 */
 	u64 length;		/* --length, when has_length */
 	bool has_length;
+	bool json;		/* --output=json */
 };
 
 static char error_line[1024];
@@ -51,6 +52,11 @@ int fail(const char *fmt, ...)
 	rc = record_failure(FAIL, fmt, ap);
 	va_end(ap);
 	return rc;
+}
+
+const char *failure_text(void)
+{
+	return error_line;
 }
 
 int usage_fail(const char *fmt, ...)
@@ -171,205 +177,9 @@ static int pieces_make(struct pieces *ps, const struct disk *d,
 
 /* info */
 
-static const char *compression_name(enum imgfmt_compression c)
-{
-	switch (c) {
-	case IMGFMT_COMP_NONE:
-		return "none";
-	case IMGFMT_COMP_DEFLATE:
-		return "deflate";
-	case IMGFMT_COMP_ZLIB:
-		return "zlib";
-	case IMGFMT_COMP_ZSTD:
-		return "zstd";
-	}
-	return "unknown";
-}
-
-/* "64 MiB", "1.5 GiB": binary units, one decimal when it is not zero. */
-static void human_size(u64 bytes, char *buf, size_t size)
-{
-	static const char *const units[] = {
-		"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"
-	};
-	unsigned int i = 0;
-	u64 unit = 1, whole, tenths;
-
-	while (i + 1 < ARRAY_SIZE(units) && bytes / 1024 >= unit) {
-		unit *= 1024;
-		i++;
-	}
-	whole = bytes / unit;
-	tenths = ((bytes % unit) * 10 + unit / 2) / unit;
-	if (tenths == 10) {
-		whole++;
-		tenths = 0;
-	}
-	if (tenths)
-		snprintf(buf, size, "%llu.%llu %s", (unsigned long long)whole,
-			 (unsigned long long)tenths, units[i]);
-	else
-		snprintf(buf, size, "%llu %s", (unsigned long long)whole,
-			 units[i]);
-}
-
-static void print_u64(const char *key, u64 v)
-{
-	printf("%s: %llu\n", key, (unsigned long long)v);
-}
-
-static void print_hex(const char *key, u64 v)
-{
-	printf("%s: 0x%llx\n", key, (unsigned long long)v);
-}
-
-static void print_bool(const char *key, bool v)
-{
-	printf("%s: %s\n", key, v ? "yes" : "no");
-}
-
-/* A value that is already one safe line: ours, or escaped. */
-static void print_text(const char *key, const char *s)
-{
-	printf("%s:%s%s\n", key, *s ? " " : "", s);
-}
-
-/*
- * Strings read from the image may hold anything: escaped and cut, so that
- * every key stays on one line of bounded length.
- */
-static void print_str(const char *key, const char *s)
-{
-	char shown[IMGFMT_SHOWN_MAX];
-
-	print_text(key, shown_name(&shown, s));
-}
-
-static void print_size(u64 bytes)
-{
-	char human[64];
-
-	human_size(bytes, human, sizeof(human));
-	print_u64("virtual-size", bytes);
-	print_str("virtual-size-human", human);
-}
-
-static void print_info(const struct imgfmt_info *info)
-{
-	print_str("format", info->format);
-	print_u64("version", info->version);
-	print_size(info->virtual_size);
-	print_u64("cluster-size", info->cluster_size);
-	print_u64("refcount-bits", info->refcount_bits);
-	print_bool("dirty", info->dirty);
-	print_bool("corrupt", info->corrupt);
-	print_bool("lazy-refcounts", info->lazy_refcounts);
-	print_bool("extended-l2", info->extended_l2);
-	print_str("compression-type", compression_name(info->compression));
-	print_hex("incompatible-features", info->incompatible_features);
-	print_hex("compatible-features", info->compatible_features);
-	print_hex("autoclear-features", info->autoclear_features);
-	print_u64("snapshots", info->nb_snapshots);
-	print_u64("l1-entries", info->l1_entries);
-	print_u64("l1-offset", info->l1_offset);
-	print_str("backing-file", info->backing_file);
-	print_str("backing-format", info->backing_format);
-	print_str("data-file", info->data_file);
-	print_bool("encrypted", info->encrypted);
-}
-
-/*
- * A loop device ends at the last whole sector of its file: the kernel
- * cannot see the tail of an image whose size is not a multiple of 512.
- */
-static void print_file_size(u64 size)
-{
-	print_u64("file-size", size);
-	if (size % SECTOR_SIZE)
-		printf("note: the file size is not a multiple of 512: a loop device hides its last %llu bytes; imgfmt attach maps them\n",
-		       (unsigned long long)(size % SECTOR_SIZE));
-}
-
-/* The createType of the descriptor a hosted sparse image embeds. */
-static void print_embedded_create_type(struct image *im)
-{
-	char ct[64], why[320];
-
-	if (strcmp(im->ops->name, "vmdk"))
-		return;
-	if (vmdk_embedded_create_type(im, ct, sizeof(ct), why, sizeof(why)))
-		print_str("note", why);
-	else if (ct[0])
-		print_str("create-type", ct);
-}
-
-static void print_image_info(struct disk *d)
-{
-	struct image *im = &d->segs[0].im;
-
-	print_info(&im->info);
-	print_embedded_create_type(im);
-	print_file_size(d->file_size);
-}
-
-/* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
-static void print_extent(unsigned int i, const struct vmdk_extent *e)
-{
-	char shown[IMGFMT_SHOWN_MAX];
-
-	printf("extent-%u: %s %llu %s", i + 1, vmdk_access_name(e->access),
-	       (unsigned long long)e->sectors,
-	       vmdk_extent_type_name(e->type));
-	if (e->file)
-		printf(" \"%s\"", shown_name(&shown, e->file));
-	if (vmdk_extent_is_flat(e->type))
-		printf(" %llu", (unsigned long long)e->offset);
-	putchar('\n');
-}
-
-static void print_desc_info(const struct disk *d)
-{
-	const struct vmdk_desc *desc = &d->desc;
-	unsigned int i;
-
-	print_str("create-type", desc->create_type);
-	print_u64("version", desc->version);
-	if (desc->has_cid)
-		printf("cid: %08x\n", desc->cid);
-	if (desc->has_parent_cid)
-		printf("parent-cid: %08x\n", desc->parent_cid);
-	if (desc->parent_hint)
-		print_str("parent-file-name-hint", desc->parent_hint);
-	print_size(desc->sectors * SECTOR_SIZE);
-	print_u64("extents", desc->nr_extents);
-	for (i = 0; i < desc->nr_extents; i++)
-		print_extent(i, &desc->extents[i]);
-	print_u64("file-size", d->file_size);
-}
-
 static int cmd_info(struct opts *o, char **args)
 {
-	struct image *refused;
-	struct disk d;
-	int rc;
-
-	rc = disk_open(&d, args[0], o->format, 0);
-	if (d.is_desc) {
-		print_str("format", "vmdk");
-		if (d.desc_parsed)
-			print_desc_info(&d);
-		if (rc)
-			print_text("error", error_line);
-	} else if (!rc) {
-		print_image_info(&d);
-	} else if (d.nr_segs && d.segs[0].im.err) {
-		refused = &d.segs[0].im;
-		if (refused->ops)
-			print_str("format", refused->ops->name);
-		print_text("error", refused->err);
-	}
-	disk_close(&d);
-	return rc;
+	return info_run(args[0], o->format, o->json);
 }
 
 /* table */
@@ -808,12 +618,14 @@ enum {
 	OPT_NAME = 1 << 2,
 	OPT_OFFSET = 1 << 3,
 	OPT_LENGTH = 1 << 4,
+	OPT_OUTPUT = 1 << 5,
 };
 
 /* getopt values of the options that have no short form. */
 enum {
 	LONG_OFFSET = 256,
 	LONG_LENGTH,
+	LONG_OUTPUT,
 };
 
 struct command {
@@ -829,11 +641,14 @@ static int cmd_help(struct opts *o, char **args);
 
 static const struct command commands[] = {
 	{
-		"info", cmd_info, OPT_FORMAT, 1, 1,
-		"info [--format F] IMAGE",
-		"Validate IMAGE and describe it as 'key: value' lines; exit 1\n"
-		"with an 'error:' line when the image is refused.  A VMDK\n"
-		"descriptor is described with its extents, which must exist.",
+		"info", cmd_info, OPT_FORMAT | OPT_OUTPUT, 1, 1,
+		"info [--format F] [--output text|json] IMAGE",
+		"Validate IMAGE and describe it as 'key: value' lines, one\n"
+		"per line (strings from the image escaped as \\xNN and cut),\n"
+		"or with --output=json as one JSON object (qemu-img info's\n"
+		"field names); exit 1 with an 'error' line or field when the\n"
+		"image is refused.  A VMDK descriptor is described with its\n"
+		"extents, which must exist.",
 	}, {
 		"table", cmd_table, OPT_FORMAT | OPT_CACHE,
 		2, 1 + VMDK_DESC_MAX_EXTENTS,
@@ -875,6 +690,7 @@ static const struct option long_options[] = {
 	{ "name", required_argument, NULL, 'n' },
 	{ "offset", required_argument, NULL, LONG_OFFSET },
 	{ "length", required_argument, NULL, LONG_LENGTH },
+	{ "output", required_argument, NULL, LONG_OUTPUT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -906,6 +722,7 @@ static const char usage_options[] =
 	"  -n, --name NAME         device-mapper name for attach\n"
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
+	"      --output text|json  info's output format (default: text)\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
@@ -984,6 +801,7 @@ static const struct {
 	{ 'n', OPT_NAME, "--name" },
 	{ LONG_OFFSET, OPT_OFFSET, "--offset" },
 	{ LONG_LENGTH, OPT_LENGTH, "--length" },
+	{ LONG_OUTPUT, OPT_OUTPUT, "--output" },
 };
 
 static const char *option_name(int opt)
@@ -1037,6 +855,12 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 			return usage_fail("%s: the length must not be 0",
 					  c->name);
 		o->has_length = true;
+		return 0;
+	case LONG_OUTPUT:
+		if (strcmp(arg, "json") && strcmp(arg, "text"))
+			return usage_fail("%s: --output must be text or json, not '%s'",
+					  c->name, shown_name(&shown, arg));
+		o->json = !strcmp(arg, "json");
 		return 0;
 	}
 	return usage_fail("%s: unknown option", c->name);

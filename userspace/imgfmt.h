@@ -10,6 +10,7 @@
 #ifndef IMGFMT_CLI_H
 #define IMGFMT_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -26,6 +27,16 @@
 
 __printf(1, 2) int fail(const char *fmt, ...);
 __printf(1, 2) int usage_fail(const char *fmt, ...);
+
+/* The message recorded so far, or "" when there is none. */
+const char *failure_text(void);
+
+/*
+ * imgfmt info of path (format: NULL to probe): "key: value" lines, or one
+ * JSON object when json is set; a refused image is described too, with an
+ * "error" key.  Returns 0, FAIL or FAIL_USAGE (info.c).
+ */
+int info_run(const char *path, const char *format, bool json);
 
 /*
  * Strings from an image or the command line go into messages and output

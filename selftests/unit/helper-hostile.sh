@@ -106,6 +106,13 @@ fifo_refused()		# COMMAND ARGS...
 	one_line_error 1 "^imgfmt: fifo: a FIFO, not a regular file or block device$"
 }
 check "info of a FIFO is refused at once" fifo_refused info fifo
+fifo_json()
+{
+	fifo_refused info --output=json fifo || return 1
+	python3 -c 'import json, sys; sys.exit("error" not in json.load(open("out")))' ||
+		{ why="stdout: $(cat out)"; return 1; }
+}
+check "info --output=json of a FIFO is an error object" fifo_json
 check "table of a FIFO is refused at once" fifo_refused table fifo /dev/loop0
 check "read of a FIFO is refused at once" fifo_refused read fifo /dev/null
 # Refused before any device is set up: no root or device-mapper needed.
@@ -264,6 +271,187 @@ if [ $can_raise_hard = 1 ]; then
 else
 	check "info of 4096 extents under a hard ulimit -n 256 fails in one line" \
 		many_refused -n 256
+fi
+
+# --- info output over every image and fuzz input -----------------------------
+
+# For each file: `info --output=json` prints one JSON object in UTF-8
+# (python3's json module parses it) with "filename", and "error" exactly
+# when the exit status is 1; text `info` prints only "key: value" lines of
+# printable ASCII, with an "error:" line when it fails; on stderr every
+# line is one printable "imgfmt: " line.  Exit status 0 or 1, never a hang.
+cat >check-info.py <<'PY'
+import json, os, re, subprocess, sys
+
+imgfmt, wait = sys.argv[1], float(sys.argv[2])
+line_re = re.compile(rb'^[a-z0-9-]+:( [\x20-\x7e]*)?$')
+bad = []
+
+def run(args):
+    try:
+        p = subprocess.run([imgfmt, "info"] + args, capture_output=True,
+                           timeout=wait)
+    except subprocess.TimeoutExpired:
+        return None
+    return p
+
+def check(path):
+    p = run(["--output=json", path])
+    if p is None:
+        return "json: hung"
+    if p.returncode not in (0, 1):
+        return "json: exit status %d" % p.returncode
+    try:
+        obj = json.loads(p.stdout.decode("utf-8"))
+    except ValueError as e:
+        return "json: %s: %r" % (e, p.stdout[:200])
+    if not isinstance(obj, dict) or "filename" not in obj:
+        return "json: no object with a filename"
+    if ("error" in obj) != (p.returncode == 1):
+        return "json: error field and exit status %d disagree" % p.returncode
+    p = run([path])
+    if p is None:
+        return "text: hung"
+    if p.returncode not in (0, 1):
+        return "text: exit status %d" % p.returncode
+    lines = p.stdout.split(b"\n")
+    if lines[-1] != b"":
+        return "text: no final newline"
+    for l in lines[:-1]:
+        if not line_re.match(l) or len(l) > 512:
+            return "text: bad line %r" % l[:200]
+    if p.returncode == 1:
+        if not any(l.startswith(b"error:") for l in lines):
+            return "text: no error: line"
+        # The error line, after any notes of the format code (uport.c's
+        # imgfmt_log(), one line each).
+        err = p.stderr.split(b"\n")
+        if err[-1] != b"" or len(err) < 2:
+            return "text: stderr does not end a line: %r" % p.stderr[:200]
+        for l in err[:-1]:
+            if not line_re.match(l) or not l.startswith(b"imgfmt: "):
+                return "text: bad stderr line %r" % l[:200]
+    return None
+
+count = 0
+for top in sys.argv[3:]:
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in sorted(files):
+            path = os.path.join(root, f)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            count += 1
+            why = check(path)
+            if why:
+                bad.append("%s: %s" % (path, why))
+print("checked %d files" % count)
+for b in bad[:20]:
+    print(b)
+sys.exit(1 if bad else 0)
+PY
+info_everywhere()	# DIR...
+{
+	python3 check-info.py "$IMGFMT" "$WAIT" "$@" >py.out 2>&1 ||
+		{ why=$(head -20 py.out); return 1; }
+	echo "# $(head -1 py.out) in $*"
+}
+check "info (text and JSON) of this test's hostile files" info_everywhere "$TMP"
+if [ -d "$DIR" ]; then
+	check "info (text and JSON) of every test image" info_everywhere "$DIR"
+else
+	not_ok "info (text and JSON) of every test image" "no $DIR (run the images step of make check)"
+fi
+mapfile -t fuzz < <(ls -d "$BUILD"/fuzz/*-corpus "$BUILD"/fuzz/*-seeds 2>/dev/null)
+if [ ${#fuzz[@]} -gt 0 ]; then
+	check "info (text and JSON) of every fuzz corpus and seed file" \
+		info_everywhere "${fuzz[@]}"
+else
+	skip "info (text and JSON) of every fuzz corpus and seed file" \
+		"no $BUILD/fuzz (run selftests/fuzz/run.sh)"
+fi
+
+# JSON strings: bytes that are not UTF-8 as \u00NN, UTF-8 as it is.
+utf8_name=$(printf 'caf\303\251.raw')
+head -c 512 /dev/zero >"$utf8_name"
+printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "%s" 0\nRW 1 FLAT "%s" 0\n' \
+	"$nl_name" "$utf8_name" >names.vmdk
+json_strings()
+{
+	run info --output=json names.vmdk
+	[ $rc -eq 0 ] || { why="exit status $rc: $(cat err)"; return 1; }
+	python3 -c '
+import json, sys
+d = json.loads(open("out", encoding="utf-8").read())["format-specific"]["data"]
+names = [e["filename"] for e in d["extents"]]
+sys.exit(0 if names[0].startswith("nl\u00ffx\u0080\\nnn") and
+	 names[1] == "caf\u00e9.raw" else 1)' || { why="$(cat out)"; return 1; }
+}
+check "info --output=json escapes bytes that are not UTF-8" json_strings
+json_option_forms()
+{
+	run info --output json names.vmdk
+	cp out out.1
+	run info --output=json names.vmdk
+	cmp -s out out.1 || { why="--output json and --output=json differ"; return 1; }
+	run info --output=xml names.vmdk
+	one_line_error 2 "^imgfmt: info: --output must be text or json, not 'xml'$"
+}
+check "info takes --output json and --output=json, refuses others" \
+	json_option_forms
+
+# The fields qemu-img info has too must say what it says, for every image
+# of good.list QEMU can read (VMDK descriptors apart: qemu-img names the
+# extent files by their full paths).
+cat >vs-qemu.py <<'PY'
+import json, subprocess, sys
+
+imgfmt, top = sys.argv[1], sys.argv[2]
+keys = ["format", "virtual-size", "cluster-size", "dirty-flag",
+	"backing-filename", "backing-filename-format"]
+data_keys = ["compat", "compression-type", "lazy-refcounts",
+	     "refcount-bits", "corrupt", "extended-l2"]
+bad, count = [], 0
+for line in open(top + "/good.list"):
+    f = line.split()
+    path = top + "/" + f[1]
+    if len(f) < 6 or f[5] not in ("qcow2", "qcow"):
+        continue
+    ours = json.loads(subprocess.run([imgfmt, "info", "--output=json", path],
+                                     capture_output=True).stdout)
+    q = subprocess.run(["qemu-img", "info", "--output=json", path],
+                       capture_output=True)
+    if q.returncode:
+        continue
+    theirs = json.loads(q.stdout)
+    count += 1
+    # QEMU counts whole sectors: it rounds the header's size down to 512.
+    if isinstance(ours.get("virtual-size"), int):
+        ours["virtual-size"] -= ours["virtual-size"] % 512
+    for k in keys:
+        if ours.get(k) != theirs.get(k):
+            bad.append("%s: %s: %r, qemu-img: %r" % (f[1], k, ours.get(k), theirs.get(k)))
+    fs_o, fs_t = ours.get("format-specific", {}), theirs.get("format-specific", {})
+    if fs_o.get("type") != fs_t.get("type"):
+        bad.append("%s: format-specific type %r, qemu-img: %r" % (f[1], fs_o.get("type"), fs_t.get("type")))
+    for k in data_keys:
+        if k in fs_t.get("data", {}) and fs_o.get("data", {}).get(k) != fs_t["data"][k]:
+            bad.append("%s: %s: %r, qemu-img: %r" % (f[1], k, fs_o.get("data", {}).get(k), fs_t["data"][k]))
+print("compared %d images" % count)
+print("\n".join(bad[:20]))
+sys.exit(1 if bad or not count else 0)
+PY
+json_vs_qemu()
+{
+	python3 vs-qemu.py "$IMGFMT" "$DIR" >py.out 2>&1 ||
+		{ why=$(head -20 py.out); return 1; }
+	echo "# $(head -1 py.out)"
+}
+if [ -s "$DIR/good.list" ] && command -v qemu-img >/dev/null; then
+	check "info --output=json agrees with qemu-img info --output=json" json_vs_qemu
+else
+	skip "info --output=json agrees with qemu-img info --output=json" \
+		"no $DIR/good.list or no qemu-img"
 fi
 
 echo "1..$n"
