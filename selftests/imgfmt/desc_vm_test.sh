@@ -434,6 +434,7 @@ many_extents()
 {
 	read -r _ file size md5 <many.list ||
 		{ why="many.list missing"; return 1; }
+	# shellcheck disable=SC3045 # busybox sh has ulimit -n
 	dev=$( (ulimit -n 256 && "$I" attach --name many "$file") 2>"$T/err") ||
 		{ why="attach failed: $(cat "$T/err")"; return 1; }
 	got=$(dmsetup table many | wc -l)
@@ -442,6 +443,7 @@ many_extents()
 		why="${why:+$why; }size $(blockdev --getsize64 "$dev")"
 	got=$(md5_of <"$dev")
 	[ "$got" = "$md5" ] || why="${why:+$why; }md5 $got, expected $md5"
+	# shellcheck disable=SC3045
 	(ulimit -n 256 && "$I" detach many) 2>"$T/err" ||
 		{ why="${why:+$why; }detach failed: $(cat "$T/err")"; return 1; }
 	[ -z "$why" ] && nothing_left
