@@ -11,7 +11,6 @@
 #include "disk.h"
 #include "imgfmt.h"
 #include "json.h"
-#include "uhost.h"
 
 static const char *compression_name(enum imgfmt_compression c)
 {
