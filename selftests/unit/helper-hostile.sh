@@ -28,6 +28,8 @@ BUILD=${IMGFMT_BUILD:-$TOP/build}
 DIR=${1:-$BUILD/images}
 IMGFMT=${2:-${IMGFMT:-$TOP/userspace/imgfmt}}
 IMGFMT=$(cd "$(dirname "$IMGFMT")" && pwd)/$(basename "$IMGFMT")
+# The checks run in a directory of their own.
+[ ! -d "$DIR" ] || DIR=$(cd "$DIR" && pwd)
 # How long a command may take before it counts as hanging.
 WAIT=${WAIT:-10}
 
