@@ -60,6 +60,7 @@ step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
+step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"
 step lint "$TOP/selftests/lint.sh" --tap-only
 step build-vm-tests make -s -C "$TOP/selftests/imgfmt" KSFT_DIR="$KSFT_DIR" \
 	IMAGES="$BUILD/images" OUT="$BUILD/vm-tests"

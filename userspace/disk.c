@@ -23,6 +23,7 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
 	s->path = strdup(d->path);
 	if (!s->path)
 		return fail("out of memory");
+	shown_name(&s->name, s->path);
 	s->kind = SEG_IMAGE;
 	rc = image_open(&s->im, s->path, pin, cache_bytes);
 	if (rc)
@@ -30,7 +31,7 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
 	s->sectors = image_sectors(&s->im);
 	if (!s->sectors)
 		return fail("%s: the virtual disk is empty or too large to map",
-			    d->path);
+			    d->name);
 	s->bytes = s->im.info.virtual_size;
 	s->file_size = s->im.dev.size;
 	d->file_size = s->file_size;
@@ -47,6 +48,7 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 
 	memset(d, 0, sizeof(*d));
 	d->path = path;
+	shown_name(&d->name, path);
 	if (!pin || !strcmp(pin, "vmdk")) {
 		rc = vmdk_desc_load(d, &text, &len);
 		if (rc < 0)
@@ -117,7 +119,7 @@ static int flat_read(struct segment *s, u64 off, u64 len, char *buf,
 			continue;
 		if (n <= 0)
 			return fail("%s: read error at offset %llu: %s",
-				    s->path, (unsigned long long)pos,
+				    s->name, (unsigned long long)pos,
 				    n < 0 ? strerror(errno) :
 				    "the file shrank");
 		if (!buffer_is_zero(buf, (u64)n))

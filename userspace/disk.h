@@ -22,6 +22,7 @@ struct segment {
 	/* What `read` writes: sectors * 512, or an image's virtual size. */
 	u64 bytes;
 	char *path;		/* the file; NULL for SEG_ZERO */
+	char name[IMGFMT_SHOWN_MAX];	/* path escaped, for messages */
 	int fd;			/* SEG_FLAT: the open file; -1 otherwise */
 	u64 file_size;		/* bytes */
 	u64 offset;		/* SEG_FLAT: where its data starts, bytes */
@@ -31,6 +32,7 @@ struct segment {
 
 struct disk {
 	const char *path;
+	char name[IMGFMT_SHOWN_MAX];	/* path escaped, for messages */
 	u64 file_size;		/* of path itself */
 	bool is_desc;		/* a VMDK descriptor joins the segments */
 	bool desc_parsed;	/* desc holds the parsed descriptor */

@@ -6,8 +6,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "ccache.h"
+#include "escape.h"
 #include "image.h"
 #include "imgfmt.h"
 #include "uhost.h"
@@ -26,7 +28,7 @@ static int image_refused(struct image *im, const char *err, int rc)
 		err = strerror(rc < 0 ? -rc : EIO);
 	im->err = err;
 	uport_dev_close(&im->dev);
-	return fail("%s: %s", im->path, err);
+	return fail("%s: %s", im->name, err);
 }
 
 /* Detect and validate the image on im->dev. */
@@ -54,19 +56,77 @@ static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
 	return 0;
 }
 
+_Static_assert(IMGFMT_SHOWN_MAX == IMGFMT_ESCAPED_MAX, "shown_name() cap");
+
+char *shown_name(char (*buf)[IMGFMT_SHOWN_MAX], const char *s)
+{
+	return imgfmt_escape(*buf, sizeof(*buf), s, strlen(s));
+}
+
+/* What a file that cannot hold an image is, for the error line. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode))
+		return "a character device";
+	return "not a regular file";
+}
+
+int file_open_nonblock(const char *path, struct stat *st)
+{
+	int fd, err;
+
+	/* Opening a FIFO without O_NONBLOCK waits for a writer forever. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st)) {
+		err = errno;
+		close(fd);
+		return -err;
+	}
+	/* Reads of files and block devices never block; keep them plain. */
+	if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode))
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+int image_open_file(const char *path, int *fdp)
+{
+	char shown[IMGFMT_SHOWN_MAX];
+	struct stat st;
+	int fd;
+
+	fd = file_open_nonblock(path, &st);
+	if (fd < 0)
+		return fail("cannot open %s: %s", shown_name(&shown, path),
+			    strerror(-fd));
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return fail("%s: %s, not a regular file or block device",
+			    shown_name(&shown, path), file_kind(st.st_mode));
+	}
+	*fdp = fd;
+	return 0;
+}
+
 int image_open(struct image *im, const char *path, const char *pin,
 	       u64 cache_bytes)
 {
-	int rc;
+	int fd, rc;
 
 	memset(im, 0, sizeof(*im));
 	im->path = path;
-	rc = uport_dev_open(&im->dev, path);
-	if (rc == -ENOTBLK)
-		return fail("%s: not a regular file or block device", path);
+	shown_name(&im->name, path);
+	rc = image_open_file(path, &fd);
 	if (rc)
-		return fail("cannot open %s: %s", path, strerror(-rc));
-	return image_validate(im, pin, cache_bytes);
+		return rc;
+	return image_open_fd(im, fd, path, pin, cache_bytes);
 }
 
 int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
@@ -76,13 +136,14 @@ int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
 
 	memset(im, 0, sizeof(*im));
 	im->path = path;
+	shown_name(&im->name, path);
 	rc = uport_dev_open_fd(&im->dev, fd);
 	if (rc) {
 		close(fd);
 		if (rc == -ENOTBLK)
 			return fail("%s: not a regular file or block device",
-				    path);
-		return fail("cannot open %s: %s", path, strerror(-rc));
+				    im->name);
+		return fail("cannot open %s: %s", im->name, strerror(-rc));
 	}
 	return image_validate(im, pin, cache_bytes);
 }
@@ -122,12 +183,12 @@ static int read_data_run(struct image *im, const struct imgfmt_run *run,
 	if (run->dev_offset > im->dev.size ||
 	    run->length > im->dev.size - run->dev_offset)
 		return fail("%s: data beyond the end of the image (virtual offset %llu, device offset %llu)",
-			    im->path, (unsigned long long)voff,
+			    im->name, (unsigned long long)voff,
 			    (unsigned long long)run->dev_offset);
 	rc = imgfmt_dev_read(&im->dev, run->dev_offset, buf, run->length);
 	if (rc)
 		return fail("%s: read error at device offset %llu: %s",
-			    im->path, (unsigned long long)run->dev_offset,
+			    im->name, (unsigned long long)run->dev_offset,
 			    strerror(-rc));
 	return 0;
 }
@@ -149,16 +210,16 @@ static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
 		}
 		if (!im->ccache)
 			return fail("%s: cannot set up decompression (cluster size %u)",
-				    im->path, run->comp_cluster_size);
+				    im->name, run->comp_cluster_size);
 	}
 	if (run->length > UINT32_MAX)
 		return fail("%s: compressed run too long (virtual offset %llu)",
-			    im->path, (unsigned long long)voff);
+			    im->name, (unsigned long long)voff);
 	rc = imgfmt_ccache_read(im->ccache, im->decoder, run, 0, buf,
 				(u32)run->length);
 	if (rc)
 		return fail("%s: corrupt compressed cluster (virtual offset %llu, device offset %llu)",
-			    im->path, (unsigned long long)voff,
+			    im->name, (unsigned long long)voff,
 			    (unsigned long long)run->comp_offset);
 	return 0;
 }
@@ -166,9 +227,9 @@ static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
 static int map_failed(struct image *im, int rc, const char *err, u64 voff)
 {
 	if (rc == -EIO && err)
-		return fail("%s: %s (virtual offset %llu)", im->path, err,
+		return fail("%s: %s (virtual offset %llu)", im->name, err,
 			    (unsigned long long)voff);
-	return fail("%s: mapping virtual offset %llu failed: %s", im->path,
+	return fail("%s: mapping virtual offset %llu failed: %s", im->name,
 		    (unsigned long long)voff,
 		    err ? err : strerror(rc < 0 ? -rc : EIO));
 }
@@ -180,7 +241,7 @@ static int read_run(struct image *im, const struct imgfmt_run *run,
 	int rc;
 
 	if (run->tail_zero > run->length)
-		return fail("%s: bad run tail (virtual offset %llu)", im->path,
+		return fail("%s: bad run tail (virtual offset %llu)", im->name,
 			    (unsigned long long)voff);
 	switch (run->kind) {
 	case IMGFMT_RUN_DATA:
@@ -197,7 +258,7 @@ static int read_run(struct image *im, const struct imgfmt_run *run,
 		break;
 	default:
 		return fail("%s: the format returned an unknown run kind %d (virtual offset %llu)",
-			    im->path, (int)run->kind,
+			    im->name, (int)run->kind,
 			    (unsigned long long)voff);
 	}
 	if (!rc && run->tail_zero)
@@ -223,7 +284,7 @@ int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero)
 		if (!run.length || run.length > len - done ||
 		    run.length % SECTOR_SIZE)
 			return fail("%s: bad run of %llu bytes for %llu bytes (virtual offset %llu)",
-				    im->path, (unsigned long long)run.length,
+				    im->name, (unsigned long long)run.length,
 				    (unsigned long long)(len - done),
 				    (unsigned long long)(off + done));
 		rc = read_run(im, &run, off + done, buf + done, zero);

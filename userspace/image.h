@@ -7,6 +7,7 @@
 #ifndef IMGFMT_IMAGE_H
 #define IMGFMT_IMAGE_H
 
+#include "imgfmt.h"
 #include "imgfmt_format.h"
 
 #define SECTOR_SIZE	512ULL
@@ -16,6 +17,7 @@ struct imgfmt_decoder;
 
 struct image {
 	const char *path;
+	char name[IMGFMT_SHOWN_MAX];	/* path escaped, for messages */
 	struct imgfmt_dev dev;
 	const struct imgfmt_format_ops *ops;	/* set once detected */
 	struct imgfmt_image *img;		/* set once opened */
@@ -33,6 +35,22 @@ struct image {
  */
 int image_open(struct image *im, const char *path, const char *pin,
 	       u64 cache_bytes);
+
+struct stat;
+
+/*
+ * Every file an image leads to (the image, a descriptor, its extents) is
+ * opened with this: read-only, without waiting on a FIFO, and stat()ed.
+ * Returns the open file or -errno.
+ */
+int file_open_nonblock(const char *path, struct stat *st);
+
+/*
+ * Open path read-only without blocking (a FIFO would wait for a writer)
+ * and refuse anything but a regular file or a block device, with one
+ * error line naming the file.  Returns 0 with the file in *fd, or FAIL.
+ */
+int image_open_file(const char *path, int *fd);
 
 /*
  * The same for a file already open as fd, which the image takes over (it

@@ -31,6 +31,7 @@ struct opts {
 	u64 offset;		/* --offset, or 0 */
 	u64 length;		/* --length, when has_length */
 	bool has_length;
+	bool json;		/* --output=json */
 };
 
 static char error_line[1024];
@@ -51,6 +52,11 @@ int fail(const char *fmt, ...)
 	rc = record_failure(FAIL, fmt, ap);
 	va_end(ap);
 	return rc;
+}
+
+const char *failure_text(void)
+{
+	return error_line;
 }
 
 int usage_fail(const char *fmt, ...)
@@ -141,6 +147,7 @@ static int piece_make(struct pieces *ps, unsigned int i,
 	p->sectors = s->sectors;
 	p->fd = segment_fd(s);
 	p->path = s->path;
+	p->name = s->name;
 	p->file_size = s->file_size;
 	p->offset = s->offset / SECTOR_SIZE;
 	p->opts = ps->opts[i];
@@ -170,214 +177,9 @@ static int pieces_make(struct pieces *ps, const struct disk *d,
 
 /* info */
 
-static const char *compression_name(enum imgfmt_compression c)
-{
-	switch (c) {
-	case IMGFMT_COMP_NONE:
-		return "none";
-	case IMGFMT_COMP_DEFLATE:
-		return "deflate";
-	case IMGFMT_COMP_ZLIB:
-		return "zlib";
-	case IMGFMT_COMP_ZSTD:
-		return "zstd";
-	}
-	return "unknown";
-}
-
-/* "64 MiB", "1.5 GiB": binary units, one decimal when it is not zero. */
-static void human_size(u64 bytes, char *buf, size_t size)
-{
-	static const char *const units[] = {
-		"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"
-	};
-	unsigned int i = 0;
-	u64 unit = 1, whole, tenths;
-
-	while (i + 1 < ARRAY_SIZE(units) && bytes / 1024 >= unit) {
-		unit *= 1024;
-		i++;
-	}
-	whole = bytes / unit;
-	tenths = ((bytes % unit) * 10 + unit / 2) / unit;
-	if (tenths == 10) {
-		whole++;
-		tenths = 0;
-	}
-	if (tenths)
-		snprintf(buf, size, "%llu.%llu %s", (unsigned long long)whole,
-			 (unsigned long long)tenths, units[i]);
-	else
-		snprintf(buf, size, "%llu %s", (unsigned long long)whole,
-			 units[i]);
-}
-
-static void print_u64(const char *key, u64 v)
-{
-	printf("%s: %llu\n", key, (unsigned long long)v);
-}
-
-static void print_hex(const char *key, u64 v)
-{
-	printf("%s: 0x%llx\n", key, (unsigned long long)v);
-}
-
-static void print_bool(const char *key, bool v)
-{
-	printf("%s: %s\n", key, v ? "yes" : "no");
-}
-
-/*
- * Strings read from the image may hold anything: control characters and
- * backslashes are printed as \xNN so that every key stays on one line.
- */
-static void print_escaped(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	for (; *p; p++) {
-		if (iscntrl(*p) || *p == '\\')
-			printf("\\x%02x", *p);
-		else
-			putchar(*p);
-	}
-}
-
-static void print_str(const char *key, const char *s)
-{
-	printf("%s:", key);
-	if (*s)
-		putchar(' ');
-	print_escaped(s);
-	putchar('\n');
-}
-
-static void print_size(u64 bytes)
-{
-	char human[64];
-
-	human_size(bytes, human, sizeof(human));
-	print_u64("virtual-size", bytes);
-	print_str("virtual-size-human", human);
-}
-
-static void print_info(const struct imgfmt_info *info)
-{
-	print_str("format", info->format);
-	print_u64("version", info->version);
-	print_size(info->virtual_size);
-	print_u64("cluster-size", info->cluster_size);
-	print_u64("refcount-bits", info->refcount_bits);
-	print_bool("dirty", info->dirty);
-	print_bool("corrupt", info->corrupt);
-	print_bool("lazy-refcounts", info->lazy_refcounts);
-	print_bool("extended-l2", info->extended_l2);
-	print_str("compression-type", compression_name(info->compression));
-	print_hex("incompatible-features", info->incompatible_features);
-	print_hex("compatible-features", info->compatible_features);
-	print_hex("autoclear-features", info->autoclear_features);
-	print_u64("snapshots", info->nb_snapshots);
-	print_u64("l1-entries", info->l1_entries);
-	print_u64("l1-offset", info->l1_offset);
-	print_str("backing-file", info->backing_file);
-	print_str("backing-format", info->backing_format);
-	print_str("data-file", info->data_file);
-	print_bool("encrypted", info->encrypted);
-}
-
-/*
- * A loop device ends at the last whole sector of its file: the kernel
- * cannot see the tail of an image whose size is not a multiple of 512.
- */
-static void print_file_size(u64 size)
-{
-	print_u64("file-size", size);
-	if (size % SECTOR_SIZE)
-		printf("note: the file size is not a multiple of 512: a loop device hides its last %llu bytes; imgfmt attach maps them\n",
-		       (unsigned long long)(size % SECTOR_SIZE));
-}
-
-/* The createType of the descriptor a hosted sparse image embeds. */
-static void print_embedded_create_type(struct image *im)
-{
-	char ct[64], why[320];
-
-	if (strcmp(im->ops->name, "vmdk"))
-		return;
-	if (vmdk_embedded_create_type(im, ct, sizeof(ct), why, sizeof(why)))
-		print_str("note", why);
-	else if (ct[0])
-		print_str("create-type", ct);
-}
-
-static void print_image_info(struct disk *d)
-{
-	struct image *im = &d->segs[0].im;
-
-	print_info(&im->info);
-	print_embedded_create_type(im);
-	print_file_size(d->file_size);
-}
-
-/* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
-static void print_extent(unsigned int i, const struct vmdk_extent *e)
-{
-	printf("extent-%u: %s %llu %s", i + 1, vmdk_access_name(e->access),
-	       (unsigned long long)e->sectors,
-	       vmdk_extent_type_name(e->type));
-	if (e->file) {
-		fputs(" \"", stdout);
-		print_escaped(e->file);
-		putchar('"');
-	}
-	if (vmdk_extent_is_flat(e->type))
-		printf(" %llu", (unsigned long long)e->offset);
-	putchar('\n');
-}
-
-static void print_desc_info(const struct disk *d)
-{
-	const struct vmdk_desc *desc = &d->desc;
-	unsigned int i;
-
-	print_str("create-type", desc->create_type);
-	print_u64("version", desc->version);
-	if (desc->has_cid)
-		printf("cid: %08x\n", desc->cid);
-	if (desc->has_parent_cid)
-		printf("parent-cid: %08x\n", desc->parent_cid);
-	if (desc->parent_hint)
-		print_str("parent-file-name-hint", desc->parent_hint);
-	print_size(desc->sectors * SECTOR_SIZE);
-	print_u64("extents", desc->nr_extents);
-	for (i = 0; i < desc->nr_extents; i++)
-		print_extent(i, &desc->extents[i]);
-	print_u64("file-size", d->file_size);
-}
-
 static int cmd_info(struct opts *o, char **args)
 {
-	struct image *refused;
-	struct disk d;
-	int rc;
-
-	rc = disk_open(&d, args[0], o->format, 0);
-	if (d.is_desc) {
-		print_str("format", "vmdk");
-		if (d.desc_parsed)
-			print_desc_info(&d);
-		if (rc)
-			print_str("error", error_line);
-	} else if (!rc) {
-		print_image_info(&d);
-	} else if (d.nr_segs && d.segs[0].im.err) {
-		refused = &d.segs[0].im;
-		if (refused->ops)
-			print_str("format", refused->ops->name);
-		print_str("error", refused->err);
-	}
-	disk_close(&d);
-	return rc;
+	return info_run(args[0], o->format, o->json);
 }
 
 /* table */
@@ -393,7 +195,7 @@ static void note_partial_sectors(const struct disk *d)
 		if (s->kind != SEG_IMAGE || !(s->file_size % SECTOR_SIZE))
 			continue;
 		fprintf(stderr, "imgfmt: note: %s is %llu bytes, not a multiple of 512: a loop device over it hides its last %llu bytes (imgfmt attach maps them)\n",
-			s->path, (unsigned long long)s->file_size,
+			s->name, (unsigned long long)s->file_size,
 			(unsigned long long)(s->file_size % SECTOR_SIZE));
 	}
 }
@@ -428,9 +230,9 @@ static int check_nr_devs(const struct disk *d, unsigned int nr_devs)
 		return 0;
 	if (!d->is_desc)
 		return usage_fail("%s is a single image file: give one DEV, not %u",
-				  d->path, nr_devs);
+				  d->name, nr_devs);
 	return usage_fail("%s has %u extent file%s: give one DEV for each, in the order of its extent lines, not %u",
-			  d->path, nr_files, nr_files == 1 ? "" : "s",
+			  d->name, nr_files, nr_files == 1 ? "" : "s",
 			  nr_devs);
 }
 
@@ -463,7 +265,7 @@ static int cmd_table(struct opts *o, char **args)
 /* read */
 
 struct output {
-	const char *name;
+	char name[IMGFMT_SHOWN_MAX];	/* for messages */
 	int fd;
 	bool sparse;	/* a regular file: skip zeroes with lseek() */
 	bool close_fd;
@@ -505,17 +307,17 @@ static int output_open(struct output *out, const char *path,
 
 	memset(out, 0, sizeof(*out));
 	if (!path || !strcmp(path, "-")) {
-		out->name = "standard output";
+		snprintf(out->name, sizeof(out->name), "standard output");
 		out->fd = STDOUT_FILENO;
 	} else {
+		shown_name(&out->name, path);
 		if (output_is_input(path, d))
 			return fail("%s: refusing to write over the image being read",
-				    path);
-		out->name = path;
+				    out->name);
 		out->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
 			       O_NOCTTY, 0666);
 		if (out->fd < 0)
-			return fail("cannot open %s: %s", path,
+			return fail("cannot open %s: %s", out->name,
 				    strerror(errno));
 		out->close_fd = true;
 		if (!fstat(out->fd, &st) && S_ISREG(st.st_mode))
@@ -628,7 +430,7 @@ static int read_window(const struct opts *o, const struct disk *d,
 {
 	if (o->offset >= d->size)
 		return usage_fail("read: offset %llu is past the end of %s (virtual size %llu bytes)",
-				  (unsigned long long)o->offset, d->path,
+				  (unsigned long long)o->offset, d->name,
 				  (unsigned long long)d->size);
 	*length = d->size - o->offset;
 	if (!o->has_length)
@@ -636,7 +438,7 @@ static int read_window(const struct opts *o, const struct disk *d,
 	if (o->length > *length)
 		return usage_fail("read: offset %llu plus length %llu is past the end of %s (virtual size %llu bytes)",
 				  (unsigned long long)o->offset,
-				  (unsigned long long)o->length, d->path,
+				  (unsigned long long)o->length, d->name,
 				  (unsigned long long)d->size);
 	*length = o->length;
 	return 0;
@@ -702,30 +504,76 @@ static const char *dm_name_problem(const char *name)
 int check_dm_name(const char *name)
 {
 	const char *why = dm_name_problem(name);
+	char shown[IMGFMT_SHOWN_MAX];
 
 	if (why)
-		return usage_fail("bad device name '%s': %s", name, why);
+		return usage_fail("bad device name '%s': %s",
+				  shown_name(&shown, name), why);
 	return 0;
 }
 
-/* The image's file name without directory and extension, sanitised. */
+/*
+ * attach derives names from NAME (NAME-image, NAME-imageN, later NAMEpN)
+ * and gives each device the uuid IMGFMT-<its name>: a NAME whose derived
+ * names do not fit could be attached but not detached.
+ */
+int check_attach_name(const char *name)
+{
+	char shown[IMGFMT_SHOWN_MAX];
+	int rc;
+
+	rc = check_dm_name(name);
+	if (rc)
+		return rc;
+	if (strlen(name) > IMGFMT_NAME_MAX)
+		return usage_fail("device name '%s' is too long: %zu characters, at most %zu (room for the names attach derives from it)",
+				  shown_name(&shown, name),
+				  strlen(name), IMGFMT_NAME_MAX);
+	return 0;
+}
+
+/* FNV-1a, 32 bits: a fixed function of the whole file name. */
+static u32 name_hash(const char *s, size_t len)
+{
+	u32 h = 2166136261U;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619U;
+	return h;
+}
+
+/* "-" and eight hex digits: what a shortened name ends in. */
+#define NAME_HASH_LEN	9
+
+/*
+ * The image's file name without directory and extension, sanitised.  A
+ * longer one than IMGFMT_NAME_MAX is cut and ends in a hash of the whole
+ * base name: the same file name always gives the same device name, and
+ * long names that share their start still differ.
+ */
 static int default_dm_name(const char *path, char *name, size_t size)
 {
 	const char *base = strrchr(path, '/');
+	char shown[IMGFMT_SHOWN_MAX];
+	size_t len, keep, i;
 	const char *dot;
-	size_t len, i;
 
 	base = base ? base + 1 : path;
 	dot = strrchr(base, '.');
 	len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-	if (len >= size)
-		len = 0;
-	for (i = 0; i < len; i++)
+	keep = len > IMGFMT_NAME_MAX ? IMGFMT_NAME_MAX - NAME_HASH_LEN : len;
+	if (size <= IMGFMT_NAME_MAX)
+		return fail("device name buffer too small");
+	for (i = 0; i < keep; i++)
 		name[i] = dm_name_char(base[i]) ? base[i] : '_';
-	name[len] = '\0';
+	name[keep] = '\0';
+	if (keep < len)
+		snprintf(name + keep, size - keep, "-%08x",
+			 name_hash(base, len));
 	if (dm_name_problem(name))
 		return usage_fail("cannot make a device name from '%s': use --name",
-				  path);
+				  shown_name(&shown, path));
 	return 0;
 }
 
@@ -737,7 +585,7 @@ static int cmd_attach(struct opts *o, char **args)
 	int rc;
 
 	if (o->name) {
-		rc = check_dm_name(o->name);
+		rc = check_attach_name(o->name);
 		if (rc)
 			return rc;
 		snprintf(name, sizeof(name), "%s", o->name);
@@ -770,12 +618,14 @@ enum {
 	OPT_NAME = 1 << 2,
 	OPT_OFFSET = 1 << 3,
 	OPT_LENGTH = 1 << 4,
+	OPT_OUTPUT = 1 << 5,
 };
 
 /* getopt values of the options that have no short form. */
 enum {
 	LONG_OFFSET = 256,
 	LONG_LENGTH,
+	LONG_OUTPUT,
 };
 
 struct command {
@@ -791,11 +641,14 @@ static int cmd_help(struct opts *o, char **args);
 
 static const struct command commands[] = {
 	{
-		"info", cmd_info, OPT_FORMAT, 1, 1,
-		"info [--format F] IMAGE",
-		"Validate IMAGE and describe it as 'key: value' lines; exit 1\n"
-		"with an 'error:' line when the image is refused.  A VMDK\n"
-		"descriptor is described with its extents, which must exist.",
+		"info", cmd_info, OPT_FORMAT | OPT_OUTPUT, 1, 1,
+		"info [--format F] [--output text|json] IMAGE",
+		"Validate IMAGE and describe it as 'key: value' lines, one\n"
+		"per line (strings from the image escaped as \\xNN and cut),\n"
+		"or with --output=json as one JSON object (qemu-img info's\n"
+		"field names); exit 1 with an 'error' line or field when the\n"
+		"image is refused.  A VMDK descriptor is described with its\n"
+		"extents, which must exist.",
 	}, {
 		"table", cmd_table, OPT_FORMAT | OPT_CACHE,
 		2, 1 + VMDK_DESC_MAX_EXTENTS,
@@ -837,6 +690,7 @@ static const struct option long_options[] = {
 	{ "name", required_argument, NULL, 'n' },
 	{ "offset", required_argument, NULL, LONG_OFFSET },
 	{ "length", required_argument, NULL, LONG_LENGTH },
+	{ "output", required_argument, NULL, LONG_OUTPUT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -868,6 +722,7 @@ static const char usage_options[] =
 	"  -n, --name NAME         device-mapper name for attach\n"
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
+	"      --output text|json  info's output format (default: text)\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
@@ -893,6 +748,7 @@ static void print_command_help(const struct command *c)
 
 static int cmd_help(struct opts *o, char **args)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	const struct command *c;
 
 	(void)o;
@@ -903,7 +759,7 @@ static int cmd_help(struct opts *o, char **args)
 	c = find_command(args[0]);
 	if (!c)
 		return usage_fail("unknown command '%s' (try 'imgfmt --help')",
-				  args[0]);
+				  shown_name(&shown, args[0]));
 	print_command_help(c);
 	return 0;
 }
@@ -945,6 +801,7 @@ static const struct {
 	{ 'n', OPT_NAME, "--name" },
 	{ LONG_OFFSET, OPT_OFFSET, "--offset" },
 	{ LONG_LENGTH, OPT_LENGTH, "--length" },
+	{ LONG_OUTPUT, OPT_OUTPUT, "--output" },
 };
 
 static const char *option_name(int opt)
@@ -960,6 +817,7 @@ static const char *option_name(int opt)
 static int set_option(const struct command *c, struct opts *o, int opt,
 		      const char *arg)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(option_bits); i++)
@@ -977,7 +835,7 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 	case 'c':
 		if (parse_size(arg, &o->cache_bytes))
 			return usage_fail("%s: bad cache size '%s'", c->name,
-					  arg);
+					  shown_name(&shown, arg));
 		if (o->cache_bytes < IMGFMT_MIN_CACHE_BYTES ||
 		    o->cache_bytes > IMGFMT_MAX_CACHE_BYTES)
 			return usage_fail("%s: the cache size must be from %llu to %llu bytes",
@@ -986,15 +844,23 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 		return 0;
 	case LONG_OFFSET:
 		if (parse_size(arg, &o->offset))
-			return usage_fail("%s: bad offset '%s'", c->name, arg);
+			return usage_fail("%s: bad offset '%s'", c->name,
+					  shown_name(&shown, arg));
 		return 0;
 	case LONG_LENGTH:
 		if (parse_size(arg, &o->length))
-			return usage_fail("%s: bad length '%s'", c->name, arg);
+			return usage_fail("%s: bad length '%s'", c->name,
+					  shown_name(&shown, arg));
 		if (!o->length)
 			return usage_fail("%s: the length must not be 0",
 					  c->name);
 		o->has_length = true;
+		return 0;
+	case LONG_OUTPUT:
+		if (strcmp(arg, "json") && strcmp(arg, "text"))
+			return usage_fail("%s: --output must be text or json, not '%s'",
+					  c->name, shown_name(&shown, arg));
+		o->json = !strcmp(arg, "json");
 		return 0;
 	}
 	return usage_fail("%s: unknown option", c->name);
@@ -1008,6 +874,7 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 static int parse_options(const struct command *c, int argc, char **argv,
 			 struct opts *o, int *first)
 {
+	char shown[IMGFMT_SHOWN_MAX], optc[2] = "";
 	int opt, rc;
 
 	memset(o, 0, sizeof(*o));
@@ -1019,12 +886,13 @@ static int parse_options(const struct command *c, int argc, char **argv,
 			print_command_help(c);
 			return 1;
 		}
+		optc[0] = (char)optopt;
 		if (opt == '?' && optopt && !strchr("fcnh", optopt))
-			return usage_fail("%s: unknown option '-%c'", c->name,
-					  optopt);
+			return usage_fail("%s: unknown option '-%s'", c->name,
+					  shown_name(&shown, optc));
 		if (opt == '?')
 			return usage_fail("%s: unknown option '%s'", c->name,
-					  argv[optind - 1]);
+					  shown_name(&shown, argv[optind - 1]));
 		if (opt == ':')
 			return usage_fail("%s: option '%s' needs a value",
 					  c->name, option_name(optopt));
@@ -1054,6 +922,7 @@ static int run_command(const struct command *c, int argc, char **argv)
 
 static int dispatch(int argc, char **argv)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	const struct command *c;
 
 	if (argc < 2)
@@ -1065,7 +934,7 @@ static int dispatch(int argc, char **argv)
 	c = find_command(argv[1]);
 	if (!c)
 		return usage_fail("unknown command '%s' (try 'imgfmt --help')",
-				  argv[1]);
+				  shown_name(&shown, argv[1]));
 	return run_command(c, argc - 1, argv + 1);
 }
 

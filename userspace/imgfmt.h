@@ -10,6 +10,7 @@
 #ifndef IMGFMT_CLI_H
 #define IMGFMT_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -27,8 +28,48 @@
 __printf(1, 2) int fail(const char *fmt, ...);
 __printf(1, 2) int usage_fail(const char *fmt, ...);
 
+/* The message recorded so far, or "" when there is none. */
+const char *failure_text(void);
+
+/*
+ * imgfmt info of path (format: NULL to probe): "key: value" lines, or one
+ * JSON object when json is set; a refused image is described too, with an
+ * "error" key.  Returns 0, FAIL or FAIL_USAGE (info.c).
+ */
+int info_run(const char *path, const char *format, bool json);
+
+/*
+ * Strings from an image or the command line go into messages and output
+ * lines through shown_name(): escaped with imgfmt_escape() (escape.h) and
+ * cut to IMGFMT_SHOWN_MAX bytes (its IMGFMT_ESCAPED_MAX), so that they stay
+ * on one line of bounded length.  Returns *buf.
+ */
+#define IMGFMT_SHOWN_MAX	256
+char *shown_name(char (*buf)[IMGFMT_SHOWN_MAX], const char *s);
+
 /* Size of a device-mapper name buffer, NUL included (DM_NAME_LEN). */
 #define IMGFMT_DM_NAME_LEN	128
+/* The same for a device-mapper uuid (DM_UUID_LEN). */
+#define IMGFMT_DM_UUID_LEN	129
+
+/* The dm uuid of every device attach creates: this, then its name. */
+#define IMGFMT_UUID_PREFIX	"IMGFMT-"
+
+/*
+ * The longest suffix a name derived from NAME gets: "-image4096", the
+ * helper device of the last of VMDK_DESC_MAX_EXTENTS extents; partitions,
+ * kpartx style, will be NAMEp1 to NAMEp999, shorter.
+ */
+#define IMGFMT_NAME_SUFFIX_MAX	(sizeof("-image4096") - 1)
+
+/*
+ * The longest NAME attach takes: every name derived from it, with the uuid
+ * prefix in front, must fit in a device-mapper uuid (the uuid is the
+ * longer of the two limits): 128 - 7 - 10 = 111 characters.
+ */
+#define IMGFMT_NAME_MAX		(IMGFMT_DM_UUID_LEN - 1 - \
+				 (sizeof(IMGFMT_UUID_PREFIX) - 1) - \
+				 IMGFMT_NAME_SUFFIX_MAX)
 
 /* One target of the device attach creates, in table order. */
 enum dm_piece_kind {
@@ -42,6 +83,7 @@ struct dm_piece {
 	unsigned long long sectors;	/* its length in the device */
 	int fd;				/* its file, open read-only; or -1 */
 	const char *path;		/* the file's name */
+	const char *name;		/* path for messages (shown_name()) */
 	unsigned long long file_size;	/* bytes */
 	unsigned long long offset;	/* LINEAR: sectors to skip in the file */
 	const char *opts;		/* IMGFMT: "" or " <#opt> <opt>..." */
@@ -72,12 +114,20 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 int dm_detach_device(const char *name);
 
 /*
- * Let this process open nr_files more files: raise the soft limit towards
- * the hard one.  Failing is left to the opens.
+ * Let this process hold nr_files files open at once, besides a few of its
+ * own: raise the soft limit, and the hard one too when that is allowed
+ * (root).  Returns 0, or FAIL with one line saying how many files what
+ * (an escaped name) needs.
  */
-void raise_file_limit(unsigned int nr_files);
+int raise_file_limit(unsigned int nr_files, const char *what);
 
 /* Is name usable as a device-mapper device name?  0 or FAIL_USAGE. */
 int check_dm_name(const char *name);
+
+/*
+ * Is name usable as NAME for attach: a device-mapper name that leaves
+ * room for the names derived from it (IMGFMT_NAME_MAX)?  0 or FAIL_USAGE.
+ */
+int check_attach_name(const char *name);
 
 #endif /* IMGFMT_CLI_H */

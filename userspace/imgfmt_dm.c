@@ -40,12 +40,15 @@
 #include "imgfmt.h"
 
 _Static_assert(IMGFMT_DM_NAME_LEN == DM_NAME_LEN, "DM_NAME_LEN changed");
+_Static_assert(IMGFMT_DM_UUID_LEN == DM_UUID_LEN, "DM_UUID_LEN changed");
+/* The uuid limit is the tighter one: derived names fit DM_NAME_LEN too. */
+_Static_assert(IMGFMT_NAME_MAX + IMGFMT_NAME_SUFFIX_MAX < DM_NAME_LEN,
+	       "derived names do not fit DM_NAME_LEN");
 
 #define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
 #define SECTOR_BYTES		512
 #define TARGET_TYPE		"imgfmt"
-/* The dm uuid of the devices attach creates: this, then their name. */
-#define UUID_PREFIX		"IMGFMT-"
+#define UUID_PREFIX		IMGFMT_UUID_PREFIX
 /* Where the zero-padded last sectors of odd-sized images live. */
 #define TAIL_DIR		"/run/imgfmt"
 /* Other processes may grab the free loop device we were offered. */
@@ -53,6 +56,8 @@ _Static_assert(IMGFMT_DM_NAME_LEN == DM_NAME_LEN, "DM_NAME_LEN changed");
 /* How long to wait for a new /dev/loopN node to appear. */
 #define LOOP_NODE_TRIES		50
 #define LOOP_NODE_WAIT_MS	20
+/* Files open besides those counted: stdio, device-mapper, loop-control. */
+#define FILE_MARGIN		64
 /* Removal is retried while the device is busy, for about two seconds. */
 #define REMOVE_TRIES		20
 #define REMOVE_WAIT_MS		100
@@ -377,36 +382,6 @@ static int loop_open_devt(dev_t dev, struct loop *lo)
 	return 0;
 }
 
-/*
- * The loop's status before the removal, when it must be detached by hand:
- * 1 when it must, 0 when it is not bound or clears itself, or FAIL.
- */
-static int loop_needs_clear(struct loop *lo, struct loop_info64 *info)
-{
-	if (ioctl(lo->fd, LOOP_GET_STATUS64, info))
-		return errno == ENXIO ? 0 :
-		       fail("cannot get the status of %s: %s", lo->path,
-			    strerror(errno));
-	return !(info->lo_flags & LO_FLAGS_AUTOCLEAR);
-}
-
-/* Detach the loop unless someone rebound it in the meantime. */
-static int loop_clear(struct loop *lo, const struct loop_info64 *before,
-		      const char *name)
-{
-	struct loop_info64 now;
-
-	if (ioctl(lo->fd, LOOP_GET_STATUS64, &now))
-		return 0;
-	if (now.lo_device != before->lo_device ||
-	    now.lo_inode != before->lo_inode)
-		return 0;
-	if (ioctl(lo->fd, LOOP_CLR_FD, 0))
-		return fail("removed '%s', but cannot detach %s: %s", name,
-			    lo->path, strerror(errno));
-	return 0;
-}
-
 /* Remove a device-mapper device, retrying while it is busy. */
 static int dm_remove(const char *name)
 {
@@ -437,16 +412,27 @@ static int dm_remove(const char *name)
 
 /* Open file limit */
 
-void raise_file_limit(unsigned int nr_files)
+int raise_file_limit(unsigned int nr_files, const char *what)
 {
-	rlim_t want = (rlim_t)nr_files + 64;
+	rlim_t want = (rlim_t)nr_files + FILE_MARGIN;
 	struct rlimit rl;
+	rlim_t had;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
-		return;
-	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want :
-		      (want < rl.rlim_max ? want : rl.rlim_max);
-	setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return fail("cannot get the open file limit: %s",
+			    strerror(errno));
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return 0;
+	had = rl.rlim_cur;
+	rl.rlim_cur = want;
+	/* Needs CAP_SYS_RESOURCE; the kernel caps it at fs.nr_open. */
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+		rl.rlim_max = want;
+	if (!setrlimit(RLIMIT_NOFILE, &rl))
+		return 0;
+	return fail("%s needs %llu open files (%u of its own), but the open file limit (ulimit -n) is %llu and cannot be raised: %s",
+		    what, (unsigned long long)want, nr_files,
+		    (unsigned long long)had, strerror(errno));
 }
 
 /* Tables */
@@ -503,7 +489,13 @@ static int table_begin(struct table *t, const char *name)
 	if (!t->dmt)
 		return fail("cannot talk to device-mapper: %s",
 			    dm_error_text());
-	snprintf(uuid, sizeof(uuid), "%s%s", UUID_PREFIX, name);
+	/* check_attach_name() leaves room; a cut uuid would not be ours. */
+	if ((size_t)snprintf(uuid, sizeof(uuid), "%s%s", UUID_PREFIX, name) >=
+	    sizeof(uuid)) {
+		dm_task_destroy(t->dmt);
+		t->dmt = NULL;
+		return fail("device name '%s' is too long for its uuid", name);
+	}
 	t->ok = dm_task_set_name(t->dmt, name) &&
 		dm_task_set_uuid(t->dmt, uuid) && dm_task_set_ro(t->dmt);
 	return 0;
@@ -608,8 +600,8 @@ static int attach_init(struct attach *a, const char *name, unsigned int nr)
 	a->devs = calloc(nr, sizeof(*a->devs));
 	if (!a->loops || !a->helpers || !a->tails || !a->devs)
 		return fail("out of memory");
-	raise_file_limit(2 * nr);
-	return 0;
+	/* Each piece's file and up to two loops: its own and a tail's. */
+	return raise_file_limit(3 * nr, name);
 }
 
 static void attach_free(struct attach *a)
@@ -671,7 +663,7 @@ static int write_tail(const struct dm_piece *p, const char *tail)
 	int fd, rc = 0;
 
 	if (pread(p->fd, buf, len, off) != (ssize_t)len)
-		return fail("cannot read the end of %s: %s", p->path,
+		return fail("cannot read the end of %s: %s", p->name,
 			    strerror(errno ? errno : EIO));
 	if (mkdir(TAIL_DIR, 0700) && errno != EEXIST)
 		return fail("cannot create %s: %s", TAIL_DIR, strerror(errno));
@@ -875,6 +867,7 @@ static const char *dm_strip_dir(const char *arg)
 /* The device under an imgfmt or linear target: "MAJ:MIN" or a path. */
 static int parse_table_dev(const char *name, const char *params, dev_t *dev)
 {
+	char shown[IMGFMT_SHOWN_MAX];
 	unsigned int maj, min;
 	char path[PATH_MAX];
 	struct stat st;
@@ -889,14 +882,17 @@ static int parse_table_dev(const char *name, const char *params, dev_t *dev)
 		return 0;
 	}
 	return fail("cannot find the device in the table of '%s': %s", name,
-		    params);
+		    shown_name(&shown, params));
 }
 
-/* A loop device under the device being detached, held open till the end. */
+/*
+ * A loop device attach bound under the device being detached, held open
+ * till the end.  Such loops clear themselves (autoclear) once
+ * device-mapper lets go of them; detach never clears a loop itself.
+ */
 struct held_loop {
 	struct loop lo;
 	struct loop_info64 info;	/* its status before the removal */
-	bool clear;			/* must be detached by hand */
 };
 
 /* What a device being detached sits on. */
@@ -912,8 +908,6 @@ struct stack {
 struct dm_table {
 	char name[DM_NAME_LEN];
 	char uuid[DM_UUID_LEN];
-	unsigned int nr_targets;
-	bool has_imgfmt;
 	dev_t *devs;			/* devices under imgfmt, linear */
 	unsigned int nr_devs;
 };
@@ -947,10 +941,7 @@ static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 					  &params);
 		if (!type)
 			break;
-		tbl->nr_targets++;
-		if (!strcmp(type, TARGET_TYPE))
-			tbl->has_imgfmt = true;
-		else if (strcmp(type, "linear"))
+		if (strcmp(type, TARGET_TYPE) && strcmp(type, "linear"))
 			continue;
 		rc = params ? parse_table_dev(tbl->name, params, &dev) :
 			      fail("no table arguments in '%s'", tbl->name);
@@ -960,6 +951,15 @@ static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 			return rc;
 	} while (next);
 	return 0;
+}
+
+/* Was this device made by imgfmt attach (under the name it has now)? */
+static bool table_is_ours(const struct dm_table *tbl)
+{
+	size_t len = strlen(UUID_PREFIX);
+
+	return !strncmp(tbl->uuid, UUID_PREFIX, len) &&
+	       !strcmp(tbl->uuid + len, tbl->name);
 }
 
 /* Read the table of the device name, or of device number devt. */
@@ -994,19 +994,11 @@ static int dm_read_table(const char *name, dev_t devt, struct dm_table *tbl)
 	snprintf(tbl->name, sizeof(tbl->name), "%s", s ? s : "");
 	s = dm_task_get_uuid(dmt);
 	snprintf(tbl->uuid, sizeof(tbl->uuid), "%s", s ? s : "");
-	rc = table_read_targets(dmt, tbl);
+	/* Tables attach did not make are none of our business. */
+	rc = table_is_ours(tbl) ? table_read_targets(dmt, tbl) : 0;
 out:
 	dm_task_destroy(dmt);
 	return rc;
-}
-
-/* Was this device made by imgfmt attach (under the name it has now)? */
-static bool table_is_ours(const struct dm_table *tbl)
-{
-	size_t len = strlen(UUID_PREFIX);
-
-	return !strncmp(tbl->uuid, UUID_PREFIX, len) &&
-	       !strcmp(tbl->uuid + len, tbl->name);
 }
 
 static int stack_grow_loops(struct stack *st)
@@ -1019,8 +1011,7 @@ static int stack_grow_loops(struct stack *st)
 		return fail("out of memory");
 	st->loops = grown;
 	st->max_loops = max;
-	raise_file_limit(max);
-	return 0;
+	return raise_file_limit(max, st->name);
 }
 
 /* Hold the loop device dev open until the end of detach. */
@@ -1028,7 +1019,7 @@ static int stack_add_loop(struct stack *st, dev_t dev)
 {
 	struct held_loop *h;
 	unsigned int i;
-	int clear, rc;
+	int rc;
 
 	for (i = 0; i < st->nr_loops; i++)
 		if (st->loops[i].lo.devt == dev)
@@ -1043,12 +1034,15 @@ static int stack_add_loop(struct stack *st, dev_t dev)
 	rc = loop_open_devt(dev, &h->lo);
 	if (rc)
 		return rc;
-	clear = loop_needs_clear(&h->lo, &h->info);
-	if (clear < 0) {
+	/*
+	 * attach binds its loops with autoclear; one without it (or no
+	 * longer bound) is someone else's: leave it alone.
+	 */
+	if (ioctl(h->lo.fd, LOOP_GET_STATUS64, &h->info) ||
+	    !(h->info.lo_flags & LO_FLAGS_AUTOCLEAR)) {
 		close(h->lo.fd);
-		return clear;
+		return 0;
 	}
-	h->clear = clear > 0;
 	st->nr_loops++;
 	return 0;
 }
@@ -1143,7 +1137,10 @@ static void remove_tail(const struct stack *st, const char *helper)
 	}
 }
 
-/* Remove the devices under the top one, which is gone. */
+/*
+ * Remove the helper devices under the top one, which is gone, and their
+ * tail files; the loops clear themselves once stack_free() closes them.
+ */
 static int stack_remove(struct stack *st)
 {
 	unsigned int i;
@@ -1154,13 +1151,6 @@ static int stack_remove(struct stack *st)
 		if (!rc)
 			rc = r;
 		remove_tail(st, st->helpers[i]);
-	}
-	for (i = 0; i < st->nr_loops; i++) {
-		if (!st->loops[i].clear)
-			continue;
-		r = loop_clear(&st->loops[i].lo, &st->loops[i].info, st->name);
-		if (!rc)
-			rc = r;
 	}
 	return rc;
 }
@@ -1174,8 +1164,10 @@ static int detach(const char *name)
 	rc = dm_read_table(name, 0, &top);
 	if (rc)
 		return rc;
-	if (!table_is_ours(&top) && !(top.nr_targets == 1 && top.has_imgfmt))
-		rc = fail("'%s' is not an %s device", name, TARGET_TYPE);
+	/* Only what attach made: never a device or loop set up by hand. */
+	if (!table_is_ours(&top))
+		rc = fail("'%s' was not made by imgfmt attach; remove it with dmsetup remove",
+			  name);
 	if (!rc)
 		rc = stack_collect(&st, &top);
 	if (!rc)
@@ -1190,11 +1182,12 @@ static int detach(const char *name)
 int dm_detach_device(const char *arg)
 {
 	const char *name = dm_strip_dir(arg);
+	char shown[IMGFMT_SHOWN_MAX];
 	int rc;
 
 	if (strchr(name, '/'))
 		return usage_fail("'%s' is neither a device name nor under %s",
-				  arg, dm_dir());
+				  shown_name(&shown, arg), dm_dir());
 	rc = check_dm_name(name);
 	if (rc)
 		return rc;

@@ -139,24 +139,20 @@ static struct span span_take_word(struct span *sp)
 }
 
 /*
- * Copy sp into buf for an error message: control characters, quotes and
- * backslashes as \xNN, long text cut with "...", so that the message stays
- * one line whatever the input holds.
+ * Copy sp into buf for an error message, as it is but cut at 48 bytes
+ * (then ending in "...").  The message is escaped where it is printed
+ * (imgfmt_escape(), which this file cannot use: the descriptor fuzzer
+ * builds it alone).
  */
-static const char *printable(char *buf, size_t size, const struct span *sp)
+static const char *clipped(char *buf, size_t size, const struct span *sp)
 {
 	static const size_t max_shown = 48;
-	size_t i, n = 0;
-	unsigned char c;
+	size_t n = sp->len < max_shown ? sp->len : max_shown;
 
-	for (i = 0; i < sp->len && i < max_shown && n + 5 < size; i++) {
-		c = (unsigned char)sp->s[i];
-		if (is_ctrl((char)c) || c == '\\' || c == '\'' || c == '"')
-			n += (size_t)snprintf(buf + n, size - n, "\\x%02x", c);
-		else
-			buf[n++] = (char)c;
-	}
-	if (i < sp->len && n + 4 < size) {
+	if (n + 4 > size)
+		n = size > 4 ? size - 4 : 0;
+	memcpy(buf, sp->s, n);
+	if (n < sp->len && size >= 4) {
 		memcpy(buf + n, "...", 3);
 		n += 3;
 	}
@@ -327,8 +323,8 @@ static int header_value(struct parser *ps, const struct span *key,
 	return 0;
 bad:
 	return parse_error(ps, "bad value for %s: '%s'",
-			   printable(shown_key, sizeof(shown_key), key),
-			   printable(shown, sizeof(shown), value));
+			   clipped(shown_key, sizeof(shown_key), key),
+			   clipped(shown, sizeof(shown), value));
 }
 
 static int parse_version(struct parser *ps, const struct span *v)
@@ -340,7 +336,7 @@ static int parse_version(struct parser *ps, const struct span *v)
 		return 0;
 	}
 	return parse_error(ps, "unsupported descriptor version '%s'",
-			   printable(shown, sizeof(shown), v));
+			   clipped(shown, sizeof(shown), v));
 }
 
 static int parse_cid(struct parser *ps, const struct span *v)
@@ -349,7 +345,7 @@ static int parse_cid(struct parser *ps, const struct span *v)
 
 	if (cid_value(*v, &ps->d->cid))
 		return parse_error(ps, "bad CID '%s'",
-				   printable(shown, sizeof(shown), v));
+				   clipped(shown, sizeof(shown), v));
 	ps->d->has_cid = true;
 	return 0;
 }
@@ -360,7 +356,7 @@ static int parse_parent_cid(struct parser *ps, const struct span *v)
 
 	if (cid_value(*v, &ps->d->parent_cid))
 		return parse_error(ps, "bad parentCID '%s'",
-				   printable(shown, sizeof(shown), v));
+				   clipped(shown, sizeof(shown), v));
 	ps->d->has_parent_cid = true;
 	return 0;
 }
@@ -371,7 +367,7 @@ static int parse_create_type(struct parser *ps, const struct span *v)
 
 	if (!v->len || v->len >= sizeof(ps->d->create_type))
 		return parse_error(ps, "bad createType '%s'",
-				   printable(shown, sizeof(shown), v));
+				   clipped(shown, sizeof(shown), v));
 	memcpy(ps->d->create_type, v->s, v->len);
 	ps->d->create_type[v->len] = '\0';
 	ps->d->create_type_line = ps->line;
@@ -411,7 +407,7 @@ static int parse_key_line(struct parser *ps, const struct span *line)
 
 	if (!split_key_value(*line, &key, &value))
 		return parse_error(ps, "neither an extent nor a \"key = value\" line: '%s'",
-				   printable(shown, sizeof(shown), line));
+				   clipped(shown, sizeof(shown), line));
 	for (i = 0; i < NR_NAMES(header_keys); i++) {
 		if (!span_is(&key, header_keys[i].key))
 			continue;
@@ -461,7 +457,7 @@ static int extent_sectors(struct parser *ps, struct span *rest,
 	word = span_take_word(rest);
 	if (dec_value(&word, &e->sectors))
 		return parse_error(ps, "bad extent size '%s' (sectors expected)",
-				   printable(shown, sizeof(shown), &word));
+				   clipped(shown, sizeof(shown), &word));
 	if (!e->sectors)
 		return parse_error(ps, "extent of 0 sectors");
 	if (e->sectors > VMDK_DESC_MAX_SECTORS)
@@ -482,7 +478,7 @@ static int extent_type(struct parser *ps, struct span *rest,
 	i = name_index(&word, type_names, NR_NAMES(type_names));
 	if (i < 0)
 		return parse_error(ps, "unknown extent type '%s'",
-				   printable(shown, sizeof(shown), &word));
+				   clipped(shown, sizeof(shown), &word));
 	e->type = (enum vmdk_extent_type)i;
 	return 0;
 }
@@ -534,7 +530,7 @@ static int extent_offset(struct parser *ps, struct span *rest,
 	word = span_take_word(rest);
 	if (dec_value(&word, &e->offset))
 		return parse_error(ps, "bad extent offset '%s' (sectors expected)",
-				   printable(shown, sizeof(shown), &word));
+				   clipped(shown, sizeof(shown), &word));
 	if (!vmdk_extent_is_flat(e->type))
 		return parse_error(ps, "only FLAT and VMFS extents take an offset");
 	if (e->offset > VMDK_DESC_MAX_SECTORS - e->sectors)
@@ -542,7 +538,7 @@ static int extent_offset(struct parser *ps, struct span *rest,
 	span_skip_blanks(rest);
 	if (rest->len)
 		return parse_error(ps, "unexpected '%s' after the extent",
-				   printable(shown, sizeof(shown), rest));
+				   clipped(shown, sizeof(shown), rest));
 	return 0;
 }
 
@@ -692,7 +688,7 @@ static int check_create_type(const struct vmdk_desc *d,
 		return check_error(err, 0, "no createType line");
 	if (in_list(ct, create_types, NR_NAMES(create_types)))
 		return 0;
-	printable(shown, sizeof(shown), &sp);
+	clipped(shown, sizeof(shown), &sp);
 	if (in_list(ct, raw_create_types, NR_NAMES(raw_create_types)))
 		return check_error(err, d->create_type_line,
 				   "createType '%s' (raw host disk access) is not supported",

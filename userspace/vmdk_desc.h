@@ -57,7 +57,10 @@ struct vmdk_desc {
 	uint64_t sectors;		/* the sum over the extents */
 };
 
-/* What is wrong and where: line 0 when no single line is to blame. */
+/*
+ * What is wrong and where: line 0 when no single line is to blame.  msg
+ * quotes the text as it is (cut short): escape it before printing.
+ */
 struct vmdk_desc_error {
 	unsigned int line;
 	char msg[256];

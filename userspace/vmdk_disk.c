@@ -13,13 +13,13 @@
  * only regular files are accepted (no devices, no FIFOs), each is checked
  * to hold what its line says, and opening never blocks.
  */
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
 #include "disk.h"
+#include "escape.h"
 #include "imgfmt.h"
 
 /* The start of a file that tells a descriptor from an image. */
@@ -96,7 +96,7 @@ static int embedded_descriptor(struct disk *d, int fd,
 	u64 off = get_le64(head + KDMV_DESC_OFFSET);
 	u64 sectors = get_le64(head + KDMV_DESC_SIZE);
 	u64 file_size = d->file_size;
-	const char *path = d->path;
+	const char *path = d->name;
 
 	if (get_le64(head + KDMV_CAPACITY) || !off)
 		return 0;
@@ -113,7 +113,7 @@ static int embedded_descriptor(struct disk *d, int fd,
 static int text_descriptor(struct disk *d, int fd, char **text, size_t *len)
 {
 	u64 file_size = d->file_size;
-	const char *path = d->path;
+	const char *path = d->name;
 
 	d->is_desc = true;
 	if (file_size > VMDK_DESC_MAX_BYTES)
@@ -125,7 +125,7 @@ static int text_descriptor(struct disk *d, int fd, char **text, size_t *len)
 
 static int probe_file(struct disk *d, int fd, char **text, size_t *len)
 {
-	const char *path = d->path;
+	const char *path = d->name;
 	unsigned char *head;
 	size_t got;
 	int rc;
@@ -151,10 +151,10 @@ int vmdk_desc_load(struct disk *d, char **text, size_t *len)
 
 	*text = NULL;
 	*len = 0;
-	fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = file_open_nonblock(d->path, &st);
 	if (fd < 0)
 		return 0;	/* opening it as an image reports why */
-	if (!fstat(fd, &st) && S_ISREG(st.st_mode)) {
+	if (S_ISREG(st.st_mode)) {
 		d->file_size = (u64)st.st_size;
 		rc = probe_file(d, fd, text, len);
 	}
@@ -166,9 +166,13 @@ int vmdk_desc_load(struct disk *d, char **text, size_t *len)
 
 static int desc_failed(struct disk *d, const struct vmdk_desc_error *e)
 {
+	char msg[IMGFMT_SHOWN_MAX];
+
+	/* The message quotes the descriptor's text as it is. */
+	imgfmt_escape(msg, sizeof(msg), e->msg, sizeof(e->msg));
 	if (e->line)
-		return fail("%s:%u: %s", d->path, e->line, e->msg);
-	return fail("%s: %s", d->path, e->msg);
+		return fail("%s:%u: %s", d->name, e->line, msg);
+	return fail("%s: %s", d->name, msg);
 }
 
 /* The extent's file: absolute, or relative to the descriptor's directory. */
@@ -183,7 +187,7 @@ static int extent_path(struct disk *d, const struct vmdk_extent *e,
 		dir_len = 0;
 	len = (size_t)dir_len + strlen(e->file);
 	if (len >= PATH_MAX)
-		return fail("%s:%u: extent path too long", d->path, e->line);
+		return fail("%s:%u: extent path too long", d->name, e->line);
 	*path = malloc(len + 1);
 	if (!*path)
 		return fail("out of memory");
@@ -199,7 +203,7 @@ static int flat_open(struct disk *d, const struct vmdk_extent *e,
 	if (s->file_size < need) {
 		close(fd);
 		return fail("%s:%u: extent file %s is too short: %llu bytes, the extent needs %llu",
-			    d->path, e->line, s->path,
+			    d->name, e->line, s->name,
 			    (unsigned long long)s->file_size,
 			    (unsigned long long)need);
 	}
@@ -229,10 +233,10 @@ static int sparse_open(struct disk *d, const struct vmdk_extent *e,
 	if (rc || got < sizeof(magic) || !sparse_magic_fits(e, magic)) {
 		close(fd);
 		if (rc)
-			return fail("cannot read %s: %s", s->path,
+			return fail("cannot read %s: %s", s->name,
 				    strerror(-rc));
 		return fail("%s:%u: extent file %s is not a %s extent",
-			    d->path, e->line, s->path,
+			    d->name, e->line, s->name,
 			    vmdk_extent_type_name(e->type));
 	}
 	s->kind = SEG_IMAGE;
@@ -241,11 +245,11 @@ static int sparse_open(struct disk *d, const struct vmdk_extent *e,
 		return rc;
 	/* The magic was checked: this is the vmdk format or its seSparse. */
 	if (strncmp(s->im.ops->name, "vmdk", 4))
-		return fail("%s:%u: extent file %s is a %s image", d->path,
-			    e->line, s->path, s->im.ops->name);
+		return fail("%s:%u: extent file %s is a %s image", d->name,
+			    e->line, s->name, s->im.ops->name);
 	if (s->im.info.virtual_size != s->bytes)
 		return fail("%s:%u: extent file %s holds %llu sectors, the descriptor says %llu",
-			    d->path, e->line, s->path,
+			    d->name, e->line, s->name,
 			    (unsigned long long)(s->im.info.virtual_size /
 						 SECTOR_SIZE),
 			    (unsigned long long)e->sectors);
@@ -268,15 +272,16 @@ static int extent_open(struct disk *d, const struct vmdk_extent *e,
 	rc = extent_path(d, e, &s->path);
 	if (rc)
 		return rc;
+	shown_name(&s->name, s->path);
 	/* Never wait on a FIFO a hostile descriptor names. */
-	fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = file_open_nonblock(s->path, &st);
 	if (fd < 0)
-		return fail("%s:%u: cannot open extent file %s: %s", d->path,
-			    e->line, s->path, strerror(errno));
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		return fail("%s:%u: cannot open extent file %s: %s", d->name,
+			    e->line, s->name, strerror(-fd));
+	if (!S_ISREG(st.st_mode)) {
 		close(fd);
 		return fail("%s:%u: extent file %s is not a regular file",
-			    d->path, e->line, s->path);
+			    d->name, e->line, s->name);
 	}
 	s->file_size = (u64)st.st_size;
 	if (vmdk_extent_is_flat(e->type))
@@ -289,8 +294,10 @@ static int extents_open(struct disk *d, u64 cache_bytes)
 	unsigned int i, nr = d->desc.nr_extents;
 	int rc;
 
-	/* Each extent's file, and its loop device for attach. */
-	raise_file_limit(2 * nr);
+	/* Each extent's file is held open (attach raises it further). */
+	rc = raise_file_limit(nr, d->name);
+	if (rc)
+		return rc;
 	d->segs = calloc(nr, sizeof(*d->segs));
 	if (!d->segs)
 		return fail("out of memory");
@@ -323,7 +330,7 @@ int vmdk_disk_open(struct disk *d, const char *text, size_t len,
 	/* After the extents: a missing file is the first thing to fix. */
 	if (vmdk_desc_has_parent(&d->desc))
 		return fail("%s:%u: VMDK delta disks (parentFileNameHint) are not supported yet",
-			    d->path, d->desc.parent_hint_line);
+			    d->name, d->desc.parent_hint_line);
 	d->size = d->desc.sectors * SECTOR_SIZE;
 	return 0;
 }

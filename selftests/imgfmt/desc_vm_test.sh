@@ -315,12 +315,142 @@ foreign()
 	kept=$?
 	dmsetup remove foreign >/dev/null 2>&1
 	[ $rc -eq 1 ] || { why="exit status $rc: $(cat "$T/err")"; return 1; }
-	grep -qF "is not an imgfmt device" "$T/err" ||
+	grep -qxF "imgfmt: 'foreign' was not made by imgfmt attach; remove it with dmsetup remove" "$T/err" ||
 		{ why="stderr: $(cat "$T/err")"; return 1; }
 	[ $kept -eq 0 ] || { why="the device was removed"; return 1; }
 	nothing_left
 }
 check "detach refuses a device attach did not make" foreign
+
+# An imgfmt device made by hand over the user's own loop (no autoclear):
+# detach must leave both alone.
+own_loop()
+{
+	d=$(losetup -f) && losetup -r "$d" mix-s2.vmdk ||
+		{ why="losetup failed"; return 1; }
+	"$I" table mix-s2.vmdk "$d" 2>"$T/err" |
+		dmsetup create mine --readonly 2>>"$T/err" ||
+		why="dmsetup create failed: $(cat "$T/err")"
+	if [ -z "$why" ]; then
+		"$I" detach mine >"$T/out" 2>"$T/err"
+		rc=$?
+		if [ $rc -ne 1 ]; then
+			why="exit status $rc: $(cat "$T/err")"
+		elif [ "$(wc -l <"$T/err")" -ne 1 ] ||
+		     ! grep -qF "'mine' was not made by imgfmt attach; remove it with dmsetup remove" "$T/err"; then
+			why="stderr: $(cat "$T/err")"
+		fi
+		dmsetup info mine >/dev/null 2>&1 ||
+			why="${why:+$why; }the device was removed"
+		losetup "$d" 2>/dev/null | grep -q mix-s2.vmdk ||
+			why="${why:+$why; }$d was detached"
+	fi
+	dmsetup remove mine >/dev/null 2>&1
+	losetup -d "$d" 2>/dev/null
+	[ -z "$why" ] && nothing_left
+}
+check "detach leaves a hand-made device and the user's loop alone" own_loop
+
+# Names: NAME has at most 111 characters, so that every name derived from
+# it (up to NAME-image4096) fits a dm uuid behind the prefix IMGFMT-.
+letters()		# LEN: a string of LEN letters n
+{
+	printf "%${1}s" "" | tr ' ' n
+}
+# Remove what a wrongly accepted name may have left.
+name_cleanup()		# NAME
+{
+	dmsetup remove "$1" >/dev/null 2>&1
+	for h in $(dmsetup ls 2>/dev/null | awk '{ print $1 }'); do
+		case $h in "$1"-image*) dmsetup remove "$h" >/dev/null 2>&1 ;; esac
+	done
+	rm -f /run/imgfmt/"$1"-image*.tail
+}
+name_longest()
+{
+	name=$(letters 111)
+	"$I" attach --name "$name" mix_crlf.vmdk >"$T/out" 2>"$T/err" ||
+		{ why="attach failed: $(cat "$T/err")"; return 1; }
+	dmsetup info "$name-image5" >/dev/null 2>&1 ||
+		why="no helper device $name-image5"
+	"$I" detach "$name" 2>"$T/err" ||
+		{ why="detach failed: $(cat "$T/err")"; name_cleanup "$name"; return 1; }
+	[ -z "$why" ] && nothing_left
+}
+check "a 111-character name with a helper device attaches and detaches" \
+	name_longest
+# 120 characters fit a dm name, and NAME-image5 still does (127), but
+# its uuid would be cut: detach would not know it as its own.
+name_too_long()
+{
+	name=$(letters 120)
+	"$I" attach --name "$name" mix_crlf.vmdk >"$T/out" 2>"$T/err"
+	rc=$?
+	[ $rc -eq 0 ] && "$I" detach "$name" >/dev/null 2>&1
+	name_cleanup "$name"
+	[ $rc -eq 2 ] || { why="exit status $rc: $(cat "$T/err")"; return 1; }
+	[ "$(wc -l <"$T/err")" -eq 1 ] &&
+		grep -q "is too long: 120 characters, at most 111" "$T/err" ||
+		{ why="stderr: $(cat "$T/err")"; return 1; }
+	nothing_left
+}
+check "attach refuses a 120-character name and sets nothing up" name_too_long
+# Names made from long file names are cut and end in a hash of the whole
+# file name: at most 111 characters, the same for the same file, and
+# different for files whose names differ only at the end.
+auto_names()
+{
+	long=$(letters 200)
+	cp odd_qcow2.qcow2 "$T/${long}a.qcow2" &&
+		cp odd_qcow2.qcow2 "$T/${long}b.qcow2" ||
+		{ why="cannot copy odd_qcow2.qcow2"; return 1; }
+	d1=$("$I" attach "$T/${long}a.qcow2" 2>"$T/err") ||
+		{ why="attach a failed: $(cat "$T/err")"; return 1; }
+	d2=$("$I" attach "$T/${long}b.qcow2" 2>"$T/err") ||
+		why="attach b failed: $(cat "$T/err")"
+	n1=${d1#/dev/mapper/}
+	n2=${d2#/dev/mapper/}
+	[ -n "$why" ] || [ "$n1" != "$n2" ] || why="both are named $n1"
+	[ -n "$why" ] || [ ${#n1} -le 111 ] || why="$n1 is ${#n1} characters"
+	for d in $n1 $n2; do
+		"$I" detach "$d" 2>"$T/err" ||
+			{ why="${why:+$why; }detach $d failed: $(cat "$T/err")"; }
+	done
+	[ -z "$why" ] || return 1
+	d3=$("$I" attach "$T/${long}a.qcow2" 2>"$T/err") ||
+		{ why="attach a again failed: $(cat "$T/err")"; return 1; }
+	"$I" detach "$d3" 2>"$T/err" || why="detach failed: $(cat "$T/err")"
+	rm -f "$T/${long}a.qcow2" "$T/${long}b.qcow2"
+	[ "$d3" = "$d1" ] || why="${why:+$why; }first $d1, then $d3"
+	[ -z "$why" ] && nothing_left
+}
+check "names made from long file names fit, differ and stay the same" \
+	auto_names
+
+# The documented limit, 4096 extents, under ulimit -n 256: attach holds a
+# file and a loop device open per extent and raises the limit, the hard
+# one too (root); then the device must read as the file.
+many_extents()
+{
+	read -r _ file size md5 <many.list ||
+		{ why="many.list missing"; return 1; }
+	# shellcheck disable=SC3045 # busybox sh has ulimit -n
+	dev=$( (ulimit -n 256 && "$I" attach --name many "$file") 2>"$T/err") ||
+		{ why="attach failed: $(cat "$T/err")"; return 1; }
+	got=$(dmsetup table many | wc -l)
+	[ "$got" -eq 4096 ] || why="$got targets"
+	[ "$(blockdev --getsize64 "$dev")" = "$size" ] ||
+		why="${why:+$why; }size $(blockdev --getsize64 "$dev")"
+	got=$(md5_of <"$dev")
+	[ "$got" = "$md5" ] || why="${why:+$why; }md5 $got, expected $md5"
+	# shellcheck disable=SC3045
+	(ulimit -n 256 && "$I" detach many) 2>"$T/err" ||
+		{ why="${why:+$why; }detach failed: $(cat "$T/err")"; return 1; }
+	[ -z "$why" ] && nothing_left
+}
+start=$(date +%s)
+check "4096 extents attach and detach under ulimit -n 256" many_extents
+echo "# 4096 extents took $(($(date +%s) - start)) s"
 
 # The table by hand: loop devices from losetup, the table from imgfmt table.
 by_hand()

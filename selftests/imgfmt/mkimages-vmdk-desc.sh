@@ -27,6 +27,8 @@
 #   hostile.list  <name> <file> <expected error message...>
 #                 `imgfmt info` must fail with this message (a substring:
 #                 the helper puts the path and line number before it).
+#   many.list     <name> <file> <virtual_size> <md5>
+#                 The 4096-extent descriptor (not QEMU's md5: see below).
 #
 # Files are relative to OUTDIR; extent files sit next to their descriptor.
 # Everything is deterministic.  Running the script again rebuilds OUTDIR.
@@ -246,6 +248,21 @@ if [ -n "$CORPUS" ]; then
 		add_good corpus_sesparse sesparse-desc.vmdk
 	fi
 fi
+
+# --- The documented limit: 4096 extents. --------------------------------
+
+# Each extent is the next sector of one file with a different text in
+# every sector, so the disk is that file exactly (in order).  Not QEMU's:
+# it holds one file open per extent and stops at its open file limit.
+# desc_vm_test.sh attaches it under a lowered ulimit -n.
+{ seq 1 400000 || true; } | head -c $((4096 * 512)) >many.raw
+{
+	printf 'version=1\nCID=fffffffe\nparentCID=ffffffff\n'
+	printf 'createType="twoGbMaxExtentFlat"\n'
+	seq 0 4095 | sed 's/.*/RW 1 FLAT "many.raw" &/'
+} >many4096.vmdk
+echo "many4096 many4096.vmdk $((4096 * 512)) $(md5sum <many.raw | cut -d' ' -f1)" \
+	>many.list
 
 # --- Descriptors the helper must refuse, naming the file or line. ------
 
