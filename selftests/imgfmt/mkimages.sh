@@ -573,7 +573,7 @@ hostile crypto_header_without_luks \
 hostile feature_name_newline "QCOW2 unknown incompatible feature" \
 	72:8:$((B_INCOMPAT | (1 << 20))) $E:4:$((0x6803f857)) $((E + 4)):4:48 \
 	$((E + 9)):1:20
-printf 'x\nFAKE-LOG-LINE: Oops' | dd of="$OUT/feature_name_newline.qcow2" \
+printf 'x\nFAKE-LOG-LINE: forged' | dd of="$OUT/feature_name_newline.qcow2" \
 	bs=1 seek=$((E + 10)) conv=notrunc status=none
 qemu_rejects_open refcount_table_none refcount_table_past_limit \
 	snapshot_table_past_limit snapshot_table_unaligned_empty \
