@@ -435,8 +435,8 @@ static void imgfmt_process_bio(struct imgfmt_target *it,
 
 	for (;;) {
 		offset = imgfmt_bio_offset(it, bio);
-		r = it->ops->map(it->img, offset, bio->bi_iter.bi_size, 0,
-				 &run, &err);
+		r = imgfmt_map(it->img, offset, bio->bi_iter.bi_size, 0, &run,
+			       &err);
 		if (r) {
 			imgfmt_count_error(it, err, offset);
 			bio->bi_status = r == -ENOMEM ? BLK_STS_RESOURCE :
@@ -468,10 +468,10 @@ static void imgfmt_lane_prefetch(struct imgfmt_lane *lane, u64 cluster_offset)
 
 	if (READ_ONCE(it->ra_stopped) || cluster_offset >= dev_end)
 		return;
-	if (it->ops->map(it->img, cluster_offset,
-			 min_t(u64, it->ra_cluster_size,
-			       dev_end - cluster_offset),
-			 0, &run, &err))
+	if (imgfmt_map(it->img, cluster_offset,
+		       min_t(u64, it->ra_cluster_size,
+			     dev_end - cluster_offset),
+		       0, &run, &err))
 		return;
 	if (run.kind != IMGFMT_RUN_COMPRESSED || run.comp_skip ||
 	    !imgfmt_lane_ready(lane, &run))
@@ -566,7 +566,7 @@ static bool imgfmt_copy_cached(struct imgfmt_target *it, struct bio *bio,
 	return true;
 }
 
-static int imgfmt_map(struct dm_target *ti, struct bio *bio)
+static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 {
 	struct imgfmt_target *it = ti->private;
 	u32 size = bio->bi_iter.bi_size;
@@ -588,7 +588,7 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 		return DM_MAPIO_REMAPPED;
 	}
 	offset = imgfmt_bio_offset(it, bio);
-	r = it->ops->map(it->img, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
+	r = imgfmt_map(it->img, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
 	if (r == -EWOULDBLOCK) {
 		imgfmt_defer_bio(it, bio, offset);
 		return DM_MAPIO_SUBMITTED;
@@ -714,6 +714,7 @@ static int imgfmt_parse_args(struct imgfmt_target *it, unsigned int argc,
 
 static int imgfmt_open_image(struct imgfmt_target *it, char **error)
 {
+	struct imgfmt_open_args args = { .dev = &it->kdev.dev };
 	const char *err = NULL;
 	u64 cache = it->cache_size_set ? it->cache_size :
 		    clamp_t(u64, READ_ONCE(default_cache_size),
@@ -729,12 +730,13 @@ static int imgfmt_open_image(struct imgfmt_target *it, char **error)
 		*error = (char *)err;
 		return -EINVAL;
 	}
-	r = it->ops->open(&it->kdev.dev, cache, &it->img, &err);
+	args.cache_bytes = cache;
+	r = imgfmt_open(it->ops, &args, &it->img, &err);
 	if (r) {
 		*error = (char *)err;
 		return r == -ENOMEM ? r : -EINVAL;
 	}
-	it->ops->get_info(it->img, &it->info);
+	it->info = it->img->info;
 	if (imgfmt_decomp_reserve(it->info.compression)) {
 		*error = "cannot allocate the decompression workspaces";
 		return -ENOMEM;
@@ -829,8 +831,7 @@ static void imgfmt_dtr(struct dm_target *ti)
 	if (it->split_bs_ready)
 		bioset_exit(&it->split_bs);
 	imgfmt_decomp_unreserve(it->reserved_comp);
-	if (it->img)
-		it->ops->close(it->img);
+	imgfmt_close(it->img);
 	if (it->dev)
 		dm_put_device(ti, it->dev);
 	kfree(it);
@@ -932,7 +933,7 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		imgfmt_mcache_get_stats(it->ops->mcache(it->img), &st);
+		imgfmt_mcache_get_stats(it->img->mcache, &st);
 		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
@@ -992,7 +993,7 @@ static struct target_type imgfmt_target_type = {
 	.module = THIS_MODULE,
 	.ctr = imgfmt_ctr,
 	.dtr = imgfmt_dtr,
-	.map = imgfmt_map,
+	.map = imgfmt_dm_map,
 	.postsuspend = imgfmt_postsuspend,
 	.resume = imgfmt_resume,
 	.status = imgfmt_status,
