@@ -78,36 +78,74 @@ struct imgfmt_info {
 	bool encrypted;
 };
 
-struct imgfmt_image;
+struct imgfmt_format_ops;
+struct imgfmt_batch;
+struct imgfmt_unit;
+
+/*
+ * What opening an image needs.  An argument struct, so that what layers
+ * and writes add (the layer's role, a snapshot to map, a data file's
+ * device, a key) does not change every format's signature.
+ */
+struct imgfmt_open_args {
+	struct imgfmt_dev *dev;		/* the device holding the image */
+	u64 cache_bytes;		/* bound of its metadata cache */
+};
+
+/*
+ * An open image: the part every format shares, embedded first in each
+ * format's own struct (reached with container_of).
+ */
+struct imgfmt_image {
+	const struct imgfmt_format_ops *ops;
+	struct imgfmt_dev *dev;
+	/* Its table cache (L2 or grain tables), for statistics. */
+	struct imgfmt_mcache *mcache;
+	struct imgfmt_info info;	/* info.virtual_size bounds map() */
+};
 
 struct imgfmt_format_ops {
 	const char *name;
 	/* Does this header (at least 512 bytes) belong to this format? */
 	bool (*probe)(const void *head, size_t len);
 	/*
-	 * Parse and validate the image.  On failure returns -errno and sets
-	 * *err to a static message that names the problem; the same words
-	 * appear in the kernel's table-load error and in `imgfmt info`.
-	 * cache_bytes bounds the metadata cache.
+	 * Parse and validate the image and fill the shared part (dev,
+	 * mcache, info; ops is the caller's).  On failure returns -errno and
+	 * sets *err to a static message that names the problem; the same
+	 * words appear in the kernel's table-load error and in `imgfmt
+	 * info`.
 	 */
-	int (*open)(struct imgfmt_dev *dev, u64 cache_bytes,
+	int (*open)(const struct imgfmt_open_args *args,
 		    struct imgfmt_image **imgp, const char **err);
 	void (*close)(struct imgfmt_image *img);
-	void (*get_info)(struct imgfmt_image *img, struct imgfmt_info *info);
 	/*
-	 * Describe where [offset, offset + length) starts to live.  offset
-	 * and length are multiples of 512; offset + length may not exceed the
-	 * virtual size rounded up to 512.  Returns 0 and fills *run (with
-	 * 0 < run->length <= length), -EWOULDBLOCK when IMGFMT_MAP_NOWAIT is
-	 * set and metadata must be read first, or -EIO on corruption (*err
-	 * then names it).
+	 * Describe the unit of the virtual disk holding pos, which is below
+	 * the virtual size (formats/runs.h).  limit is where the caller
+	 * stops looking, b the table entries copied by earlier lookups of the
+	 * same map() call.  0, -EWOULDBLOCK (IMGFMT_MAP_NOWAIT and a table is
+	 * not cached) or -EIO with *err set.
 	 */
-	int (*map)(struct imgfmt_image *img, u64 offset, u64 length,
-		   unsigned int flags, struct imgfmt_run *run,
-		   const char **err);
-	/* The metadata cache, for statistics. */
-	struct imgfmt_mcache *(*mcache)(struct imgfmt_image *img);
+	int (*lookup)(struct imgfmt_image *img, struct imgfmt_batch *b,
+		      u64 pos, u64 limit, unsigned int flags,
+		      struct imgfmt_unit *u, const char **err);
 };
+
+/* Open the image on args->dev as format ops; see imgfmt_format_ops.open. */
+int imgfmt_open(const struct imgfmt_format_ops *ops,
+		const struct imgfmt_open_args *args,
+		struct imgfmt_image **imgp, const char **err);
+void imgfmt_close(struct imgfmt_image *img);
+
+/*
+ * Describe where [offset, offset + length) starts to live.  offset and
+ * length are multiples of 512.  Returns 0 and fills *run (with
+ * 0 < run->length <= length; past the virtual size a ZERO run),
+ * -EWOULDBLOCK when IMGFMT_MAP_NOWAIT is set and metadata must be read
+ * first, -EINVAL for a request that is not whole sectors, or -EIO on
+ * corruption (*err then names it).
+ */
+int imgfmt_map(struct imgfmt_image *img, u64 offset, u64 length,
+	       unsigned int flags, struct imgfmt_run *run, const char **err);
 
 /* The formats, each in formats/<name>.c. */
 extern const struct imgfmt_format_ops imgfmt_qcow2_ops;

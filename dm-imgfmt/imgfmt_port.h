@@ -43,10 +43,17 @@ struct imgfmt_dev {
 	void *priv;
 };
 
+/* Does the device hold all of [off, off + len)? */
+static inline bool imgfmt_dev_has(const struct imgfmt_dev *dev, u64 off,
+				  u64 len)
+{
+	return off <= dev->size && len <= dev->size - off;
+}
+
 static inline int imgfmt_dev_read(struct imgfmt_dev *dev, u64 off, void *buf,
 				  size_t len)
 {
-	if (off > dev->size || len > dev->size - off)
+	if (!imgfmt_dev_has(dev, off, len))
 		return -EIO;
 	return dev->read(dev, off, buf, len);
 }

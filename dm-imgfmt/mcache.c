@@ -365,6 +365,11 @@ int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
 	return r < 0 ? r : 1;
 }
 
+u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc)
+{
+	return mc->table_size;
+}
+
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 			     struct imgfmt_mcache_stats *st)
 {

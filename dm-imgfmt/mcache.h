@@ -85,6 +85,9 @@ int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
 				const struct imgfmt_mkey *k,
 				imgfmt_mcache_fill_fn fill, void *ctx);
 
+/* The size of its tables, fixed at creation. */
+u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc);
+
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 			     struct imgfmt_mcache_stats *st);
 

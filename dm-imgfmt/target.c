@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * dm-imgfmt: a device-mapper target that presents a virtual machine disk
- * image (QCOW2 today) stored on a block device as a plain block device.
+ * image (QCOW2, QCOW, VMDK) stored on a block device as a plain block device.
  *
  * The format code (formats/) tells where a virtual range lives; this file
  * moves bios.  map() never sleeps on I/O: when the metadata a bio needs is
@@ -13,7 +13,6 @@
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/module.h>
-#include <linux/mutex.h>
 #include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 
@@ -82,9 +81,8 @@ struct imgfmt_target {
 	const struct imgfmt_format_ops *ops;
 	struct imgfmt_image *img;
 	struct imgfmt_info info;
-	/* Decompressed clusters; made by a lane on first need. */
+	/* Decompressed clusters; NULL when the format has no compression. */
 	struct imgfmt_ccache *ccache;
-	struct mutex ccache_lock;	/* serializes making it */
 
 	/* Table options, kept as given to print the table back. */
 	char format_pin[IMGFMT_FORMAT_NAME_MAX];
@@ -205,49 +203,10 @@ static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
 	return BLK_STS_OK;
 }
 
-/*
- * The decompressed-cluster cache, made on the first compressed run, with
- * the read-ahead's geometry: a window that the cache holds many times over.
- */
-static struct imgfmt_ccache *imgfmt_get_ccache(struct imgfmt_target *it,
-					       const struct imgfmt_run *run)
-{
-	struct imgfmt_ccache *cc;
-	u32 window;
-
-	/* Pairs with the release below: a cache seen is a cache made. */
-	cc = smp_load_acquire(&it->ccache);
-	if (cc)
-		return cc;
-	mutex_lock(&it->ccache_lock);
-	cc = it->ccache;
-	if (!cc) {
-		cc = imgfmt_ccache_create(&it->kdev.dev,
-					  run->comp_cluster_size);
-		if (cc && it->nr_lanes > 1) {
-			window = min(it->nr_lanes *
-				     min(READ_ONCE(lane_readahead),
-					 IMGFMT_LANE_RA_SLOTS),
-				     imgfmt_ccache_capacity(cc) / 4);
-			spin_lock(&it->ra_lock);
-			it->ra_window = window;
-			it->ra_cluster_size = window ? run->comp_cluster_size : 0;
-			spin_unlock(&it->ra_lock);
-		}
-		if (cc) {
-			/* Published complete: map() and status read it unlocked. */
-			smp_store_release(&it->ccache, cc);
-		}
-	}
-	mutex_unlock(&it->ccache_lock);
-	return cc;
-}
-
 /* A lane's cache and decoder, made on its first compressed cluster. */
-static bool imgfmt_lane_ready(struct imgfmt_lane *lane,
-			      const struct imgfmt_run *run)
+static bool imgfmt_lane_ready(struct imgfmt_lane *lane)
 {
-	struct imgfmt_ccache *cc = imgfmt_get_ccache(lane->it, run);
+	struct imgfmt_ccache *cc = lane->it->ccache;
 
 	if (cc && !lane->dec)
 		WRITE_ONCE(lane->dec, imgfmt_decoder_create(cc));
@@ -400,7 +359,7 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 			imgfmt_lane_queue_bio(it, piece, run, offset);
 			return;
 		}
-		if (!imgfmt_lane_ready(lane, run)) {
+		if (!imgfmt_lane_ready(lane)) {
 			imgfmt_count_error(it, "cannot allocate the decompression cache",
 					   offset);
 			piece->bi_status = BLK_STS_RESOURCE;
@@ -435,8 +394,8 @@ static void imgfmt_process_bio(struct imgfmt_target *it,
 
 	for (;;) {
 		offset = imgfmt_bio_offset(it, bio);
-		r = it->ops->map(it->img, offset, bio->bi_iter.bi_size, 0,
-				 &run, &err);
+		r = imgfmt_map(it->img, offset, bio->bi_iter.bi_size, 0, &run,
+			       &err);
 		if (r) {
 			imgfmt_count_error(it, err, offset);
 			bio->bi_status = r == -ENOMEM ? BLK_STS_RESOURCE :
@@ -468,13 +427,13 @@ static void imgfmt_lane_prefetch(struct imgfmt_lane *lane, u64 cluster_offset)
 
 	if (READ_ONCE(it->ra_stopped) || cluster_offset >= dev_end)
 		return;
-	if (it->ops->map(it->img, cluster_offset,
-			 min_t(u64, it->ra_cluster_size,
-			       dev_end - cluster_offset),
-			 0, &run, &err))
+	if (imgfmt_map(it->img, cluster_offset,
+		       min_t(u64, it->ra_cluster_size,
+			     dev_end - cluster_offset),
+		       0, &run, &err))
 		return;
 	if (run.kind != IMGFMT_RUN_COMPRESSED || run.comp_skip ||
-	    !imgfmt_lane_ready(lane, &run))
+	    !imgfmt_lane_ready(lane))
 		return;
 	if (imgfmt_ccache_prefetch(it->ccache, lane->dec, &run) > 0)
 		atomic64_inc(&it->prefetched);
@@ -551,8 +510,7 @@ static bool imgfmt_copy_cached(struct imgfmt_target *it, struct bio *bio,
 	void *p;
 	int r;
 
-	/* Pairs with the release in imgfmt_get_ccache(). */
-	cc = smp_load_acquire(&it->ccache);
+	cc = it->ccache;
 	if (!cc || run->tail_zero)
 		return false;
 	bio_for_each_segment(bv, bio, iter) {
@@ -566,7 +524,7 @@ static bool imgfmt_copy_cached(struct imgfmt_target *it, struct bio *bio,
 	return true;
 }
 
-static int imgfmt_map(struct dm_target *ti, struct bio *bio)
+static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 {
 	struct imgfmt_target *it = ti->private;
 	u32 size = bio->bi_iter.bi_size;
@@ -588,7 +546,7 @@ static int imgfmt_map(struct dm_target *ti, struct bio *bio)
 		return DM_MAPIO_REMAPPED;
 	}
 	offset = imgfmt_bio_offset(it, bio);
-	r = it->ops->map(it->img, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
+	r = imgfmt_map(it->img, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
 	if (r == -EWOULDBLOCK) {
 		imgfmt_defer_bio(it, bio, offset);
 		return DM_MAPIO_SUBMITTED;
@@ -714,6 +672,7 @@ static int imgfmt_parse_args(struct imgfmt_target *it, unsigned int argc,
 
 static int imgfmt_open_image(struct imgfmt_target *it, char **error)
 {
+	struct imgfmt_open_args args = { .dev = &it->kdev.dev };
 	const char *err = NULL;
 	u64 cache = it->cache_size_set ? it->cache_size :
 		    clamp_t(u64, READ_ONCE(default_cache_size),
@@ -729,12 +688,13 @@ static int imgfmt_open_image(struct imgfmt_target *it, char **error)
 		*error = (char *)err;
 		return -EINVAL;
 	}
-	r = it->ops->open(&it->kdev.dev, cache, &it->img, &err);
+	args.cache_bytes = cache;
+	r = imgfmt_open(it->ops, &args, &it->img, &err);
 	if (r) {
 		*error = (char *)err;
 		return r == -ENOMEM ? r : -EINVAL;
 	}
-	it->ops->get_info(it->img, &it->info);
+	it->info = it->img->info;
 	if (imgfmt_decomp_reserve(it->info.compression)) {
 		*error = "cannot allocate the decompression workspaces";
 		return -ENOMEM;
@@ -763,7 +723,6 @@ static int imgfmt_init_lanes(struct imgfmt_target *it, char **error)
 	struct imgfmt_lane *lane;
 	unsigned int i;
 
-	mutex_init(&it->ccache_lock);
 	spin_lock_init(&it->ra_lock);
 	atomic64_set(&it->prefetched, 0);
 	it->nr_lanes = READ_ONCE(decompress_lanes);
@@ -811,6 +770,32 @@ static void imgfmt_exit_lanes(struct imgfmt_target *it)
 	imgfmt_ccache_destroy(it->ccache);
 }
 
+/*
+ * The decompressed-cluster cache, made at table load for a format that
+ * has compressed clusters, with the read-ahead's geometry: a window that
+ * the cache holds many times over.
+ */
+static int imgfmt_init_ccache(struct imgfmt_target *it, char **error)
+{
+	u32 window;
+
+	if (it->info.compression == IMGFMT_COMP_NONE)
+		return 0;
+	it->ccache = imgfmt_ccache_create(&it->kdev.dev, it->info.cluster_size);
+	if (!it->ccache) {
+		*error = "cannot allocate the decompressed-cluster cache";
+		return -ENOMEM;
+	}
+	if (it->nr_lanes > 1) {
+		window = min(it->nr_lanes * min(READ_ONCE(lane_readahead),
+						IMGFMT_LANE_RA_SLOTS),
+			     imgfmt_ccache_capacity(it->ccache) / 4);
+		it->ra_window = window;
+		it->ra_cluster_size = window ? it->info.cluster_size : 0;
+	}
+	return 0;
+}
+
 static int imgfmt_init_worker(struct imgfmt_target *it, char **error)
 {
 	if (bioset_init(&it->split_bs, BIO_POOL_SIZE, 0, 0)) {
@@ -818,7 +803,7 @@ static int imgfmt_init_worker(struct imgfmt_target *it, char **error)
 		return -ENOMEM;
 	}
 	it->split_bs_ready = true;
-	return imgfmt_init_lanes(it, error);
+	return imgfmt_init_lanes(it, error) ?: imgfmt_init_ccache(it, error);
 }
 
 static void imgfmt_dtr(struct dm_target *ti)
@@ -829,8 +814,7 @@ static void imgfmt_dtr(struct dm_target *ti)
 	if (it->split_bs_ready)
 		bioset_exit(&it->split_bs);
 	imgfmt_decomp_unreserve(it->reserved_comp);
-	if (it->img)
-		it->ops->close(it->img);
+	imgfmt_close(it->img);
 	if (it->dev)
 		dm_put_device(ti, it->dev);
 	kfree(it);
@@ -894,8 +878,7 @@ static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
 {
 	struct imgfmt_ccache *cc;
 
-	/* Pairs with the release in imgfmt_get_ccache(). */
-	cc = smp_load_acquire(&it->ccache);
+	cc = it->ccache;
 
 	return cc ? imgfmt_ccache_decompressed(cc) : 0;
 }
@@ -911,8 +894,7 @@ static u64 imgfmt_target_decomp_bytes(struct imgfmt_target *it)
 	u64 bytes;
 	unsigned int i;
 
-	/* Pairs with the release in imgfmt_get_ccache(). */
-	cc = smp_load_acquire(&it->ccache);
+	cc = it->ccache;
 	if (!cc)
 		return 0;
 	bytes = imgfmt_ccache_bytes(cc);
@@ -932,7 +914,7 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		imgfmt_mcache_get_stats(it->ops->mcache(it->img), &st);
+		imgfmt_mcache_get_stats(it->img->mcache, &st);
 		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
@@ -992,7 +974,7 @@ static struct target_type imgfmt_target_type = {
 	.module = THIS_MODULE,
 	.ctr = imgfmt_ctr,
 	.dtr = imgfmt_dtr,
-	.map = imgfmt_map,
+	.map = imgfmt_dm_map,
 	.postsuspend = imgfmt_postsuspend,
 	.resume = imgfmt_resume,
 	.status = imgfmt_status,

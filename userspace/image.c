@@ -34,6 +34,7 @@ static int image_refused(struct image *im, const char *err, int rc)
 /* Detect and validate the image on im->dev. */
 static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
 {
+	struct imgfmt_open_args args;
 	const char *err = NULL;
 	int rc;
 
@@ -44,12 +45,14 @@ static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
 
 	if (!cache_bytes)
 		cache_bytes = IMGFMT_DEFAULT_CACHE_BYTES;
-	rc = im->ops->open(&im->dev, cache_bytes, &im->img, &err);
+	args.dev = &im->dev;
+	args.cache_bytes = cache_bytes;
+	rc = imgfmt_open(im->ops, &args, &im->img, &err);
 	if (rc || !im->img) {
 		im->img = NULL;
 		return image_refused(im, err, rc);
 	}
-	im->ops->get_info(im->img, &im->info);
+	im->info = im->img->info;
 	info_terminate(&im->info);
 	if (!im->info.format)
 		im->info.format = im->ops->name;
@@ -154,8 +157,7 @@ void image_close(struct image *im)
 	im->decoder = NULL;
 	imgfmt_ccache_destroy(im->ccache);
 	im->ccache = NULL;
-	if (im->img)
-		im->ops->close(im->img);
+	imgfmt_close(im->img);
 	im->img = NULL;
 	uport_dev_close(&im->dev);
 }
@@ -277,8 +279,7 @@ int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero)
 	while (done < len) {
 		memset(&run, 0, sizeof(run));
 		err = NULL;
-		rc = im->ops->map(im->img, off + done, len - done, 0, &run,
-				  &err);
+		rc = imgfmt_map(im->img, off + done, len - done, 0, &run, &err);
 		if (rc)
 			return map_failed(im, rc, err, off + done);
 		if (!run.length || run.length > len - done ||

@@ -13,23 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/*
- * Failure handling: the function that finds a problem records one message
- * with fail() or usage_fail() and returns what they return; callers pass it
- * up.  main() prints the first message recorded as the single error line.
- */
-#define FAIL		(-1)	/* exit status 1 */
-#define FAIL_USAGE	(-2)	/* exit status 2 */
+#include "failure.h"
 
-#ifndef __printf
-#define __printf(a, b)	__attribute__((format(printf, a, b)))
-#endif
-
-__printf(1, 2) int fail(const char *fmt, ...);
-__printf(1, 2) int usage_fail(const char *fmt, ...);
-
-/* The message recorded so far, or "" when there is none. */
-const char *failure_text(void);
 
 /*
  * imgfmt info of path (format: NULL to probe): "key: value" lines, or one
@@ -129,5 +114,12 @@ int check_dm_name(const char *name);
  * room for the names derived from it (IMGFMT_NAME_MAX)?  0 or FAIL_USAGE.
  */
 int check_attach_name(const char *name);
+
+/*
+ * The automatic device name for the image file path: its base name without
+ * extension, sanitised, cut to IMGFMT_NAME_MAX with a hash of the whole
+ * name when longer.  0 or FAIL/FAIL_USAGE.
+ */
+int default_dm_name(const char *path, char *name, size_t size);
 
 #endif /* IMGFMT_CLI_H */

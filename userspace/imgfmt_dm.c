@@ -18,11 +18,13 @@
  * wait for them through a libdevmapper cookie.  Without udev (a minimal VM,
  * DM_DISABLE_UDEV=1) libdevmapper creates and removes the nodes itself.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -791,6 +793,108 @@ static int attach_top(struct attach *a, const struct dm_piece *pieces,
 		return rc;
 	}
 	return table_create(&t, a->name);
+}
+
+/* Characters allowed in device names, which become /dev/mapper paths. */
+static bool dm_name_char(char c)
+{
+	unsigned char u = (unsigned char)c;
+
+	return isascii(u) && (isalnum(u) || (u && strchr("_.+-", u)));
+}
+
+/* Why name cannot be a device-mapper name, or NULL when it can. */
+static const char *dm_name_problem(const char *name)
+{
+	const char *p;
+
+	if (!*name)
+		return "it is empty";
+	if (strlen(name) >= IMGFMT_DM_NAME_LEN)
+		return "it is too long";
+	if (!strcmp(name, ".") || !strcmp(name, "..") ||
+	    !strcmp(name, "control"))
+		return "it is reserved";
+	for (p = name; *p; p++)
+		if (!dm_name_char(*p))
+			return "only A-Z a-z 0-9 _ . + - are allowed";
+	return NULL;
+}
+
+int check_dm_name(const char *name)
+{
+	const char *why = dm_name_problem(name);
+	char shown[IMGFMT_SHOWN_MAX];
+
+	if (why)
+		return usage_fail("bad device name '%s': %s",
+				  shown_name(&shown, name), why);
+	return 0;
+}
+
+/*
+ * attach derives names from NAME (NAME-image, NAME-imageN, later NAMEpN)
+ * and gives each device the uuid IMGFMT-<its name>: a NAME whose derived
+ * names do not fit could be attached but not detached.
+ */
+int check_attach_name(const char *name)
+{
+	char shown[IMGFMT_SHOWN_MAX];
+	int rc;
+
+	rc = check_dm_name(name);
+	if (rc)
+		return rc;
+	if (strlen(name) > IMGFMT_NAME_MAX)
+		return usage_fail("device name '%s' is too long: %zu characters, at most %zu (room for the names attach derives from it)",
+				  shown_name(&shown, name),
+				  strlen(name), IMGFMT_NAME_MAX);
+	return 0;
+}
+
+/* FNV-1a, 32 bits: a fixed function of the whole file name. */
+static uint32_t name_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261U;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619U;
+	return h;
+}
+
+/* "-" and eight hex digits: what a shortened name ends in. */
+#define NAME_HASH_LEN	9
+
+/*
+ * The image's file name without directory and extension, sanitised.  A
+ * longer one than IMGFMT_NAME_MAX is cut and ends in a hash of the whole
+ * base name: the same file name always gives the same device name, and
+ * long names that share their start still differ.
+ */
+int default_dm_name(const char *path, char *name, size_t size)
+{
+	const char *base = strrchr(path, '/');
+	char shown[IMGFMT_SHOWN_MAX];
+	size_t len, keep, i;
+	const char *dot;
+
+	base = base ? base + 1 : path;
+	dot = strrchr(base, '.');
+	len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+	keep = len > IMGFMT_NAME_MAX ? IMGFMT_NAME_MAX - NAME_HASH_LEN : len;
+	if (size <= IMGFMT_NAME_MAX)
+		return fail("device name buffer too small");
+	for (i = 0; i < keep; i++)
+		name[i] = dm_name_char(base[i]) ? base[i] : '_';
+	name[keep] = '\0';
+	if (keep < len)
+		snprintf(name + keep, size - keep, "-%08x",
+			 name_hash(base, len));
+	if (dm_name_problem(name))
+		return usage_fail("cannot make a device name from '%s': use --name",
+				  shown_name(&shown, path));
+	return 0;
 }
 
 /* The path of the new device; libdevmapper makes it if udev did not. */

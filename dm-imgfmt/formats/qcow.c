@@ -58,25 +58,13 @@ struct qcow_header {
 } __packed;
 
 struct qcow_image {
-	struct imgfmt_dev *dev;
-	struct imgfmt_mcache *mcache;
-	struct imgfmt_info info;
-	u64 size;
+	struct imgfmt_image img;	/* first: the shared part */
 	u64 *l1;		/* CPU byte order */
 	u32 l1_size;
 	u32 cluster_bits;
 	u32 cluster_size;
 	u32 l2_bits;		/* log2 of entries per L2 table */
 	u32 l2_bytes;		/* bytes per L2 table */
-};
-
-/* L2 entries copied out of the cache, so consecutive lookups share a copy. */
-#define QCOW_BATCH_WORDS	16
-struct qcow_l2_batch {
-	u64 l2_offset;
-	u32 first;
-	u32 count;
-	__be64 raw[QCOW_BATCH_WORDS];
 };
 
 /* Header fields in CPU order. */
@@ -102,11 +90,6 @@ static bool qcow_probe(const void *head, size_t len)
 
 	return len >= 8 && be32_to_cpu(h->magic) == QCOW_MAGIC &&
 	       be32_to_cpu(h->version) == QCOW_VERSION;
-}
-
-static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
-{
-	return off <= dev->size && len <= dev->size - off;
 }
 
 static void qcow_read_fields(const struct qcow_header *h,
@@ -175,7 +158,7 @@ static int qcow_check_l1(struct qcow_fields *f, const struct imgfmt_dev *dev,
 		return -EINVAL;
 	}
 	f->l1_size = needed;
-	if (!range_in_device(dev, f->l1_offset, needed * 8)) {
+	if (!imgfmt_dev_has(dev, f->l1_offset, needed * 8)) {
 		*err = "QCOW L1 table offset beyond end of device";
 		return -EINVAL;
 	}
@@ -199,7 +182,7 @@ static int qcow_check_supported(const struct qcow_fields *f, const char **err)
 
 static void qcow_fill_info(struct qcow_image *q, const struct qcow_fields *f)
 {
-	struct imgfmt_info *info = &q->info;
+	struct imgfmt_info *info = &q->img.info;
 
 	info->format = "qcow";
 	info->version = f->version;
@@ -214,43 +197,34 @@ static void qcow_fill_info(struct qcow_image *q, const struct qcow_fields *f)
 static int qcow_load_l1(struct qcow_image *q, const struct qcow_fields *f,
 			const char **err)
 {
-	__be64 *raw;
-	u32 i;
 	int r;
 
 	q->l1_size = f->l1_size;
-	raw = imgfmt_alloc_large((size_t)q->l1_size * 8);
-	if (!raw) {
+	r = imgfmt_load_be64_table(q->img.dev, f->l1_offset, q->l1_size,
+				   &q->l1);
+	if (r == -ENOMEM)
 		*err = "cannot allocate memory for the L1 table";
-		return -ENOMEM;
-	}
-	r = imgfmt_dev_read(q->dev, f->l1_offset, raw, (size_t)q->l1_size * 8);
-	if (r) {
-		imgfmt_free_large(raw);
+	else if (r)
 		*err = "cannot read the QCOW L1 table";
-		return r;
-	}
-	/* Converted in place: the table is kept in CPU order. */
-	q->l1 = (u64 *)raw;
-	for (i = 0; i < q->l1_size; i++)
-		q->l1[i] = be64_to_cpu(raw[i]);
-	return 0;
+	return r;
 }
 
 static void qcow_close(struct imgfmt_image *img)
 {
-	struct qcow_image *q = (struct qcow_image *)img;
+	struct qcow_image *q;
 
-	if (!q)
+	if (!img)
 		return;
-	imgfmt_mcache_destroy(q->mcache);
+	q = container_of(img, struct qcow_image, img);
+	imgfmt_mcache_destroy(q->img.mcache);
 	imgfmt_free_large(q->l1);
 	kfree(q);
 }
 
-static int qcow_open(struct imgfmt_dev *dev, u64 cache_bytes,
+static int qcow_open(const struct imgfmt_open_args *args,
 		     struct imgfmt_image **imgp, const char **err)
 {
+	struct imgfmt_dev *dev = args->dev;
 	struct qcow_header h;
 	struct qcow_fields f;
 	struct qcow_image *q;
@@ -283,9 +257,9 @@ static int qcow_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		*err = "cannot allocate memory for the image";
 		return -ENOMEM;
 	}
-	q->dev = dev;
+	q->img.dev = dev;
 	qcow_fill_info(q, &f);
-	q->size = f.size;
+	q->img.info.virtual_size = f.size;
 	q->cluster_bits = f.cluster_bits;
 	q->cluster_size = 1U << f.cluster_bits;
 	q->l2_bits = f.l2_bits;
@@ -294,59 +268,33 @@ static int qcow_open(struct imgfmt_dev *dev, u64 cache_bytes,
 	if (r)
 		goto fail;
 	/* L2 tables are 512 bytes to 64 KiB, whatever the cluster size. */
-	q->mcache = imgfmt_mcache_create(dev, q->l2_bytes, cache_bytes);
-	if (!q->mcache) {
+	q->img.mcache = imgfmt_mcache_create(dev, q->l2_bytes,
+					     args->cache_bytes);
+	if (!q->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		r = -ENOMEM;
 		goto fail;
 	}
-	*imgp = (struct imgfmt_image *)q;
+	*imgp = &q->img;
 	return 0;
 fail:
-	qcow_close((struct imgfmt_image *)q);
+	qcow_close(&q->img);
 	return r;
-}
-
-static void qcow_get_info(struct imgfmt_image *img, struct imgfmt_info *info)
-{
-	*info = ((struct qcow_image *)img)->info;
-}
-
-static struct imgfmt_mcache *qcow_mcache(struct imgfmt_image *img)
-{
-	return ((struct qcow_image *)img)->mcache;
-}
-
-static int qcow_corrupt(const char *what, u64 where, const char **err)
-{
-	imgfmt_report_corruption("qcow", what, where);
-	*err = what;
-	return -EIO;
 }
 
 /* Copy the L2 entry for cluster index idx of the table at l2_offset. */
 static int qcow_get_l2_entry(struct qcow_image *q, u64 l2_offset, u32 idx,
-			     u32 wanted, struct qcow_l2_batch *b,
+			     u32 wanted, struct imgfmt_batch *b,
 			     unsigned int flags, u64 *entry)
 {
-	u32 per_table = 1U << q->l2_bits;
-	u32 n;
+	const void *e;
 	int r;
 
-	if (b->count == 0 || b->l2_offset != l2_offset || idx < b->first ||
-	    idx >= b->first + b->count) {
-		n = min3((u32)QCOW_BATCH_WORDS, per_table - idx,
-			 max_t(u32, wanted, 1));
-		r = imgfmt_mcache_read(q->mcache, l2_offset, idx * 8, b->raw,
-				       n * 8, flags & IMGFMT_MAP_NOWAIT);
-		if (r)
-			return r;
-		b->l2_offset = l2_offset;
-		b->first = idx;
-		b->count = n;
-	}
-	*entry = be64_to_cpu(b->raw[idx - b->first]);
-	return 0;
+	r = imgfmt_table_entry(b, q->img.mcache, l2_offset, idx * 8, 8,
+			       wanted * 8, flags, &e);
+	if (!r)
+		*entry = be64_to_cpu(*(const __be64 *)e);
+	return r;
 }
 
 /*
@@ -362,16 +310,18 @@ static int qcow_classify_compressed(struct qcow_image *q, u64 entry, u64 pos,
 	u32 len = (entry >> offset_bits) & (q->cluster_size - 1);
 
 	if (!len)
-		return qcow_corrupt("compressed cluster of length zero", pos,
-				    err);
-	if (off >= q->dev->size)
-		return qcow_corrupt("compressed cluster beyond end of device",
-				    pos, err);
+		return imgfmt_corrupt(&q->img,
+				      "compressed cluster of length zero", pos,
+				      err);
+	if (off >= q->img.dev->size)
+		return imgfmt_corrupt(&q->img,
+				      "compressed cluster beyond end of device",
+				      pos, err);
 	u->kind = IMGFMT_RUN_COMPRESSED;
 	u->start = pos & ~((u64)q->cluster_size - 1);
 	u->end = u->start + q->cluster_size;
 	u->comp_offset = off;
-	u->comp_length = min_t(u64, len, q->dev->size - off);
+	u->comp_length = min_t(u64, len, q->img.dev->size - off);
 	/* QEMU pads a short last cluster: streams are whole clusters. */
 	u->comp_cluster_size = q->cluster_size;
 	u->comp_type = IMGFMT_COMP_DEFLATE;
@@ -392,16 +342,18 @@ static int qcow_classify_data(struct qcow_image *q, u64 host, u64 pos,
 	u64 avail;
 
 	if (!IS_ALIGNED(host, 512))
-		return qcow_corrupt("data cluster offset not aligned to 512 bytes",
-				    pos, err);
-	if (host >= q->dev->size)
-		return qcow_corrupt("data cluster beyond end of device", pos,
-				    err);
+		return imgfmt_corrupt(&q->img,
+				      "data cluster offset not aligned to 512 bytes",
+				      pos, err);
+	if (host >= q->img.dev->size)
+		return imgfmt_corrupt(&q->img,
+				      "data cluster beyond end of device", pos,
+				      err);
 	u->kind = IMGFMT_RUN_DATA;
 	u->start = start;
 	u->end = start + q->cluster_size;
 	u->host = host;
-	avail = (q->dev->size - host) & ~511ULL;
+	avail = (q->img.dev->size - host) & ~511ULL;
 	if (avail < q->cluster_size) {
 		if (pos - start >= avail) {
 			u->kind = IMGFMT_RUN_ZERO;
@@ -428,10 +380,11 @@ static int qcow_classify(struct qcow_image *q, u64 entry, u64 pos,
 }
 
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
-static int qcow_lookup(struct qcow_image *q, u64 pos, u64 end,
-		       struct qcow_l2_batch *b, unsigned int flags,
+static int qcow_lookup(struct imgfmt_image *img, struct imgfmt_batch *b,
+		       u64 pos, u64 end, unsigned int flags,
 		       struct imgfmt_unit *u, const char **err)
 {
+	struct qcow_image *q = container_of(img, struct qcow_image, img);
 	u32 span_bits = q->cluster_bits + q->l2_bits;
 	u64 l1_index = pos >> span_bits;
 	u64 l2_offset, entry;
@@ -439,7 +392,8 @@ static int qcow_lookup(struct qcow_image *q, u64 pos, u64 end,
 	int r;
 
 	if (l1_index >= q->l1_size)
-		return qcow_corrupt("offset beyond the L1 table", pos, err);
+		return imgfmt_corrupt(&q->img, "offset beyond the L1 table",
+				      pos, err);
 	/* QCOW L1 entries are plain offsets: no flags, no reserved bits. */
 	l2_offset = q->l1[l1_index];
 	if (!l2_offset) {
@@ -453,44 +407,22 @@ static int qcow_lookup(struct qcow_image *q, u64 pos, u64 end,
 	 * cluster boundary; the metadata cache needs 512-byte alignment.
 	 */
 	if (!IS_ALIGNED(l2_offset, 512))
-		return qcow_corrupt("L2 table offset not aligned to 512 bytes",
-				    pos, err);
-	if (!range_in_device(q->dev, l2_offset, q->l2_bytes))
-		return qcow_corrupt("L2 table beyond end of device", pos, err);
+		return imgfmt_corrupt(&q->img,
+				      "L2 table offset not aligned to 512 bytes",
+				      pos, err);
+	if (!imgfmt_dev_has(q->img.dev, l2_offset, q->l2_bytes))
+		return imgfmt_corrupt(&q->img, "L2 table beyond end of device",
+				      pos, err);
 	idx = (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
-	wanted = min_t(u64, (end - pos + q->cluster_size - 1) >> q->cluster_bits,
-		       QCOW_BATCH_WORDS);
+	wanted = imgfmt_units_wanted(pos, end, q->cluster_bits,
+				     IMGFMT_BATCH_BYTES / 8);
 	r = qcow_get_l2_entry(q, l2_offset, idx, wanted, b, flags, &entry);
 	if (r == -EIO)
-		return qcow_corrupt("cannot read L2 table", pos, err);
+		return imgfmt_corrupt(&q->img, "cannot read L2 table", pos,
+				      err);
 	if (r)
 		return r;
 	return qcow_classify(q, entry, pos, u, err);
-}
-
-/* One lookup context per map() call: the image and its table entry copy. */
-struct qcow_lookup_ctx {
-	struct qcow_image *q;
-	struct qcow_l2_batch batch;
-};
-
-static int qcow_lookup_unit(void *ctx, u64 pos, u64 limit,
-			    unsigned int flags, struct imgfmt_unit *u,
-			    const char **err)
-{
-	struct qcow_lookup_ctx *c = ctx;
-
-	return qcow_lookup(c->q, pos, limit, &c->batch, flags, u, err);
-}
-
-static int qcow_map(struct imgfmt_image *img, u64 offset, u64 length,
-		    unsigned int flags, struct imgfmt_run *run,
-		    const char **err)
-{
-	struct qcow_lookup_ctx c = { .q = (struct qcow_image *)img };
-
-	return imgfmt_map_runs(c.q->size, offset, length, flags,
-			       qcow_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_qcow_ops = {
@@ -498,7 +430,5 @@ const struct imgfmt_format_ops imgfmt_qcow_ops = {
 	.probe = qcow_probe,
 	.open = qcow_open,
 	.close = qcow_close,
-	.get_info = qcow_get_info,
-	.map = qcow_map,
-	.mcache = qcow_mcache,
+	.lookup = qcow_lookup,
 };

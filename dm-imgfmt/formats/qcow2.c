@@ -143,10 +143,7 @@ struct qcow2_feature_name {
 } __packed;
 
 struct qcow2_image {
-	struct imgfmt_dev *dev;
-	struct imgfmt_mcache *mcache;
-	struct imgfmt_info info;
-	u64 size;
+	struct imgfmt_image img;	/* first: the shared part */
 	u64 *l1;		/* CPU byte order */
 	u32 l1_size;
 	u32 cluster_bits;
@@ -158,15 +155,6 @@ struct qcow2_image {
 	u32 version;
 };
 
-/* L2 entries copied out of the cache, so consecutive lookups share a copy. */
-#define QCOW2_BATCH_WORDS	16
-struct qcow2_l2_batch {
-	u64 l2_offset;
-	u32 first;
-	u32 count;
-	__be64 raw[QCOW2_BATCH_WORDS];
-};
-
 static bool qcow2_probe(const void *head, size_t len)
 {
 	const struct qcow2_header *h = head;
@@ -174,11 +162,6 @@ static bool qcow2_probe(const void *head, size_t len)
 	/* Version 1 shares the magic and is formats/qcow.c's. */
 	return len >= 8 && be32_to_cpu(h->magic) == QCOW_MAGIC &&
 	       be32_to_cpu(h->version) != 1;
-}
-
-static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
-{
-	return off <= dev->size && len <= dev->size - off;
 }
 
 enum qcow2_table_shape {
@@ -445,7 +428,7 @@ static int qcow2_check_l1(const struct qcow2_fields *f,
 	 * the table is read whole at open and kept, so it must be there.
 	 */
 	if (f->l1_size &&
-	    !range_in_device(dev, f->l1_offset, (u64)f->l1_size * 8)) {
+	    !imgfmt_dev_has(dev, f->l1_offset, (u64)f->l1_size * 8)) {
 		*err = "QCOW2 L1 table offset beyond end of device";
 		return -EINVAL;
 	}
@@ -524,11 +507,11 @@ static int qcow2_parse_extension(struct qcow2_image *q,
 			*err = "QCOW2 backing format name too long";
 			return -EINVAL;
 		}
-		copy_name(q->info.backing_format,
-			  sizeof(q->info.backing_format), data, len);
+		copy_name(q->img.info.backing_format,
+			  sizeof(q->img.info.backing_format), data, len);
 		return 0;
 	case QCOW2_EXT_DATA_FILE:
-		copy_name(q->info.data_file, sizeof(q->info.data_file), data,
+		copy_name(q->img.info.data_file, sizeof(q->img.info.data_file), data,
 			  len);
 		return 0;
 	case QCOW2_EXT_BITMAPS:
@@ -760,7 +743,7 @@ static int qcow2_check_snapshots(struct imgfmt_dev *dev,
 
 static void qcow2_fill_info(struct qcow2_image *q, const struct qcow2_fields *f)
 {
-	struct imgfmt_info *info = &q->info;
+	struct imgfmt_info *info = &q->img.info;
 
 	info->format = "qcow2";
 	info->version = f->version;
@@ -805,38 +788,26 @@ static int qcow2_check_supported(const struct qcow2_image *q,
 static int qcow2_load_l1(struct qcow2_image *q, const struct qcow2_fields *f,
 			 const char **err)
 {
-	__be64 *raw;
-	u32 i;
 	int r;
 
 	q->l1_size = f->l1_size;
-	if (!q->l1_size)
-		return 0;
-	raw = imgfmt_alloc_large((size_t)q->l1_size * 8);
-	if (!raw) {
+	r = imgfmt_load_be64_table(q->img.dev, f->l1_offset, q->l1_size,
+				   &q->l1);
+	if (r == -ENOMEM)
 		*err = "cannot allocate memory for the L1 table";
-		return -ENOMEM;
-	}
-	r = imgfmt_dev_read(q->dev, f->l1_offset, raw, (size_t)q->l1_size * 8);
-	if (r) {
-		imgfmt_free_large(raw);
+	else if (r)
 		*err = "cannot read the QCOW2 L1 table";
-		return r;
-	}
-	/* Converted in place: the table is kept in CPU order. */
-	q->l1 = (u64 *)raw;
-	for (i = 0; i < q->l1_size; i++)
-		q->l1[i] = be64_to_cpu(raw[i]);
-	return 0;
+	return r;
 }
 
 static void qcow2_close(struct imgfmt_image *img)
 {
-	struct qcow2_image *q = (struct qcow2_image *)img;
+	struct qcow2_image *q;
 
-	if (!q)
+	if (!img)
 		return;
-	imgfmt_mcache_destroy(q->mcache);
+	q = container_of(img, struct qcow2_image, img);
+	imgfmt_mcache_destroy(q->img.mcache);
 	imgfmt_free_large(q->l1);
 	kfree(q);
 }
@@ -866,9 +837,10 @@ static int qcow2_read_header_cluster(struct imgfmt_dev *dev, u32 cluster_size,
 	return 0;
 }
 
-static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
+static int qcow2_open(const struct imgfmt_open_args *args,
 		      struct imgfmt_image **imgp, const char **err)
 {
+	struct imgfmt_dev *dev = args->dev;
 	struct qcow2_header h;
 	struct qcow2_fields f;
 	struct qcow2_image *q;
@@ -906,7 +878,7 @@ static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		*err = "cannot allocate memory for the image";
 		return -ENOMEM;
 	}
-	q->dev = dev;
+	q->img.dev = dev;
 	cluster_len = 1U << f.cluster_bits;
 	r = qcow2_read_header_cluster(dev, cluster_len, &cluster, err);
 	if (r)
@@ -929,7 +901,7 @@ static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		goto fail;
 	/* qcow2_check_fields() kept the name inside the first cluster. */
 	if (f.backing_offset && f.backing_size)
-		copy_name(q->info.backing_file, sizeof(q->info.backing_file),
+		copy_name(q->img.info.backing_file, sizeof(q->img.info.backing_file),
 			  cluster + f.backing_offset, f.backing_size);
 	qcow2_fill_info(q, &f);
 	r = qcow2_check_supported(q, &f, err);
@@ -937,7 +909,7 @@ static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		goto fail;
 
 	q->version = f.version;
-	q->size = f.size;
+	q->img.info.virtual_size = f.size;
 	q->cluster_bits = f.cluster_bits;
 	q->cluster_size = 1U << f.cluster_bits;
 	q->extended_l2 = f.incompatible & QCOW2_INCOMPAT_EXTL2;
@@ -947,36 +919,20 @@ static int qcow2_open(struct imgfmt_dev *dev, u64 cache_bytes,
 	if (r)
 		goto fail;
 	q->l2_slice_size = min_t(u32, q->cluster_size, QCOW2_L2_SLICE);
-	q->mcache = imgfmt_mcache_create(dev, q->l2_slice_size, cache_bytes);
-	if (!q->mcache) {
+	q->img.mcache = imgfmt_mcache_create(dev, q->l2_slice_size,
+					     args->cache_bytes);
+	if (!q->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		r = -ENOMEM;
 		goto fail;
 	}
 	imgfmt_free_large(cluster);
-	*imgp = (struct imgfmt_image *)q;
+	*imgp = &q->img;
 	return 0;
 fail:
 	imgfmt_free_large(cluster);
-	qcow2_close((struct imgfmt_image *)q);
+	qcow2_close(&q->img);
 	return r;
-}
-
-static void qcow2_get_info(struct imgfmt_image *img, struct imgfmt_info *info)
-{
-	*info = ((struct qcow2_image *)img)->info;
-}
-
-static struct imgfmt_mcache *qcow2_mcache(struct imgfmt_image *img)
-{
-	return ((struct qcow2_image *)img)->mcache;
-}
-
-static int qcow2_corrupt(const char *what, u64 where, const char **err)
-{
-	imgfmt_report_corruption("qcow2", what, where);
-	*err = what;
-	return -EIO;
 }
 
 /*
@@ -984,33 +940,23 @@ static int qcow2_corrupt(const char *what, u64 where, const char **err)
  * up to wanted following entries of the same slice into the batch.
  */
 static int qcow2_get_l2_entry(struct qcow2_image *q, u64 l2_offset, u32 idx,
-			      u32 wanted, struct qcow2_l2_batch *b,
+			      u32 wanted, struct imgfmt_batch *b,
 			      unsigned int flags, u64 *entry, u64 *bitmap)
 {
-	u32 words = q->extended_l2 ? 2 : 1;
-	u32 byte = idx * words * 8;
+	u32 entsize = q->extended_l2 ? 16 : 8;
+	u32 byte = idx * entsize;
 	u32 in_slice = byte & (q->l2_slice_size - 1);
-	u64 slice = l2_offset + (byte - in_slice);
-	u32 n;
+	const __be64 *e;
+	const void *p;
 	int r;
 
-	if (b->count == 0 || b->l2_offset != l2_offset || idx < b->first ||
-	    idx >= b->first + b->count) {
-		n = min3(QCOW2_BATCH_WORDS / words,
-			 (q->l2_slice_size - in_slice) / (words * 8),
-			 max_t(u32, wanted, 1));
-		r = imgfmt_mcache_read(q->mcache, slice, in_slice, b->raw,
-				       n * words * 8,
-				       flags & IMGFMT_MAP_NOWAIT);
-		if (r)
-			return r;
-		b->l2_offset = l2_offset;
-		b->first = idx;
-		b->count = n;
-	}
-	n = (idx - b->first) * words;
-	*entry = be64_to_cpu(b->raw[n]);
-	*bitmap = q->extended_l2 ? be64_to_cpu(b->raw[n + 1]) : 0;
+	r = imgfmt_table_entry(b, q->img.mcache, l2_offset + (byte - in_slice),
+			       in_slice, entsize, wanted * entsize, flags, &p);
+	if (r)
+		return r;
+	e = p;
+	*entry = be64_to_cpu(e[0]);
+	*bitmap = q->extended_l2 ? be64_to_cpu(e[1]) : 0;
 	return 0;
 }
 
@@ -1026,18 +972,20 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
 	u64 len = sectors * 512 - (off & 511);
 
 	if (bitmap)
-		return qcow2_corrupt("compressed cluster with a subcluster bitmap",
-				     pos, err);
-	if (off >= q->dev->size)
-		return qcow2_corrupt("compressed cluster beyond end of device",
-				     pos, err);
+		return imgfmt_corrupt(&q->img,
+				      "compressed cluster with a subcluster bitmap",
+				      pos, err);
+	if (off >= q->img.dev->size)
+		return imgfmt_corrupt(&q->img,
+				      "compressed cluster beyond end of device",
+				      pos, err);
 	u->kind = IMGFMT_RUN_COMPRESSED;
 	u->start = pos & ~((u64)q->cluster_size - 1);
 	u->end = u->start + q->cluster_size;
 	u->comp_offset = off;
-	u->comp_length = min_t(u64, len, q->dev->size - off);
+	u->comp_length = min_t(u64, len, q->img.dev->size - off);
 	u->comp_cluster_size = q->cluster_size;
-	u->comp_type = q->info.compression;
+	u->comp_type = q->img.info.compression;
 	return 0;
 }
 
@@ -1053,14 +1001,15 @@ static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
 {
 	u64 avail;
 
-	if (host >= q->dev->size)
-		return qcow2_corrupt("data cluster beyond end of device", pos,
-				     err);
+	if (host >= q->img.dev->size)
+		return imgfmt_corrupt(&q->img,
+				      "data cluster beyond end of device", pos,
+				      err);
 	u->kind = IMGFMT_RUN_DATA;
 	u->start = unit_start;
 	u->end = unit_start + unit_size;
 	u->host = host;
-	avail = (q->dev->size - host) & ~511ULL;
+	avail = (q->img.dev->size - host) & ~511ULL;
 	if (avail < unit_size) {
 		if (pos - unit_start >= avail) {
 			u->kind = IMGFMT_RUN_ZERO;
@@ -1084,17 +1033,20 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 	if (desc & QCOW2_L2E_COMPRESSED)
 		return qcow2_classify_compressed(q, entry, bitmap, pos, u, err);
 	if (desc & QCOW2_L2E_RESERVED)
-		return qcow2_corrupt("L2 entry has reserved bits set", pos, err);
+		return imgfmt_corrupt(&q->img, "L2 entry has reserved bits set",
+				      pos, err);
 	if (host && !IS_ALIGNED(host, q->cluster_size))
-		return qcow2_corrupt("data cluster offset not aligned to a cluster",
-				     pos, err);
+		return imgfmt_corrupt(&q->img,
+				      "data cluster offset not aligned to a cluster",
+				      pos, err);
 	u->start = unit_start;
 	u->end = unit_start + unit_size;
 	if (!q->extended_l2) {
 		if (desc & QCOW2_L2E_ZERO) {
 			if (q->version < 3)
-				return qcow2_corrupt("zero cluster in a version 2 image",
-						     pos, err);
+				return imgfmt_corrupt(&q->img,
+						      "zero cluster in a version 2 image",
+						      pos, err);
 			u->kind = IMGFMT_RUN_ZERO;
 			return 0;
 		}
@@ -1106,18 +1058,21 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 					   u, err);
 	}
 	if (desc & QCOW2_L2E_ZERO)
-		return qcow2_corrupt("L2 entry has reserved bits set", pos, err);
+		return imgfmt_corrupt(&q->img, "L2 entry has reserved bits set",
+				      pos, err);
 	sc = (pos >> q->subcluster_bits) & (QCOW2_SUBCLUSTERS - 1);
 	if (!host && (bitmap & 0xffffffffULL))
-		return qcow2_corrupt("unallocated cluster with allocated subclusters",
-				     pos, err);
+		return imgfmt_corrupt(&q->img,
+				      "unallocated cluster with allocated subclusters",
+				      pos, err);
 	/*
 	 * As QEMU: one subcluster both allocated and zero makes the whole
 	 * cluster invalid, so every read of it fails alike.
 	 */
 	if (host && ((bitmap >> 32) & bitmap & 0xffffffffULL))
-		return qcow2_corrupt("subcluster both allocated and zero", pos,
-				     err);
+		return imgfmt_corrupt(&q->img,
+				      "subcluster both allocated and zero", pos,
+				      err);
 	if (bitmap & BIT_ULL(sc))
 		return qcow2_classify_data(q, host + ((u64)sc << q->subcluster_bits),
 					   unit_start, unit_size, pos, u, err);
@@ -1127,10 +1082,11 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 }
 
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
-static int qcow2_lookup(struct qcow2_image *q, u64 pos, u64 end,
-			struct qcow2_l2_batch *b, unsigned int flags,
+static int qcow2_lookup(struct imgfmt_image *img, struct imgfmt_batch *b,
+			u64 pos, u64 end, unsigned int flags,
 			struct imgfmt_unit *u, const char **err)
 {
+	struct qcow2_image *q = container_of(img, struct qcow2_image, img);
 	u32 span_bits = q->cluster_bits + q->l2_bits;
 	u64 l1_index = pos >> span_bits;
 	u64 l1e, l2_offset, entry, bitmap;
@@ -1138,10 +1094,12 @@ static int qcow2_lookup(struct qcow2_image *q, u64 pos, u64 end,
 	int r;
 
 	if (l1_index >= q->l1_size)
-		return qcow2_corrupt("offset beyond the L1 table", pos, err);
+		return imgfmt_corrupt(&q->img, "offset beyond the L1 table",
+				      pos, err);
 	l1e = q->l1[l1_index];
 	if (l1e & QCOW2_L1E_RESERVED)
-		return qcow2_corrupt("L1 entry has reserved bits set", pos, err);
+		return imgfmt_corrupt(&q->img, "L1 entry has reserved bits set",
+				      pos, err);
 	l2_offset = l1e & QCOW2_OFFSET_MASK;
 	if (!l2_offset) {
 		u->kind = IMGFMT_RUN_UNALLOCATED;
@@ -1150,45 +1108,23 @@ static int qcow2_lookup(struct qcow2_image *q, u64 pos, u64 end,
 		return 0;
 	}
 	if (!IS_ALIGNED(l2_offset, q->cluster_size))
-		return qcow2_corrupt("L2 table offset not aligned to a cluster",
-				     pos, err);
-	if (!range_in_device(q->dev, l2_offset, q->cluster_size))
-		return qcow2_corrupt("L2 table beyond end of device", pos, err);
+		return imgfmt_corrupt(&q->img,
+				      "L2 table offset not aligned to a cluster",
+				      pos, err);
+	if (!imgfmt_dev_has(q->img.dev, l2_offset, q->cluster_size))
+		return imgfmt_corrupt(&q->img, "L2 table beyond end of device",
+				      pos, err);
 	idx = (pos >> q->cluster_bits) & ((1U << q->l2_bits) - 1);
-	wanted = min_t(u64, (end - pos + q->cluster_size - 1) >> q->cluster_bits,
-		       QCOW2_BATCH_WORDS);
+	wanted = imgfmt_units_wanted(pos, end, q->cluster_bits,
+				     IMGFMT_BATCH_BYTES / 8);
 	r = qcow2_get_l2_entry(q, l2_offset, idx, wanted, b, flags, &entry,
 			       &bitmap);
 	if (r == -EIO)
-		return qcow2_corrupt("cannot read L2 table", pos, err);
+		return imgfmt_corrupt(&q->img, "cannot read L2 table", pos,
+				      err);
 	if (r)
 		return r;
 	return qcow2_classify(q, entry, bitmap, pos, u, err);
-}
-
-/* One lookup context per map() call: the image and its L2 entry copy. */
-struct qcow2_lookup_ctx {
-	struct qcow2_image *q;
-	struct qcow2_l2_batch batch;
-};
-
-static int qcow2_lookup_unit(void *ctx, u64 pos, u64 limit,
-			     unsigned int flags, struct imgfmt_unit *u,
-			     const char **err)
-{
-	struct qcow2_lookup_ctx *c = ctx;
-
-	return qcow2_lookup(c->q, pos, limit, &c->batch, flags, u, err);
-}
-
-static int qcow2_map(struct imgfmt_image *img, u64 offset, u64 length,
-		     unsigned int flags, struct imgfmt_run *run,
-		     const char **err)
-{
-	struct qcow2_lookup_ctx c = { .q = (struct qcow2_image *)img };
-
-	return imgfmt_map_runs(c.q->size, offset, length, flags,
-			       qcow2_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_qcow2_ops = {
@@ -1196,7 +1132,5 @@ const struct imgfmt_format_ops imgfmt_qcow2_ops = {
 	.probe = qcow2_probe,
 	.open = qcow2_open,
 	.close = qcow2_close,
-	.get_info = qcow2_get_info,
-	.map = qcow2_map,
-	.mcache = qcow2_mcache,
+	.lookup = qcow2_lookup,
 };

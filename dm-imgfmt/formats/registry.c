@@ -50,3 +50,20 @@ const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
 	*err = "unknown image format";
 	return NULL;
 }
+
+int imgfmt_open(const struct imgfmt_format_ops *ops,
+		const struct imgfmt_open_args *args,
+		struct imgfmt_image **imgp, const char **err)
+{
+	int r = ops->open(args, imgp, err);
+
+	if (!r)
+		(*imgp)->ops = ops;
+	return r;
+}
+
+void imgfmt_close(struct imgfmt_image *img)
+{
+	if (img)
+		img->ops->close(img);
+}

@@ -3,6 +3,7 @@
  * Run building shared by the formats; see runs.h.
  */
 #include "runs.h"
+#include "../mcache.h"
 
 static bool run_continues(const struct imgfmt_run *run,
 			  const struct imgfmt_unit *u, u64 pos)
@@ -53,18 +54,25 @@ static void run_cut_at_last_sector(struct imgfmt_run *run, u64 offset,
 	run->tail_zero = 512 - (virtual_size - last);
 }
 
-int imgfmt_map_runs(u64 virtual_size, u64 offset, u64 length,
-		    unsigned int flags, imgfmt_lookup_fn lookup, void *ctx,
-		    struct imgfmt_run *run, const char **err)
+/*
+ * Check the request, then merge units from offset on into *run.  A lookup
+ * failure after the first unit ends the run early instead, so that only a
+ * request that starts at the bad unit fails.  Past the virtual size (a
+ * backing layer smaller than the layer above it) the disk reads zeroes.
+ */
+int imgfmt_map(struct imgfmt_image *img, u64 offset, u64 length,
+	       unsigned int flags, struct imgfmt_run *run, const char **err)
 {
+	u64 virtual_size = img->info.virtual_size;
+	u64 vend = ALIGN(virtual_size, 512);
+	struct imgfmt_batch batch = { .count = 0 };
 	struct imgfmt_unit u;
 	u64 pos = offset, end, stop;
 	int r;
 
 	if (!length || offset % 512 || length % 512 ||
-	    check_add_overflow(offset, length, &end) ||
-	    end > ALIGN(virtual_size, 512)) {
-		*err = "request outside the virtual disk";
+	    check_add_overflow(offset, length, &end)) {
+		*err = "request not in whole sectors of the virtual disk";
 		return -EINVAL;
 	}
 	memset(run, 0, sizeof(*run));
@@ -75,7 +83,7 @@ int imgfmt_map_runs(u64 virtual_size, u64 offset, u64 length,
 	}
 	while (pos < end && pos < virtual_size) {
 		memset(&u, 0, sizeof(u));
-		r = lookup(ctx, pos, end, flags, &u, err);
+		r = img->ops->lookup(img, &batch, pos, end, flags, &u, err);
 		if (r) {
 			if (run->length)
 				break;
@@ -95,11 +103,77 @@ int imgfmt_map_runs(u64 virtual_size, u64 offset, u64 length,
 		if (u.kind == IMGFMT_RUN_COMPRESSED)
 			break;
 	}
-	/* A zero or unallocated run reaching the virtual size covers the tail. */
-	if (pos >= virtual_size && pos < end &&
-	    (run->kind == IMGFMT_RUN_ZERO ||
-	     run->kind == IMGFMT_RUN_UNALLOCATED))
-		run->length = end - offset;
+	/*
+	 * Only a zero run goes past the virtual size, and then to the end of
+	 * the request (past the end the disk reads zeroes).  Any other ends
+	 * with the last sector: no data from past the end, and no layer below
+	 * asked for what lies past this layer's end (zeroes, not its data).
+	 */
+	if (run->kind == IMGFMT_RUN_ZERO) {
+		if (offset + run->length >= virtual_size)
+			run->length = end - offset;
+	} else if (offset + run->length > vend) {
+		run->length = vend - offset;
+	}
 	run_cut_at_last_sector(run, offset, virtual_size);
+	return 0;
+}
+
+int imgfmt_table_entry(struct imgfmt_batch *b, struct imgfmt_mcache *mc,
+		       u64 table_off, u32 pos, u32 entsize, u32 span,
+		       unsigned int flags, const void **entry)
+{
+	u32 table_size = imgfmt_mcache_table_size(mc), n;
+	int r;
+
+	if (!b->count || b->table_off != table_off || pos < b->first ||
+	    pos - b->first + entsize > b->count) {
+		if (pos > table_size || entsize > table_size - pos)
+			return -EIO;
+		n = min3(max(span, entsize), table_size - pos,
+			 (u32)IMGFMT_BATCH_BYTES);
+		n -= n % entsize;
+		r = imgfmt_mcache_read(mc, table_off, pos, b->raw, n,
+				       flags & IMGFMT_MAP_NOWAIT);
+		if (r)
+			return r;
+		b->table_off = table_off;
+		b->first = pos;
+		b->count = n;
+	}
+	*entry = (const u8 *)b->raw + (pos - b->first);
+	return 0;
+}
+
+int imgfmt_corrupt(struct imgfmt_image *img, const char *what, u64 where,
+		   const char **err)
+{
+	imgfmt_report_corruption(img->info.format, what, where);
+	*err = what;
+	return -EIO;
+}
+
+int imgfmt_load_be64_table(struct imgfmt_dev *dev, u64 off, u32 n,
+			   u64 **table)
+{
+	__be64 *raw;
+	u32 i;
+	int r;
+
+	*table = NULL;
+	if (!n)
+		return 0;
+	raw = imgfmt_alloc_large((size_t)n * 8);
+	if (!raw)
+		return -ENOMEM;
+	r = imgfmt_dev_read(dev, off, raw, (size_t)n * 8);
+	if (r) {
+		imgfmt_free_large(raw);
+		return r;
+	}
+	/* Converted in place: the table is kept in CPU order. */
+	*table = (u64 *)raw;
+	for (i = 0; i < n; i++)
+		(*table)[i] = be64_to_cpu(raw[i]);
 	return 0;
 }

@@ -25,23 +25,49 @@ struct imgfmt_unit {
 };
 
 /*
- * Describe the unit holding virtual offset pos (start <= pos < end).
- * limit is where the caller stops looking, for formats that copy several
- * table entries at a time.  0, -EWOULDBLOCK (IMGFMT_MAP_NOWAIT and the
- * table is not cached) or -EIO with *err set.
+ * Table entries copied out of the metadata cache by one map() call, so
+ * that the lookups of neighbouring units share one copy (and one lock).
  */
-typedef int (*imgfmt_lookup_fn)(void *ctx, u64 pos, u64 limit,
-				unsigned int flags, struct imgfmt_unit *u,
-				const char **err);
+#define IMGFMT_BATCH_BYTES	128
+
+struct imgfmt_batch {
+	u64 table_off;		/* the cached table they come from */
+	u32 first;		/* byte of that table raw[0] holds */
+	u32 count;		/* bytes held; 0: none */
+	u64 raw[IMGFMT_BATCH_BYTES / 8];	/* as on disk */
+};
 
 /*
- * The whole of a format's map(): checks the request against the virtual
- * size, then merges units from offset on into *run.  A lookup failure after
- * the first unit ends the run early instead, so that only a request that
- * starts at the bad unit fails.
+ * Point *entry at the entsize bytes at byte pos of the cached table at
+ * table_off, copying them (and up to span bytes from pos, as far as the
+ * table and the batch go) into b unless b holds them already.  0, or what
+ * imgfmt_mcache_read() returns.
  */
-int imgfmt_map_runs(u64 virtual_size, u64 offset, u64 length,
-		    unsigned int flags, imgfmt_lookup_fn lookup, void *ctx,
-		    struct imgfmt_run *run, const char **err);
+int imgfmt_table_entry(struct imgfmt_batch *b, struct imgfmt_mcache *mc,
+		       u64 table_off, u32 pos, u32 entsize, u32 span,
+		       unsigned int flags, const void **entry);
+
+/* How far a lookup at pos may copy ahead: units of 2^bits up to limit. */
+static inline u32 imgfmt_units_wanted(u64 pos, u64 limit, u32 bits, u32 max)
+{
+	u64 n = (limit - pos + (1ULL << bits) - 1) >> bits;
+
+	return (u32)(n < max ? n : max);
+}
+
+/*
+ * Read a table of n big-endian 64-bit entries at off (a QCOW L1 table)
+ * into memory that imgfmt_free_large() frees, in CPU order.  0, -ENOMEM,
+ * or the read's error; *table is NULL for n == 0.
+ */
+int imgfmt_load_be64_table(struct imgfmt_dev *dev, u64 off, u32 n,
+			   u64 **table);
+
+/*
+ * Report corruption that a lookup met at virtual offset where: rate
+ * limited in the log, *err = what, and -EIO to return.
+ */
+int imgfmt_corrupt(struct imgfmt_image *img, const char *what, u64 where,
+		   const char **err);
 
 #endif /* IMGFMT_RUNS_H */

@@ -81,23 +81,11 @@ struct sesparse_volatile_header {
 } __packed;
 
 struct sesparse_image {
-	struct imgfmt_dev *dev;
-	struct imgfmt_mcache *mcache;
-	struct imgfmt_info info;
-	u64 size;		/* bytes */
+	struct imgfmt_image img;	/* first: the shared part */
 	__le64 *gd;		/* as on disk */
 	u64 gd_entries;
 	u64 tables;		/* device offsets of the table and grain areas */
 	u64 grains;
-};
-
-/* Grain table entries copied out of the cache, shared by nearby lookups. */
-#define SESPARSE_BATCH_ENTRIES		16
-struct sesparse_gt_batch {
-	u64 gt_offset;
-	u32 first;
-	u32 count;
-	__le64 raw[SESPARSE_BATCH_ENTRIES];
 };
 
 static bool sesparse_probe(const void *head, size_t len)
@@ -111,11 +99,6 @@ static bool sesparse_probe(const void *head, size_t len)
 	for (i = 7; i >= 0; i--)
 		magic = magic << 8 | p[i];
 	return magic == SESPARSE_MAGIC;
-}
-
-static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
-{
-	return off <= dev->size && len <= dev->size - off;
 }
 
 static bool buffer_is_zero(const u8 *p, size_t len)
@@ -160,7 +143,7 @@ static int sesparse_check_volatile(struct imgfmt_dev *dev,
 	int r;
 
 	if (sector > U64_MAX >> 9 ||
-	    !range_in_device(dev, sector << 9, sizeof(*v))) {
+	    !imgfmt_dev_has(dev, sector << 9, sizeof(*v))) {
 		*err = "VMDK seSparse volatile header beyond end of file";
 		return -EINVAL;
 	}
@@ -227,7 +210,7 @@ static int sesparse_check_layout(struct imgfmt_dev *dev,
 		return -EINVAL;
 	}
 	if (gd_sector > U64_MAX >> 9 ||
-	    !range_in_device(dev, gd_sector << 9, *needed * 8)) {
+	    !imgfmt_dev_has(dev, gd_sector << 9, *needed * 8)) {
 		imgfmt_log("vmdk-sesparse: %llu-byte grain directory at sector %llu past EOF",
 			   (unsigned long long)(*needed * 8),
 			   (unsigned long long)gd_sector);
@@ -239,11 +222,12 @@ static int sesparse_check_layout(struct imgfmt_dev *dev,
 
 static void sesparse_close(struct imgfmt_image *img)
 {
-	struct sesparse_image *s = (struct sesparse_image *)img;
+	struct sesparse_image *s;
 
-	if (!s)
+	if (!img)
 		return;
-	imgfmt_mcache_destroy(s->mcache);
+	s = container_of(img, struct sesparse_image, img);
+	imgfmt_mcache_destroy(s->img.mcache);
 	imgfmt_free_large(s->gd);
 	kfree(s);
 }
@@ -253,16 +237,16 @@ static int sesparse_setup(struct sesparse_image *s,
 			  u64 cache_bytes, const char **err)
 {
 	u64 gd_offset = le64_to_cpu(h->grain_dir_offset) << 9;
-	struct imgfmt_info *info = &s->info;
+	struct imgfmt_info *info = &s->img.info;
 	int r;
 
-	s->size = le64_to_cpu(h->capacity) * SESPARSE_SECTOR;
+	s->img.info.virtual_size = le64_to_cpu(h->capacity) * SESPARSE_SECTOR;
 	s->gd_entries = needed;
 	s->tables = le64_to_cpu(h->grain_tables_offset) << 9;
 	s->grains = le64_to_cpu(h->grains_offset) << 9;
 	info->format = "vmdk-sesparse";
 	info->version = le64_to_cpu(h->version) >> 32;
-	info->virtual_size = s->size;
+	info->virtual_size = s->img.info.virtual_size;
 	info->cluster_size = SESPARSE_GRAIN_SIZE;
 	info->l1_entries = needed;
 	info->l1_offset = gd_offset;
@@ -273,23 +257,25 @@ static int sesparse_setup(struct sesparse_image *s,
 			*err = "cannot allocate memory for the VMDK grain directory";
 			return -ENOMEM;
 		}
-		r = imgfmt_dev_read(s->dev, gd_offset, s->gd, needed * 8);
+		r = imgfmt_dev_read(s->img.dev, gd_offset, s->gd, needed * 8);
 		if (r) {
 			*err = "cannot read the VMDK grain directory";
 			return r;
 		}
 	}
-	s->mcache = imgfmt_mcache_create(s->dev, SESPARSE_GT_BYTES, cache_bytes);
-	if (!s->mcache) {
+	s->img.mcache = imgfmt_mcache_create(s->img.dev, SESPARSE_GT_BYTES,
+					     cache_bytes);
+	if (!s->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		return -ENOMEM;
 	}
 	return 0;
 }
 
-static int sesparse_open(struct imgfmt_dev *dev, u64 cache_bytes,
+static int sesparse_open(const struct imgfmt_open_args *args,
 			 struct imgfmt_image **imgp, const char **err)
 {
+	struct imgfmt_dev *dev = args->dev;
 	struct sesparse_const_header *h;
 	struct sesparse_image *s;
 	u64 needed;
@@ -328,33 +314,15 @@ static int sesparse_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		r = -ENOMEM;
 		goto out;
 	}
-	s->dev = dev;
-	r = sesparse_setup(s, h, needed, cache_bytes, err);
+	s->img.dev = dev;
+	r = sesparse_setup(s, h, needed, args->cache_bytes, err);
 	if (r)
-		sesparse_close((struct imgfmt_image *)s);
+		sesparse_close(&s->img);
 	else
-		*imgp = (struct imgfmt_image *)s;
+		*imgp = &s->img;
 out:
 	kfree(h);
 	return r;
-}
-
-static void sesparse_get_info(struct imgfmt_image *img,
-			      struct imgfmt_info *info)
-{
-	*info = ((struct sesparse_image *)img)->info;
-}
-
-static struct imgfmt_mcache *sesparse_mcache(struct imgfmt_image *img)
-{
-	return ((struct sesparse_image *)img)->mcache;
-}
-
-static int sesparse_corrupt(const char *what, u64 where, const char **err)
-{
-	imgfmt_report_corruption("vmdk-sesparse", what, where);
-	*err = what;
-	return -EIO;
 }
 
 /* Device offset of the grain table of directory entry i; 0: none. */
@@ -367,40 +335,32 @@ static int sesparse_gt_offset(struct sesparse_image *s, u64 i, u64 pos,
 	if (!e)
 		return 0;
 	if ((e & SESPARSE_GDE_TYPE_MASK) != SESPARSE_GDE_ALLOCATED)
-		return sesparse_corrupt("grain directory entry invalid", pos,
-					err);
+		return imgfmt_corrupt(&s->img, "grain directory entry invalid",
+				      pos, err);
 	/* The index is below 2^32 and a table 2^15 bytes: no overflow. */
 	if (check_add_overflow(s->tables,
 			       (e & SESPARSE_GDE_INDEX_MASK) * SESPARSE_GT_BYTES,
 			       gt) ||
-	    !range_in_device(s->dev, *gt, SESPARSE_GT_BYTES))
-		return sesparse_corrupt("grain table beyond end of device", pos,
-					err);
+	    !imgfmt_dev_has(s->img.dev, *gt, SESPARSE_GT_BYTES))
+		return imgfmt_corrupt(&s->img,
+				      "grain table beyond end of device", pos,
+				      err);
 	return 0;
 }
 
 /* Copy entry idx of the grain table at gt (CPU order). */
 static int sesparse_get_gte(struct sesparse_image *s, u64 gt, u32 idx,
-			    u32 wanted, struct sesparse_gt_batch *b,
+			    u32 wanted, struct imgfmt_batch *b,
 			    unsigned int flags, u64 *gte)
 {
-	u32 n;
+	const void *e;
 	int r;
 
-	if (b->count == 0 || b->gt_offset != gt || idx < b->first ||
-	    idx >= b->first + b->count) {
-		n = min3((u32)SESPARSE_BATCH_ENTRIES, SESPARSE_GT_ENTRIES - idx,
-			 max_t(u32, wanted, 1));
-		r = imgfmt_mcache_read(s->mcache, gt, idx * 8, b->raw, n * 8,
-				       flags & IMGFMT_MAP_NOWAIT);
-		if (r)
-			return r;
-		b->gt_offset = gt;
-		b->first = idx;
-		b->count = n;
-	}
-	*gte = le64_to_cpu(b->raw[idx - b->first]);
-	return 0;
+	r = imgfmt_table_entry(b, s->img.mcache, gt, idx * 8, 8, wanted * 8,
+			       flags, &e);
+	if (!r)
+		*gte = le64_to_cpu(*(const __le64 *)e);
+	return r;
 }
 
 /*
@@ -416,11 +376,12 @@ static int sesparse_classify_data(struct sesparse_image *s, u64 gte, u64 pos,
 
 	if (check_mul_overflow(grain, (u64)SESPARSE_GRAIN_SIZE, &host) ||
 	    check_add_overflow(host, s->grains, &host) ||
-	    host >= s->dev->size)
-		return sesparse_corrupt("grain beyond end of device", pos, err);
+	    host >= s->img.dev->size)
+		return imgfmt_corrupt(&s->img, "grain beyond end of device",
+				      pos, err);
 	u->kind = IMGFMT_RUN_DATA;
 	u->host = host;
-	avail = (s->dev->size - host) & ~511ULL;
+	avail = (s->img.dev->size - host) & ~511ULL;
 	if (avail < SESPARSE_GRAIN_SIZE) {
 		if (pos - u->start >= avail) {
 			u->kind = IMGFMT_RUN_ZERO;
@@ -450,22 +411,24 @@ static int sesparse_classify(struct sesparse_image *s, u64 gte, u64 pos,
 	case SESPARSE_GTE_ALLOCATED:
 		return sesparse_classify_data(s, gte, pos, u, err);
 	}
-	return sesparse_corrupt("grain table entry invalid", pos, err);
+	return imgfmt_corrupt(&s->img, "grain table entry invalid", pos, err);
 }
 
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
-static int sesparse_lookup(struct sesparse_image *s, u64 pos, u64 end,
-			   struct sesparse_gt_batch *b, unsigned int flags,
+static int sesparse_lookup(struct imgfmt_image *img, struct imgfmt_batch *b,
+			   u64 pos, u64 end, unsigned int flags,
 			   struct imgfmt_unit *u, const char **err)
 {
+	struct sesparse_image *s = container_of(img, struct sesparse_image, img);
 	u64 gdi = pos >> SESPARSE_SPAN_BITS, gt, gte;
 	u32 idx = (pos >> SESPARSE_GRAIN_BITS) & (SESPARSE_GT_ENTRIES - 1);
 	u32 wanted;
 	int r;
 
 	if (gdi >= s->gd_entries)
-		return sesparse_corrupt("offset beyond the grain directory",
-					pos, err);
+		return imgfmt_corrupt(&s->img,
+				      "offset beyond the grain directory", pos,
+				      err);
 	r = sesparse_gt_offset(s, gdi, pos, &gt, err);
 	if (r)
 		return r;
@@ -475,39 +438,15 @@ static int sesparse_lookup(struct sesparse_image *s, u64 pos, u64 end,
 		u->end = (gdi + 1) << SESPARSE_SPAN_BITS;
 		return 0;
 	}
-	wanted = min_t(u64, (end - pos + SESPARSE_GRAIN_SIZE - 1) >>
-			    SESPARSE_GRAIN_BITS, SESPARSE_BATCH_ENTRIES);
+	wanted = imgfmt_units_wanted(pos, end, SESPARSE_GRAIN_BITS,
+				     IMGFMT_BATCH_BYTES / 8);
 	r = sesparse_get_gte(s, gt, idx, wanted, b, flags, &gte);
 	if (r == -EIO)
-		return sesparse_corrupt("cannot read grain table", pos, err);
+		return imgfmt_corrupt(&s->img, "cannot read grain table", pos,
+				      err);
 	if (r)
 		return r;
 	return sesparse_classify(s, gte, pos, u, err);
-}
-
-/* One lookup context per map() call: the image and its table entry copy. */
-struct sesparse_lookup_ctx {
-	struct sesparse_image *s;
-	struct sesparse_gt_batch batch;
-};
-
-static int sesparse_lookup_unit(void *ctx, u64 pos, u64 limit,
-				unsigned int flags, struct imgfmt_unit *u,
-				const char **err)
-{
-	struct sesparse_lookup_ctx *c = ctx;
-
-	return sesparse_lookup(c->s, pos, limit, &c->batch, flags, u, err);
-}
-
-static int sesparse_map(struct imgfmt_image *img, u64 offset, u64 length,
-			unsigned int flags, struct imgfmt_run *run,
-			const char **err)
-{
-	struct sesparse_lookup_ctx c = { .s = (struct sesparse_image *)img };
-
-	return imgfmt_map_runs(c.s->size, offset, length, flags,
-			       sesparse_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops = {
@@ -515,7 +454,5 @@ const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops = {
 	.probe = sesparse_probe,
 	.open = sesparse_open,
 	.close = sesparse_close,
-	.get_info = sesparse_get_info,
-	.map = sesparse_map,
-	.mcache = sesparse_mcache,
+	.lookup = sesparse_lookup,
 };

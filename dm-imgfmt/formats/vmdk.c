@@ -110,11 +110,8 @@ struct vmdk_layout {
 };
 
 struct vmdk_image {
-	struct imgfmt_dev *dev;
-	struct imgfmt_mcache *mcache;	/* grain tables */
+	struct imgfmt_image img;	/* first: the shared part */
 	struct imgfmt_mcache *markers;	/* sectors holding grain markers */
-	struct imgfmt_info info;
-	u64 size;		/* bytes */
 	__le32 *gd;		/* as on disk */
 	u64 gd_entries;
 	u32 grain_bits;
@@ -127,15 +124,6 @@ struct vmdk_image {
 	bool has_markers;
 };
 
-/* Grain table entries copied out of the cache, shared by nearby lookups. */
-#define VMDK_BATCH_ENTRIES		32
-struct vmdk_gt_batch {
-	u64 gt_offset;
-	u32 first;
-	u32 count;
-	__le32 raw[VMDK_BATCH_ENTRIES];
-};
-
 static bool vmdk_probe(const void *head, size_t len)
 {
 	const u8 *p = head;
@@ -145,11 +133,6 @@ static bool vmdk_probe(const void *head, size_t len)
 		return false;
 	magic = p[0] | p[1] << 8 | p[2] << 16 | (u32)p[3] << 24;
 	return magic == VMDK4_MAGIC || magic == VMDK3_MAGIC;
-}
-
-static bool range_in_device(const struct imgfmt_dev *dev, u64 off, u64 len)
-{
-	return off <= dev->size && len <= dev->size - off;
 }
 
 /* Byte offset of a sector number, false on overflow. */
@@ -269,7 +252,7 @@ static int vmdk4_check_descriptor(struct imgfmt_dev *dev,
 	if (!sector || !sectors)
 		return 0;
 	if (!sectors_to_bytes(sector, &off) ||
-	    !sectors_to_bytes(sectors, &len) || !range_in_device(dev, off, len)) {
+	    !sectors_to_bytes(sectors, &len) || !imgfmt_dev_has(dev, off, len)) {
 		*err = "VMDK embedded descriptor beyond end of file";
 		return -EINVAL;
 	}
@@ -452,7 +435,7 @@ static int vmdk_check_layout(const struct imgfmt_dev *dev,
 		return -EINVAL;
 	}
 	if (!sectors_to_bytes(l->gd_sector, &gd_off) ||
-	    !range_in_device(dev, gd_off, *needed * VMDK_GTE_BYTES)) {
+	    !imgfmt_dev_has(dev, gd_off, *needed * VMDK_GTE_BYTES)) {
 		imgfmt_log("vmdk: file truncated, grain directory needs %llu bytes at %llu",
 			   (unsigned long long)(*needed * VMDK_GTE_BYTES),
 			   (unsigned long long)l->gd_sector * VMDK_SECTOR);
@@ -464,11 +447,12 @@ static int vmdk_check_layout(const struct imgfmt_dev *dev,
 
 static void vmdk_close(struct imgfmt_image *img)
 {
-	struct vmdk_image *v = (struct vmdk_image *)img;
+	struct vmdk_image *v;
 
-	if (!v)
+	if (!img)
 		return;
-	imgfmt_mcache_destroy(v->mcache);
+	v = container_of(img, struct vmdk_image, img);
+	imgfmt_mcache_destroy(v->img.mcache);
 	imgfmt_mcache_destroy(v->markers);
 	imgfmt_free_large(v->gd);
 	kfree(v);
@@ -476,11 +460,11 @@ static void vmdk_close(struct imgfmt_image *img)
 
 static void vmdk_fill_info(struct vmdk_image *v, const struct vmdk_layout *l)
 {
-	struct imgfmt_info *info = &v->info;
+	struct imgfmt_info *info = &v->img.info;
 
 	info->format = "vmdk";
 	info->version = l->version;
-	info->virtual_size = v->size;
+	info->virtual_size = v->img.info.virtual_size;
 	info->cluster_size = v->grain_size;
 	info->dirty = l->dirty;
 	info->compression = l->compressed ? IMGFMT_COMP_ZLIB : IMGFMT_COMP_NONE;
@@ -494,7 +478,7 @@ static int vmdk_setup(struct vmdk_image *v, const struct vmdk_layout *l,
 	size_t gd_bytes = needed * VMDK_GTE_BYTES;
 	int r;
 
-	v->size = l->capacity * VMDK_SECTOR;
+	v->img.info.virtual_size = l->capacity * VMDK_SECTOR;
 	v->grain_size = l->grain_sectors * VMDK_SECTOR;
 	while (BIT_ULL(v->grain_bits) < v->grain_size)
 		v->grain_bits++;
@@ -513,7 +497,7 @@ static int vmdk_setup(struct vmdk_image *v, const struct vmdk_layout *l,
 			*err = "cannot allocate memory for the VMDK grain directory";
 			return -ENOMEM;
 		}
-		r = imgfmt_dev_read(v->dev, l->gd_sector * VMDK_SECTOR, v->gd,
+		r = imgfmt_dev_read(v->img.dev, l->gd_sector * VMDK_SECTOR, v->gd,
 				    gd_bytes);
 		if (r) {
 			*err = "cannot read the VMDK grain directory";
@@ -522,21 +506,23 @@ static int vmdk_setup(struct vmdk_image *v, const struct vmdk_layout *l,
 	}
 	/* Grain markers get an eighth of the bound. */
 	if (v->has_markers) {
-		v->markers = imgfmt_mcache_create(v->dev, VMDK_SECTOR,
+		v->markers = imgfmt_mcache_create(v->img.dev, VMDK_SECTOR,
 						  cache_bytes / 8);
 		cache_bytes -= cache_bytes / 8;
 	}
-	v->mcache = imgfmt_mcache_create(v->dev, v->gt_table_size, cache_bytes);
-	if (!v->mcache || (v->has_markers && !v->markers)) {
+	v->img.mcache = imgfmt_mcache_create(v->img.dev, v->gt_table_size,
+					     cache_bytes);
+	if (!v->img.mcache || (v->has_markers && !v->markers)) {
 		*err = "cannot allocate the metadata cache";
 		return -ENOMEM;
 	}
 	return 0;
 }
 
-static int vmdk_open(struct imgfmt_dev *dev, u64 cache_bytes,
+static int vmdk_open(const struct imgfmt_open_args *args,
 		     struct imgfmt_image **imgp, const char **err)
 {
+	struct imgfmt_dev *dev = args->dev;
 	struct vmdk_layout l;
 	struct vmdk_image *v;
 	u64 needed;
@@ -577,69 +563,44 @@ static int vmdk_open(struct imgfmt_dev *dev, u64 cache_bytes,
 		r = -ENOMEM;
 		goto out;
 	}
-	v->dev = dev;
-	r = vmdk_setup(v, &l, needed, cache_bytes, err);
+	v->img.dev = dev;
+	r = vmdk_setup(v, &l, needed, args->cache_bytes, err);
 	if (r)
-		vmdk_close((struct imgfmt_image *)v);
+		vmdk_close(&v->img);
 	else
-		*imgp = (struct imgfmt_image *)v;
+		*imgp = &v->img;
 out:
 	kfree(sector0);
 	return r;
 }
 
-static void vmdk_get_info(struct imgfmt_image *img, struct imgfmt_info *info)
-{
-	*info = ((struct vmdk_image *)img)->info;
-}
-
-static struct imgfmt_mcache *vmdk_mcache(struct imgfmt_image *img)
-{
-	return ((struct vmdk_image *)img)->mcache;
-}
-
 /* --- Mapping. --- */
-
-static int vmdk_corrupt(const char *what, u64 where, const char **err)
-{
-	imgfmt_report_corruption("vmdk", what, where);
-	*err = what;
-	return -EIO;
-}
 
 /* Device offset of the grain table of directory entry i; 0: none. */
 static int vmdk_gt_offset(struct vmdk_image *v, u64 i, u64 pos, u64 *gt,
 			  const char **err)
 {
 	*gt = (u64)le32_to_cpu(v->gd[i]) << 9;
-	if (*gt && !range_in_device(v->dev, *gt, v->gt_table_size))
-		return vmdk_corrupt("grain table beyond end of device", pos,
-				    err);
+	if (*gt && !imgfmt_dev_has(v->img.dev, *gt, v->gt_table_size))
+		return imgfmt_corrupt(&v->img,
+				      "grain table beyond end of device", pos,
+				      err);
 	return 0;
 }
 
 /* Copy entry idx of the grain table at gt (CPU order). */
 static int vmdk_get_gte(struct vmdk_image *v, u64 gt, u32 idx, u32 wanted,
-			struct vmdk_gt_batch *b, unsigned int flags, u32 *gte)
+			struct imgfmt_batch *b, unsigned int flags, u32 *gte)
 {
-	u32 n;
+	u32 span = min(wanted, v->gt_entries - idx) * VMDK_GTE_BYTES;
+	const void *e;
 	int r;
 
-	if (b->count == 0 || b->gt_offset != gt || idx < b->first ||
-	    idx >= b->first + b->count) {
-		n = min3((u32)VMDK_BATCH_ENTRIES, v->gt_entries - idx,
-			 max_t(u32, wanted, 1));
-		r = imgfmt_mcache_read(v->mcache, gt, idx * VMDK_GTE_BYTES,
-				       b->raw, n * VMDK_GTE_BYTES,
-				       flags & IMGFMT_MAP_NOWAIT);
-		if (r)
-			return r;
-		b->gt_offset = gt;
-		b->first = idx;
-		b->count = n;
-	}
-	*gte = le32_to_cpu(b->raw[idx - b->first]);
-	return 0;
+	r = imgfmt_table_entry(b, v->img.mcache, gt, idx * VMDK_GTE_BYTES,
+			       VMDK_GTE_BYTES, span, flags, &e);
+	if (!r)
+		*gte = le32_to_cpu(*(const __le32 *)e);
+	return r;
 }
 
 /*
@@ -657,30 +618,34 @@ static int vmdk_classify_compressed(struct vmdk_image *v, u64 host, u64 pos,
 	u64 len;
 	int r;
 
-	if (host >= v->dev->size)
-		return vmdk_corrupt("compressed grain beyond end of device",
-				    pos, err);
+	if (host >= v->img.dev->size)
+		return imgfmt_corrupt(&v->img,
+				      "compressed grain beyond end of device",
+				      pos, err);
 	u->kind = IMGFMT_RUN_COMPRESSED;
 	if (!v->has_markers) {
 		/* QEMU gives such a stream at most a grain of input. */
 		u->comp_offset = host;
-		u->comp_length = min_t(u64, v->grain_size, v->dev->size - host);
+		u->comp_length = min_t(u64, v->grain_size, v->img.dev->size - host);
 		return 0;
 	}
-	if (!range_in_device(v->dev, host, VMDK_SECTOR))
-		return vmdk_corrupt("compressed grain beyond end of device",
-				    pos, err);
+	if (!imgfmt_dev_has(v->img.dev, host, VMDK_SECTOR))
+		return imgfmt_corrupt(&v->img,
+				      "compressed grain beyond end of device",
+				      pos, err);
 	r = imgfmt_mcache_read(v->markers, host, 0, &m, sizeof(m),
 			       flags & IMGFMT_MAP_NOWAIT);
 	if (r == -EIO)
-		return vmdk_corrupt("cannot read grain marker", pos, err);
+		return imgfmt_corrupt(&v->img, "cannot read grain marker", pos,
+				      err);
 	if (r)
 		return r;
 	len = le32_to_cpu(m.size);
 	u->comp_offset = host + VMDK_MARKER_HEADER_LEN;
 	if (!len || len > 2ULL * v->grain_size ||
-	    len > v->dev->size - u->comp_offset)
-		return vmdk_corrupt("grain marker size invalid", pos, err);
+	    len > v->img.dev->size - u->comp_offset)
+		return imgfmt_corrupt(&v->img, "grain marker size invalid", pos,
+				      err);
 	u->comp_length = len;
 	return 0;
 }
@@ -695,11 +660,12 @@ static int vmdk_classify_data(struct vmdk_image *v, u64 host, u64 pos,
 {
 	u64 avail;
 
-	if (host >= v->dev->size)
-		return vmdk_corrupt("grain beyond end of device", pos, err);
+	if (host >= v->img.dev->size)
+		return imgfmt_corrupt(&v->img, "grain beyond end of device",
+				      pos, err);
 	u->kind = IMGFMT_RUN_DATA;
 	u->host = host;
-	avail = (v->dev->size - host) & ~511ULL;
+	avail = (v->img.dev->size - host) & ~511ULL;
 	if (avail < v->grain_size) {
 		if (pos - u->start >= avail) {
 			u->kind = IMGFMT_RUN_ZERO;
@@ -744,10 +710,11 @@ static int vmdk_classify(struct vmdk_image *v, u32 gte, u64 pos,
 }
 
 /* What lives at virtual offset pos; end bounds how far the caller looks. */
-static int vmdk_lookup(struct vmdk_image *v, u64 pos, u64 end,
-		       struct vmdk_gt_batch *b, unsigned int flags,
+static int vmdk_lookup(struct imgfmt_image *img, struct imgfmt_batch *b,
+		       u64 pos, u64 end, unsigned int flags,
 		       struct imgfmt_unit *u, const char **err)
 {
+	struct vmdk_image *v = container_of(img, struct vmdk_image, img);
 	u64 grain = pos >> v->grain_bits;
 	u64 gdi = div_u64(grain, v->gt_entries);
 	u32 idx = grain - gdi * v->gt_entries, wanted;
@@ -756,8 +723,9 @@ static int vmdk_lookup(struct vmdk_image *v, u64 pos, u64 end,
 	int r;
 
 	if (gdi >= v->gd_entries)
-		return vmdk_corrupt("offset beyond the grain directory", pos,
-				    err);
+		return imgfmt_corrupt(&v->img,
+				      "offset beyond the grain directory", pos,
+				      err);
 	r = vmdk_gt_offset(v, gdi, pos, &gt, err);
 	if (r)
 		return r;
@@ -767,39 +735,15 @@ static int vmdk_lookup(struct vmdk_image *v, u64 pos, u64 end,
 		u->end = u->start + ((u64)v->gt_entries << v->grain_bits);
 		return 0;
 	}
-	wanted = min_t(u64, (end - pos + v->grain_size - 1) >> v->grain_bits,
-		       VMDK_BATCH_ENTRIES);
+	wanted = imgfmt_units_wanted(pos, end, v->grain_bits,
+				     IMGFMT_BATCH_BYTES / VMDK_GTE_BYTES);
 	r = vmdk_get_gte(v, gt, idx, wanted, b, flags, &gte);
 	if (r == -EIO)
-		return vmdk_corrupt("cannot read grain table", pos, err);
+		return imgfmt_corrupt(&v->img, "cannot read grain table", pos,
+				      err);
 	if (r)
 		return r;
 	return vmdk_classify(v, gte, pos, flags, u, err);
-}
-
-/* One lookup context per map() call: the image and its table entry copy. */
-struct vmdk_lookup_ctx {
-	struct vmdk_image *v;
-	struct vmdk_gt_batch batch;
-};
-
-static int vmdk_lookup_unit(void *ctx, u64 pos, u64 limit,
-			    unsigned int flags, struct imgfmt_unit *u,
-			    const char **err)
-{
-	struct vmdk_lookup_ctx *c = ctx;
-
-	return vmdk_lookup(c->v, pos, limit, &c->batch, flags, u, err);
-}
-
-static int vmdk_map(struct imgfmt_image *img, u64 offset, u64 length,
-		    unsigned int flags, struct imgfmt_run *run,
-		    const char **err)
-{
-	struct vmdk_lookup_ctx c = { .v = (struct vmdk_image *)img };
-
-	return imgfmt_map_runs(c.v->size, offset, length, flags,
-			       vmdk_lookup_unit, &c, run, err);
 }
 
 const struct imgfmt_format_ops imgfmt_vmdk_ops = {
@@ -807,7 +751,5 @@ const struct imgfmt_format_ops imgfmt_vmdk_ops = {
 	.probe = vmdk_probe,
 	.open = vmdk_open,
 	.close = vmdk_close,
-	.get_info = vmdk_get_info,
-	.map = vmdk_map,
-	.mcache = vmdk_mcache,
+	.lookup = vmdk_lookup,
 };

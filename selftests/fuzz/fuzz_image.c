@@ -107,15 +107,14 @@ static u32 sector_sum(const u8 *p, size_t len)
  * Read one sector as a reader would: the bytes of its run, or an error.
  * The cache is made with the first compressed run and kept.
  */
-static int read_sector(const struct imgfmt_format_ops *ops,
-		       struct imgfmt_image *img, struct mem_dev *m, u64 off,
+static int read_sector(struct imgfmt_image *img, struct mem_dev *m, u64 off,
 		       u8 *buf)
 {
 	struct imgfmt_run run;
 	const char *err;
 	int r;
 
-	r = ops->map(img, off, 512, 0, &run, &err);
+	r = imgfmt_map(img, off, 512, 0, &run, &err);
 	if (r)
 		return r;
 	check_run(img, m->dev.size, off, 512, &run);
@@ -173,8 +172,7 @@ static unsigned int order_requests(const u8 *data, size_t size, u64 vsize,
 }
 
 /* One pass over the requests, forwards or backwards. */
-static bool order_pass(const struct imgfmt_format_ops *ops,
-		       struct imgfmt_image *img, struct mem_dev *m,
+static bool order_pass(struct imgfmt_image *img, struct mem_dev *m,
 		       const u64 *req, unsigned int n, bool backwards,
 		       struct order_answer *ans)
 {
@@ -184,7 +182,7 @@ static bool order_pass(const struct imgfmt_format_ops *ops,
 
 	for (k = 0; k < n; k++) {
 		i = backwards ? n - 1 - k : k;
-		ans[i].status = read_sector(ops, img, m, req[i], buf);
+		ans[i].status = read_sector(img, m, req[i], buf);
 		ans[i].sum = ans[i].status ? 0 : sector_sum(buf, 512);
 		/* Huge clusters decompressed many times: too slow to go on. */
 		if (m->cc && (imgfmt_ccache_decompressed(m->cc) - start) *
@@ -214,6 +212,8 @@ static void check_order(const struct imgfmt_format_ops *ops,
 {
 	static struct order_answer ans[3][ORDER_REQUESTS];
 	static u64 req[ORDER_REQUESTS];
+	struct imgfmt_open_args args = { .dev = &m->dev,
+					 .cache_bytes = 64 << 10 };
 	struct imgfmt_image *img;
 	const char *err;
 	unsigned int n, i, p;
@@ -222,12 +222,12 @@ static void check_order(const struct imgfmt_format_ops *ops,
 	n = order_requests(data, size, vsize, m->cluster_size, req);
 	for (p = 0; p < 2; p++) {
 		order_reset_cache(m);
-		if (ops->open(&m->dev, 64 << 10, &img, &err))
+		if (imgfmt_open(ops, &args, &img, &err))
 			abort();	/* it opened a moment ago */
-		ok = order_pass(ops, img, m, req, n, p == 1, ans[p]);
+		ok = order_pass(img, m, req, n, p == 1, ans[p]);
 		if (ok && p == 1)
-			ok = order_pass(ops, img, m, req, n, false, ans[2]);
-		ops->close(img);
+			ok = order_pass(img, m, req, n, false, ans[2]);
+		imgfmt_close(img);
 		if (!ok)
 			return;
 	}
@@ -250,8 +250,7 @@ static void check_order(const struct imgfmt_format_ops *ops,
 }
 
 /* Map [off, off + len) completely, run by run. */
-static void map_range(const struct imgfmt_format_ops *ops,
-		      struct imgfmt_image *img, struct mem_dev *m, u64 off,
+static void map_range(struct imgfmt_image *img, struct mem_dev *m, u64 off,
 		      u64 len, unsigned int flags)
 {
 	struct imgfmt_run run;
@@ -259,7 +258,7 @@ static void map_range(const struct imgfmt_format_ops *ops,
 	int steps = 0;
 
 	while (len && steps++ < 4096) {
-		if (ops->map(img, off, len, flags, &run, &err)) {
+		if (imgfmt_map(img, off, len, flags, &run, &err)) {
 			/* Skip the failing sector, as a reader would. */
 			off += 512;
 			len -= 512;
@@ -281,6 +280,7 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 				      .read_align = 512 },
 			     .data = data };
 	const struct imgfmt_format_ops *ops;
+	struct imgfmt_open_args args;
 	struct imgfmt_image *img;
 	struct imgfmt_info info;
 	const char *err = NULL;
@@ -290,23 +290,25 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	ops = imgfmt_detect(&m.dev, FUZZ_FORMAT, &err);
 	if (!ops)
 		return 0;
-	if (ops->open(&m.dev, 64 << 10, &img, &err)) {
+	args.dev = &m.dev;
+	args.cache_bytes = 64 << 10;
+	if (imgfmt_open(ops, &args, &img, &err)) {
 		if (!err)
 			abort();	/* every refusal names its reason */
 		return 0;
 	}
-	ops->get_info(img, &info);
+	info = img->info;
 	vsize = (info.virtual_size + 511) & ~511ULL;
 	if (vsize) {
 		span = vsize < (1 << 20) ? vsize : (1 << 20);
-		map_range(ops, img, &m, 0, span, IMGFMT_MAP_NOWAIT);
-		map_range(ops, img, &m, 0, span, 0);
-		map_range(ops, img, &m, vsize - span, span, 0);
+		map_range(img, &m, 0, span, IMGFMT_MAP_NOWAIT);
+		map_range(img, &m, 0, span, 0);
+		map_range(img, &m, vsize - span, span, 0);
 		/* Scattered offsets, chosen by the input's own bytes. */
 		for (i = 0; i + 8 <= (int)size && i < 64; i += 8) {
 			memcpy(&off, data + i, sizeof(off));
 			off = (off % vsize) & ~511ULL;
-			map_range(ops, img, &m, off,
+			map_range(img, &m, off,
 				  vsize - off < 65536 ? vsize - off : 65536, 0);
 		}
 		m.cluster_size = info.cluster_size ? info.cluster_size : 512;
@@ -314,6 +316,6 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	}
 	imgfmt_decoder_destroy(m.dec);
 	imgfmt_ccache_destroy(m.cc);
-	ops->close(img);
+	imgfmt_close(img);
 	return 0;
 }

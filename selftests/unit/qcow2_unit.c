@@ -260,18 +260,19 @@ struct opened {
 
 static int open_image(struct mimg *m, u64 cache, struct opened *o)
 {
+	struct imgfmt_open_args args = { .dev = &m->dev, .cache_bytes = cache };
+
 	memset(o, 0, sizeof(*o));
 	o->ops = imgfmt_detect(&m->dev, NULL, &o->err);
 	if (!o->ops)
 		return o->rc = -ENOENT;
-	o->rc = o->ops->open(&m->dev, cache, &o->img, &o->err);
+	o->rc = imgfmt_open(o->ops, &args, &o->img, &o->err);
 	return o->rc;
 }
 
 static void close_image(struct opened *o)
 {
-	if (o->ops && o->img)
-		o->ops->close(o->img);
+	imgfmt_close(o->img);
 	o->img = NULL;
 }
 
@@ -311,7 +312,7 @@ static void check_walk(struct __test_metadata *_metadata, struct mimg *m,
 	while (len) {
 		ASSERT_GT(1000000, steps++);
 		err = NULL;
-		r = o->ops->map(o->img, off, len, flags, &run, &err);
+		r = imgfmt_map(o->img, off, len, flags, &run, &err);
 		if (off < m->vsize && model_kind(m, off) == UNIT_BAD) {
 			ASSERT_EQ(-EIO, r) TH_LOG("offset %llu: corrupt unit mapped",
 						  (unsigned long long)off);
@@ -432,34 +433,34 @@ TEST_F(map, runs_v3)
 		TH_LOG("%s", self->o.err);
 
 	/* Contiguous clusters merge into one run. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 0, 8 * c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 0, 8 * c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(4 * c, run.length);
 	EXPECT_EQ(m->host[0], run.dev_offset);
 	/* Starting mid-cluster. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, c + 1536, 3 * c - 1536, 0,
-				      &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, c + 1536, 3 * c - 1536, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(3 * c - 1536, run.length);
 	EXPECT_EQ(m->host[1] + 1536, run.dev_offset);
 	/* Unallocated clusters merge, and stop at data. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 4 * c, 8 * c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 4 * c, 8 * c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_UNALLOCATED, run.kind);
 	EXPECT_EQ(4 * c, run.length);
 	/* Discontiguous data: one cluster at a time. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 8 * c, 4 * c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 8 * c, 4 * c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(c, run.length);
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 10 * c, 2 * c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 10 * c, 2 * c, 0, &run, &err));
 	EXPECT_EQ(c, run.length);
 	EXPECT_EQ(m->host[10], run.dev_offset);
 	/* Zero clusters merge, preallocated or not. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 16 * c, 3 * c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 16 * c, 3 * c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
 	EXPECT_EQ(3 * c, run.length);
 	/* A whole empty L1 entry is one run. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 4 * MiB, 2 * MiB - c, 0,
-				      &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 4 * MiB, 2 * MiB - c, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_UNALLOCATED, run.kind);
 	EXPECT_EQ(2 * MiB - c, run.length);
 
@@ -508,24 +509,24 @@ TEST_F(map, subclusters)
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o))
 		TH_LOG("%s", self->o.err);
 
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 0, c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 0, c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(4 * sc, run.length);
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 4 * sc, c - 4 * sc, 0, &run,
-				      &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 4 * sc, c - 4 * sc, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
 	EXPECT_EQ(4 * sc, run.length);
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 8 * sc, c - 8 * sc, 0, &run,
-				      &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 8 * sc, c - 8 * sc, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_UNALLOCATED, run.kind);
 	EXPECT_EQ(c - 8 * sc, run.length);
 	/* Subcluster 2 of cluster 1 (allocated) lives at host + 2 sc. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, c + 2 * sc + 512, 512, 0,
-				      &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, c + 2 * sc + 512, 512, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(m->host[32 + 2] + 512, run.dev_offset);
 	/* Two whole clusters contiguous on the host: one run. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 2 * c, 2 * c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 2 * c, 2 * c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(2 * c, run.length);
 
@@ -579,25 +580,41 @@ TEST_F(map, bounds)
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o));
 
 	/* The last sector, and an empty run reaching the end. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, vs - SECTOR, SECTOR, 0, &run,
-				      &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, vs - SECTOR, SECTOR, 0, &run,
+				&err));
 	EXPECT_EQ(SECTOR, run.length);
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, MiB, vs - MiB, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, MiB, vs - MiB, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_UNALLOCATED, run.kind);
 	EXPECT_EQ(vs - MiB, run.length);
-	/* Past the end, zero length, unaligned: errors, not runs. */
-	EXPECT_GT(0, self->o.ops->map(self->o.img, vs, SECTOR, 0, &run, &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, vs - SECTOR, 2 * SECTOR, 0,
-				      &run, &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, 1ULL << 62, SECTOR, 0, &run,
-				      &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, ~0ULL - 511, SECTOR, 0, &run,
-				      &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, SECTOR, ~0ULL - 511, 0, &run,
-				      &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, 0, 0, 0, &run, &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, 100, SECTOR, 0, &run, &err));
-	EXPECT_GT(0, self->o.ops->map(self->o.img, 0, 100, 0, &run, &err));
+	/*
+	 * Past the end the disk reads zeroes (a backing layer smaller than
+	 * the one above it): one ZERO run to the request's end.
+	 */
+	ASSERT_EQ(0, imgfmt_map(self->o.img, vs, SECTOR, 0, &run, &err));
+	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
+	EXPECT_EQ(SECTOR, run.length);
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 1ULL << 62, 4 * SECTOR, 0, &run,
+				&err));
+	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
+	EXPECT_EQ(4 * SECTOR, run.length);
+	ASSERT_EQ(0, imgfmt_map(self->o.img, ~0ULL - 1023, SECTOR, 0, &run,
+				&err));
+	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
+	/* Across the end: the part inside first, then zeroes. */
+	ASSERT_EQ(0, imgfmt_map(self->o.img, vs - SECTOR, 2 * SECTOR, 0, &run,
+				&err));
+	EXPECT_EQ(SECTOR, run.length);
+	ASSERT_EQ(0, imgfmt_map(self->o.img, vs, MiB, 0, &run, &err));
+	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
+	EXPECT_EQ(MiB, run.length);
+	/* Wrapping around, zero length, unaligned: errors, not runs. */
+	EXPECT_GT(0, imgfmt_map(self->o.img, ~0ULL - 511, SECTOR, 0, &run,
+				&err));
+	EXPECT_GT(0, imgfmt_map(self->o.img, SECTOR, ~0ULL - 511, 0, &run,
+				&err));
+	EXPECT_GT(0, imgfmt_map(self->o.img, 0, 0, 0, &run, &err));
+	EXPECT_GT(0, imgfmt_map(self->o.img, 100, SECTOR, 0, &run, &err));
+	EXPECT_GT(0, imgfmt_map(self->o.img, 0, 100, 0, &run, &err));
 }
 
 /*
@@ -614,11 +631,12 @@ TEST_F(map, unaligned_virtual_size)
 	mimg_init(m, 3, 12, vs, false);
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o))
 		TH_LOG("%s", self->o.err);
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, last, SECTOR, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, last, SECTOR, 0, &run, &err));
 	EXPECT_EQ(SECTOR, run.length);
 	EXPECT_NE(IMGFMT_RUN_DATA, run.kind);
-	EXPECT_GT(0, self->o.ops->map(self->o.img, last + SECTOR, SECTOR, 0,
-				      &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, last + SECTOR, SECTOR, 0, &run,
+				&err));
+	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
 }
 
 /*
@@ -642,47 +660,46 @@ TEST_F(map, nowait)
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o));
 
 	reads = m->reads;
-	EXPECT_EQ(-EWOULDBLOCK, self->o.ops->map(self->o.img, 3 * c, c,
-						 IMGFMT_MAP_NOWAIT, &run, &err));
+	EXPECT_EQ(-EWOULDBLOCK, imgfmt_map(self->o.img, 3 * c, c,
+					   IMGFMT_MAP_NOWAIT, &run, &err));
 	EXPECT_EQ(reads, m->reads);
 	/* Empty L1 entry: answered without metadata. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 8 * MiB, c, IMGFMT_MAP_NOWAIT,
-				      &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 8 * MiB, c, IMGFMT_MAP_NOWAIT,
+				&run, &err));
 	EXPECT_EQ(IMGFMT_RUN_UNALLOCATED, run.kind);
 	EXPECT_EQ(reads, m->reads);
 
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 3 * c, c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 3 * c, c, 0, &run, &err));
 	EXPECT_LT(reads, m->reads);
 	reads = m->reads;
 	memset(&run2, 0xaa, sizeof(run2));
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 3 * c, c, IMGFMT_MAP_NOWAIT,
-				      &run2, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 3 * c, c, IMGFMT_MAP_NOWAIT, &run2,
+				&err));
 	EXPECT_EQ(reads, m->reads);
 	EXPECT_EQ(run.kind, run2.kind);
 	EXPECT_EQ(run.length, run2.length);
 	EXPECT_EQ(run.dev_offset, run2.dev_offset);
 	EXPECT_EQ(m->host[3], run2.dev_offset);
 	/* Other clusters of the cached table too. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 100 * c, c, IMGFMT_MAP_NOWAIT,
-				      &run2, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 100 * c, c, IMGFMT_MAP_NOWAIT,
+				&run2, &err));
 	EXPECT_EQ(IMGFMT_RUN_UNALLOCATED, run2.kind);
 	/* The second table is still cold. */
-	EXPECT_EQ(-EWOULDBLOCK, self->o.ops->map(self->o.img, 2 * MiB + 7 * c,
-						 c, IMGFMT_MAP_NOWAIT, &run,
-						 &err));
+	EXPECT_EQ(-EWOULDBLOCK, imgfmt_map(self->o.img, 2 * MiB + 7 * c, c,
+					   IMGFMT_MAP_NOWAIT, &run, &err));
 	EXPECT_EQ(reads, m->reads);
 
 	/*
 	 * Where a cold table begins, a NOWAIT map either returns the cached
 	 * prefix or asks to wait; it never reads.
 	 */
-	r = self->o.ops->map(self->o.img, 2 * MiB - c, 2 * c, IMGFMT_MAP_NOWAIT,
-			     &run, &err);
+	r = imgfmt_map(self->o.img, 2 * MiB - c, 2 * c, IMGFMT_MAP_NOWAIT, &run,
+		       &err);
 	EXPECT_TRUE(r == -EWOULDBLOCK || (r == 0 && run.length == c))
 		TH_LOG("r %d length %llu", r, (unsigned long long)run.length);
 	EXPECT_EQ(reads, m->reads);
 
-	imgfmt_mcache_get_stats(self->o.ops->mcache(self->o.img), &st);
+	imgfmt_mcache_get_stats(self->o.img->mcache, &st);
 	EXPECT_LE(1, st.misses);
 	EXPECT_LE(1, st.hits);
 	EXPECT_EQ(c, st.table_size);
@@ -704,9 +721,9 @@ TEST_F(map, cache_bound)
 		mimg_data(m, i * 512 + i % 500, mimg_alloc(m, 1));
 	ASSERT_EQ(0, open_image(m, IMGFMT_MIN_CACHE_BYTES, &self->o));
 	for (i = 0; i < n; i++) {
-		ASSERT_EQ(0, self->o.ops->map(self->o.img, i * span, span, 0,
-					      &run, &err));
-		imgfmt_mcache_get_stats(self->o.ops->mcache(self->o.img), &st);
+		ASSERT_EQ(0, imgfmt_map(self->o.img, i * span, span, 0, &run,
+					&err));
+		imgfmt_mcache_get_stats(self->o.img->mcache, &st);
 		ASSERT_GE(st.limit_bytes, st.bytes);
 	}
 	EXPECT_EQ(n, st.misses);
@@ -714,7 +731,7 @@ TEST_F(map, cache_bound)
 	EXPECT_GE(st.limit_bytes, st.peak_bytes);
 	/* The first table was evicted long ago. */
 	reads = m->reads;
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 0, c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 0, c, 0, &run, &err));
 	EXPECT_LT(reads, m->reads);
 	check_walks(_metadata, m, &self->o);
 }
@@ -728,7 +745,7 @@ TEST_F(map, tiny_cache)
 	mimg_init(m, 3, 20, 64 * MiB, false);
 	mimg_data(m, 1, mimg_alloc(m, 1));
 	ASSERT_EQ(0, open_image(m, 0, &self->o)) TH_LOG("%s", self->o.err);
-	imgfmt_mcache_get_stats(self->o.ops->mcache(self->o.img), &st);
+	imgfmt_mcache_get_stats(self->o.img->mcache, &st);
 	/* L2 tables are cached in 4 KiB slices; the cache holds two at least. */
 	EXPECT_EQ(4096, st.table_size);
 	EXPECT_LE(2ULL * st.table_size, st.limit_bytes);
@@ -747,10 +764,10 @@ TEST_F(map, read_errors)
 	mimg_data(m, 5, mimg_alloc(m, 1));
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o));
 	m->fail_reads = true;
-	EXPECT_EQ(-EIO, self->o.ops->map(self->o.img, 5 * c, c, 0, &run, &err));
+	EXPECT_EQ(-EIO, imgfmt_map(self->o.img, 5 * c, c, 0, &run, &err));
 	EXPECT_NE(NULL, err);
 	m->fail_reads = false;
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 5 * c, c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 5 * c, c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(m->host[5], run.dev_offset);
 }
@@ -806,8 +823,7 @@ TEST_F(map, corrupt_entries)
 	{
 		struct imgfmt_run run;
 		const char *err;
-		int r = self->o.ops->map(self->o.img, 9 * c, 4 * c, 0, &run,
-					 &err);
+		int r = imgfmt_map(self->o.img, 9 * c, 4 * c, 0, &run, &err);
 
 		if (!r)
 			e = run.length;
@@ -874,15 +890,15 @@ TEST_F(map, compressed)
 	mimg_data(m, 4, mimg_alloc(m, 1));
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o));
 
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 3 * c + 4096, 2 * c, 0, &run,
-				      &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 3 * c + 4096, 2 * c, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_COMPRESSED, run.kind);
 	EXPECT_GE(c - 4096, run.length);
 	EXPECT_EQ(host, run.comp_offset);
 	EXPECT_EQ(3 * SECTOR - (host & 511), run.comp_length);
 	EXPECT_EQ(4096, run.comp_skip);
 	/* The next cluster is ordinary data. */
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, 4 * c, c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 4 * c, c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(m->host[4], run.dev_offset);
 }
@@ -905,12 +921,12 @@ TEST_F(map, data_past_device_end)
 	mimg_data(m, 1, host);
 	m->dev.size -= c - 1024;	/* 1 KiB of cluster 1 remains */
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o));
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, c, c, 0, &run, &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, c, c, 0, &run, &err));
 	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
 	EXPECT_EQ(1024, run.length);
 	EXPECT_EQ(host, run.dev_offset);
-	ASSERT_EQ(0, self->o.ops->map(self->o.img, c + 1024, c - 1024, 0, &run,
-				      &err));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, c + 1024, c - 1024, 0, &run,
+				&err));
 	EXPECT_EQ(IMGFMT_RUN_ZERO, run.kind);
 	EXPECT_EQ(c - 1024, run.length);
 }
@@ -928,7 +944,7 @@ TEST_F(map, info)
 	ASSERT_EQ(0, open_image(m, IMGFMT_DEFAULT_CACHE_BYTES, &self->o))
 		TH_LOG("%s", self->o.err);
 	memset(&info, 0, sizeof(info));
-	self->o.ops->get_info(self->o.img, &info);
+	info = self->o.img->info;
 	EXPECT_STREQ("qcow2", info.format);
 	EXPECT_STREQ("qcow2", self->o.ops->name);
 	EXPECT_EQ(3, info.version);
@@ -1408,8 +1424,8 @@ TEST_F(header, open)
 		ASSERT_NE(NULL, self->o.img);
 		/* And it maps. */
 		if (get_be(self->m.buf + 24, 8)) {
-			ASSERT_EQ(0, self->o.ops->map(self->o.img, 0, SECTOR, 0,
-						      &run, &err));
+			ASSERT_EQ(0, imgfmt_map(self->o.img, 0, SECTOR, 0, &run,
+						&err));
 		}
 		return;
 	}
@@ -1634,9 +1650,7 @@ TEST(registry)
 		EXPECT_NE(NULL, imgfmt_formats[i]->probe);
 		EXPECT_NE(NULL, imgfmt_formats[i]->open);
 		EXPECT_NE(NULL, imgfmt_formats[i]->close);
-		EXPECT_NE(NULL, imgfmt_formats[i]->get_info);
-		EXPECT_NE(NULL, imgfmt_formats[i]->map);
-		EXPECT_NE(NULL, imgfmt_formats[i]->mcache);
+		EXPECT_NE(NULL, imgfmt_formats[i]->lookup);
 	}
 }
 
