@@ -114,6 +114,7 @@ extern const struct imgfmt_format_ops imgfmt_qcow2_ops;
 extern const struct imgfmt_format_ops imgfmt_vmdk_ops;
 extern const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops;
 extern const struct imgfmt_format_ops imgfmt_qcow_ops;
+extern const struct imgfmt_format_ops imgfmt_cow_ops;
 
 /* Every format this build knows, NULL-terminated. */
 extern const struct imgfmt_format_ops *const imgfmt_formats[];
