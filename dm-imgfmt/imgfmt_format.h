@@ -90,6 +90,13 @@ struct imgfmt_unit;
 struct imgfmt_open_args {
 	struct imgfmt_dev *dev;		/* the device holding the image */
 	u64 cache_bytes;		/* bound of its metadata cache */
+	/*
+	 * The caller reads what the image leaves unallocated from a layer
+	 * below it.  Without one, an image that needs its backing file is
+	 * refused by name (its reads would be wrong), as long as the kernel
+	 * and the helper cannot stack layers.
+	 */
+	bool has_lower;
 };
 
 /*
@@ -152,6 +159,7 @@ extern const struct imgfmt_format_ops imgfmt_qcow2_ops;
 extern const struct imgfmt_format_ops imgfmt_vmdk_ops;
 extern const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops;
 extern const struct imgfmt_format_ops imgfmt_qcow_ops;
+extern const struct imgfmt_format_ops imgfmt_cow_ops;
 
 /* Every format this build knows, NULL-terminated. */
 extern const struct imgfmt_format_ops *const imgfmt_formats[];

@@ -34,7 +34,7 @@ static int image_refused(struct image *im, const char *err, int rc)
 /* Detect and validate the image on im->dev. */
 static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
 {
-	struct imgfmt_open_args args;
+	struct imgfmt_open_args args = { .has_lower = false };
 	const char *err = NULL;
 	int rc;
 

@@ -9,6 +9,7 @@ const struct imgfmt_format_ops *const imgfmt_formats[] = {
 	&imgfmt_vmdk_ops,
 	&imgfmt_vmdk_sesparse_ops,
 	&imgfmt_qcow_ops,
+	&imgfmt_cow_ops,
 	NULL,
 };
 

@@ -213,7 +213,8 @@ static void check_order(const struct imgfmt_format_ops *ops,
 	static struct order_answer ans[3][ORDER_REQUESTS];
 	static u64 req[ORDER_REQUESTS];
 	struct imgfmt_open_args args = { .dev = &m->dev,
-					 .cache_bytes = 64 << 10 };
+					 .cache_bytes = 64 << 10,
+					 .has_lower = true };
 	struct imgfmt_image *img;
 	const char *err;
 	unsigned int n, i, p;
@@ -280,7 +281,9 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 				      .read_align = 512 },
 			     .data = data };
 	const struct imgfmt_format_ops *ops;
-	struct imgfmt_open_args args;
+	/* Unallocated reads as zeroes here: any image may name a backing. */
+	struct imgfmt_open_args args = { .cache_bytes = 64 << 10,
+					 .has_lower = true };
 	struct imgfmt_image *img;
 	struct imgfmt_info info;
 	const char *err = NULL;
@@ -291,7 +294,6 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 	if (!ops)
 		return 0;
 	args.dev = &m.dev;
-	args.cache_bytes = 64 << 10;
 	if (imgfmt_open(ops, &args, &img, &err)) {
 		if (!err)
 			abort();	/* every refusal names its reason */

@@ -12,7 +12,7 @@ summary=1
 seconds=${FUZZ_SECONDS:-30}
 out=$BUILD/fuzz
 mkdir -p "$out"
-need_packages clang libclang-rt-14-dev qemu-utils zstd gzip zlib1g-dev libzstd-dev
+need_packages clang libclang-rt-14-dev qemu-utils zstd gzip zlib1g-dev libzstd-dev python3
 
 CLANG=$(command -v clang || command -v clang-14)
 shared=("$TOP"/dm-imgfmt/mcache.c "$TOP"/dm-imgfmt/ccache.c "$TOP"/dm-imgfmt/escape.c
@@ -53,6 +53,8 @@ make_seeds() {
 	qemu-io -f qcow -c "write -P 0x66 0 2k" -c "write -c -P 0x77 40k 512" \
 		-c "write -P 0x88 1M 1536" "$dir/v1-c512.qcow" >/dev/null
 	vmdk_seeds "$dir"
+	# UML COW: every header layout, small, with bitmaps and data.
+	python3 "$TOP/selftests/unit/mkcow.py" --seeds "$dir"
 }
 
 put_le() {	# FILE OFFSET NBYTES VALUE: a little-endian field
@@ -206,7 +208,7 @@ run_target() {
 # Every format by detection, then each format pinned, so that each one
 # gets the fuzzer's whole attention for a while.
 run_target fuzz_image fuzz_image.c make_seeds "-lz -lzstd" "${shared[@]}"
-for fmt in qcow2 qcow vmdk vmdk-sesparse; do
+for fmt in qcow2 qcow vmdk vmdk-sesparse cow; do
 	run_target "fuzz_image_$fmt" fuzz_image.c make_seeds \
 		"-DFUZZ_FORMAT=\"$fmt\" -lz -lzstd" "${shared[@]}"
 done
