@@ -38,6 +38,8 @@ step() {		# step NAME COMMAND...
 
 echo "# dm-imgfmt make check, $(date -u +%Y-%m-%dT%H:%MZ)"
 step packages need_packages $CHECK_PACKAGES || { tap_summary; exit 1; }
+need_packages $OPTIONAL_PACKAGES >/dev/null 2>&1 ||
+	echo "# not installed: $OPTIONAL_PACKAGES (the tests that use them skip)"
 step kernels "$TOP/selftests/vm/kernels.sh" || { tap_summary; exit 1; }
 mapfile -t KERNELS < <(grep -E '^[0-9]' "$log/kernels.log")
 KSFT_DIR=$(linux_src_dir)/tools/testing/selftests
