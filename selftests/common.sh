@@ -66,13 +66,29 @@ TAP_N=0
 TAP_PASS=0
 TAP_FAIL=0
 TAP_SKIP=0
-tap_result() {		# tap_result ok|fail|skip DESCRIPTION
+tap_result() {		# tap_result ok|fail|skip DESCRIPTION [SKIP-REASON]
 	TAP_N=$((TAP_N + 1))
 	case $1 in
 	ok) TAP_PASS=$((TAP_PASS + 1)); echo "ok $TAP_N $2" ;;
-	skip) TAP_SKIP=$((TAP_SKIP + 1)); echo "ok $TAP_N $2 # SKIP" ;;
+	skip) TAP_SKIP=$((TAP_SKIP + 1)); echo "ok $TAP_N $2 # SKIP${3:+ $3}" ;;
 	*) TAP_FAIL=$((TAP_FAIL + 1)); echo "not ok $TAP_N $2" ;;
 	esac
+}
+
+# A failed result with diagnostic lines under it, each cut to 2000 bytes.
+tap_fail() {		# tap_fail DESCRIPTION [DIAGNOSTIC...]
+	local line
+	tap_result fail "$1"
+	shift
+	for line in "$@"; do
+		printf '%s\n' "$line" | head -c 2000 | sed 's/^/# /'
+	done
+}
+
+# Stop a suite that cannot run: TAP's bail-out line, exit status 1.
+tap_bail() {		# tap_bail REASON
+	echo "Bail out! $*"
+	exit 1
 }
 
 # Fold a sub-suite's TAP (kselftest output) into ours, prefixing names.

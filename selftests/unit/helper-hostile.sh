@@ -24,6 +24,8 @@ set -uo pipefail
 export LC_ALL=C
 
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=../common.sh source-path=SCRIPTDIR
+. "$TOP/selftests/common.sh"
 BUILD=${IMGFMT_BUILD:-$TOP/build}
 DIR=${1:-$BUILD/images}
 IMGFMT=${2:-${IMGFMT:-$TOP/userspace/imgfmt}}
@@ -33,40 +35,13 @@ IMGFMT=$(cd "$(dirname "$IMGFMT")" && pwd)/$(basename "$IMGFMT")
 # How long a command may take before it counts as hanging.
 WAIT=${WAIT:-10}
 
-bail()
-{
-	echo "Bail out! $*"
-	exit 1
-}
 
-[ -x "$IMGFMT" ] || bail "imgfmt helper $IMGFMT not built (make -C userspace)"
-command -v python3 >/dev/null || bail "python3 is needed to check JSON"
+[ -x "$IMGFMT" ] || tap_bail "imgfmt helper $IMGFMT not built (make -C userspace)"
+command -v python3 >/dev/null || tap_bail "python3 is needed to check JSON"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-cd "$TMP" || bail "cannot enter $TMP"
+cd "$TMP" || tap_bail "cannot enter $TMP"
 
-n=0
-failed=0
-ok()
-{
-	n=$((n + 1))
-	echo "ok $n $1"
-}
-skip()
-{
-	n=$((n + 1))
-	echo "ok $n $1 # SKIP $2"
-}
-not_ok()
-{
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n $1"
-	shift
-	for line in "$@"; do
-		printf '%s\n' "$line" | head -c 2000 | sed 's/^/# /'
-	done
-}
 check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
 {
 	local name=$1
@@ -74,9 +49,9 @@ check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
 	shift
 	why=
 	if "$@"; then
-		ok "$name"
+		tap_result ok "$name"
 	else
-		not_ok "$name" "$why"
+		tap_fail "$name" "$why"
 	fi
 }
 
@@ -264,7 +239,7 @@ if [ "$hard" = unlimited ] || [ "$hard" -ge 4160 ]; then
 	check "info and table of 4096 extents under a soft ulimit -n 256" \
 		many_ok -Sn 256
 else
-	skip "info and table of 4096 extents under a soft ulimit -n 256" \
+	tap_result skip "info and table of 4096 extents under a soft ulimit -n 256" \
 		"the hard limit is $hard"
 fi
 if [ $can_raise_hard = 1 ]; then
@@ -362,14 +337,14 @@ check "info (text and JSON) of this test's hostile files" info_everywhere "$TMP"
 if [ -d "$DIR" ]; then
 	check "info (text and JSON) of every test image" info_everywhere "$DIR"
 else
-	not_ok "info (text and JSON) of every test image" "no $DIR (run the images step of make check)"
+	tap_fail "info (text and JSON) of every test image" "no $DIR (run the images step of make check)"
 fi
 mapfile -t fuzz < <(ls -d "$BUILD"/fuzz/*-corpus "$BUILD"/fuzz/*-seeds 2>/dev/null)
 if [ ${#fuzz[@]} -gt 0 ]; then
 	check "info (text and JSON) of every fuzz corpus and seed file" \
 		info_everywhere "${fuzz[@]}"
 else
-	skip "info (text and JSON) of every fuzz corpus and seed file" \
+	tap_result skip "info (text and JSON) of every fuzz corpus and seed file" \
 		"no $BUILD/fuzz (run selftests/fuzz/run.sh)"
 fi
 
@@ -452,10 +427,10 @@ json_vs_qemu()
 if [ -s "$DIR/good.list" ] && command -v qemu-img >/dev/null; then
 	check "info --output=json agrees with qemu-img info --output=json" json_vs_qemu
 else
-	skip "info --output=json agrees with qemu-img info --output=json" \
+	tap_result skip "info --output=json agrees with qemu-img info --output=json" \
 		"no $DIR/good.list or no qemu-img"
 fi
 
-echo "1..$n"
-echo "# $((n - failed)) passed, $failed failed"
-[ $failed -eq 0 ]
+echo "1..$TAP_N"
+echo "# $TAP_PASS passed, $TAP_FAIL failed"
+[ "$TAP_FAIL" -eq 0 ]

@@ -21,36 +21,16 @@ export LC_ALL=C
 [ $# -ge 1 ] || { echo "usage: read-compare.sh IMAGEDIR [IMGFMT]" >&2; exit 2; }
 DIR=$1
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=../common.sh source-path=SCRIPTDIR
+. "$TOP/selftests/common.sh"
 IMGFMT=${2:-${IMGFMT:-$TOP/userspace/imgfmt}}
 
-bail()
-{
-	echo "Bail out! $*"
-	exit 1
-}
 
-[ -x "$IMGFMT" ] || bail "imgfmt helper $IMGFMT not built (make -C userspace)"
+[ -x "$IMGFMT" ] || tap_bail "imgfmt helper $IMGFMT not built (make -C userspace)"
 for l in good windows hostile corrupt; do
-	[ -s "$DIR/$l.list" ] || bail "$DIR/$l.list missing or empty (run mkimages.sh)"
+	[ -s "$DIR/$l.list" ] || tap_bail "$DIR/$l.list missing or empty (run mkimages.sh)"
 done
 
-n=0
-failed=0
-ok()
-{
-	n=$((n + 1))
-	echo "ok $n $1"
-}
-not_ok()
-{
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n $1"
-	shift
-	for line in "$@"; do
-		echo "# $line"
-	done
-}
 
 plan=$(($(wc -l <"$DIR/good.list") + $(wc -l <"$DIR/hostile.list") +
 	$(wc -l <"$DIR/corrupt.list") +
@@ -68,16 +48,16 @@ while read -r name file vsize md5 csize format _rest; do
 	ics=$(echo "$info" | awk -F': ' '$1 == "cluster-size" { print $2 }')
 	ifmt=$(echo "$info" | awk -F': ' '$1 == "format" { print $2 }')
 	if [ "$ifmt $ivs $ics" != "$format $vsize $csize" ]; then
-		not_ok "read $name" "imgfmt info says format '$ifmt' virtual-size '$ivs' cluster-size '$ics'," \
+		tap_fail "read $name" "imgfmt info says format '$ifmt' virtual-size '$ivs' cluster-size '$ics'," \
 			"the manifest says $format $vsize $csize"
 	elif ! "$IMGFMT" read "$DIR/$file" "$out" 2>"$out.err"; then
-		not_ok "read $name" "imgfmt read failed: $(head -c 300 "$out.err")"
+		tap_fail "read $name" "imgfmt read failed: $(head -c 300 "$out.err")"
 	elif [ "$(stat -c %s "$out")" != "$vsize" ]; then
-		not_ok "read $name" "wrote $(stat -c %s "$out") bytes, virtual size is $vsize"
+		tap_fail "read $name" "wrote $(stat -c %s "$out") bytes, virtual size is $vsize"
 	elif [ "$(md5sum <"$out" | cut -d' ' -f1)" != "$md5" ]; then
-		not_ok "read $name" "md5 $(md5sum <"$out" | cut -d' ' -f1), QEMU says $md5"
+		tap_fail "read $name" "md5 $(md5sum <"$out" | cut -d' ' -f1), QEMU says $md5"
 	else
-		ok "read $name"
+		tap_result ok "read $name"
 	fi
 	rm -f "$out" "$out.err"
 done <"$DIR/good.list"
@@ -90,7 +70,7 @@ for name in $(awk '{ print $1 }' "$DIR/windows.list" | sort -u); do
 	info=$("$IMGFMT" info "$DIR/$file" 2>&1)
 	got=$(echo "$info" | awk -F': ' '$1 == "virtual-size" { print $2 }')
 	if [ "$got" != "$vsize" ]; then
-		not_ok "windows $name" "virtual-size '$got', QEMU says $vsize"
+		tap_fail "windows $name" "virtual-size '$got', QEMU says $vsize"
 		continue
 	fi
 	out=$(mktemp)
@@ -108,9 +88,9 @@ for name in $(awk '{ print $1 }' "$DIR/windows.list" | sort -u); do
 	done < <(awk -v n="$name" '$1 == n' "$DIR/windows.list")
 	rm -f "$out" "$out.err"
 	if [ -n "$bad" ]; then
-		not_ok "windows $name" "$bad"
+		tap_fail "windows $name" "$bad"
 	else
-		ok "windows $name"
+		tap_result ok "windows $name"
 	fi
 done
 
@@ -119,11 +99,11 @@ while read -r name file msg; do
 	out=$("$IMGFMT" info "$DIR/$file" 2>/dev/null)
 	rc=$?
 	if [ $rc -ne 1 ]; then
-		not_ok "info $name fails" "exit status $rc, expected 1" "$out"
+		tap_fail "info $name fails" "exit status $rc, expected 1" "$out"
 	elif ! echo "$out" | grep -qxF "error: $msg"; then
-		not_ok "info $name fails" "expected 'error: $msg'" "got: $(echo "$out" | head -n 3)"
+		tap_fail "info $name fails" "expected 'error: $msg'" "got: $(echo "$out" | head -n 3)"
 	else
-		ok "info $name fails"
+		tap_result ok "info $name fails"
 	fi
 done <"$DIR/hostile.list"
 
@@ -131,13 +111,13 @@ done <"$DIR/hostile.list"
 # read meets the bad cluster and fails.
 while read -r name file bad _; do
 	if ! "$IMGFMT" info "$DIR/$file" >/dev/null 2>&1; then
-		not_ok "read $name fails" "imgfmt info refused an image with a valid header"
+		tap_fail "read $name fails" "imgfmt info refused an image with a valid header"
 	elif "$IMGFMT" read "$DIR/$file" /dev/null 2>/dev/null; then
-		not_ok "read $name fails" "imgfmt read succeeded over corruption at $bad"
+		tap_fail "read $name fails" "imgfmt read succeeded over corruption at $bad"
 	else
-		ok "read $name fails"
+		tap_result ok "read $name fails"
 	fi
 done <"$DIR/corrupt.list"
 
-echo "# $((n - failed)) passed, $failed failed"
-[ $failed -eq 0 ]
+echo "# $TAP_PASS passed, $TAP_FAIL failed"
+[ "$TAP_FAIL" -eq 0 ]

@@ -18,47 +18,27 @@ set -uo pipefail
 export LC_ALL=C
 
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=../common.sh source-path=SCRIPTDIR
+. "$TOP/selftests/common.sh"
 DIR=${1:-}
 IMGFMT=${2:-${IMGFMT:-$TOP/userspace/imgfmt}}
 IMGFMT=$(cd "$(dirname "$IMGFMT")" && pwd)/$(basename "$IMGFMT")
 
-bail()
-{
-	echo "Bail out! $*"
-	exit 1
-}
 
-[ -x "$IMGFMT" ] || bail "imgfmt helper $IMGFMT not built (make -C userspace)"
+[ -x "$IMGFMT" ] || tap_bail "imgfmt helper $IMGFMT not built (make -C userspace)"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 if [ -z "$DIR" ]; then
 	DIR=$TMP/images
 	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" "$DIR" >"$TMP/mk.log" 2>&1 ||
-		bail "mkimages-vmdk-desc.sh failed: $(tail -1 "$TMP/mk.log")"
+		tap_bail "mkimages-vmdk-desc.sh failed: $(tail -1 "$TMP/mk.log")"
 fi
 for l in good windows hostile; do
-	[ -s "$DIR/$l.list" ] || bail "$DIR/$l.list missing (run mkimages-vmdk-desc.sh)"
+	[ -s "$DIR/$l.list" ] || tap_bail "$DIR/$l.list missing (run mkimages-vmdk-desc.sh)"
 done
 # Error messages name files as the descriptors do, relative to DIR.
-cd "$DIR" || bail "cannot enter $DIR"
+cd "$DIR" || tap_bail "cannot enter $DIR"
 
-n=0
-failed=0
-ok()
-{
-	n=$((n + 1))
-	echo "ok $n $1"
-}
-not_ok()
-{
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n $1"
-	shift
-	for line in "$@"; do
-		echo "# $line"
-	done
-}
 check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
 {
 	local name=$1
@@ -66,9 +46,9 @@ check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
 	shift
 	why=
 	if "$@"; then
-		ok "$name"
+		tap_result ok "$name"
 	else
-		not_ok "$name" "$why"
+		tap_fail "$name" "$why"
 	fi
 }
 
@@ -220,6 +200,6 @@ refuses_overwrite()
 }
 check "read refuses to write over an extent file" refuses_overwrite
 
-echo "1..$n"
-echo "# $((n - failed)) passed, $failed failed"
-[ $failed -eq 0 ]
+echo "1..$TAP_N"
+echo "# $TAP_PASS passed, $TAP_FAIL failed"
+[ "$TAP_FAIL" -eq 0 ]
