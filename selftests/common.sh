@@ -85,6 +85,20 @@ tap_fail() {		# tap_fail DESCRIPTION [DIAGNOSTIC...]
 	done
 }
 
+# Run a condition: ok, or a failure with the diagnostic the condition left
+# in $why (reset before each run).
+tap_check() {		# tap_check NAME CONDITION-COMMAND...
+	local name=$1
+
+	shift
+	why=
+	if "$@"; then
+		tap_result ok "$name"
+	else
+		tap_fail "$name" "$why"
+	fi
+}
+
 # Stop a suite that cannot run: TAP's bail-out line, exit status 1.
 tap_bail() {		# tap_bail REASON
 	echo "Bail out! $*"

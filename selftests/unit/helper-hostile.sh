@@ -35,25 +35,11 @@ IMGFMT=$(cd "$(dirname "$IMGFMT")" && pwd)/$(basename "$IMGFMT")
 # How long a command may take before it counts as hanging.
 WAIT=${WAIT:-10}
 
-
 [ -x "$IMGFMT" ] || tap_bail "imgfmt helper $IMGFMT not built (make -C userspace)"
 command -v python3 >/dev/null || tap_bail "python3 is needed to check JSON"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP" || tap_bail "cannot enter $TMP"
-
-check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
-{
-	local name=$1
-
-	shift
-	why=
-	if "$@"; then
-		tap_result ok "$name"
-	else
-		tap_fail "$name" "$why"
-	fi
-}
 
 # Run imgfmt with a time limit; stdout to out, stderr to err, status in rc.
 run()
@@ -82,18 +68,18 @@ fifo_refused()		# COMMAND ARGS...
 	run "$@"
 	one_line_error 1 "^imgfmt: fifo: a FIFO, not a regular file or block device$"
 }
-check "info of a FIFO is refused at once" fifo_refused info fifo
+tap_check "info of a FIFO is refused at once" fifo_refused info fifo
 fifo_json()
 {
 	fifo_refused info --output=json fifo || return 1
 	python3 -c 'import json, sys; sys.exit("error" not in json.load(open("out")))' ||
 		{ why="stdout: $(cat out)"; return 1; }
 }
-check "info --output=json of a FIFO is an error object" fifo_json
-check "table of a FIFO is refused at once" fifo_refused table fifo /dev/loop0
-check "read of a FIFO is refused at once" fifo_refused read fifo /dev/null
+tap_check "info --output=json of a FIFO is an error object" fifo_json
+tap_check "table of a FIFO is refused at once" fifo_refused table fifo /dev/loop0
+tap_check "read of a FIFO is refused at once" fifo_refused read fifo /dev/null
 # Refused before any device is set up: no root or device-mapper needed.
-check "attach of a FIFO is refused at once" fifo_refused attach --name t fifo
+tap_check "attach of a FIFO is refused at once" fifo_refused attach --name t fifo
 
 printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "fifo" 0\n' >fifo.vmdk
 fifo_extent()
@@ -101,7 +87,7 @@ fifo_extent()
 	run info fifo.vmdk
 	one_line_error 1 "^imgfmt: fifo.vmdk:3: extent file fifo is not a regular file$"
 }
-check "a FIFO as extent file is refused at once" fifo_extent
+tap_check "a FIFO as extent file is refused at once" fifo_extent
 
 # --- Device names ---------------------------------------------------------
 
@@ -119,19 +105,19 @@ name_too_long()
 	run attach --name "$(letters 112)" /nonexistent.qcow2
 	one_line_error 2 "^imgfmt: device name 'n{112}' is too long: 112 characters, at most 111 "
 }
-check "attach refuses a 112-character --name in one line" name_too_long
+tap_check "attach refuses a 112-character --name in one line" name_too_long
 name_longest()
 {
 	run attach --name "$(letters 111)" /nonexistent.qcow2
 	one_line_error 1 "^imgfmt: cannot open /nonexistent.qcow2: "
 }
-check "attach takes a 111-character --name" name_longest
+tap_check "attach takes a 111-character --name" name_longest
 name_escaped()
 {
 	run attach --name "$(printf 'a\nb')" /nonexistent.qcow2
 	one_line_error 2 '^imgfmt: bad device name .a\\x0ab.: '
 }
-check "a bad --name is shown escaped, on one line" name_escaped
+tap_check "a bad --name is shown escaped, on one line" name_escaped
 # A file name too long for a device name gets a shortened one (the VM test
 # checks which): attach goes on to open the file.
 auto_name_long()
@@ -139,7 +125,7 @@ auto_name_long()
 	run attach "/nonexistent/$(letters 200).qcow2"
 	one_line_error 1 "^imgfmt: cannot open /nonexistent/n{200}.qcow2: "
 }
-check "attach makes a name from a 200-character file name" auto_name_long
+tap_check "attach makes a name from a 200-character file name" auto_name_long
 
 # --- Image-derived text in output and errors -------------------------------
 
@@ -174,7 +160,7 @@ escaped_extent()
 	grep -qE '^extent-1: RW 1 FLAT "nl\\xffx\\x80\\x5cn{10}.*\.\.\." 0$' out ||
 		{ why="extent line: $(grep extent-1 out)"; return 1; }
 }
-check "info shows an odd extent file name escaped and cut" escaped_extent
+tap_check "info shows an odd extent file name escaped and cut" escaped_extent
 escaped_extent_error()
 {
 	run info nl-gone.vmdk
@@ -183,7 +169,7 @@ escaped_extent_error()
 	[ "$(wc -c <err)" -lt 600 ] || { why="$(wc -c <err) bytes"; return 1; }
 	grep -qx 'error: .*' out && text_lines_ok out
 }
-check "an error naming an odd extent file is one escaped line" \
+tap_check "an error naming an odd extent file is one escaped line" \
 	escaped_extent_error
 # A descriptor line quoted in an error: control bytes escaped.
 printf 'version=1\ncreateType="monolithicFlat"\nRW 1 FLAT "x" 0 \033]0;pwned\007\n' \
@@ -194,7 +180,7 @@ escaped_desc_line()
 	one_line_error 1 "^imgfmt: esc-line.vmdk:3: unexpected '\\\\x1b\\]0;pwned\\\\x07' after the extent$" &&
 		text_lines_ok out
 }
-check "a descriptor line quoted in an error is escaped" escaped_desc_line
+tap_check "a descriptor line quoted in an error is escaped" escaped_desc_line
 # A createType of 63 bytes of control characters: escaped and cut.
 ct=$(head -c 63 /dev/zero | tr '\0' '\001')
 printf 'version=1\ncreateType="%s"\nRW 1 FLAT "x" 0\n' "$ct" >esc-ct.vmdk
@@ -204,7 +190,7 @@ escaped_create_type()
 	one_line_error 1 "^imgfmt: esc-ct.vmdk:2: bad value for createType: " &&
 		text_lines_ok out
 }
-check "a createType of control characters is escaped" escaped_create_type
+tap_check "a createType of control characters is escaped" escaped_create_type
 
 # --- 4096 extents under a lowered open file limit --------------------------
 
@@ -236,17 +222,17 @@ many_refused()		# ULIMIT-ARGS...
 }
 hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -ge 4160 ]; then
-	check "info and table of 4096 extents under a soft ulimit -n 256" \
+	tap_check "info and table of 4096 extents under a soft ulimit -n 256" \
 		many_ok -Sn 256
 else
 	tap_result skip "info and table of 4096 extents under a soft ulimit -n 256" \
 		"the hard limit is $hard"
 fi
 if [ $can_raise_hard = 1 ]; then
-	check "info and table of 4096 extents under ulimit -n 256 (root raises the hard limit)" \
+	tap_check "info and table of 4096 extents under ulimit -n 256 (root raises the hard limit)" \
 		many_ok -n 256
 else
-	check "info of 4096 extents under a hard ulimit -n 256 fails in one line" \
+	tap_check "info of 4096 extents under a hard ulimit -n 256 fails in one line" \
 		many_refused -n 256
 fi
 
@@ -333,15 +319,15 @@ info_everywhere()	# DIR...
 		{ why=$(head -20 py.out); return 1; }
 	echo "# $(head -1 py.out) in $*"
 }
-check "info (text and JSON) of this test's hostile files" info_everywhere "$TMP"
+tap_check "info (text and JSON) of this test's hostile files" info_everywhere "$TMP"
 if [ -d "$DIR" ]; then
-	check "info (text and JSON) of every test image" info_everywhere "$DIR"
+	tap_check "info (text and JSON) of every test image" info_everywhere "$DIR"
 else
 	tap_fail "info (text and JSON) of every test image" "no $DIR (run the images step of make check)"
 fi
 mapfile -t fuzz < <(ls -d "$BUILD"/fuzz/*-corpus "$BUILD"/fuzz/*-seeds 2>/dev/null)
 if [ ${#fuzz[@]} -gt 0 ]; then
-	check "info (text and JSON) of every fuzz corpus and seed file" \
+	tap_check "info (text and JSON) of every fuzz corpus and seed file" \
 		info_everywhere "${fuzz[@]}"
 else
 	tap_result skip "info (text and JSON) of every fuzz corpus and seed file" \
@@ -364,7 +350,7 @@ names = [e["filename"] for e in d["extents"]]
 sys.exit(0 if names[0].startswith("nl\u00ffx\u0080\\nnn") and
 	 names[1] == "caf\u00e9.raw" else 1)' || { why="$(cat out)"; return 1; }
 }
-check "info --output=json escapes bytes that are not UTF-8" json_strings
+tap_check "info --output=json escapes bytes that are not UTF-8" json_strings
 json_option_forms()
 {
 	run info --output json names.vmdk
@@ -374,7 +360,7 @@ json_option_forms()
 	run info --output=xml names.vmdk
 	one_line_error 2 "^imgfmt: info: --output must be text or json, not 'xml'$"
 }
-check "info takes --output json and --output=json, refuses others" \
+tap_check "info takes --output json and --output=json, refuses others" \
 	json_option_forms
 
 # The fields qemu-img info has too must say what it says, for every image
@@ -425,7 +411,7 @@ json_vs_qemu()
 	echo "# $(head -1 py.out)"
 }
 if [ -s "$DIR/good.list" ] && command -v qemu-img >/dev/null; then
-	check "info --output=json agrees with qemu-img info --output=json" json_vs_qemu
+	tap_check "info --output=json agrees with qemu-img info --output=json" json_vs_qemu
 else
 	tap_result skip "info --output=json agrees with qemu-img info --output=json" \
 		"no $DIR/good.list or no qemu-img"

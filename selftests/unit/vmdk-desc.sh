@@ -24,7 +24,6 @@ DIR=${1:-}
 IMGFMT=${2:-${IMGFMT:-$TOP/userspace/imgfmt}}
 IMGFMT=$(cd "$(dirname "$IMGFMT")" && pwd)/$(basename "$IMGFMT")
 
-
 [ -x "$IMGFMT" ] || tap_bail "imgfmt helper $IMGFMT not built (make -C userspace)"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -38,19 +37,6 @@ for l in good windows hostile; do
 done
 # Error messages name files as the descriptors do, relative to DIR.
 cd "$DIR" || tap_bail "cannot enter $DIR"
-
-check()			# check NAME CONDITION-COMMAND... (diagnostics: $why)
-{
-	local name=$1
-
-	shift
-	why=
-	if "$@"; then
-		tap_result ok "$name"
-	else
-		tap_fail "$name" "$why"
-	fi
-}
 
 # good: the whole virtual disk, byte for byte.
 read_good()		# FILE SIZE MD5
@@ -68,7 +54,7 @@ read_good()		# FILE SIZE MD5
 }
 
 while read -r name file size md5; do
-	check "read $name" read_good "$file" "$size" "$md5"
+	tap_check "read $name" read_good "$file" "$size" "$md5"
 done <good.list
 
 # windows: read each big disk once, compare its windows.
@@ -91,7 +77,7 @@ read_windows()		# FILE
 }
 
 for file in $(cut -d' ' -f2 windows.list | uniq); do
-	check "read windows of $file" read_windows "$file"
+	tap_check "read windows of $file" read_windows "$file"
 done
 
 # hostile: one error line, on stderr and as info's "error:" line.
@@ -111,7 +97,7 @@ refused()		# FILE MESSAGE
 }
 
 while read -r name file message; do
-	check "refuse $name" refused "$file" "$message"
+	tap_check "refuse $name" refused "$file" "$message"
 done <hostile.list
 
 # table
@@ -137,20 +123,20 @@ table_usage_error()	# IMAGE DEV...
 printf '%s\n' "0 4194304 imgfmt /dev/loop1 1 format=vmdk" \
 	"4194304 4194304 imgfmt /dev/loop2 1 format=vmdk" \
 	"8388608 2097152 imgfmt /dev/loop3 1 format=vmdk" >"$TMP/t1"
-check "table of a split sparse disk" table_is "$TMP/t1" \
+tap_check "table of a split sparse disk" table_is "$TMP/t1" \
 	q_twoGbMaxExtentSparse.vmdk /dev/loop1 /dev/loop2 /dev/loop3
 printf '%s\n' "0 4194304 linear 7:1 0" "4194304 4194304 linear 7:2 0" \
 	"8388608 2097152 linear 7:3 0" >"$TMP/t2"
-check "table of a split flat disk" table_is "$TMP/t2" \
+tap_check "table of a split flat disk" table_is "$TMP/t2" \
 	q_twoGbMaxExtentFlat.vmdk 7:1 7:2 7:3
 printf '%s\n' "0 2048 linear 7:1 16" "2048 100 zero" \
 	"2148 4096 imgfmt 7:2 2 format=vmdk cache_size=1048576" \
 	"6244 1024 linear 7:3 0" >"$TMP/t3"
-check "table with ZERO, RDONLY and --cache-size" table_is "$TMP/t3" \
+tap_check "table with ZERO, RDONLY and --cache-size" table_is "$TMP/t3" \
 	--cache-size 1M mix_all.vmdk 7:1 7:2 7:3
-check "table wants one DEV per extent file" table_usage_error \
+tap_check "table wants one DEV per extent file" table_usage_error \
 	q_twoGbMaxExtentSparse.vmdk /dev/loop1
-check "table wants one DEV for one image" table_usage_error \
+tap_check "table wants one DEV for one image" table_usage_error \
 	odd_qcow2.qcow2 /dev/loop1 /dev/loop2
 
 table_notes_tail()
@@ -161,7 +147,7 @@ table_notes_tail()
 	grep -q 'note: odd_qcow2.qcow2 is 20524 bytes, not a multiple of 512' \
 		"$TMP/err" || { why="stderr: $(cat "$TMP/err")"; return 1; }
 }
-check "table notes a partial last sector" table_notes_tail
+tap_check "table notes a partial last sector" table_notes_tail
 
 # info
 info_has()		# IMAGE LINE...
@@ -177,15 +163,15 @@ info_has()		# IMAGE LINE...
 	done
 }
 
-check "info of a CRLF windows-1252 descriptor" info_has mix_crlf.vmdk \
+tap_check "info of a CRLF windows-1252 descriptor" info_has mix_crlf.vmdk \
 	"format: vmdk" "create-type: twoGbMaxExtentSparse" "cid: fffffffe" \
 	"extents: 5" 'extent-1: RW 2048 FLAT "mix-f1.raw" 16' \
 	'extent-3: RW 1024 VMFS "mix-f3.raw" 0' "virtual-size: 6815744"
-check "info of a descriptor with ZERO and RDONLY" info_has mix_all.vmdk \
+tap_check "info of a descriptor with ZERO and RDONLY" info_has mix_all.vmdk \
 	"extent-2: RW 100 ZERO" 'extent-3: RDONLY 4096 SPARSE "mix-s2.vmdk"'
-check "info of an embedded descriptor" info_has \
+tap_check "info of an embedded descriptor" info_has \
 	q_small_monolithicSparse.vmdk "create-type: monolithicSparse"
-check "info of an odd-sized image" info_has odd_qcow2.qcow2 \
+tap_check "info of an odd-sized image" info_has odd_qcow2.qcow2 \
 	"file-size: 20524" \
 	"note: the file size is not a multiple of 512: a loop device hides its last 44 bytes; imgfmt attach maps them"
 
@@ -198,7 +184,7 @@ refuses_overwrite()
 	cmp -s mix-f3.raw "$TMP/f3.before" ||
 		{ why="stderr: $(cat "$TMP/err")"; return 1; }
 }
-check "read refuses to write over an extent file" refuses_overwrite
+tap_check "read refuses to write over an extent file" refuses_overwrite
 
 echo "1..$TAP_N"
 echo "# $TAP_PASS passed, $TAP_FAIL failed"
