@@ -190,6 +190,17 @@ static enum qcow2_table_shape qcow2_table_shape(u64 off, u64 n, u32 entsize,
 	return QCOW2_TABLE_OK;
 }
 
+/* 0 for a table of good shape, else -EINVAL with the message for why. */
+static int qcow2_table_refusal(enum qcow2_table_shape shape,
+			       const char *too_large,
+			       const char *offset_invalid, const char **err)
+{
+	if (shape == QCOW2_TABLE_OK)
+		return 0;
+	*err = shape == QCOW2_TABLE_TOO_LARGE ? too_large : offset_invalid;
+	return -EINVAL;
+}
+
 static void copy_name(char *dst, size_t dstlen, const u8 *src, size_t len)
 {
 	size_t n = min_t(size_t, len, dstlen - 1);
@@ -350,37 +361,30 @@ static int qcow2_check_fields(const struct qcow2_fields *f, const char **err)
 static int qcow2_check_tables(const struct qcow2_fields *f, const char **err)
 {
 	u32 cluster_size = 1U << f->cluster_bits;
+	int r;
 
 	if (!f->reftable_clusters) {
 		*err = "QCOW2 image has no refcount table";
 		return -EINVAL;
 	}
-	switch (qcow2_table_shape(f->reftable_offset, f->reftable_clusters,
-				  cluster_size, QCOW2_MAX_REFTABLE_BYTES,
-				  cluster_size)) {
-	case QCOW2_TABLE_OK:
-		break;
-	case QCOW2_TABLE_TOO_LARGE:
-		*err = "QCOW2 refcount table too large";
-		return -EINVAL;
-	default:
-		*err = "QCOW2 refcount table offset invalid";
-		return -EINVAL;
-	}
+	r = qcow2_table_refusal(qcow2_table_shape(f->reftable_offset,
+						  f->reftable_clusters,
+						  cluster_size,
+						  QCOW2_MAX_REFTABLE_BYTES,
+						  cluster_size),
+				"QCOW2 refcount table too large",
+				"QCOW2 refcount table offset invalid", err);
+	if (r)
+		return r;
 	/* The offset counts even when there are no snapshots. */
-	switch (qcow2_table_shape(f->snapshots_offset, f->nb_snapshots,
-				  QCOW2_SNAPSHOT_HEADER_LEN,
-				  (u64)QCOW2_SNAPSHOT_HEADER_LEN *
-				  QCOW2_MAX_SNAPSHOTS, cluster_size)) {
-	case QCOW2_TABLE_OK:
-		return 0;
-	case QCOW2_TABLE_TOO_LARGE:
-		*err = "QCOW2 too many snapshots";
-		return -EINVAL;
-	default:
-		*err = "QCOW2 snapshot table offset invalid";
-		return -EINVAL;
-	}
+	return qcow2_table_refusal(qcow2_table_shape(f->snapshots_offset,
+						     f->nb_snapshots,
+						     QCOW2_SNAPSHOT_HEADER_LEN,
+						     (u64)QCOW2_SNAPSHOT_HEADER_LEN *
+						     QCOW2_MAX_SNAPSHOTS,
+						     cluster_size),
+				   "QCOW2 too many snapshots",
+				   "QCOW2 snapshot table offset invalid", err);
 }
 
 static u32 qcow2_l2_bits(u32 cluster_bits, bool extended_l2)
@@ -668,17 +672,13 @@ static int qcow2_snapshot_read(struct qcow2_snapshot_iter *it, u64 off,
 static int qcow2_check_snapshot_l1(const struct qcow2_snapshot *sn,
 				   u32 cluster_size, const char **err)
 {
-	switch (qcow2_table_shape(sn->l1_offset, sn->l1_size, 8,
-				  QCOW2_MAX_L1_BYTES, cluster_size)) {
-	case QCOW2_TABLE_OK:
-		return 0;
-	case QCOW2_TABLE_TOO_LARGE:
-		*err = "QCOW2 snapshot L1 table too large";
-		return -EINVAL;
-	default:
-		*err = "QCOW2 snapshot L1 table offset invalid";
-		return -EINVAL;
-	}
+	return qcow2_table_refusal(qcow2_table_shape(sn->l1_offset,
+						     sn->l1_size, 8,
+						     QCOW2_MAX_L1_BYTES,
+						     cluster_size),
+				   "QCOW2 snapshot L1 table too large",
+				   "QCOW2 snapshot L1 table offset invalid",
+				   err);
 }
 
 /* The next entry, checked: 1, 0 when there are no more, or -errno. */
