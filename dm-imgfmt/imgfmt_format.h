@@ -15,6 +15,7 @@
 #include "imgfmt_port.h"
 
 struct imgfmt_mcache;
+struct imgfmt_mgroup;
 
 enum imgfmt_run_kind {
 	/* Stored on the image device at dev_offset, contiguous for length. */
@@ -36,6 +37,11 @@ struct imgfmt_run {
 	/* COMPRESSED: where the stream starts and its maximal length. */
 	u64 comp_offset;
 	u32 comp_length;
+	/*
+	 * DATA: dev_offset is on the layer's external data file (QCOW2
+	 * data_file), not on the device holding the image.
+	 */
+	bool on_data_dev;
 	/* COMPRESSED: offset of the queried byte inside the cluster. */
 	u32 comp_skip;
 	/* COMPRESSED: bytes of the decompressed cluster. */
@@ -48,6 +54,11 @@ struct imgfmt_run {
 	 * of 512: the device shows whole sectors, zeroes past the end.
 	 */
 	u32 tail_zero;
+	/*
+	 * Which layer of a chain holds the run, 0 for the top (set by
+	 * imgfmt_chain_map(); a single image's map() leaves it 0).
+	 */
+	u32 layer;
 };
 
 /* map() flags */
@@ -75,7 +86,19 @@ struct imgfmt_info {
 	char backing_file[1024];
 	char backing_format[64];
 	char data_file[1024];
+	bool data_file_raw;	/* QCOW2 data_file_raw autoclear bit */
 	bool encrypted;
+	/* VMDK: the extent's CID and parentCID (ffffffff: no parent). */
+	bool has_cid;
+	u32 cid;
+	u32 parent_cid;
+	/*
+	 * UML COW: the backing file's size and mtime the header recorded,
+	 * which the backing file must still have.
+	 */
+	bool has_backing_stamp;
+	u64 backing_size;
+	u32 backing_mtime;
 };
 
 struct imgfmt_format_ops;
@@ -91,12 +114,20 @@ struct imgfmt_open_args {
 	struct imgfmt_dev *dev;		/* the device holding the image */
 	u64 cache_bytes;		/* bound of its metadata cache */
 	/*
+	 * When set, the image's caches draw on this budget, shared with
+	 * the other layers of a chain, and cache_bytes is ignored.
+	 */
+	struct imgfmt_mgroup *mgroup;
+	/*
 	 * The caller reads what the image leaves unallocated from a layer
 	 * below it.  Without one, an image that needs its backing file is
-	 * refused by name (its reads would be wrong), as long as the kernel
-	 * and the helper cannot stack layers.
+	 * refused by name (its reads would be wrong).
 	 */
 	bool has_lower;
+	/* QCOW2: the internal snapshot to map (id or name); NULL: active. */
+	const char *snapshot;
+	/* QCOW2: the device holding the external data file; NULL: none. */
+	struct imgfmt_dev *data_dev;
 };
 
 /*
@@ -113,7 +144,10 @@ struct imgfmt_image {
 
 struct imgfmt_format_ops {
 	const char *name;
-	/* Does this header (at least 512 bytes) belong to this format? */
+	/*
+	 * Does this header (at least 512 bytes) belong to this format?  NULL
+	 * for raw, which is never detected, only named.
+	 */
 	bool (*probe)(const void *head, size_t len);
 	/*
 	 * Parse and validate the image and fill the shared part (dev,
@@ -160,6 +194,8 @@ extern const struct imgfmt_format_ops imgfmt_vmdk_ops;
 extern const struct imgfmt_format_ops imgfmt_vmdk_sesparse_ops;
 extern const struct imgfmt_format_ops imgfmt_qcow_ops;
 extern const struct imgfmt_format_ops imgfmt_cow_ops;
+/* Raw data: only ever chosen by name, never detected. */
+extern const struct imgfmt_format_ops imgfmt_raw_ops;
 
 /* Every format this build knows, NULL-terminated. */
 extern const struct imgfmt_format_ops *const imgfmt_formats[];

@@ -25,7 +25,8 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
 		return fail("out of memory");
 	shown_name(&s->name, s->path);
 	s->kind = SEG_IMAGE;
-	rc = image_open(&s->im, s->path, pin, cache_bytes);
+	rc = image_open(&s->im, s->path, &(struct image_opts){
+		.pin = pin, .cache_bytes = cache_bytes });
 	if (rc)
 		return rc;
 	s->sectors = image_sectors(&s->im);

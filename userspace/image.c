@@ -32,13 +32,17 @@ static int image_refused(struct image *im, const char *err, int rc)
 }
 
 /* Detect and validate the image on im->dev. */
-static int image_validate(struct image *im, const char *pin, u64 cache_bytes)
+static int image_validate(struct image *im, const struct image_opts *o)
 {
-	struct imgfmt_open_args args = { .has_lower = false };
+	struct imgfmt_open_args args = {
+		.has_lower = o->has_lower,
+		.snapshot = o->snapshot,
+	};
+	u64 cache_bytes = o->cache_bytes;
 	const char *err = NULL;
 	int rc;
 
-	im->ops = imgfmt_detect(&im->dev, pin, &err);
+	im->ops = imgfmt_detect(&im->dev, o->pin, &err);
 	if (!im->ops)
 		return image_refused(im, err ? err : "unknown image format",
 				     -EINVAL);
@@ -118,8 +122,8 @@ int image_open_file(const char *path, int *fdp)
 	return 0;
 }
 
-int image_open(struct image *im, const char *path, const char *pin,
-	       u64 cache_bytes)
+int image_open(struct image *im, const char *path,
+	       const struct image_opts *o)
 {
 	int fd, rc;
 
@@ -129,11 +133,11 @@ int image_open(struct image *im, const char *path, const char *pin,
 	rc = image_open_file(path, &fd);
 	if (rc)
 		return rc;
-	return image_open_fd(im, fd, path, pin, cache_bytes);
+	return image_open_fd(im, fd, path, o);
 }
 
-int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
-		  u64 cache_bytes)
+int image_open_fd(struct image *im, int fd, const char *path,
+		  const struct image_opts *o)
 {
 	int rc;
 
@@ -148,7 +152,7 @@ int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
 				    im->name);
 		return fail("cannot open %s: %s", im->name, strerror(-rc));
 	}
-	return image_validate(im, pin, cache_bytes);
+	return image_validate(im, o);
 }
 
 void image_close(struct image *im)

@@ -27,14 +27,23 @@ struct image {
 	struct imgfmt_decoder *decoder;
 };
 
+/* How to open an image; zeroes are the defaults. */
+struct image_opts {
+	const char *pin;	/* format name; NULL: probe (never raw) */
+	u64 cache_bytes;	/* 0: IMGFMT_DEFAULT_CACHE_BYTES */
+	/* A layer below serves what it leaves unallocated (its backing). */
+	bool has_lower;
+	const char *snapshot;	/* QCOW2 internal snapshot; NULL: active */
+};
+
 /*
- * Open path and validate it as image format pin (NULL: probe).  On failure
- * records the error and returns FAIL; when the image itself was refused,
- * im->err holds the format's message and im->ops the format, if detected.
- * path must stay valid while the image is open.
+ * Open path and validate it as o says.  On failure records the error and
+ * returns FAIL; when the image itself was refused, im->err holds the
+ * format's message and im->ops the format, if detected.  path must stay
+ * valid while the image is open.
  */
-int image_open(struct image *im, const char *path, const char *pin,
-	       u64 cache_bytes);
+int image_open(struct image *im, const char *path,
+	       const struct image_opts *o);
 
 struct stat;
 
@@ -56,8 +65,8 @@ int image_open_file(const char *path, int *fd);
  * The same for a file already open as fd, which the image takes over (it
  * is closed on failure too).
  */
-int image_open_fd(struct image *im, int fd, const char *path, const char *pin,
-		  u64 cache_bytes);
+int image_open_fd(struct image *im, int fd, const char *path,
+		  const struct image_opts *o);
 
 /* Close an image; safe on one that failed to open, and twice. */
 void image_close(struct image *im);

@@ -240,7 +240,8 @@ static int sparse_open(struct disk *d, const struct vmdk_extent *e,
 			    vmdk_extent_type_name(e->type));
 	}
 	s->kind = SEG_IMAGE;
-	rc = image_open_fd(&s->im, fd, s->path, NULL, cache_bytes);
+	rc = image_open_fd(&s->im, fd, s->path, &(struct image_opts){
+		.cache_bytes = cache_bytes });
 	if (rc)
 		return rc;
 	/* The magic was checked: this is the vmdk format or its seSparse. */

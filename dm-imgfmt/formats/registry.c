@@ -10,6 +10,7 @@ const struct imgfmt_format_ops *const imgfmt_formats[] = {
 	&imgfmt_vmdk_sesparse_ops,
 	&imgfmt_qcow_ops,
 	&imgfmt_cow_ops,
+	&imgfmt_raw_ops,
 	NULL,
 };
 
@@ -41,6 +42,12 @@ const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
 	for (i = 0; imgfmt_formats[i]; i++) {
 		if (pin && strcmp(imgfmt_formats[i]->name, pin))
 			continue;
+		/* No probe (raw): any bytes would pass; only by name. */
+		if (!imgfmt_formats[i]->probe) {
+			if (pin)
+				return imgfmt_formats[i];
+			continue;
+		}
 		if (imgfmt_formats[i]->probe(head, len))
 			return imgfmt_formats[i];
 		if (pin) {
