@@ -166,16 +166,17 @@ static int qcow_check_l1(struct qcow_fields *f, const struct imgfmt_dev *dev,
 }
 
 /* Features a reader cannot serve yet: refused by name. */
-static int qcow_check_supported(const struct qcow_fields *f, const char **err)
+static int qcow_check_supported(const struct imgfmt_open_args *args,
+				const struct qcow_fields *f, const char **err)
 {
 	if (f->crypt_method != QCOW_CRYPT_NONE) {
 		*err = "QCOW encrypted images are not supported yet";
 		return -EOPNOTSUPP;
 	}
 	/* An empty name at a set offset means no backing file to QEMU. */
-	if (f->backing_offset && f->backing_size) {
-		*err = "QCOW backing files are not supported yet";
-		return -EOPNOTSUPP;
+	if (f->backing_offset && f->backing_size && !args->has_lower) {
+		*err = "QCOW backing file not given as a lower layer";
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -207,6 +208,30 @@ static int qcow_load_l1(struct qcow_image *q, const struct qcow_fields *f,
 	else if (r)
 		*err = "cannot read the QCOW L1 table";
 	return r;
+}
+
+/* The backing file's name, which qcow_check_fields() kept short. */
+static int qcow_read_backing_name(struct qcow_image *q,
+				  const struct qcow_fields *f, const char **err)
+{
+	char *name = q->img.info.backing_file;
+	int r;
+
+	if (!f->backing_offset || !f->backing_size)
+		return 0;
+	if (f->backing_size >= sizeof(q->img.info.backing_file) ||
+	    !imgfmt_dev_has(q->img.dev, f->backing_offset, f->backing_size)) {
+		*err = "QCOW backing file name beyond end of device";
+		return -EINVAL;
+	}
+	r = imgfmt_dev_read(q->img.dev, f->backing_offset, name,
+			    f->backing_size);
+	if (r) {
+		*err = "cannot read the QCOW backing file name";
+		return r;
+	}
+	name[f->backing_size] = '\0';
+	return 0;
 }
 
 static void qcow_close(struct imgfmt_image *img)
@@ -248,7 +273,7 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	if (!r)
 		r = qcow_check_l1(&f, dev, err);
 	if (!r)
-		r = qcow_check_supported(&f, err);
+		r = qcow_check_supported(args, &f, err);
 	if (r)
 		return r;
 
@@ -264,7 +289,9 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	q->cluster_size = 1U << f.cluster_bits;
 	q->l2_bits = f.l2_bits;
 	q->l2_bytes = 8U << f.l2_bits;
-	r = qcow_load_l1(q, &f, err);
+	r = qcow_read_backing_name(q, &f, err);
+	if (!r)
+		r = qcow_load_l1(q, &f, err);
 	if (r)
 		goto fail;
 	/* L2 tables are 512 bytes to 64 KiB, whatever the cluster size. */
