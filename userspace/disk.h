@@ -52,7 +52,7 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 	      u64 cache_bytes);
 void disk_close(struct disk *d);
 
-/* Segments holding a file (all but SEG_ZERO). */
+/* Files of the disk: of its segments (all but SEG_ZERO) and layers. */
 unsigned int disk_nr_files(const struct disk *d);
 
 /* The open file behind a segment, or -1. */

@@ -71,15 +71,26 @@ struct dm_piece {
 	const char *name;		/* path for messages (shown_name()) */
 	unsigned long long file_size;	/* bytes */
 	unsigned long long offset;	/* LINEAR: sectors to skip in the file */
-	const char *opts;		/* IMGFMT: "" or " <#opt> <opt>..." */
+	/*
+	 * IMGFMT: "" or " <#opt> <opt>..."; for a lower layer always
+	 * " <#lopt> [<lopt>...]".
+	 */
+	const char *opts;
+	/* IMGFMT: the layers below it, top-down, each an IMGFMT piece. */
+	const struct dm_piece *lower;
+	unsigned int nr_lower;
 };
 
 /* The target type of a piece ("imgfmt", "linear", "zero"). */
 const char *dm_piece_target(const struct dm_piece *p);
 
-/* Its table arguments when its file is the block device dev. */
-int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
-		    size_t size);
+/*
+ * Its table arguments when its file is the block device dev and those of
+ * its lower layers are lower_devs[]: a string to free(), or NULL with the
+ * error recorded.
+ */
+char *dm_piece_params(const struct dm_piece *p, const char *dev,
+		      char *const *lower_devs);
 
 /*
  * Put the files of the validated pieces on read-only loop devices (an

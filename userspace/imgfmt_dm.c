@@ -452,25 +452,61 @@ const char *dm_piece_target(const struct dm_piece *p)
 	return piece_targets[p->kind];
 }
 
-int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
-		    size_t size)
+/* Append the printf result to *buf (of *len bytes): false when out of memory. */
+static bool buf_append(char **buf, size_t *len, const char *fmt, ...)
 {
+	va_list ap;
+	char *grown;
 	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return false;
+	grown = realloc(*buf, *len + (size_t)n + 1);
+	if (!grown)
+		return false;
+	*buf = grown;
+	va_start(ap, fmt);
+	vsnprintf(*buf + *len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	*len += (size_t)n;
+	return true;
+}
+
+char *dm_piece_params(const struct dm_piece *p, const char *dev,
+		      char *const *lower_devs)
+{
+	size_t len = 0;
+	char *buf = NULL;
+	unsigned int i;
+	bool ok;
 
 	switch (p->kind) {
 	case DM_PIECE_IMGFMT:
-		n = snprintf(buf, size, "%s%s", dev, p->opts);
+		/* The lower layers' count needs the options' count first. */
+		ok = buf_append(&buf, &len, "%s%s", dev,
+				p->nr_lower && !*p->opts ? " 0" : p->opts);
+		if (ok && p->nr_lower)
+			ok = buf_append(&buf, &len, " %u", p->nr_lower);
+		for (i = 0; ok && i < p->nr_lower; i++)
+			ok = buf_append(&buf, &len, " %s%s", lower_devs[i],
+					p->lower[i].opts);
 		break;
 	case DM_PIECE_LINEAR:
-		n = snprintf(buf, size, "%s %llu", dev, p->offset);
+		ok = buf_append(&buf, &len, "%s %llu", dev, p->offset);
 		break;
 	default:
-		n = snprintf(buf, size, "%s", "");
+		ok = buf_append(&buf, &len, "%s", "");
 		break;
 	}
-	if (n < 0 || (size_t)n >= size)
-		return fail("the table arguments are too long");
-	return 0;
+	if (!ok) {
+		free(buf);
+		fail("out of memory");
+		return NULL;
+	}
+	return buf;
 }
 
 /* A table being built for a new device. */
@@ -589,20 +625,40 @@ struct attach {
 	unsigned int nr_helpers;
 	char (*tails)[PATH_MAX];	/* tail files written */
 	unsigned int nr_tails;
-	dev_t *devs;			/* per piece: the device it maps */
+	/*
+	 * Per unit (each piece, then its lower layers, piece after piece):
+	 * the device it maps.
+	 */
+	dev_t *devs;
+	unsigned int nr_units;
 };
 
-static int attach_init(struct attach *a, const char *name, unsigned int nr)
+/* Pieces and their lower layers: each needs a device of its own. */
+static unsigned int count_units(const struct dm_piece *pieces,
+				unsigned int nr)
 {
+	unsigned int i, n = 0;
+
+	for (i = 0; i < nr; i++)
+		n += 1 + pieces[i].nr_lower;
+	return n;
+}
+
+static int attach_init(struct attach *a, const char *name,
+		       const struct dm_piece *pieces, unsigned int nr_pieces)
+{
+	unsigned int nr = count_units(pieces, nr_pieces);
+
 	memset(a, 0, sizeof(*a));
 	a->name = name;
+	a->nr_units = nr;
 	a->loops = calloc(2 * (size_t)nr, sizeof(*a->loops));
 	a->helpers = calloc(nr, sizeof(*a->helpers));
 	a->tails = calloc(nr, sizeof(*a->tails));
 	a->devs = calloc(nr, sizeof(*a->devs));
 	if (!a->loops || !a->helpers || !a->tails || !a->devs)
 		return fail("out of memory");
-	/* Each piece's file and up to two loops: its own and a tail's. */
+	/* Each unit's file and up to two loops: its own and a tail's. */
 	return raise_file_limit(3 * nr, name);
 }
 
@@ -702,7 +758,7 @@ static int attach_tail(struct attach *a, const struct dm_piece *p,
 	return rc;
 }
 
-/* "NAME-image", or "NAME-imageN" for piece N (from 1) of several. */
+/* "NAME-image", or "NAME-imageN" for unit N (from 1) of several. */
 static int helper_name(const struct attach *a, unsigned int i,
 		       unsigned int nr, char *buf, size_t size)
 {
@@ -759,33 +815,73 @@ static int attach_padded(struct attach *a, const struct dm_piece *p,
 	return dm_device_devt(helper, devt);
 }
 
-/* Set up the device that piece i maps. */
+/* Set up the device that unit k maps. */
 static int attach_backing(struct attach *a, const struct dm_piece *p,
-			  unsigned int i, unsigned int nr)
+			  unsigned int k)
 {
 	if (p->kind == DM_PIECE_ZERO)
 		return 0;
 	if (p->kind == DM_PIECE_IMGFMT && p->file_size % SECTOR_BYTES)
-		return attach_padded(a, p, i, nr, &a->devs[i]);
-	return attach_loop(a, p->fd, p->path, &a->devs[i]);
+		return attach_padded(a, p, k, a->nr_units, &a->devs[k]);
+	return attach_loop(a, p->fd, p->path, &a->devs[k]);
+}
+
+/* The devices of units [k, k + n) as "MAJ:MIN" words. */
+static char **unit_devs(const struct attach *a, unsigned int k, unsigned int n)
+{
+	char **devs = calloc(n ? n : 1, sizeof(*devs));
+	unsigned int i;
+
+	for (i = 0; devs && i < n; i++) {
+		if (asprintf(&devs[i], "%u:%u", major(a->devs[k + i]),
+			     minor(a->devs[k + i])) < 0) {
+			while (i--)
+				free(devs[i]);
+			free(devs);
+			return NULL;
+		}
+	}
+	return devs;
+}
+
+static void free_devs(char **devs, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; devs && i < n; i++)
+		free(devs[i]);
+	free(devs);
+}
+
+/* The table line of piece p, whose unit is k. */
+static int add_piece(struct table *t, const struct attach *a,
+		     const struct dm_piece *p, unsigned int k)
+{
+	char **devs = unit_devs(a, k, 1 + p->nr_lower);
+	char *params;
+
+	if (!devs)
+		return fail("out of memory");
+	params = dm_piece_params(p, devs[0], devs + 1);
+	free_devs(devs, 1 + p->nr_lower);
+	if (!params)
+		return FAIL;
+	table_add(t, p->sectors, dm_piece_target(p), params);
+	free(params);
+	return 0;
 }
 
 static int attach_top(struct attach *a, const struct dm_piece *pieces,
 		      unsigned int nr)
 {
-	char dev[32], params[512];
 	struct table t;
-	unsigned int i;
+	unsigned int i, k = 0;
 	int rc;
 
 	rc = table_begin(&t, a->name);
 	for (i = 0; !rc && i < nr; i++) {
-		snprintf(dev, sizeof(dev), "%u:%u", major(a->devs[i]),
-			 minor(a->devs[i]));
-		rc = dm_piece_params(&pieces[i], dev, params, sizeof(params));
-		if (!rc)
-			table_add(&t, pieces[i].sectors,
-				  dm_piece_target(&pieces[i]), params);
+		rc = add_piece(&t, a, &pieces[i], k);
+		k += 1 + pieces[i].nr_lower;
 	}
 	if (rc) {
 		if (t.dmt)
@@ -915,15 +1011,18 @@ static int dm_node_path(const char *name, char *path, size_t size)
 static int attach_all(struct attach *a, const struct dm_piece *pieces,
 		      unsigned int nr)
 {
-	unsigned int i;
+	unsigned int i, j, k = 0;
 	int rc;
 
 	rc = dm_device_exists(a->name);
 	if (rc > 0)
 		return fail("a device-mapper device named '%s' already exists",
 			    a->name);
-	for (i = 0; !rc && i < nr; i++)
-		rc = attach_backing(a, &pieces[i], i, nr);
+	for (i = 0; !rc && i < nr; i++) {
+		rc = attach_backing(a, &pieces[i], k++);
+		for (j = 0; !rc && j < pieces[i].nr_lower; j++)
+			rc = attach_backing(a, &pieces[i].lower[j], k++);
+	}
 	if (!rc)
 		rc = attach_top(a, pieces, nr);
 	return rc;
@@ -937,7 +1036,7 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 	int rc;
 
 	dm_log_with_errno_init(dm_log);
-	rc = attach_init(&a, name, nr);
+	rc = attach_init(&a, name, pieces, nr);
 	if (!rc)
 		rc = attach_all(&a, pieces, nr);
 	if (rc) {
