@@ -40,6 +40,7 @@
 #include <libdevmapper.h>
 
 #include "imgfmt.h"
+#include "table_args.h"
 
 _Static_assert(IMGFMT_DM_NAME_LEN == DM_NAME_LEN, "DM_NAME_LEN changed");
 _Static_assert(IMGFMT_DM_UUID_LEN == DM_UUID_LEN, "DM_UUID_LEN changed");
@@ -1131,6 +1132,34 @@ static int table_add_dev(struct dm_table *tbl, dev_t dev)
 	return 0;
 }
 
+/* Every device an imgfmt target names: its layers and data files. */
+static int table_add_imgfmt_devs(struct dm_table *tbl, const char *params)
+{
+	struct table_words tw;
+	const char **devs;
+	dev_t dev;
+	int n, i, rc = 0;
+
+	if (table_split(params, &tw))
+		return fail("out of memory");
+	devs = calloc(tw.nr ? tw.nr : 1, sizeof(*devs));
+	if (!devs) {
+		table_words_free(&tw);
+		return fail("out of memory");
+	}
+	n = imgfmt_args_devices(&tw, devs, tw.nr);
+	if (n < 0)
+		rc = fail("cannot read the table of '%s'", tbl->name);
+	for (i = 0; !rc && i < n; i++) {
+		rc = parse_table_dev(tbl->name, devs[i], &dev);
+		if (!rc)
+			rc = table_add_dev(tbl, dev);
+	}
+	free(devs);
+	table_words_free(&tw);
+	return rc;
+}
+
 static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 {
 	char *type = NULL, *params = NULL;
@@ -1146,10 +1175,15 @@ static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 			break;
 		if (strcmp(type, TARGET_TYPE) && strcmp(type, "linear"))
 			continue;
-		rc = params ? parse_table_dev(tbl->name, params, &dev) :
-			      fail("no table arguments in '%s'", tbl->name);
-		if (!rc)
-			rc = table_add_dev(tbl, dev);
+		if (!params)
+			return fail("no table arguments in '%s'", tbl->name);
+		if (!strcmp(type, TARGET_TYPE)) {
+			rc = table_add_imgfmt_devs(tbl, params);
+		} else {
+			rc = parse_table_dev(tbl->name, params, &dev);
+			if (!rc)
+				rc = table_add_dev(tbl, dev);
+		}
 		if (rc)
 			return rc;
 	} while (next);
