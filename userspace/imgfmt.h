@@ -117,8 +117,10 @@ int check_attach_name(const char *name);
 
 /*
  * The automatic device name for the image file path: its base name without
- * extension, sanitised, cut to IMGFMT_NAME_MAX with a hash of the whole
- * name when longer.  0 or FAIL/FAIL_USAGE.
+ * extension; when that had characters a device name may not hold (made
+ * "_") or was longer than IMGFMT_NAME_MAX, cut as needed and followed by
+ * a hash of the whole base name, so that different base names never share
+ * a name.  0 or FAIL/FAIL_USAGE.
  */
 int default_dm_name(const char *path, char *name, size_t size);
 

@@ -868,27 +868,35 @@ static uint32_t name_hash(const char *s, size_t len)
 
 /*
  * The image's file name without directory and extension, sanitised.  A
- * longer one than IMGFMT_NAME_MAX is cut and ends in a hash of the whole
- * base name: the same file name always gives the same device name, and
- * long names that share their start still differ.
+ * name that sanitising changed, or one longer than IMGFMT_NAME_MAX, ends
+ * in a hash of the whole base name (and is cut first to leave room for
+ * it): "a b" and "a_b" get different names, the same file name always
+ * gives the same device name, and long names that share their start still
+ * differ.  Clean names up to IMGFMT_NAME_MAX are kept as they are.
  */
 int default_dm_name(const char *path, char *name, size_t size)
 {
 	const char *base = strrchr(path, '/');
 	char shown[IMGFMT_SHOWN_MAX];
+	bool changed = false;
 	size_t len, keep, i;
 	const char *dot;
 
 	base = base ? base + 1 : path;
 	dot = strrchr(base, '.');
 	len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-	keep = len > IMGFMT_NAME_MAX ? IMGFMT_NAME_MAX - NAME_HASH_LEN : len;
 	if (size <= IMGFMT_NAME_MAX)
 		return fail("device name buffer too small");
+	for (i = 0; i < len; i++)
+		changed |= !dm_name_char(base[i]);
+	keep = len;
+	if ((changed || len > IMGFMT_NAME_MAX) &&
+	    keep > IMGFMT_NAME_MAX - NAME_HASH_LEN)
+		keep = IMGFMT_NAME_MAX - NAME_HASH_LEN;
 	for (i = 0; i < keep; i++)
 		name[i] = dm_name_char(base[i]) ? base[i] : '_';
 	name[keep] = '\0';
-	if (keep < len)
+	if (keep < len || changed)
 		snprintf(name + keep, size - keep, "-%08x",
 			 name_hash(base, len));
 	if (dm_name_problem(name))
