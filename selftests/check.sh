@@ -49,14 +49,16 @@ step unit make -s -C "$TOP/selftests/unit" KSFT_DIR="$KSFT_DIR" run
 # The QCOW2 images, then the other formats' records appended to the same
 # manifests, then the kselftest variants regenerated from all of them; and
 # in desc/ the VMDK descriptors and odd-sized images of desc_vm_test.sh
-# (the --vm set: no 5 GiB flat disk, which the initramfs would hold whole).
+# (the --vm set: no 5 GiB flat disk, which the initramfs would hold whole);
+# in part/ the partitioned disks of part_vm_test.sh.
 make_images() {
 	local out=$1
 	"$TOP/selftests/imgfmt/mkimages.sh" "$out" &&
 	"$TOP/selftests/imgfmt/mkimages-qcow.sh" "$out" &&
 	"$TOP/selftests/imgfmt/mkimages-vmdk.sh" "$out" &&
 	"$TOP/selftests/imgfmt/mkimages.sh" --variants "$out" &&
-	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc"
+	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc" &&
+	"$TOP/selftests/imgfmt/mkimages-part.sh" "$out/part"
 }
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
@@ -88,6 +90,7 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 		--out "$BUILD/initrd-$kver.cpio.gz" \
 		--module loop --module dm-mod --module dm-bufio --module dm-zero \
+		--module ext4 \
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--payload "$payload" --init-cmd /payload/run.sh || return 1

@@ -472,6 +472,12 @@ static int cmd_detach(struct opts *o, char **args)
 	return dm_detach_device(args[0]);
 }
 
+static int cmd_list(struct opts *o, char **args)
+{
+	(void)args;
+	return list_run(o->json);
+}
+
 /* Command line */
 
 enum {
@@ -531,6 +537,13 @@ static const struct command commands[] = {
 		"Remove the device NAME (or /dev/mapper/NAME) that attach made\n"
 		"and everything attach set up under it.",
 	}, {
+		"list", cmd_list, OPT_OUTPUT, 0, 0,
+		"list [--output text|json]",
+		"List the disks attach made: per disk its name, path, size,\n"
+		"open count, its targets with the layers and files each maps,\n"
+		"and its partitions; as 'key: value' lines with a blank line\n"
+		"between disks, or with --output=json as one JSON object.",
+	}, {
 		"read", cmd_read, OPT_FORMAT | OPT_OFFSET | OPT_LENGTH, 1, 2,
 		"read [--format F] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
 		"Write the virtual disk of IMAGE, virtual-size bytes, to OUT\n"
@@ -584,7 +597,7 @@ static const char usage_options[] =
 	"  -n, --name NAME         device-mapper name for attach\n"
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
-	"      --output text|json  info's output format (default: text)\n"
+	"      --output text|json  info's and list's output format (default: text)\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =

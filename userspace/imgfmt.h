@@ -99,6 +99,14 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 int dm_detach_device(const char *name);
 
 /*
+ * imgfmt list: the disks attach made (not their helper devices and
+ * partitions, which are shown under them), with their targets, layers,
+ * files and partitions; as "key: value" lines, a blank line between
+ * disks, or as one JSON object.  Returns 0 or FAIL (list.c).
+ */
+int list_run(bool json);
+
+/*
  * Let this process hold nr_files files open at once, besides a few of its
  * own: raise the soft limit, and the hard one too when that is allowed
  * (root).  Returns 0, or FAIL with one line saying how many files what
