@@ -87,10 +87,12 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 	mkdir -p "$payload/bin"
 	cp "$TOP/userspace/imgfmt" "$payload/bin/"
 	cp -al "$BUILD/images" "$payload/images"
+	# ext4 mounts the partitions of part_vm_test.sh; crc32c_generic is a
+	# softdep of it (metadata_csum) that modules.dep does not list.
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 		--out "$BUILD/initrd-$kver.cpio.gz" \
 		--module loop --module dm-mod --module dm-bufio --module dm-zero \
-		--module ext4 \
+		--module crc32c_generic --module ext4 \
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--payload "$payload" --init-cmd /payload/run.sh || return 1

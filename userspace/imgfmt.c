@@ -530,12 +530,17 @@ static const struct command commands[] = {
 		"attach [--name NAME] [--format F] [--cache-size BYTES] IMAGE",
 		"Validate IMAGE, put its files on read-only loop devices and\n"
 		"create the read-only device /dev/mapper/NAME; print its path.\n"
-		"NAME defaults to the file name of IMAGE without its extension.",
+		"The partitions of its partition table (MBR, GPT) become\n"
+		"/dev/mapper/NAMEp1, NAMEp2, ... (logical MBR ones from 5);\n"
+		"'imgfmt list' shows them.  NAME defaults to the file name of\n"
+		"IMAGE without its extension (with a hash appended when it had\n"
+		"to be changed or cut).",
 	}, {
 		"detach", cmd_detach, 0, 1, 1,
 		"detach NAME",
-		"Remove the device NAME (or /dev/mapper/NAME) that attach made\n"
-		"and everything attach set up under it.",
+		"Remove the device NAME (or /dev/mapper/NAME) that attach made,\n"
+		"its partitions and everything attach set up under it; refused,\n"
+		"removing nothing, while NAME or a partition is open or mounted.",
 	}, {
 		"list", cmd_list, OPT_OUTPUT, 0, 0,
 		"list [--output text|json]",

@@ -85,16 +85,20 @@ int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
  * Put the files of the validated pieces on read-only loop devices (an
  * imgfmt piece whose file ends in a partial sector through the helper
  * device NAME-image, or NAME-imageN for piece N of several) and create the
- * read-only device-mapper device name over them.  Prints the new device's
- * path.  Returns 0, FAIL or FAIL_USAGE.
+ * read-only device-mapper device name over them, then one read-only
+ * linear device NAMEpN per partition of its partition table.  Prints the
+ * new disk's path (one line; not the partitions').  On failure nothing is
+ * left.  Returns 0, FAIL or FAIL_USAGE.
  */
 int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 		   unsigned int nr);
 
 /*
  * Remove the device name (or a path to it under /dev/mapper) that attach
- * created, the helper devices and tail files under it and the loop devices
- * that do not clear themselves.  Returns 0, FAIL or FAIL_USAGE.
+ * created: its partitions first, then it, the helper devices and tail
+ * files under it (its loop devices clear themselves).  Refused, with
+ * nothing removed, while it or a partition is open.  Returns 0, FAIL or
+ * FAIL_USAGE.
  */
 int dm_detach_device(const char *name);
 
