@@ -530,6 +530,12 @@ static int cmd_detach(struct opts *o, char **args)
 	return dm_detach_device(args[0]);
 }
 
+static int cmd_list(struct opts *o, char **args)
+{
+	(void)args;
+	return list_run(o->json);
+}
+
 /* Command line */
 
 enum {
@@ -582,12 +588,24 @@ static const struct command commands[] = {
 		"attach [--name NAME] [--format F] [--cache-size BYTES] IMAGE",
 		"Validate IMAGE, put its files on read-only loop devices and\n"
 		"create the read-only device /dev/mapper/NAME; print its path.\n"
-		"NAME defaults to the file name of IMAGE without its extension.",
+		"The partitions of its partition table (MBR, GPT) become\n"
+		"/dev/mapper/NAMEp1, NAMEp2, ... (logical MBR ones from 5);\n"
+		"'imgfmt list' shows them.  NAME defaults to the file name of\n"
+		"IMAGE without its extension (with a hash appended when it had\n"
+		"to be changed or cut).",
 	}, {
 		"detach", cmd_detach, 0, 1, 1,
 		"detach NAME",
-		"Remove the device NAME (or /dev/mapper/NAME) that attach made\n"
-		"and everything attach set up under it.",
+		"Remove the device NAME (or /dev/mapper/NAME) that attach made,\n"
+		"its partitions and everything attach set up under it; refused,\n"
+		"removing nothing, while NAME or a partition is open or mounted.",
+	}, {
+		"list", cmd_list, OPT_OUTPUT, 0, 0,
+		"list [--output text|json]",
+		"List the disks attach made: per disk its name, path, size,\n"
+		"open count, its targets with the layers and files each maps,\n"
+		"and its partitions; as 'key: value' lines with a blank line\n"
+		"between disks, or with --output=json as one JSON object.",
 	}, {
 		"read", cmd_read, OPT_FORMAT | OPT_OFFSET | OPT_LENGTH, 1, 2,
 		"read [--format F] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
@@ -642,7 +660,7 @@ static const char usage_options[] =
 	"  -n, --name NAME         device-mapper name for attach\n"
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
-	"      --output text|json  info's output format (default: text)\n"
+	"      --output text|json  info's and list's output format (default: text)\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
