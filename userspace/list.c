@@ -23,12 +23,12 @@
 
 #include "imgfmt.h"
 #include "json.h"
+#include "table_args.h"
 #include "partitions.h"
 
 #define UUID_PREFIX	IMGFMT_UUID_PREFIX
 #define TAIL_DIR	"/run/imgfmt/"
 /* Tokens of one imgfmt target's arguments that are looked at. */
-#define MAX_TOKENS	256
 /* Helpers map loops; a deeper stack is not one attach made. */
 #define MAX_DEPTH	4
 
@@ -194,32 +194,6 @@ out:
 
 /* Table arguments */
 
-/*
- * Split a table's arguments into words in buf (device-mapper escapes a
- * space in an argument as "\ "); returns how many, at most max.
- */
-static unsigned int split_words(const char *params, char *buf, char **words,
-				unsigned int max)
-{
-	unsigned int nr = 0;
-	char *out = buf;
-
-	while (*params && nr < max) {
-		while (*params == ' ')
-			params++;
-		if (!*params)
-			break;
-		words[nr++] = out;
-		while (*params && *params != ' ') {
-			if (*params == '\\' && params[1])
-				params++;
-			*out++ = *params++;
-		}
-		*out++ = '\0';
-	}
-	return nr;
-}
-
 static bool parse_devt(const char *s, dev_t *devt)
 {
 	unsigned int maj, min;
@@ -298,26 +272,23 @@ static void mark_part(struct dm_all *all, struct dm_dev *d)
 /* Mark every one of ours that the arguments of a target name. */
 static void mark_params(struct dm_all *all, const char *params)
 {
-	char *buf, *words[MAX_TOKENS];
+	struct table_words tw;
 	struct dm_dev *under;
-	unsigned int i, nr;
+	unsigned int i;
 	const char *v;
 	dev_t devt;
 
-	buf = malloc(strlen(params) + 1);
-	if (!buf)
+	if (table_split(params, &tw))
 		return;
-	nr = split_words(params, buf, words, MAX_TOKENS);
-	for (i = 0; i < nr; i++) {
-		v = strncmp(words[i], "data_dev=", 9) ? words[i] :
-		    words[i] + 9;
+	for (i = 0; i < tw.nr; i++) {
+		v = strncmp(tw.w[i], "data_dev=", 9) ? tw.w[i] : tw.w[i] + 9;
 		if (!parse_devt(v, &devt))
 			continue;
 		under = all_find(all, devt);
 		if (under && !under->is_part)
 			under->is_helper = true;
 	}
-	free(buf);
+	table_words_free(&tw);
 }
 
 static void classify(struct dm_all *all)
@@ -463,18 +434,19 @@ static void print_layer(struct out *o, const struct dm_all *all,
 static void print_layers(struct out *o, const struct dm_all *all,
 			 const char *params)
 {
-	char *buf, *words[MAX_TOKENS];
 	unsigned int i = 1, nr, layer;
 	int nr_opts = 0, nr_lower, l;
+	struct table_words tw;
+	char **words;
 
-	buf = malloc(strlen(params) + 1);
-	if (!buf)
+	if (table_split(params, &tw))
 		return;
-	nr = split_words(params, buf, words, MAX_TOKENS);
+	words = tw.w;
+	nr = tw.nr;
 	if (nr && i < nr)
 		nr_opts = take_count(words, nr, &i);
 	if (!nr || nr_opts < 0) {
-		free(buf);
+		table_words_free(&tw);
 		return;
 	}
 	if (o->json)
@@ -493,7 +465,7 @@ static void print_layers(struct out *o, const struct dm_all *all,
 	}
 	if (o->json)
 		json_close(&o->j);
-	free(buf);
+	table_words_free(&tw);
 }
 
 static void print_target(struct out *o, const struct dm_all *all,
