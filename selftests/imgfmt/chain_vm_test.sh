@@ -119,10 +119,51 @@ chain_reads()		# NAME SIZE MD5 LAYERS...
 	return $rc
 }
 
+by_hand()		# by_hand NAME LAYERS...: tables written by hand
+{
+	case $1 in deep1000 | odd_*) return 1 ;; esac
+}
+
 while read -r name size md5 layers; do
+	by_hand "$name" || continue
 	# shellcheck disable=SC2086
 	check "$name reads as QEMU's" chain_reads "$name" "$size" "$md5" $layers
 done <chains.list
+
+# What the helper leaves in the system.
+state()
+{
+	dmsetup ls 2>/dev/null | grep -v 'No devices found' | sort
+	losetup -a 2>/dev/null | sort
+}
+BASE=$(state)
+
+# imgfmt attach of the top finds the whole chain by itself.
+attach_reads()		# NAME SIZE MD5 TOP
+{
+	name=$1 size=$2 md5=$3 top=$4
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	dev=$(imgfmt attach --name "a_$name" "$top" 2>/tmp/attach.err) ||
+		{ why="attach failed: $(cat /tmp/attach.err)"; return 1; }
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "# attach of $name took $(echo "$t0 $t1" | awk '{ printf "%.2f", $2 - $1 }') s"
+	rc=0
+	got=$(md5sum <"$dev" | cut -d' ' -f1)
+	[ "$got" = "$md5" ] || { why="md5 $got, QEMU $md5"; rc=1; }
+	imgfmt detach "a_$name" 2>/tmp/attach.err ||
+		{ why="$why; detach failed: $(cat /tmp/attach.err)"; rc=1; }
+	[ "$(state)" = "$BASE" ] || { why="$why; left behind: $(state)"; rc=1; }
+	return $rc
+}
+
+if command -v imgfmt >/dev/null 2>&1; then
+	while read -r name size md5 top rest; do
+		check "attach $name reads as QEMU's" attach_reads "$name" \
+			"$size" "$md5" "${top%:*}"
+	done <chains.list
+else
+	not_ok "imgfmt helper not found"
+fi
 
 # The table prints back as loaded, and a reload of what it prints works.
 table_echo()

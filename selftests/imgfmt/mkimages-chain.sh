@@ -12,7 +12,9 @@
 # the files top first (the top's backing file second), relative to OUTDIR;
 # format "auto" when the table leaves it to detection, else the name the
 # table pins (raw is always pinned).  md5 is of `qemu-img convert -O raw`
-# of the top: QEMU is the oracle.  Everything is deterministic.
+# of the top: QEMU is the oracle.  Everything is deterministic.  Chains of
+# more than 100 layers and those in odd/ (files not whole sectors) are for
+# `imgfmt attach` only.
 
 set -euo pipefail
 export LC_ALL=C
@@ -145,10 +147,12 @@ deep()	# NAME DEPTH
 	below_fmt=raw
 	layers=("base.raw:raw")
 	for ((i = 1; i < depth; i++)); do
-		# -b is relative to the new image's directory.
-		q2 "$name/l$i.qcow2" 8M -o cluster_size=4k -b "$below" \
+		# -b is relative to the new image's directory; -u: do not
+		# open the whole chain below each new overlay (quadratic,
+		# and past 1000 files qemu runs out of descriptors).
+		q2 "$name/l$i.qcow2" 8M -u -o cluster_size=4k -b "$below" \
 			-F "$below_fmt"
-		if ((i % 7 == 3)); then
+		if ((i % 7 == 3 && i < 100)); then
 			io qcow2 "$name/l$i.qcow2" \
 				"write -P $((i % 250)) $((i * 12288)) 4k"
 		fi
@@ -160,10 +164,20 @@ deep()	# NAME DEPTH
 }
 deep deep10 10
 deep deep100 100
+# Attached only through the helper (1000 loop devices).
+deep deep1000 1000
 
 # A loop device ends at the last whole sector: files written by hand into
 # tables must be whole sectors (the helper joins a tail device instead).
-# The zeroes added change nothing QEMU reads.
-find . -type f ! -name '*.list' -exec sh -c \
+# The zeroes added change nothing QEMU reads.  odd/ keeps its files as
+# qemu-img wrote them, for the helper.
+mkdir -p odd
+qemu-img convert -q -c -f raw -O qcow2 base.raw odd/comp.qcow2
+# Bytes past the last sector: the loop would hide them.
+head -c 100 /dev/zero >>odd/comp.qcow2
+qemu-img create -q -f qcow2 -b comp.qcow2 -F qcow2 odd/top.qcow2 8M
+io qcow2 odd/top.qcow2 "write -P 0xcc 3M 64k"
+add odd_sizes odd/top.qcow2 qcow2 odd/top.qcow2:auto odd/comp.qcow2:auto
+find . -path ./odd -prune -o -type f ! -name '*.list' -exec sh -c \
 	'for f; do s=$(stat -c %s "$f"); truncate -s $(((s + 511) / 512 * 512)) "$f"; done' \
 	sh {} +
