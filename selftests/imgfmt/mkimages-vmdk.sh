@@ -391,7 +391,7 @@ cp "$BASE" "$TMP/cid.vmdk"
 printf 'parentCID=1234abcd' | dd of="$TMP/cid.vmdk" bs=1 seek="$o" \
 	conv=notrunc status=none
 hostile_from "$TMP/cid.vmdk" vmdk_parent_cid \
-	"VMDK delta disks (parentFileNameHint) are not supported yet"
+	"VMDK delta disk without a parentFileNameHint"
 
 # COWD.
 hostile_from "$OUT/vmdk_cowd_g512.vmdk" vmdk_cowd_gd_small \
