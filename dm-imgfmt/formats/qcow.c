@@ -166,14 +166,15 @@ static int qcow_check_l1(struct qcow_fields *f, const struct imgfmt_dev *dev,
 }
 
 /* Features a reader cannot serve yet: refused by name. */
-static int qcow_check_supported(const struct qcow_fields *f, const char **err)
+static int qcow_check_supported(const struct qcow_fields *f, bool has_lower,
+				const char **err)
 {
 	if (f->crypt_method != QCOW_CRYPT_NONE) {
 		*err = "QCOW encrypted images are not supported yet";
 		return -EOPNOTSUPP;
 	}
 	/* An empty name at a set offset means no backing file to QEMU. */
-	if (f->backing_offset && f->backing_size) {
+	if (f->backing_offset && f->backing_size && !has_lower) {
 		*err = "QCOW backing files are not supported yet";
 		return -EOPNOTSUPP;
 	}
@@ -192,6 +193,30 @@ static void qcow_fill_info(struct qcow_image *q, const struct qcow_fields *f)
 	info->l1_entries = f->l1_size;
 	info->l1_offset = f->l1_offset;
 	info->encrypted = f->crypt_method != QCOW_CRYPT_NONE;
+}
+
+/* The backing file's name, for the helper that opens the layer below. */
+static int qcow_read_backing(struct qcow_image *q, const struct qcow_fields *f,
+			     const char **err)
+{
+	char *name = q->img.info.backing_file;
+	int r;
+
+	if (!f->backing_offset || !f->backing_size)
+		return 0;
+	/* qcow_check_fields() capped the size below the buffer's. */
+	if (!imgfmt_dev_has(q->img.dev, f->backing_offset, f->backing_size)) {
+		*err = "QCOW backing file name beyond end of file";
+		return -EINVAL;
+	}
+	r = imgfmt_dev_read(q->img.dev, f->backing_offset, name,
+			    f->backing_size);
+	if (r) {
+		*err = "cannot read the QCOW backing file name";
+		return r;
+	}
+	name[f->backing_size] = '\0';
+	return 0;
 }
 
 static int qcow_load_l1(struct qcow_image *q, const struct qcow_fields *f,
@@ -248,7 +273,7 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	if (!r)
 		r = qcow_check_l1(&f, dev, err);
 	if (!r)
-		r = qcow_check_supported(&f, err);
+		r = qcow_check_supported(&f, args->has_lower, err);
 	if (r)
 		return r;
 
@@ -264,7 +289,9 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	q->cluster_size = 1U << f.cluster_bits;
 	q->l2_bits = f.l2_bits;
 	q->l2_bytes = 8U << f.l2_bits;
-	r = qcow_load_l1(q, &f, err);
+	r = qcow_read_backing(q, &f, err);
+	if (!r)
+		r = qcow_load_l1(q, &f, err);
 	if (r)
 		goto fail;
 	/* L2 tables are 512 bytes to 64 KiB, whatever the cluster size. */
