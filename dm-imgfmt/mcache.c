@@ -18,53 +18,75 @@
 #include "mcache.h"
 
 struct imgfmt_mtable {
-	struct list_head lru;	/* in imgfmt_mcache.lru, newest first */
+	struct list_head lru;	/* in imgfmt_mgroup.lru, newest first */
 	struct list_head chain;	/* in a hash bucket */
+	struct imgfmt_mcache *mc;	/* whose table it is */
 	u64 off;
 	u64 tag;
 	/* Bytes of data that hold the table; copies past them fail. */
 	u32 valid;
+	u32 size;		/* bytes allocated for data */
 	void *data;
 };
 
-struct imgfmt_mcache {
-	struct imgfmt_dev *dev;
+/*
+ * The budget, LRU order and hash of the caches that share them: one
+ * group per device, so that cache_size bounds the tables of every layer
+ * of a chain together and the least recently used table of any layer
+ * makes room.
+ */
+struct imgfmt_mgroup {
 	/* Guards everything below but the sizes fixed at creation. */
 	spinlock_t lock;
-	u32 table_size;
 	unsigned int hash_bits;
 	u64 limit_bytes;
 	u64 bytes;
 	u64 peak_bytes;
-	u64 hits;
-	u64 misses;
 	struct list_head lru;
 	struct list_head *buckets;
-	struct imgfmt_mtable *spare;	/* NULL while in use */
+	/* One table kept for progress when memory is short; NULL in use. */
+	struct imgfmt_mtable *spare;
+	u32 spare_size;		/* the largest table size of its caches */
+	unsigned int nr_caches;
+	bool private;		/* made by imgfmt_mcache_create() */
+};
+
+struct imgfmt_mcache {
+	struct imgfmt_dev *dev;
+	struct imgfmt_mgroup *g;
+	u32 table_size;
+	/* Guarded by g->lock. */
+	u64 hits;
+	u64 misses;
+	u64 bytes;
 };
 
 #define MCACHE_MIN_HASH_BITS	4
 #define MCACHE_MAX_HASH_BITS	16
+/* The smallest table a group sizes its hash for. */
+#define MCACHE_MIN_TABLE_BYTES	512
 
-static u64 mtable_cost(const struct imgfmt_mcache *mc)
+static u64 mtable_cost(u32 size)
 {
-	return mc->table_size + sizeof(struct imgfmt_mtable);
+	return size + sizeof(struct imgfmt_mtable);
 }
 
 static unsigned int mcache_hash(const struct imgfmt_mcache *mc, u64 key)
 {
 	/* Keys are byte offsets: drop the low bits that rarely differ. */
-	return (unsigned int)(((key >> 9) * 0x9E3779B97F4A7C15ULL) >>
-			      (64 - mc->hash_bits));
+	u64 h = ((key >> 9) ^ (u64)(uintptr_t)mc) * 0x9E3779B97F4A7C15ULL;
+
+	return (unsigned int)(h >> (64 - mc->g->hash_bits));
 }
 
-static struct imgfmt_mtable *mtable_alloc(u32 table_size)
+static struct imgfmt_mtable *mtable_alloc(u32 size)
 {
 	struct imgfmt_mtable *t = kmalloc(sizeof(*t), GFP_NOIO);
 
 	if (!t)
 		return NULL;
-	t->data = imgfmt_alloc_large(table_size);
+	t->size = size;
+	t->data = imgfmt_alloc_large(size);
 	if (!t->data) {
 		kfree(t);
 		return NULL;
@@ -80,82 +102,150 @@ static void mtable_free(struct imgfmt_mtable *t)
 	}
 }
 
-struct imgfmt_mcache *imgfmt_mcache_create(struct imgfmt_dev *dev,
-					   u32 table_size, u64 limit_bytes)
+struct imgfmt_mgroup *imgfmt_mgroup_create(u64 limit_bytes)
 {
-	struct imgfmt_mcache *mc;
+	struct imgfmt_mgroup *g;
 	u64 nr_tables;
 	unsigned int i;
 
-	if (!table_size || table_size % 512)
+	g = kzalloc(sizeof(*g), GFP_KERNEL);
+	if (!g)
+		return NULL;
+	g->limit_bytes = limit_bytes;
+	nr_tables = limit_bytes / mtable_cost(MCACHE_MIN_TABLE_BYTES);
+	g->hash_bits = MCACHE_MIN_HASH_BITS;
+	while (g->hash_bits < MCACHE_MAX_HASH_BITS &&
+	       (1ULL << g->hash_bits) < nr_tables)
+		g->hash_bits++;
+	spin_lock_init(&g->lock);
+	INIT_LIST_HEAD(&g->lru);
+	g->buckets = kcalloc(1U << g->hash_bits, sizeof(*g->buckets),
+			     GFP_KERNEL);
+	if (!g->buckets) {
+		kfree(g);
+		return NULL;
+	}
+	for (i = 0; i < (1U << g->hash_bits); i++)
+		INIT_LIST_HEAD(&g->buckets[i]);
+	return g;
+}
+
+void imgfmt_mgroup_destroy(struct imgfmt_mgroup *g)
+{
+	if (!g)
+		return;
+	/* Its caches are gone, and with them every table in the LRU. */
+	mtable_free(g->spare);
+	kfree(g->buckets);
+#ifndef __KERNEL__
+	spin_lock_destroy(&g->lock);
+#endif
+	kfree(g);
+}
+
+struct imgfmt_mcache *imgfmt_mcache_create_in(struct imgfmt_mgroup *g,
+					      struct imgfmt_dev *dev,
+					      u32 table_size)
+{
+	struct imgfmt_mtable *spare = NULL, *old = NULL;
+	struct imgfmt_mcache *mc;
+
+	if (!g || !table_size || table_size % 512)
 		return NULL;
 	mc = kzalloc(sizeof(*mc), GFP_KERNEL);
 	if (!mc)
 		return NULL;
 	mc->dev = dev;
+	mc->g = g;
 	mc->table_size = table_size;
-	mc->limit_bytes = max_t(u64, limit_bytes, 2 * mtable_cost(mc));
-	nr_tables = mc->limit_bytes / mtable_cost(mc);
-	mc->hash_bits = MCACHE_MIN_HASH_BITS;
-	while (mc->hash_bits < MCACHE_MAX_HASH_BITS &&
-	       (1ULL << mc->hash_bits) < nr_tables)
-		mc->hash_bits++;
-	spin_lock_init(&mc->lock);
-	INIT_LIST_HEAD(&mc->lru);
-	mc->buckets = kcalloc(1U << mc->hash_bits, sizeof(*mc->buckets),
-			      GFP_KERNEL);
-	if (!mc->buckets)
-		goto fail;
-	for (i = 0; i < (1U << mc->hash_bits); i++)
-		INIT_LIST_HEAD(&mc->buckets[i]);
-	mc->spare = mtable_alloc(table_size);
-	if (!mc->spare)
-		goto fail;
+	if (table_size > g->spare_size) {
+		spare = mtable_alloc(table_size);
+		if (!spare) {
+			kfree(mc);
+			return NULL;
+		}
+	}
+	spin_lock(&g->lock);
+	if (spare && table_size > g->spare_size) {
+		old = g->spare;
+		g->spare = spare;
+		g->spare_size = table_size;
+		spare = NULL;
+	}
+	g->nr_caches++;
+	spin_unlock(&g->lock);
+	mtable_free(old);
+	mtable_free(spare);
 	return mc;
-fail:
-	kfree(mc->buckets);
-	kfree(mc);
-	return NULL;
+}
+
+struct imgfmt_mcache *imgfmt_mcache_create(struct imgfmt_dev *dev,
+					   u32 table_size, u64 limit_bytes)
+{
+	struct imgfmt_mgroup *g;
+	struct imgfmt_mcache *mc;
+
+	if (!table_size || table_size % 512)
+		return NULL;
+	g = imgfmt_mgroup_create(max_t(u64, limit_bytes,
+				       2 * mtable_cost(table_size)));
+	if (!g)
+		return NULL;
+	g->private = true;
+	mc = imgfmt_mcache_create_in(g, dev, table_size);
+	if (!mc)
+		imgfmt_mgroup_destroy(g);
+	return mc;
 }
 
 void imgfmt_mcache_destroy(struct imgfmt_mcache *mc)
 {
 	struct imgfmt_mtable *t, *n;
+	struct imgfmt_mgroup *g;
+	LIST_HEAD(victims);
 
 	if (!mc)
 		return;
-	list_for_each_entry_safe(t, n, &mc->lru, lru) {
+	g = mc->g;
+	spin_lock(&g->lock);
+	list_for_each_entry_safe(t, n, &g->lru, lru) {
+		if (t->mc != mc)
+			continue;
+		list_del(&t->chain);
+		list_move(&t->lru, &victims);
+		g->bytes -= mtable_cost(t->size);
+	}
+	g->nr_caches--;
+	spin_unlock(&g->lock);
+	list_for_each_entry_safe(t, n, &victims, lru) {
 		list_del(&t->lru);
 		mtable_free(t);
 	}
-	mtable_free(mc->spare);
-	kfree(mc->buckets);
-#ifndef __KERNEL__
-	spin_lock_destroy(&mc->lock);
-#endif
+	if (g->private)
+		imgfmt_mgroup_destroy(g);
 	kfree(mc);
 }
 
-/* Caller holds mc->lock. */
+/* Caller holds the group's lock. */
 static struct imgfmt_mtable *mcache_find(struct imgfmt_mcache *mc,
 					 const struct imgfmt_mkey *k)
 {
 	struct imgfmt_mtable *t;
 
-	list_for_each_entry(t, &mc->buckets[mcache_hash(mc, k->key)], chain)
-		if (t->off == k->key && t->tag == k->tag)
+	list_for_each_entry(t, &mc->g->buckets[mcache_hash(mc, k->key)], chain)
+		if (t->mc == mc && t->off == k->key && t->tag == k->tag)
 			return t;
 	return NULL;
 }
 
 /*
- * Caller holds mc->lock; t is in the cache.  Marks t most recently used;
- * -EIO when the copy reaches past the table's valid bytes.
+ * Caller holds the group's lock; t is in the cache.  Marks t most
+ * recently used; -EIO when the copy reaches past the table's valid bytes.
  */
 static int mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
 			   u32 pos, void *out, u32 len)
 {
-	list_move(&t->lru, &mc->lru);
+	list_move(&t->lru, &mc->g->lru);
 	if (pos > t->valid || len > t->valid - pos)
 		return -EIO;
 	if (len)
@@ -163,67 +253,102 @@ static int mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
 	return 0;
 }
 
-/* Caller holds mc->lock.  Unlinks and returns the least recently used. */
-static struct imgfmt_mtable *mcache_evict_lru(struct imgfmt_mcache *mc)
+/* Caller holds g->lock.  Unlinks and returns the least recently used. */
+static struct imgfmt_mtable *mgroup_evict_lru(struct imgfmt_mgroup *g)
 {
 	struct imgfmt_mtable *t;
 
-	if (list_empty(&mc->lru))
+	if (list_empty(&g->lru))
 		return NULL;
-	t = list_last_entry(&mc->lru, struct imgfmt_mtable, lru);
+	t = list_last_entry(&g->lru, struct imgfmt_mtable, lru);
 	list_del(&t->lru);
 	list_del(&t->chain);
-	mc->bytes -= mtable_cost(mc);
+	g->bytes -= mtable_cost(t->size);
+	t->mc->bytes -= mtable_cost(t->size);
 	return t;
 }
 
+/* Caller holds g->lock.  Keep t as the spare if it can be one. */
+static bool mgroup_keep_spare(struct imgfmt_mgroup *g, struct imgfmt_mtable *t)
+{
+	if (g->spare || t->size < g->spare_size)
+		return false;
+	g->spare = t;
+	return true;
+}
+
 /*
- * Caller holds mc->lock.  Drops least recently used tables until there is
- * room for one more; they go to the spare slot or onto *victims for freeing
- * once the lock is dropped.
+ * Caller holds g->lock.  Drops least recently used tables until there is
+ * room for one more of size bytes; they go to the spare slot or onto
+ * *victims for freeing once the lock is dropped.
  */
-static void mcache_make_room(struct imgfmt_mcache *mc,
+static void mgroup_make_room(struct imgfmt_mgroup *g, u32 size,
 			     struct list_head *victims)
 {
 	struct imgfmt_mtable *t;
 
-	while (mc->bytes + mtable_cost(mc) > mc->limit_bytes) {
-		t = mcache_evict_lru(mc);
+	while (g->bytes + mtable_cost(size) > g->limit_bytes) {
+		t = mgroup_evict_lru(g);
 		if (!t)
 			break;
-		if (!mc->spare)
-			mc->spare = t;
-		else
+		if (!mgroup_keep_spare(g, t))
 			list_add(&t->lru, victims);
 	}
 }
 
 /*
- * A table to fill.  A full cache recycles its least recently used table:
- * allocating afresh would cost a page clearing per miss (init_on_alloc),
- * which make bench measured at a quarter of a sparse image's random reads.
- * Otherwise a new one, or when memory is short the spare or the LRU one.
+ * A table to fill.  A full cache recycles its least recently used table
+ * when it is large enough: allocating afresh would cost a page clearing
+ * per miss (init_on_alloc), which make bench measured at a quarter of a
+ * sparse image's random reads.  Otherwise a new one, or when memory is
+ * short the spare.
  */
 static struct imgfmt_mtable *mcache_get_free_table(struct imgfmt_mcache *mc)
 {
-	struct imgfmt_mtable *t = NULL;
+	struct imgfmt_mgroup *g = mc->g;
+	struct imgfmt_mtable *t = NULL, *victim = NULL;
 
-	spin_lock(&mc->lock);
-	if (mc->bytes + mtable_cost(mc) > mc->limit_bytes)
-		t = mcache_evict_lru(mc);
-	spin_unlock(&mc->lock);
+	spin_lock(&g->lock);
+	if (g->bytes + mtable_cost(mc->table_size) > g->limit_bytes)
+		t = mgroup_evict_lru(g);
+	if (t && t->size != mc->table_size) {
+		/* Another layer's size: it makes room, not a table. */
+		if (!mgroup_keep_spare(g, t))
+			victim = t;
+		t = NULL;
+	}
+	spin_unlock(&g->lock);
+	mtable_free(victim);
 	if (t)
 		return t;
 	t = mtable_alloc(mc->table_size);
 	if (t)
 		return t;
-	spin_lock(&mc->lock);
-	t = mc->spare;
-	mc->spare = NULL;
-	if (!t)
-		t = mcache_evict_lru(mc);
-	spin_unlock(&mc->lock);
+	spin_lock(&g->lock);
+	t = g->spare;
+	g->spare = NULL;
+	spin_unlock(&g->lock);
 	return t;
+}
+
+/* Caller holds g->lock: t, filled for k with valid bytes, joins the cache. */
+static void mcache_insert(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
+			  const struct imgfmt_mkey *k, u32 valid,
+			  struct list_head *victims)
+{
+	struct imgfmt_mgroup *g = mc->g;
+
+	mgroup_make_room(g, t->size, victims);
+	t->mc = mc;
+	t->off = k->key;
+	t->tag = k->tag;
+	t->valid = valid;
+	list_add(&t->chain, &g->buckets[mcache_hash(mc, k->key)]);
+	list_add(&t->lru, &g->lru);
+	g->bytes += mtable_cost(t->size);
+	mc->bytes += mtable_cost(t->size);
+	if (g->bytes > g->peak_bytes)
+		g->peak_bytes = g->bytes;
 }
 
 static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
@@ -231,6 +356,7 @@ static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 		       void *ctx)
 {
 	struct imgfmt_mtable *t, *v, *n, *cached;
+	struct imgfmt_mgroup *g = mc->g;
 	LIST_HEAD(victims);
 	int r;
 
@@ -240,13 +366,11 @@ static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 	r = fill(ctx, k->key, t->data, mc->table_size);
 	if (r > (int)mc->table_size)
 		r = -EIO;
-	spin_lock(&mc->lock);
+	spin_lock(&g->lock);
 	if (r < 0) {
-		if (!mc->spare) {
-			mc->spare = t;
+		if (mgroup_keep_spare(g, t))
 			t = NULL;
-		}
-		spin_unlock(&mc->lock);
+		spin_unlock(&g->lock);
 		mtable_free(t);
 		return r;
 	}
@@ -257,23 +381,14 @@ static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 		r = mcache_copy_out(mc, cached, pos, out, len);
 		list_add(&t->lru, &victims);
 	} else {
-		mcache_make_room(mc, &victims);
-		t->off = k->key;
-		t->tag = k->tag;
-		t->valid = r;
-		list_add(&t->chain, &mc->buckets[mcache_hash(mc, k->key)]);
-		list_add(&t->lru, &mc->lru);
-		mc->bytes += mtable_cost(mc);
-		if (mc->bytes > mc->peak_bytes)
-			mc->peak_bytes = mc->bytes;
+		mcache_insert(mc, t, k, (u32)r, &victims);
 		r = mcache_copy_out(mc, t, pos, out, len);
 	}
-	if (!mc->spare && !list_empty(&victims)) {
-		mc->spare = list_first_entry(&victims, struct imgfmt_mtable,
-					     lru);
-		list_del(&mc->spare->lru);
+	list_for_each_entry_safe(v, n, &victims, lru) {
+		if (mgroup_keep_spare(g, v))
+			list_del(&v->lru);
 	}
-	spin_unlock(&mc->lock);
+	spin_unlock(&g->lock);
 	list_for_each_entry_safe(v, n, &victims, lru) {
 		list_del(&v->lru);
 		mtable_free(v);
@@ -291,13 +406,13 @@ static int mcache_lookup(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 	struct imgfmt_mtable *t;
 	int r = -EWOULDBLOCK;
 
-	spin_lock(&mc->lock);
+	spin_lock(&mc->g->lock);
 	t = mcache_find(mc, k);
 	if (t) {
 		mc->hits++;
 		r = mcache_copy_out(mc, t, pos, out, len);
 	}
-	spin_unlock(&mc->lock);
+	spin_unlock(&mc->g->lock);
 	return r;
 }
 
@@ -356,9 +471,9 @@ int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
 	bool cached;
 	int r;
 
-	spin_lock(&mc->lock);
+	spin_lock(&mc->g->lock);
 	cached = mcache_find(mc, k);
-	spin_unlock(&mc->lock);
+	spin_unlock(&mc->g->lock);
 	if (cached)
 		return 0;
 	r = mcache_fill(mc, k, 0, NULL, 0, fill, ctx);
@@ -373,12 +488,24 @@ u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc)
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 			     struct imgfmt_mcache_stats *st)
 {
-	spin_lock(&mc->lock);
+	struct imgfmt_mgroup *g = mc->g;
+
+	spin_lock(&g->lock);
 	st->hits = mc->hits;
 	st->misses = mc->misses;
 	st->bytes = mc->bytes;
-	st->peak_bytes = mc->peak_bytes;
-	st->limit_bytes = mc->limit_bytes;
+	st->peak_bytes = g->private ? g->peak_bytes : 0;
+	st->limit_bytes = g->limit_bytes;
 	st->table_size = mc->table_size;
-	spin_unlock(&mc->lock);
+	spin_unlock(&g->lock);
+}
+
+void imgfmt_mgroup_get_stats(struct imgfmt_mgroup *g,
+			     struct imgfmt_mcache_stats *st)
+{
+	spin_lock(&g->lock);
+	st->bytes = g->bytes;
+	st->peak_bytes = g->peak_bytes;
+	st->limit_bytes = g->limit_bytes;
+	spin_unlock(&g->lock);
 }

@@ -23,14 +23,39 @@ struct imgfmt_mcache_stats {
 };
 
 struct imgfmt_mcache;
+struct imgfmt_mgroup;
 
 /*
- * limit_bytes is raised to hold at least two tables.  Returns NULL when
- * memory is short or the arguments make no sense.
+ * A cache of its own, bounded by limit_bytes, which is raised to hold at
+ * least two tables.  Returns NULL when memory is short or the arguments
+ * make no sense.
  */
 struct imgfmt_mcache *imgfmt_mcache_create(struct imgfmt_dev *dev,
 					   u32 table_size, u64 limit_bytes);
 void imgfmt_mcache_destroy(struct imgfmt_mcache *mc);
+
+/*
+ * A budget that several caches share (the layers of a chain): their
+ * tables together stay within limit_bytes, or one table when a single
+ * one is larger, and the least recently used table of any of them makes
+ * room.  Destroy its caches before it.
+ */
+struct imgfmt_mgroup *imgfmt_mgroup_create(u64 limit_bytes);
+void imgfmt_mgroup_destroy(struct imgfmt_mgroup *g);
+
+/* A cache whose tables of table_size bytes draw on g. */
+struct imgfmt_mcache *imgfmt_mcache_create_in(struct imgfmt_mgroup *g,
+					      struct imgfmt_dev *dev,
+					      u32 table_size);
+
+/* The cache of an image being opened: in args' group if it has one. */
+static inline struct imgfmt_mcache *
+imgfmt_mcache_for(struct imgfmt_mgroup *g, struct imgfmt_dev *dev,
+		  u32 table_size, u64 limit_bytes)
+{
+	return g ? imgfmt_mcache_create_in(g, dev, table_size) :
+		   imgfmt_mcache_create(dev, table_size, limit_bytes);
+}
 
 /*
  * Copy len bytes at byte pos of the table stored at device offset table_off
@@ -88,7 +113,15 @@ int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
 /* The size of its tables, fixed at creation. */
 u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc);
 
+/*
+ * Its hits, misses and bytes held; the bound and peak are its group's
+ * (peak 0 for a cache in a shared group: see imgfmt_mgroup_get_stats()).
+ */
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
+			     struct imgfmt_mcache_stats *st);
+
+/* The group's bytes, peak and limit (hits, misses, table size untouched). */
+void imgfmt_mgroup_get_stats(struct imgfmt_mgroup *g,
 			     struct imgfmt_mcache_stats *st);
 
 #endif /* IMGFMT_MCACHE_H */

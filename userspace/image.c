@@ -10,6 +10,7 @@
 
 #include "ccache.h"
 #include "escape.h"
+#include "formats/chain.h"
 #include "image.h"
 #include "imgfmt.h"
 #include "uhost.h"
@@ -155,8 +156,53 @@ int image_open_fd(struct image *im, int fd, const char *path,
 	return image_validate(im, o);
 }
 
+static void lower_close(struct image *lower, unsigned int nr)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		image_close(&lower[i]);
+	free(lower);
+}
+
+int image_set_lower(struct image *im, struct image *lower, unsigned int nr)
+{
+	struct imgfmt_image **layers;
+	const char *err = NULL;
+	unsigned int i;
+	int rc;
+
+	if (im->lower || !im->img) {
+		lower_close(lower, nr);
+		return fail("%s: layers already set", im->name);
+	}
+	layers = calloc((size_t)nr + 1, sizeof(*layers));
+	if (!layers) {
+		lower_close(lower, nr);
+		return fail("out of memory");
+	}
+	layers[0] = im->img;
+	for (i = 0; i < nr; i++)
+		layers[i + 1] = lower[i].img;
+	rc = imgfmt_chain_create(layers, nr + 1, NULL,
+				 IMGFMT_DEFAULT_CACHE_BYTES, &im->chain, &err);
+	free(layers);
+	if (rc) {
+		lower_close(lower, nr);
+		return fail("%s: %s", im->name, err);
+	}
+	im->lower = lower;
+	im->nr_lower = nr;
+	return 0;
+}
+
 void image_close(struct image *im)
 {
+	imgfmt_chain_destroy(im->chain);
+	im->chain = NULL;
+	lower_close(im->lower, im->nr_lower);
+	im->lower = NULL;
+	im->nr_lower = 0;
 	imgfmt_decoder_destroy(im->decoder);
 	im->decoder = NULL;
 	imgfmt_ccache_destroy(im->ccache);
@@ -230,6 +276,12 @@ static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
 	return 0;
 }
 
+/* The image of layer n of im's chain (0: im itself). */
+static struct image *image_layer(struct image *im, u32 n)
+{
+	return n && n <= im->nr_lower ? &im->lower[n - 1] : im;
+}
+
 static int map_failed(struct image *im, int rc, const char *err, u64 voff)
 {
 	if (rc == -EIO && err)
@@ -283,7 +335,12 @@ int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero)
 	while (done < len) {
 		memset(&run, 0, sizeof(run));
 		err = NULL;
-		rc = imgfmt_map(im->img, off + done, len - done, 0, &run, &err);
+		if (im->chain)
+			rc = imgfmt_chain_map(im->chain, off + done, len - done,
+					      0, &run, &err);
+		else
+			rc = imgfmt_map(im->img, off + done, len - done, 0,
+					&run, &err);
 		if (rc)
 			return map_failed(im, rc, err, off + done);
 		if (!run.length || run.length > len - done ||
@@ -292,7 +349,8 @@ int image_read(struct image *im, u64 off, u64 len, char *buf, bool *zero)
 				    im->name, (unsigned long long)run.length,
 				    (unsigned long long)(len - done),
 				    (unsigned long long)(off + done));
-		rc = read_run(im, &run, off + done, buf + done, zero);
+		rc = read_run(image_layer(im, run.layer), &run, off + done,
+			      buf + done, zero);
 		if (rc)
 			return rc;
 		done += run.length;

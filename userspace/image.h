@@ -25,6 +25,13 @@ struct image {
 	const char *err;	/* why detection or validation failed */
 	struct imgfmt_ccache *ccache;	/* made on the first compressed run */
 	struct imgfmt_decoder *decoder;
+	/*
+	 * The layers below it, its backing file first, which it owns once
+	 * image_set_lower() gave them; reads go through chain then.
+	 */
+	struct image *lower;
+	unsigned int nr_lower;
+	struct imgfmt_chain *chain;
 };
 
 /* How to open an image; zeroes are the defaults. */
@@ -68,7 +75,14 @@ int image_open_file(const char *path, int *fd);
 int image_open_fd(struct image *im, int fd, const char *path,
 		  const struct image_opts *o);
 
-/* Close an image; safe on one that failed to open, and twice. */
+/*
+ * Stack the nr open images at lower (top-down: im's backing file first)
+ * under im, which takes them over (closes and frees them, on failure
+ * too).  0 or FAIL.
+ */
+int image_set_lower(struct image *im, struct image *lower, unsigned int nr);
+
+/* Close an image and its lower layers; safe on one that failed, twice. */
 void image_close(struct image *im);
 
 /* The open file or device holding the image, or -1. */

@@ -517,8 +517,8 @@ static int cow_open(const struct imgfmt_open_args *args,
 	c->data_offset = f.data_offset;
 	if (dev->size > f.data_offset)
 		c->data_sectors = (dev->size - f.data_offset) / COW_SECTOR_SIZE;
-	c->img.mcache = imgfmt_mcache_create(dev, COW_PIECE_BYTES,
-					     args->cache_bytes);
+	c->img.mcache = imgfmt_mcache_for(args->mgroup, dev,
+					  COW_PIECE_BYTES, args->cache_bytes);
 	if (!c->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		r = -ENOMEM;

@@ -295,8 +295,8 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	if (r)
 		goto fail;
 	/* L2 tables are 512 bytes to 64 KiB, whatever the cluster size. */
-	q->img.mcache = imgfmt_mcache_create(dev, q->l2_bytes,
-					     args->cache_bytes);
+	q->img.mcache = imgfmt_mcache_for(args->mgroup, dev, q->l2_bytes,
+					  args->cache_bytes);
 	if (!q->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		r = -ENOMEM;

@@ -921,8 +921,8 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 	if (r)
 		goto fail;
 	q->l2_slice_size = min_t(u32, q->cluster_size, QCOW2_L2_SLICE);
-	q->img.mcache = imgfmt_mcache_create(dev, q->l2_slice_size,
-					     args->cache_bytes);
+	q->img.mcache = imgfmt_mcache_for(args->mgroup, dev,
+					  q->l2_slice_size, args->cache_bytes);
 	if (!q->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		r = -ENOMEM;

@@ -37,10 +37,11 @@ static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
  * stops before that sector, and the sector is a run of its own that says
  * how much of it to zero.
  */
-static void run_cut_at_last_sector(struct imgfmt_run *run, u64 offset,
+void imgfmt_run_cut_at_last_sector(struct imgfmt_run *run, u64 offset,
 				   u64 virtual_size)
 {
 	u64 last = virtual_size & ~511ULL;
+	u32 tail;
 
 	if (virtual_size == last || offset + run->length <= last ||
 	    (run->kind != IMGFMT_RUN_DATA &&
@@ -50,8 +51,10 @@ static void run_cut_at_last_sector(struct imgfmt_run *run, u64 offset,
 		run->length = last - offset;
 		return;
 	}
+	/* A lower layer may end in this sector too, before the top. */
+	tail = 512 - (u32)(virtual_size - last);
 	run->length = 512;
-	run->tail_zero = 512 - (virtual_size - last);
+	run->tail_zero = max(run->tail_zero, tail);
 }
 
 /*
@@ -115,7 +118,7 @@ int imgfmt_map(struct imgfmt_image *img, u64 offset, u64 length,
 	} else if (offset + run->length > vend) {
 		run->length = vend - offset;
 	}
-	run_cut_at_last_sector(run, offset, virtual_size);
+	imgfmt_run_cut_at_last_sector(run, offset, virtual_size);
 	return 0;
 }
 

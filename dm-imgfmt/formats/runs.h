@@ -64,6 +64,15 @@ int imgfmt_load_be64_table(struct imgfmt_dev *dev, u64 off, u32 n,
 			   u64 **table);
 
 /*
+ * When virtual_size ends inside a sector, bytes of it past the end read
+ * as zeroes whatever the image (or a layer below it) holds there: a DATA
+ * or COMPRESSED run at offset stops before that sector, or is that one
+ * sector, with tail_zero set.
+ */
+void imgfmt_run_cut_at_last_sector(struct imgfmt_run *run, u64 offset,
+				   u64 virtual_size);
+
+/*
  * Report corruption that a lookup met at virtual offset where: rate
  * limited in the log, *err = what, and -EIO to return.
  */

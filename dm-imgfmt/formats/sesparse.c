@@ -234,7 +234,7 @@ static void sesparse_close(struct imgfmt_image *img)
 
 static int sesparse_setup(struct sesparse_image *s,
 			  const struct sesparse_const_header *h, u64 needed,
-			  u64 cache_bytes, const char **err)
+			  const struct imgfmt_open_args *args, const char **err)
 {
 	u64 gd_offset = le64_to_cpu(h->grain_dir_offset) << 9;
 	struct imgfmt_info *info = &s->img.info;
@@ -263,8 +263,8 @@ static int sesparse_setup(struct sesparse_image *s,
 			return r;
 		}
 	}
-	s->img.mcache = imgfmt_mcache_create(s->img.dev, SESPARSE_GT_BYTES,
-					     cache_bytes);
+	s->img.mcache = imgfmt_mcache_for(args->mgroup, s->img.dev,
+					  SESPARSE_GT_BYTES, args->cache_bytes);
 	if (!s->img.mcache) {
 		*err = "cannot allocate the metadata cache";
 		return -ENOMEM;
@@ -315,7 +315,7 @@ static int sesparse_open(const struct imgfmt_open_args *args,
 		goto out;
 	}
 	s->img.dev = dev;
-	r = sesparse_setup(s, h, needed, args->cache_bytes, err);
+	r = sesparse_setup(s, h, needed, args, err);
 	if (r)
 		sesparse_close(&s->img);
 	else

@@ -434,9 +434,11 @@ static void vmdk_fill_info(struct vmdk_image *v, const struct vmdk_layout *l)
 }
 
 static int vmdk_setup(struct vmdk_image *v, const struct vmdk_layout *l,
-		      u64 needed, u64 cache_bytes, const char **err)
+		      u64 needed, const struct imgfmt_open_args *args,
+		      const char **err)
 {
 	size_t gd_bytes = needed * VMDK_GTE_BYTES;
+	u64 cache_bytes = args->cache_bytes;
 	int r;
 
 	v->img.info.virtual_size = l->capacity * VMDK_SECTOR;
@@ -467,12 +469,12 @@ static int vmdk_setup(struct vmdk_image *v, const struct vmdk_layout *l,
 	}
 	/* Grain markers get an eighth of the bound. */
 	if (v->has_markers) {
-		v->markers = imgfmt_mcache_create(v->img.dev, VMDK_SECTOR,
-						  cache_bytes / 8);
+		v->markers = imgfmt_mcache_for(args->mgroup, v->img.dev,
+					       VMDK_SECTOR, cache_bytes / 8);
 		cache_bytes -= cache_bytes / 8;
 	}
-	v->img.mcache = imgfmt_mcache_create(v->img.dev, v->gt_table_size,
-					     cache_bytes);
+	v->img.mcache = imgfmt_mcache_for(args->mgroup, v->img.dev,
+					  v->gt_table_size, cache_bytes);
 	if (!v->img.mcache || (v->has_markers && !v->markers)) {
 		*err = "cannot allocate the metadata cache";
 		return -ENOMEM;
@@ -522,7 +524,7 @@ static int vmdk_open(const struct imgfmt_open_args *args,
 		goto out;
 
 	v->img.dev = dev;
-	r = vmdk_setup(v, &l, needed, args->cache_bytes, err);
+	r = vmdk_setup(v, &l, needed, args, err);
 	if (!r) {
 		*imgp = &v->img;
 		v = NULL;

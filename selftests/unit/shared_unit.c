@@ -147,6 +147,52 @@ TEST(mcache_failed_fill_not_cached)
 	free(m);
 }
 
+/*
+ * Two caches of different table sizes in one group: together they stay
+ * within the group's bound, the least recently used table of either makes
+ * room, and the same key in each is two tables.
+ */
+TEST(mgroup_shared_bound)
+{
+	struct mem_dev *m = mem_dev_new();
+	struct imgfmt_mcache_stats st;
+	struct imgfmt_mcache *a, *b;
+	struct imgfmt_mkey k0 = { .key = 0 };
+	struct imgfmt_mgroup *g;
+	int whole = 4096;
+	u8 out[16];
+	u64 key;
+
+	ASSERT_NE(NULL, m);
+	g = imgfmt_mgroup_create(32 << 10);
+	ASSERT_NE(NULL, g);
+	a = imgfmt_mcache_create_in(g, &m->dev, 512);
+	b = imgfmt_mcache_create_in(g, &m->dev, 4096);
+	ASSERT_NE(NULL, a);
+	ASSERT_NE(NULL, b);
+	ASSERT_EQ(0, imgfmt_mcache_read_fill(a, &k0, 0, out, 16, fill_prefix,
+					     &whole));
+	EXPECT_EQ(-EWOULDBLOCK, imgfmt_mcache_lookup(b, &k0, 0, out, 16));
+	/* Twenty 4 KiB tables through b: a's old table is the LRU one. */
+	for (key = 0; key < 20; key++) {
+		struct imgfmt_mkey k = { .key = key * 4096 };
+
+		ASSERT_EQ(0, imgfmt_mcache_read_fill(b, &k, 0, out, 16,
+						     fill_prefix, &whole));
+		imgfmt_mgroup_get_stats(g, &st);
+		EXPECT_GE(32u << 10, st.bytes);
+	}
+	EXPECT_EQ(-EWOULDBLOCK, imgfmt_mcache_lookup(a, &k0, 0, out, 16));
+	imgfmt_mgroup_get_stats(g, &st);
+	EXPECT_LT(4u << 10, st.bytes);
+	imgfmt_mcache_destroy(a);
+	imgfmt_mcache_destroy(b);
+	imgfmt_mgroup_get_stats(g, &st);
+	EXPECT_EQ(0, st.bytes);
+	imgfmt_mgroup_destroy(g);
+	free(m);
+}
+
 /* ------------------------------------------------------ decompression */
 
 #define CLUSTER		65536U

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * A chain: images stacked as one disk, as QEMU stacks backing files.
+ * Layer 0 is the top; what a layer leaves unallocated is read from the
+ * layers below it, a zero cluster reads zeroes and stops the descent, and
+ * past a lower layer's end the disk reads zeroes.
+ *
+ * Reading the bottom layer through many empty overlays must not walk every
+ * overlay's tables for every request.  For chains deeper than a few
+ * layers, the chain remembers per region of the disk which lower layers
+ * hold anything there at all (an owner set, one bit per layer), in tables
+ * of the shared metadata cache, and a lookup visits only those.  The sets
+ * describe the lower layers only, which never change while the chain is
+ * open; the top, which writes will change, is always asked first.
+ */
+#ifndef IMGFMT_CHAIN_H
+#define IMGFMT_CHAIN_H
+
+#include "../imgfmt_format.h"
+
+/* The deepest chain, top included. */
+#define IMGFMT_MAX_LAYERS		1024
+
+/*
+ * Lower layers walked one by one; a chain with more has owner sets.  Up
+ * to here a walk costs no more than the set's own lookup would.
+ */
+#define IMGFMT_CHAIN_WALK_MAX		4
+
+/* The region one owner set covers: 2 MiB. */
+#define IMGFMT_CHAIN_REGION_SHIFT	21
+
+struct imgfmt_chain;
+
+/*
+ * A chain of the nr open images at layers (top first, nr >= 1), whose
+ * owner sets, if any, draw on g (the group the layers' caches use; NULL:
+ * a private one of cache_bytes).  The chain does not own the layers.  0,
+ * -EINVAL or -ENOMEM with *err set.
+ */
+int imgfmt_chain_create(struct imgfmt_image *const *layers, u32 nr,
+			struct imgfmt_mgroup *g, u64 cache_bytes,
+			struct imgfmt_chain **chainp, const char **err);
+void imgfmt_chain_destroy(struct imgfmt_chain *c);
+
+/*
+ * imgfmt_map() of the whole chain: the run comes from the highest layer
+ * that holds [offset, ...) (run->layer), is at most as long as the top
+ * layer's answer, and is UNALLOCATED (reads as zeroes) when no layer
+ * holds it.  Same returns as imgfmt_map().
+ */
+int imgfmt_chain_map(struct imgfmt_chain *c, u64 offset, u64 length,
+		     unsigned int flags, struct imgfmt_run *run,
+		     const char **err);
+
+/* The chain's owner-set cache, for statistics; NULL when it has none. */
+struct imgfmt_mcache *imgfmt_chain_owner_cache(struct imgfmt_chain *c);
+
+#endif /* IMGFMT_CHAIN_H */
