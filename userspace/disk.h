@@ -52,6 +52,12 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 	      u64 cache_bytes);
 void disk_close(struct disk *d);
 
+/*
+ * The same without the backing chain: an image's backing file is named,
+ * not opened (what `info` describes; such a disk cannot be read).
+ */
+int disk_open_top(struct disk *d, const char *path, const char *pin);
+
 /* Segments holding a file (all but SEG_ZERO). */
 unsigned int disk_nr_files(const struct disk *d);
 
