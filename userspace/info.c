@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "backing.h"
 #include "disk.h"
 #include "imgfmt.h"
 #include "json.h"
@@ -144,13 +145,30 @@ static void print_embedded_create_type(struct image *im)
 		print_str("create-type", ct);
 }
 
+/* The file QEMU opens for the backing file, as qemu-img info shows it. */
+static void print_full_backing(const struct image *im)
+{
+	char *full;
+
+	if (!im->info.backing_file[0])
+		return;
+	full = backing_full_name(im->path, im->info.backing_file);
+	if (full)
+		print_str("full-backing-file", full);
+	free(full);
+}
+
+static void print_layer_info(struct image *im, u64 file_size)
+{
+	print_info(&im->info);
+	print_full_backing(im);
+	print_embedded_create_type(im);
+	print_file_size(file_size);
+}
+
 static void print_image_info(struct disk *d)
 {
-	struct image *im = &d->segs[0].im;
-
-	print_info(&im->info);
-	print_embedded_create_type(im);
-	print_file_size(d->file_size);
+	print_layer_info(&d->segs[0].im, d->file_size);
 }
 
 /* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
@@ -252,9 +270,9 @@ static void json_qcow2_specific(struct json *j, const struct imgfmt_info *info)
 }
 
 /* A single VMDK sparse file: one extent, itself. */
-static void json_vmdk_specific(struct json *j, struct disk *d)
+static void json_vmdk_specific(struct json *j, struct image *im,
+			       const char *path)
 {
-	struct image *im = &d->segs[0].im;
 	char ct[64], why[320];
 
 	json_object(j, "format-specific");
@@ -264,9 +282,13 @@ static void json_vmdk_specific(struct json *j, struct disk *d)
 	    !vmdk_embedded_create_type(im, ct, sizeof(ct), why, sizeof(why)) &&
 	    ct[0])
 		json_str(j, "create-type", ct);
+	if (im->info.has_cid) {
+		json_u64(j, "cid", im->info.cid);
+		json_u64(j, "parent-cid", im->info.parent_cid);
+	}
 	json_array(j, "extents");
 	json_object(j, NULL);
-	json_str(j, "filename", d->path);
+	json_str(j, "filename", path);
 	json_u64(j, "virtual-size", im->info.virtual_size);
 	json_u64(j, "cluster-size", im->info.cluster_size);
 	json_close(j);
@@ -275,21 +297,38 @@ static void json_vmdk_specific(struct json *j, struct disk *d)
 	json_close(j);
 }
 
-static void json_image_info(struct json *j, struct disk *d)
+static void json_full_backing(struct json *j, const struct image *im)
 {
-	const struct imgfmt_info *info = &d->segs[0].im.info;
-	unsigned long long actual = allocated_bytes(segment_fd(&d->segs[0]));
+	char *full;
+
+	if (!im->info.backing_file[0])
+		return;
+	full = backing_full_name(im->path, im->info.backing_file);
+	if (full)
+		json_str(j, "full-backing-filename", full);
+	free(full);
+}
+
+/* One image (the disk's, or a layer of its chain) at path. */
+static void json_layer_info(struct json *j, struct image *im, const char *path,
+			    u64 file_size)
+{
+	const struct imgfmt_info *info = &im->info;
+	unsigned long long actual = allocated_bytes(image_fd(im));
 
 	json_str(j, "format", info->format);
 	json_u64(j, "virtual-size", info->virtual_size);
 	if (actual)
 		json_u64(j, "actual-size", actual);
-	json_u64(j, "file-size", d->file_size);
-	json_u64(j, "cluster-size", info->cluster_size);
+	json_u64(j, "file-size", file_size);
+	/* qemu-img shows no cluster size for raw. */
+	if (info->cluster_size)
+		json_u64(j, "cluster-size", info->cluster_size);
 	json_bool(j, "dirty-flag", info->dirty);
 	json_bool(j, "encrypted", info->encrypted);
 	if (info->backing_file[0])
 		json_str(j, "backing-filename", info->backing_file);
+	json_full_backing(j, im);
 	if (info->backing_format[0])
 		json_str(j, "backing-filename-format", info->backing_format);
 	json_u64(j, "version", info->version);
@@ -302,7 +341,12 @@ static void json_image_info(struct json *j, struct disk *d)
 	if (!strcmp(info->format, "qcow2"))
 		json_qcow2_specific(j, info);
 	else if (!strncmp(info->format, "vmdk", 4))
-		json_vmdk_specific(j, d);
+		json_vmdk_specific(j, im, path);
+}
+
+static void json_image_info(struct json *j, struct disk *d)
+{
+	json_layer_info(j, &d->segs[0].im, d->path, d->file_size);
 }
 
 /* One extent line; with its opened file's grain size when there is one. */
@@ -375,11 +419,70 @@ int info_run(const char *path, const char *format, bool json)
 	struct disk d;
 	int rc;
 
-	rc = disk_open(&d, path, format, 0);
+	rc = disk_open_top(&d, path, format);
 	if (json)
 		json_info(&d, rc);
 	else
 		text_info(&d, rc);
+	disk_close(&d);
+	return rc;
+}
+
+/* info --backing-chain */
+
+/* A layer's block; parent is the layer above it (NULL for the top). */
+static void text_layer(struct image *im, const struct image *parent)
+{
+	if (parent)
+		putchar('\n');
+	print_str("image", im->path);
+	print_layer_info(im, im->dev.size);
+	if (parent && backing_probed_raw(parent, im))
+		printf("note: backing format probed as raw\n");
+}
+
+static void json_layer(struct json *j, struct image *im)
+{
+	json_object(j, NULL);
+	json_str(j, "filename", im->path);
+	json_layer_info(j, im, im->path, im->dev.size);
+	json_close(j);
+}
+
+static void chain_info(struct disk *d, bool json)
+{
+	struct image *top = &d->segs[0].im;
+	struct json j;
+	unsigned int i;
+
+	if (json) {
+		json_begin_array(&j, stdout);
+		json_layer(&j, top);
+		for (i = 0; i < top->nr_lower; i++)
+			json_layer(&j, &top->lower[i]);
+		json_end(&j);
+		return;
+	}
+	text_layer(top, NULL);
+	for (i = 0; i < top->nr_lower; i++)
+		text_layer(&top->lower[i], i ? &top->lower[i - 1] : top);
+}
+
+int info_chain_run(const char *path, const char *format, bool json)
+{
+	struct disk d;
+	int rc;
+
+	rc = disk_open(&d, path, format, 0);
+	/* A refusal, or a descriptor: described as plain info does. */
+	if (rc || d.is_desc) {
+		if (json)
+			json_info(&d, rc);
+		else
+			text_info(&d, rc);
+	} else {
+		chain_info(&d, json);
+	}
 	disk_close(&d);
 	return rc;
 }
