@@ -60,6 +60,7 @@ make_images() {
 }
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
+step chain-resolve "$TOP/selftests/unit/chain-resolve.sh"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
 step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"
