@@ -27,6 +27,7 @@ struct imgfmt_ccache {
 struct imgfmt_decoder {
 	/* Compressed input: in_size plus room to widen it to aligned reads. */
 	u8 *in;
+	u32 in_size;
 };
 
 /* The fill context: the cache, the decoder and the run being read. */
@@ -36,29 +37,51 @@ struct ccache_fill {
 	const struct imgfmt_run *run;
 };
 
-struct imgfmt_ccache *imgfmt_ccache_create(struct imgfmt_dev *dev,
-					   u32 cluster_size)
+/* Deflate and zstd never grow data by half; QCOW2 allows 2x. */
+static u32 ccache_in_size(u32 cluster_size)
+{
+	return 2 * cluster_size + 4096;
+}
+
+static bool ccache_cluster_size_ok(u32 cluster_size)
+{
+	return cluster_size && cluster_size % 512 == 0 &&
+	       cluster_size <= (64U << 20);
+}
+
+u64 imgfmt_ccache_bound(u32 max_cluster_size)
+{
+	return max_t(u64, CCACHE_MIN_BYTES,
+		     (u64)CCACHE_MIN_CLUSTERS * max_cluster_size);
+}
+
+struct imgfmt_ccache *imgfmt_ccache_create_in(struct imgfmt_mgroup *g,
+					      struct imgfmt_dev *dev,
+					      u32 cluster_size)
 {
 	struct imgfmt_ccache *cc;
-	u64 limit;
 
-	if (!cluster_size || cluster_size % 512 || cluster_size > (64U << 20))
+	if (!ccache_cluster_size_ok(cluster_size))
 		return NULL;
 	cc = kzalloc(sizeof(*cc), GFP_KERNEL);
 	if (!cc)
 		return NULL;
 	cc->dev = dev;
 	cc->cluster_size = cluster_size;
-	/* Deflate and zstd never grow data by half; QCOW2 allows 2x. */
-	cc->in_size = 2 * cluster_size + 4096;
-	limit = max_t(u64, CCACHE_MIN_BYTES,
-		      (u64)CCACHE_MIN_CLUSTERS * cluster_size);
-	cc->mc = imgfmt_mcache_create(dev, cluster_size, limit);
+	cc->in_size = ccache_in_size(cluster_size);
+	cc->mc = imgfmt_mcache_for(g, dev, cluster_size,
+				   imgfmt_ccache_bound(cluster_size));
 	if (!cc->mc) {
 		kfree(cc);
 		return NULL;
 	}
 	return cc;
+}
+
+struct imgfmt_ccache *imgfmt_ccache_create(struct imgfmt_dev *dev,
+					   u32 cluster_size)
+{
+	return imgfmt_ccache_create_in(NULL, dev, cluster_size);
 }
 
 void imgfmt_ccache_destroy(struct imgfmt_ccache *cc)
@@ -77,13 +100,18 @@ u32 imgfmt_ccache_capacity(struct imgfmt_ccache *cc)
 	return (u32)min_t(u64, st.limit_bytes / cc->cluster_size, U32_MAX);
 }
 
-struct imgfmt_decoder *imgfmt_decoder_create(struct imgfmt_ccache *cc)
+struct imgfmt_decoder *imgfmt_decoder_create(u32 max_cluster_size)
 {
-	struct imgfmt_decoder *dec = kzalloc(sizeof(*dec), GFP_KERNEL);
+	struct imgfmt_decoder *dec;
 
+	if (!ccache_cluster_size_ok(max_cluster_size))
+		return NULL;
+	dec = kzalloc(sizeof(*dec), GFP_KERNEL);
 	if (!dec)
 		return NULL;
-	dec->in = imgfmt_alloc_large((size_t)cc->in_size + 2 * CCACHE_MAX_ALIGN);
+	dec->in_size = ccache_in_size(max_cluster_size);
+	dec->in = imgfmt_alloc_large((size_t)dec->in_size +
+				     2 * CCACHE_MAX_ALIGN);
 	if (!dec->in) {
 		imgfmt_decoder_destroy(dec);
 		return NULL;
@@ -152,7 +180,8 @@ static int ccache_fill(void *ctx, u64 key, void *buf, u32 len)
 	long produced;
 	int r;
 
-	if (len != cc->cluster_size || !in_len || in_len > cc->in_size)
+	if (len != cc->cluster_size || !in_len || in_len > cc->in_size ||
+	    in_len > f->dec->in_size)
 		return -EIO;
 	r = ccache_read_stream(cc, f->dec, key, in_len, &stream);
 	if (r)
@@ -224,10 +253,9 @@ u64 imgfmt_ccache_bytes(struct imgfmt_ccache *cc)
 	return st.bytes;
 }
 
-u64 imgfmt_decoder_bytes(struct imgfmt_ccache *cc)
+u64 imgfmt_decoder_bytes(const struct imgfmt_decoder *dec)
 {
-	return sizeof(struct imgfmt_decoder) + cc->in_size +
-	       2 * CCACHE_MAX_ALIGN;
+	return sizeof(*dec) + dec->in_size + 2 * CCACHE_MAX_ALIGN;
 }
 
 u64 imgfmt_ccache_decompressed(struct imgfmt_ccache *cc)

@@ -16,20 +16,35 @@
 
 struct imgfmt_ccache;
 struct imgfmt_decoder;
+struct imgfmt_mgroup;
 
 /*
  * A cache for clusters of cluster_size bytes read from dev.  Its bound is
- * the larger of 4 MiB and four clusters.  NULL when memory is short.
+ * imgfmt_ccache_bound(cluster_size).  NULL when memory is short.
  */
 struct imgfmt_ccache *imgfmt_ccache_create(struct imgfmt_dev *dev,
 					   u32 cluster_size);
+
+/*
+ * The same in the group g (mcache.h), which the caches of a chain's
+ * layers share: its bound is theirs together.  g NULL: a bound of its own.
+ */
+struct imgfmt_ccache *imgfmt_ccache_create_in(struct imgfmt_mgroup *g,
+					      struct imgfmt_dev *dev,
+					      u32 cluster_size);
+
+/* The bound for clusters up to max_cluster_size: 4 MiB or four of them. */
+u64 imgfmt_ccache_bound(u32 max_cluster_size);
 void imgfmt_ccache_destroy(struct imgfmt_ccache *cc);
 
 /* Whole clusters the cache holds at its bound. */
 u32 imgfmt_ccache_capacity(struct imgfmt_ccache *cc);
 
-/* A decoder for the clusters of cc; NULL when memory is short. */
-struct imgfmt_decoder *imgfmt_decoder_create(struct imgfmt_ccache *cc);
+/*
+ * A decoder for clusters of up to max_cluster_size bytes, of any cache;
+ * NULL when memory is short.
+ */
+struct imgfmt_decoder *imgfmt_decoder_create(u32 max_cluster_size);
 void imgfmt_decoder_destroy(struct imgfmt_decoder *dec);
 
 /*
@@ -63,8 +78,8 @@ int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
 /* Bytes of decompressed clusters held now. */
 u64 imgfmt_ccache_bytes(struct imgfmt_ccache *cc);
 
-/* Bytes one decoder for the clusters of cc holds. */
-u64 imgfmt_decoder_bytes(struct imgfmt_ccache *cc);
+/* Bytes the decoder holds. */
+u64 imgfmt_decoder_bytes(const struct imgfmt_decoder *dec);
 
 /* Clusters decompressed so far (by reads and prefetches). */
 u64 imgfmt_ccache_decompressed(struct imgfmt_ccache *cc);

@@ -20,11 +20,10 @@
 #include "compat.h"
 #include "imgfmt_format.h"
 #include "kport.h"
+#include "layers.h"
 #include "mcache.h"
 
 #define DM_MSG_PREFIX "imgfmt"
-
-#define IMGFMT_FORMAT_NAME_MAX	16
 
 /*
  * Lanes: the workers, up to one per CPU, each a work item queued on a CPU
@@ -45,9 +44,6 @@
  */
 #define IMGFMT_REGION_SHIFT	25
 #define IMGFMT_MAX_LANES	8
-/* Table options, each kept as given to print the table back. */
-#define IMGFMT_MAX_OPTS		2
-#define IMGFMT_OPT_LEN		32
 /* Read-ahead clusters a lane holds; a new one pushes out the oldest. */
 #define IMGFMT_LANE_RA_SLOTS	8
 
@@ -76,24 +72,9 @@ static struct workqueue_struct *imgfmt_wq;
 
 struct imgfmt_target {
 	struct dm_target *ti;
-	struct dm_dev *dev;
-	struct imgfmt_kdev kdev;
-	const struct imgfmt_format_ops *ops;
-	struct imgfmt_image *img;
-	struct imgfmt_info info;
-	/* Decompressed clusters; NULL when the format has no compression. */
-	struct imgfmt_ccache *ccache;
-
-	/* Table options, kept as given to print the table back. */
-	char format_pin[IMGFMT_FORMAT_NAME_MAX];
-	u64 cache_size;
-	bool cache_size_set;
-	char opts[IMGFMT_MAX_OPTS][IMGFMT_OPT_LEN];
-	unsigned int nr_opts;
-	/* The image device's logical block size: what a remap must align to. */
-	u32 lbs;
-	/* Decompression workspaces reserved for the image (kport.c). */
-	enum imgfmt_compression reserved_comp;
+	/* The image and the layers below it, and the table naming them. */
+	struct imgfmt_layers ls;
+	struct imgfmt_info info;	/* the top's */
 
 	atomic64_t io_errors;
 	atomic64_t deferred_bios;
@@ -159,7 +140,11 @@ static int imgfmt_fill_decompressed(struct imgfmt_target *it,
 				    const struct imgfmt_run *run, u32 skip,
 				    void *dst, u32 len)
 {
-	return imgfmt_ccache_read(it->ccache, lane->dec, run, skip, dst, len);
+	struct imgfmt_ccache *cc = it->ls.l[run->layer].ccache;
+
+	if (!cc)
+		return -EIO;
+	return imgfmt_ccache_read(cc, lane->dec, run, skip, dst, len);
 }
 
 static int imgfmt_fill_from_device(struct imgfmt_target *it,
@@ -167,7 +152,12 @@ static int imgfmt_fill_from_device(struct imgfmt_target *it,
 				   const struct imgfmt_run *run, u32 skip,
 				   void *dst, u32 len)
 {
-	return imgfmt_dev_read(&it->kdev.dev, run->dev_offset + skip, dst, len);
+	struct imgfmt_layer *l = &it->ls.l[run->layer];
+	struct imgfmt_dev *dev = run->on_data_dev ? &l->kdata.dev : &l->kdev.dev;
+
+	if (run->on_data_dev && !l->data)
+		return -EIO;
+	return imgfmt_dev_read(dev, run->dev_offset + skip, dst, len);
 }
 
 /*
@@ -203,13 +193,16 @@ static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
 	return BLK_STS_OK;
 }
 
-/* A lane's cache and decoder, made on its first compressed cluster. */
+/*
+ * A lane's decoder, made on its first compressed cluster, for the largest
+ * clusters of any layer.
+ */
 static bool imgfmt_lane_ready(struct imgfmt_lane *lane)
 {
-	struct imgfmt_ccache *cc = lane->it->ccache;
+	u32 cs = lane->it->ls.max_comp_cluster;
 
-	if (cc && !lane->dec)
-		WRITE_ONCE(lane->dec, imgfmt_decoder_create(cc));
+	if (cs && !lane->dec)
+		WRITE_ONCE(lane->dec, imgfmt_decoder_create(cs));
 	return lane->dec;
 }
 
@@ -309,9 +302,22 @@ out:
 static bool imgfmt_remap_ok(struct imgfmt_target *it,
 			    const struct imgfmt_run *run, u64 offset, u64 len)
 {
-	u64 mask = it->lbs - 1;
+	const struct imgfmt_layer *l = &it->ls.l[run->layer];
+	u64 mask;
 
+	if (run->on_data_dev && !l->data)
+		return false;
+	mask = (run->on_data_dev ? l->data_lbs : l->lbs) - 1;
 	return !run->tail_zero && !((offset | len | run->dev_offset) & mask);
+}
+
+/* The block device a remappable DATA run's bio goes to. */
+static struct block_device *imgfmt_run_bdev(struct imgfmt_target *it,
+					    const struct imgfmt_run *run)
+{
+	const struct imgfmt_layer *l = &it->ls.l[run->layer];
+
+	return run->on_data_dev ? l->data->bdev : l->dev->bdev;
 }
 
 /*
@@ -340,7 +346,7 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 			bio_endio(piece);
 			return;
 		}
-		bio_set_dev(piece, it->dev->bdev);
+		bio_set_dev(piece, imgfmt_run_bdev(it, run));
 		piece->bi_iter.bi_sector = run->dev_offset >> SECTOR_SHIFT;
 		dm_submit_bio_remap(clone, piece == clone ? NULL : piece);
 		return;
@@ -394,8 +400,8 @@ static void imgfmt_process_bio(struct imgfmt_target *it,
 
 	for (;;) {
 		offset = imgfmt_bio_offset(it, bio);
-		r = imgfmt_map(it->img, offset, bio->bi_iter.bi_size, 0, &run,
-			       &err);
+		r = imgfmt_chain_map(it->ls.chain, offset,
+				     bio->bi_iter.bi_size, 0, &run, &err);
 		if (r) {
 			imgfmt_count_error(it, err, offset);
 			bio->bi_status = r == -ENOMEM ? BLK_STS_RESOURCE :
@@ -427,15 +433,16 @@ static void imgfmt_lane_prefetch(struct imgfmt_lane *lane, u64 cluster_offset)
 
 	if (READ_ONCE(it->ra_stopped) || cluster_offset >= dev_end)
 		return;
-	if (imgfmt_map(it->img, cluster_offset,
-		       min_t(u64, it->ra_cluster_size,
-			     dev_end - cluster_offset),
-		       0, &run, &err))
+	if (imgfmt_chain_map(it->ls.chain, cluster_offset,
+			     min_t(u64, it->ra_cluster_size,
+				   dev_end - cluster_offset),
+			     0, &run, &err))
 		return;
 	if (run.kind != IMGFMT_RUN_COMPRESSED || run.comp_skip ||
-	    !imgfmt_lane_ready(lane))
+	    !it->ls.l[run.layer].ccache || !imgfmt_lane_ready(lane))
 		return;
-	if (imgfmt_ccache_prefetch(it->ccache, lane->dec, &run) > 0)
+	if (imgfmt_ccache_prefetch(it->ls.l[run.layer].ccache, lane->dec,
+				   &run) > 0)
 		atomic64_inc(&it->prefetched);
 }
 
@@ -510,7 +517,7 @@ static bool imgfmt_copy_cached(struct imgfmt_target *it, struct bio *bio,
 	void *p;
 	int r;
 
-	cc = it->ccache;
+	cc = it->ls.l[run->layer].ccache;
 	if (!cc || run->tail_zero)
 		return false;
 	bio_for_each_segment(bv, bio, iter) {
@@ -536,17 +543,18 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 	if (bio_op(bio) != REQ_OP_READ) {
 		/* An empty flush has nothing to order on a read-only image. */
 		if (op_is_flush(bio->bi_opf) && !size) {
-			bio_set_dev(bio, it->dev->bdev);
+			bio_set_dev(bio, it->ls.l[0].dev->bdev);
 			return DM_MAPIO_REMAPPED;
 		}
 		return DM_MAPIO_KILL;
 	}
 	if (!size) {
-		bio_set_dev(bio, it->dev->bdev);
+		bio_set_dev(bio, it->ls.l[0].dev->bdev);
 		return DM_MAPIO_REMAPPED;
 	}
 	offset = imgfmt_bio_offset(it, bio);
-	r = imgfmt_map(it->img, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
+	r = imgfmt_chain_map(it->ls.chain, offset, size, IMGFMT_MAP_NOWAIT,
+			     &run, &err);
 	if (r == -EWOULDBLOCK) {
 		imgfmt_defer_bio(it, bio, offset);
 		return DM_MAPIO_SUBMITTED;
@@ -556,7 +564,7 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 		return DM_MAPIO_KILL;
 	}
 	if (run.length < size) {
-		if (run.length & (it->lbs - 1)) {
+		if (run.length & (it->ls.max_lbs - 1)) {
 			/* dm would send the rest unaligned: a lane splits. */
 			imgfmt_defer_bio(it, bio, offset);
 			return DM_MAPIO_SUBMITTED;
@@ -570,7 +578,7 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 			imgfmt_defer_bio(it, bio, offset);
 			return DM_MAPIO_SUBMITTED;
 		}
-		bio_set_dev(bio, it->dev->bdev);
+		bio_set_dev(bio, imgfmt_run_bdev(it, &run));
 		bio->bi_iter.bi_sector = run.dev_offset >> SECTOR_SHIFT;
 		return DM_MAPIO_REMAPPED;
 	case IMGFMT_RUN_ZERO:
@@ -594,125 +602,12 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 	}
 }
 
-static int imgfmt_parse_option(struct imgfmt_target *it, const char *opt,
-			       char **error)
-{
-	const char *val;
-	u64 bytes;
-
-	if (strscpy(it->opts[it->nr_opts], opt, IMGFMT_OPT_LEN) < 0) {
-		*error = "table option too long";
-		return -EINVAL;
-	}
-	it->nr_opts++;
-	if (!strncmp(opt, "format=", 7)) {
-		if (it->format_pin[0]) {
-			*error = "format= given twice";
-			return -EINVAL;
-		}
-		val = opt + 7;
-		if (!*val || strscpy(it->format_pin, val,
-				     sizeof(it->format_pin)) < 0) {
-			*error = "invalid format= option";
-			return -EINVAL;
-		}
-		return 0;
-	}
-	if (!strncmp(opt, "cache_size=", 11)) {
-		if (it->cache_size_set) {
-			*error = "cache_size= given twice";
-			return -EINVAL;
-		}
-		if (kstrtoull(opt + 11, 0, &bytes) ||
-		    bytes < IMGFMT_MIN_CACHE_BYTES ||
-		    bytes > IMGFMT_MAX_CACHE_BYTES) {
-			*error = "invalid cache_size (64 KiB to 1 TiB)";
-			return -EINVAL;
-		}
-		it->cache_size = bytes;
-		it->cache_size_set = true;
-		return 0;
-	}
-	*error = "unknown option";
-	return -EINVAL;
-}
-
-/* <image_dev> [<#opts> <opt>...] */
-static int imgfmt_parse_args(struct imgfmt_target *it, unsigned int argc,
-			     char **argv, char **error)
-{
-	static const struct dm_arg opt_count = {
-		0, IMGFMT_MAX_OPTS, "invalid number of optional arguments"
-	};
-	struct dm_arg_set as = { .argc = argc, .argv = argv };
-	unsigned int nr_opts = 0;
-	int r;
-
-	if (argc < 1) {
-		*error = "invalid number of arguments";
-		return -EINVAL;
-	}
-	dm_shift_arg(&as);
-	if (as.argc) {
-		r = dm_read_arg_group(&opt_count, &as, &nr_opts, error);
-		if (r)
-			return r;
-	}
-	while (nr_opts--) {
-		r = imgfmt_parse_option(it, dm_shift_arg(&as), error);
-		if (r)
-			return r;
-	}
-	if (as.argc) {
-		*error = "invalid number of arguments";
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int imgfmt_open_image(struct imgfmt_target *it, char **error)
-{
-	struct imgfmt_open_args args = { .dev = &it->kdev.dev };
-	const char *err = NULL;
-	u64 cache = it->cache_size_set ? it->cache_size :
-		    clamp_t(u64, READ_ONCE(default_cache_size),
-			    IMGFMT_MIN_CACHE_BYTES, IMGFMT_MAX_CACHE_BYTES);
-	int r;
-
-	imgfmt_kdev_init(&it->kdev, it->dev->bdev);
-	it->lbs = bdev_logical_block_size(it->dev->bdev);
-	it->ops = imgfmt_detect(&it->kdev.dev,
-				it->format_pin[0] ? it->format_pin : NULL,
-				&err);
-	if (!it->ops) {
-		*error = (char *)err;
-		return -EINVAL;
-	}
-	args.cache_bytes = cache;
-	r = imgfmt_open(it->ops, &args, &it->img, &err);
-	if (r) {
-		*error = (char *)err;
-		return r == -ENOMEM ? r : -EINVAL;
-	}
-	it->info = it->img->info;
-	if (imgfmt_decomp_reserve(it->info.compression)) {
-		*error = "cannot allocate the decompression workspaces";
-		return -ENOMEM;
-	}
-	it->reserved_comp = it->info.compression;
-	return 0;
-}
-
 static int imgfmt_check_geometry(struct imgfmt_target *it, char **error)
 {
 	struct dm_target *ti = it->ti;
 
 	if (ti->len > DIV_ROUND_UP_ULL(it->info.virtual_size, SECTOR_SIZE)) {
 		*error = "table length exceeds the image's virtual size";
-		return -EINVAL;
-	}
-	if (it->info.cluster_size < it->lbs) {
-		*error = "cluster size smaller than the device's logical block size";
 		return -EINVAL;
 	}
 	return 0;
@@ -767,43 +662,42 @@ static void imgfmt_exit_lanes(struct imgfmt_target *it)
 	for (i = 0; it->lanes && i < it->nr_lanes; i++)
 		imgfmt_decoder_destroy(it->lanes[i].dec);
 	kfree(it->lanes);
-	imgfmt_ccache_destroy(it->ccache);
 }
 
 /*
- * The decompressed-cluster cache, made at table load for a format that
- * has compressed clusters, with the read-ahead's geometry: a window that
- * the cache holds many times over.
+ * The read-ahead's geometry, for the clusters of the highest compressed
+ * layer: a window that the cache holds many times over.
  */
-static int imgfmt_init_ccache(struct imgfmt_target *it, char **error)
+static void imgfmt_init_readahead(struct imgfmt_target *it)
 {
-	u32 window;
+	struct imgfmt_ccache *cc = NULL;
+	u32 window, i;
 
-	if (it->info.compression == IMGFMT_COMP_NONE)
-		return 0;
-	it->ccache = imgfmt_ccache_create(&it->kdev.dev, it->info.cluster_size);
-	if (!it->ccache) {
-		*error = "cannot allocate the decompressed-cluster cache";
-		return -ENOMEM;
-	}
-	if (it->nr_lanes > 1) {
-		window = min(it->nr_lanes * min(READ_ONCE(lane_readahead),
-						IMGFMT_LANE_RA_SLOTS),
-			     imgfmt_ccache_capacity(it->ccache) / 4);
-		it->ra_window = window;
-		it->ra_cluster_size = window ? it->info.cluster_size : 0;
-	}
-	return 0;
+	for (i = 0; i < it->ls.nr && !cc; i++)
+		cc = it->ls.l[i].ccache;
+	if (!cc || it->nr_lanes < 2)
+		return;
+	window = min(it->nr_lanes * min(READ_ONCE(lane_readahead),
+					IMGFMT_LANE_RA_SLOTS),
+		     imgfmt_ccache_capacity(cc) / 4);
+	it->ra_window = window;
+	it->ra_cluster_size = window ? it->ls.l[i - 1].img->info.cluster_size :
+				       0;
 }
 
 static int imgfmt_init_worker(struct imgfmt_target *it, char **error)
 {
+	int r;
+
 	if (bioset_init(&it->split_bs, BIO_POOL_SIZE, 0, 0)) {
 		*error = "cannot allocate the bio set";
 		return -ENOMEM;
 	}
 	it->split_bs_ready = true;
-	return imgfmt_init_lanes(it, error) ?: imgfmt_init_ccache(it, error);
+	r = imgfmt_init_lanes(it, error);
+	if (!r)
+		imgfmt_init_readahead(it);
+	return r;
 }
 
 static void imgfmt_dtr(struct dm_target *ti)
@@ -813,10 +707,7 @@ static void imgfmt_dtr(struct dm_target *ti)
 	imgfmt_exit_lanes(it);
 	if (it->split_bs_ready)
 		bioset_exit(&it->split_bs);
-	imgfmt_decomp_unreserve(it->reserved_comp);
-	imgfmt_close(it->img);
-	if (it->dev)
-		dm_put_device(ti, it->dev);
+	imgfmt_layers_exit(&it->ls, ti);
 	kfree(it);
 }
 
@@ -839,17 +730,12 @@ static int imgfmt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	atomic64_set(&it->io_errors, 0);
 	atomic64_set(&it->deferred_bios, 0);
 
-	r = imgfmt_parse_args(it, argc, argv, &ti->error);
-	if (r)
-		goto bad;
-	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &it->dev);
-	if (r) {
-		ti->error = "cannot open image device";
-		goto bad;
-	}
-	r = imgfmt_open_image(it, &ti->error);
-	if (!r)
+	r = imgfmt_layers_init(&it->ls, ti, argc, argv,
+			       READ_ONCE(default_cache_size), &ti->error);
+	if (!r) {
+		it->info = it->ls.l[0].img->info;
 		r = imgfmt_check_geometry(it, &ti->error);
+	}
 	if (!r)
 		r = imgfmt_init_worker(it, &ti->error);
 	if (r)
@@ -861,28 +747,6 @@ bad:
 	return r;
 }
 
-/* The device as major:minor (dm's custom), the options as given. */
-static void imgfmt_emit_table(struct imgfmt_target *it, char *result,
-			      unsigned int maxlen)
-{
-	unsigned int sz = 0, i;
-
-	DMEMIT("%s", it->dev->name);
-	if (it->nr_opts)
-		DMEMIT(" %u", it->nr_opts);
-	for (i = 0; i < it->nr_opts; i++)
-		DMEMIT(" %s", it->opts[i]);
-}
-
-static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
-{
-	struct imgfmt_ccache *cc;
-
-	cc = it->ccache;
-
-	return cc ? imgfmt_ccache_decompressed(cc) : 0;
-}
-
 /*
  * Memory this device holds for compressed clusters: decompressed ones in
  * the cache and each lane's input buffer.  The workspaces are the
@@ -890,17 +754,16 @@ static u64 imgfmt_target_decompressed(struct imgfmt_target *it)
  */
 static u64 imgfmt_target_decomp_bytes(struct imgfmt_target *it)
 {
-	struct imgfmt_ccache *cc;
+	struct imgfmt_decoder *dec;
 	u64 bytes;
 	unsigned int i;
 
-	cc = it->ccache;
-	if (!cc)
-		return 0;
-	bytes = imgfmt_ccache_bytes(cc);
-	for (i = 0; i < it->nr_lanes; i++)
-		if (READ_ONCE(it->lanes[i].dec))
-			bytes += imgfmt_decoder_bytes(cc);
+	bytes = imgfmt_layers_ccache_bytes(&it->ls);
+	for (i = 0; i < it->nr_lanes; i++) {
+		dec = READ_ONCE(it->lanes[i].dec);
+		if (dec)
+			bytes += imgfmt_decoder_bytes(dec);
+	}
 	return bytes;
 }
 
@@ -914,25 +777,26 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		imgfmt_mcache_get_stats(it->img->mcache, &st);
-		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu",
+		imgfmt_layers_stats(&it->ls, &st);
+		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu %u",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
 		       st.hits, st.misses,
 		       (long long)atomic64_read(&it->io_errors),
 		       st.peak_bytes,
 		       (long long)atomic64_read(&it->deferred_bios),
-		       imgfmt_target_decompressed(it),
+		       imgfmt_layers_decompressed(&it->ls),
 		       (long long)atomic64_read(&it->prefetched),
-		       imgfmt_target_decomp_bytes(it));
+		       imgfmt_target_decomp_bytes(it), it->ls.nr);
 		break;
 	case STATUSTYPE_TABLE:
-		imgfmt_emit_table(it, result, maxlen);
+		imgfmt_layers_emit(&it->ls, result, maxlen);
 		break;
 	case STATUSTYPE_IMA:
 		DMEMIT_TARGET_NAME_VERSION(ti->type);
-		DMEMIT(",image_dev=%s,format=%s,virtual_size=%llu;",
-		       it->dev->name, it->info.format, it->info.virtual_size);
+		DMEMIT(",image_dev=%s,format=%s,virtual_size=%llu,layers=%u;",
+		       it->ls.l[0].dev->name, it->info.format,
+		       it->info.virtual_size, it->ls.nr);
 		break;
 	}
 }
@@ -964,13 +828,12 @@ static int imgfmt_iterate_devices(struct dm_target *ti,
 {
 	struct imgfmt_target *it = ti->private;
 
-	/* The image is smaller than the virtual disk it describes. */
-	return fn(ti, it->dev, 0, bdev_nr_sectors(it->dev->bdev), data);
+	return imgfmt_layers_iterate(&it->ls, ti, fn, data);
 }
 
 static struct target_type imgfmt_target_type = {
 	.name = "imgfmt",
-	.version = {0, 2, 0},
+	.version = {0, 3, 0},
 	.module = THIS_MODULE,
 	.ctr = imgfmt_ctr,
 	.dtr = imgfmt_dtr,

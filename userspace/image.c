@@ -255,7 +255,8 @@ static int read_compressed_run(struct image *im, const struct imgfmt_run *run,
 		im->ccache = imgfmt_ccache_create(&im->dev,
 						  run->comp_cluster_size);
 		if (im->ccache)
-			im->decoder = imgfmt_decoder_create(im->ccache);
+			im->decoder = imgfmt_decoder_create(
+				run->comp_cluster_size);
 		if (!im->decoder) {
 			imgfmt_ccache_destroy(im->ccache);
 			im->ccache = NULL;

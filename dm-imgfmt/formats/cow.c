@@ -505,8 +505,8 @@ static int cow_open(const struct imgfmt_open_args *args,
 	}
 	r = cow_parse(dev, &f, c, err);
 	if (!r && c->img.info.backing_file[0] && !args->has_lower) {
-		*err = "UML COW backing files are not supported yet";
-		r = -EOPNOTSUPP;
+		*err = "UML COW backing file not given as a lower layer";
+		r = -EINVAL;
 	}
 	if (r)
 		goto fail;

@@ -166,17 +166,17 @@ static int qcow_check_l1(struct qcow_fields *f, const struct imgfmt_dev *dev,
 }
 
 /* Features a reader cannot serve yet: refused by name. */
-static int qcow_check_supported(const struct qcow_fields *f, bool has_lower,
-				const char **err)
+static int qcow_check_supported(const struct imgfmt_open_args *args,
+				const struct qcow_fields *f, const char **err)
 {
 	if (f->crypt_method != QCOW_CRYPT_NONE) {
 		*err = "QCOW encrypted images are not supported yet";
 		return -EOPNOTSUPP;
 	}
 	/* An empty name at a set offset means no backing file to QEMU. */
-	if (f->backing_offset && f->backing_size && !has_lower) {
-		*err = "QCOW backing files are not supported yet";
-		return -EOPNOTSUPP;
+	if (f->backing_offset && f->backing_size && !args->has_lower) {
+		*err = "QCOW backing file not given as a lower layer";
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -195,30 +195,6 @@ static void qcow_fill_info(struct qcow_image *q, const struct qcow_fields *f)
 	info->encrypted = f->crypt_method != QCOW_CRYPT_NONE;
 }
 
-/* The backing file's name, for the helper that opens the layer below. */
-static int qcow_read_backing(struct qcow_image *q, const struct qcow_fields *f,
-			     const char **err)
-{
-	char *name = q->img.info.backing_file;
-	int r;
-
-	if (!f->backing_offset || !f->backing_size)
-		return 0;
-	/* qcow_check_fields() capped the size below the buffer's. */
-	if (!imgfmt_dev_has(q->img.dev, f->backing_offset, f->backing_size)) {
-		*err = "QCOW backing file name beyond end of file";
-		return -EINVAL;
-	}
-	r = imgfmt_dev_read(q->img.dev, f->backing_offset, name,
-			    f->backing_size);
-	if (r) {
-		*err = "cannot read the QCOW backing file name";
-		return r;
-	}
-	name[f->backing_size] = '\0';
-	return 0;
-}
-
 static int qcow_load_l1(struct qcow_image *q, const struct qcow_fields *f,
 			const char **err)
 {
@@ -232,6 +208,30 @@ static int qcow_load_l1(struct qcow_image *q, const struct qcow_fields *f,
 	else if (r)
 		*err = "cannot read the QCOW L1 table";
 	return r;
+}
+
+/* The backing file's name, which qcow_check_fields() kept short. */
+static int qcow_read_backing_name(struct qcow_image *q,
+				  const struct qcow_fields *f, const char **err)
+{
+	char *name = q->img.info.backing_file;
+	int r;
+
+	if (!f->backing_offset || !f->backing_size)
+		return 0;
+	if (f->backing_size >= sizeof(q->img.info.backing_file) ||
+	    !imgfmt_dev_has(q->img.dev, f->backing_offset, f->backing_size)) {
+		*err = "QCOW backing file name beyond end of device";
+		return -EINVAL;
+	}
+	r = imgfmt_dev_read(q->img.dev, f->backing_offset, name,
+			    f->backing_size);
+	if (r) {
+		*err = "cannot read the QCOW backing file name";
+		return r;
+	}
+	name[f->backing_size] = '\0';
+	return 0;
 }
 
 static void qcow_close(struct imgfmt_image *img)
@@ -273,7 +273,7 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	if (!r)
 		r = qcow_check_l1(&f, dev, err);
 	if (!r)
-		r = qcow_check_supported(&f, args->has_lower, err);
+		r = qcow_check_supported(args, &f, err);
 	if (r)
 		return r;
 
@@ -289,7 +289,7 @@ static int qcow_open(const struct imgfmt_open_args *args,
 	q->cluster_size = 1U << f.cluster_bits;
 	q->l2_bits = f.l2_bits;
 	q->l2_bytes = 8U << f.l2_bits;
-	r = qcow_read_backing(q, &f, err);
+	r = qcow_read_backing_name(q, &f, err);
 	if (!r)
 		r = qcow_load_l1(q, &f, err);
 	if (r)

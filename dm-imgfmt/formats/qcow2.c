@@ -766,9 +766,8 @@ static void qcow2_fill_info(struct qcow2_image *q, const struct qcow2_fields *f)
 }
 
 /* Features a reader cannot serve yet: refused by name. */
-static int qcow2_check_supported(const struct qcow2_image *q,
-				 const struct qcow2_fields *f, bool has_lower,
-				 const char **err)
+static int qcow2_check_supported(const struct imgfmt_open_args *args,
+				 const struct qcow2_fields *f, const char **err)
 {
 	if (f->crypt_method != QCOW2_CRYPT_NONE) {
 		*err = "QCOW2 encrypted images are not supported yet";
@@ -778,12 +777,11 @@ static int qcow2_check_supported(const struct qcow2_image *q,
 		*err = "QCOW2 external data files are not supported yet";
 		return -EOPNOTSUPP;
 	}
-	/* Unallocated clusters are the backing file's: a layer must serve them. */
-	if (f->backing_offset && f->backing_size && !has_lower) {
-		*err = "QCOW2 backing files are not supported yet";
-		return -EOPNOTSUPP;
+	/* Without its backing file, unallocated clusters would read wrong. */
+	if (f->backing_offset && f->backing_size && !args->has_lower) {
+		*err = "QCOW2 backing file not given as a lower layer";
+		return -EINVAL;
 	}
-	(void)q;
 	return 0;
 }
 
@@ -906,7 +904,7 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 		copy_name(q->img.info.backing_file, sizeof(q->img.info.backing_file),
 			  cluster + f.backing_offset, f.backing_size);
 	qcow2_fill_info(q, &f);
-	r = qcow2_check_supported(q, &f, args->has_lower, err);
+	r = qcow2_check_supported(args, &f, err);
 	if (r)
 		goto fail;
 

@@ -73,7 +73,7 @@ static void read_compressed(struct mem_dev *m, const struct imgfmt_run *run)
 	if (!m->cc) {
 		m->cc = imgfmt_ccache_create(&m->dev, run->comp_cluster_size);
 		if (m->cc)
-			m->dec = imgfmt_decoder_create(m->cc);
+			m->dec = imgfmt_decoder_create(run->comp_cluster_size);
 	}
 	if (!m->dec)
 		return;
@@ -127,7 +127,10 @@ static int read_sector(struct imgfmt_image *img, struct mem_dev *m, u64 off,
 		if (!m->cc) {
 			m->cc = imgfmt_ccache_create(&m->dev,
 						     run.comp_cluster_size);
-			m->dec = m->cc ? imgfmt_decoder_create(m->cc) : NULL;
+			m->dec = NULL;
+			if (m->cc)
+				m->dec = imgfmt_decoder_create(
+					run.comp_cluster_size);
 		}
 		if (!m->dec)
 			return -ENOMEM;

@@ -39,6 +39,13 @@ sh "$here/desc_vm_test.sh" "$IMGFMT_IMAGES/desc" || drc=1
 echo "# desc_vm_test.sh took $(($(date +%s) - start)) s, exit $drc"
 [ $drc -eq 0 ] || rc=1
 
+# Backing chains, tables written by hand.
+start=$(date +%s)
+crc=0
+sh "$here/chain_vm_test.sh" "$IMGFMT_IMAGES/chain" || crc=1
+echo "# chain_vm_test.sh took $(($(date +%s) - start)) s, exit $crc"
+[ $crc -eq 0 ] || rc=1
+
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
 if dmesg | grep -E 'BUG:|WARNING:|Oops|general protection|KASAN|UBSAN|kernel BUG|Call Trace' |

@@ -492,8 +492,8 @@ TEST(backing_needs_a_lower_layer)
 		TH_LOG("%s", o.err);
 	ASSERT_NE(0, o.info.backing_file[0]);
 	args.dev = &o.dev;
-	EXPECT_EQ(-EOPNOTSUPP, imgfmt_open(o.ops, &args, &img, &err));
-	EXPECT_STREQ("UML COW backing files are not supported yet",
+	EXPECT_EQ(-EINVAL, imgfmt_open(o.ops, &args, &img, &err));
+	EXPECT_STREQ("UML COW backing file not given as a lower layer",
 		     err ? err : "");
 	imgfmt_close(img);
 	close_file(&o);

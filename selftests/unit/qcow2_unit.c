@@ -1136,7 +1136,7 @@ H(crypt_3) {
 
 H(backing_file) {
 	.p = { { 8, 8, 512 }, { 16, 4, 10 } },
-	.err = "QCOW2 backing files are not supported yet",
+	.err = "QCOW2 backing file not given as a lower layer",
 };
 
 H(backing_name_1024) {

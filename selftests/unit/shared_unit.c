@@ -363,7 +363,7 @@ TEST_F(decomp, ccache_shared_stream)
 	for (order = 0; order < 2; order++) {
 		cc = imgfmt_ccache_create(&m->dev, CLUSTER);
 		ASSERT_NE(NULL, cc);
-		dec = imgfmt_decoder_create(cc);
+		dec = imgfmt_decoder_create(CLUSTER);
 		ASSERT_NE(NULL, dec);
 		if (order) {
 			EXPECT_EQ(-EIO, imgfmt_ccache_read(cc, dec, &cut, 0,
@@ -402,7 +402,7 @@ TEST_F(decomp, ccache_short_grain)
 	run = comp_run(512, n, IMGFMT_COMP_ZLIB);
 	cc = imgfmt_ccache_create(&m->dev, CLUSTER);
 	ASSERT_NE(NULL, cc);
-	dec = imgfmt_decoder_create(cc);
+	dec = imgfmt_decoder_create(CLUSTER);
 	ASSERT_NE(NULL, dec);
 	EXPECT_EQ(-EIO, imgfmt_ccache_read(cc, dec, &run, CLUSTER / 4 - 512,
 					   self->out, 1024));

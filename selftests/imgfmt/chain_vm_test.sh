@@ -1,0 +1,170 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# In-VM tests of backing chains in the kernel target, tables written by
+# hand (no helper): every layer on a read-only loop device, one imgfmt
+# target naming them all, the device's md5 against QEMU's.
+#
+#   chain_vm_test.sh [IMAGEDIR]
+#
+# IMAGEDIR (default $IMGFMT_IMAGES/chain) is what mkimages-chain.sh made.
+# Prints TAP lines ("ok N chain: ...") without a plan; exits non-zero when
+# anything failed.  Plain POSIX sh (busybox).
+
+DIR=${1:-${IMGFMT_IMAGES:-/payload/images}/chain}
+export DM_DISABLE_UDEV=1
+
+n=0
+failed=0
+ok()
+{
+	n=$((n + 1))
+	echo "ok $n chain: $1"
+}
+not_ok()		# not_ok NAME [DIAGNOSTIC...]
+{
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n chain: $1"
+	shift
+	for l in "$@"; do
+		printf '%s\n' "$l" | sed 's/^/# /'
+	done
+}
+check()			# check NAME COMMAND...: the command sets $why
+{
+	_name=$1
+	shift
+	why=
+	if "$@"; then
+		ok "$_name"
+	else
+		not_ok "$_name" "$why"
+	fi
+}
+
+cd "$DIR" 2>/dev/null || { not_ok "no image directory $DIR"; exit 1; }
+[ -s chains.list ] || { not_ok "chains.list missing"; exit 1; }
+
+LOOPS=
+# Put FILE on a read-only loop device; prints it.
+loop_ro()
+{
+	_d=$(losetup -f) && losetup -r "$_d" "$1" && echo "$_d"
+}
+free_loops()
+{
+	for _d in $LOOPS; do
+		losetup -d "$_d" 2>/dev/null
+	done
+	LOOPS=
+}
+
+# The table of chain record "$@" (file:format...), loops made on the way:
+# sets TABLE (the arguments after "imgfmt").
+make_table()
+{
+	TABLE=
+	_i=0
+	for _l in "$@"; do
+		_f=${_l%:*}
+		_fmt=${_l##*:}
+		_d=$(loop_ro "$_f") || { why="losetup $_f failed"; return 1; }
+		LOOPS="$LOOPS $_d"
+		if [ "$_fmt" = auto ]; then _o="0"; else _o="1 format=$_fmt"; fi
+		if [ $_i -eq 0 ]; then
+			TABLE="$_d $_o $(($# - 1))"
+		else
+			TABLE="$TABLE $_d $_o"
+		fi
+		_i=$((_i + 1))
+	done
+}
+
+status_field()		# status_field DEV N
+{
+	dmsetup status "$1" | awk -v n="$2" '{ print $(n + 3) }'
+}
+
+# Whole-disk md5, again in 4 KiB direct reads (caches and owner sets
+# warm), the layer count in status and io errors 0.
+chain_reads()		# NAME SIZE MD5 LAYERS...
+{
+	name=$1 size=$2 md5=$3
+	shift 3
+	make_table "$@" || return 1
+	sectors=$(((size + 511) / 512))
+	if ! dmsetup create --readonly "c_$name" \
+		--table "0 $sectors imgfmt $TABLE" 2>/tmp/chain.err; then
+		why="create failed: $(cat /tmp/chain.err) $(dmesg | tail -3)"
+		free_loops
+		return 1
+	fi
+	rc=0
+	got=$(md5sum </dev/mapper/"c_$name" | cut -d' ' -f1)
+	[ "$got" = "$md5" ] || { why="md5 $got, QEMU $md5"; rc=1; }
+	# Again in 4 KiB direct reads, each its own bio through map().
+	if [ $rc -eq 0 ]; then
+		got=$(dd if=/dev/mapper/"c_$name" bs=4096 iflag=direct \
+			2>/dev/null | md5sum | cut -d' ' -f1)
+		[ "$got" = "$md5" ] ||
+			{ why="4 KiB direct reads: md5 $got, QEMU $md5"; rc=1; }
+	fi
+	layers=$(status_field "c_$name" 13)
+	[ "$layers" = "$#" ] || { why="$why; status says $layers layers, not $#"; rc=1; }
+	errs=$(status_field "c_$name" 7)
+	[ "$errs" = 0 ] || { why="$why; io_errors $errs"; rc=1; }
+	dmsetup remove "c_$name" || { why="$why; remove failed"; rc=1; }
+	free_loops
+	return $rc
+}
+
+while read -r name size md5 layers; do
+	# shellcheck disable=SC2086
+	check "$name reads as QEMU's" chain_reads "$name" "$size" "$md5" $layers
+done <chains.list
+
+# The table prints back as loaded, and a reload of what it prints works.
+table_echo()
+{
+	make_table q2raw.qcow2:auto base.raw:raw || return 1
+	want="$TABLE"
+	dmsetup create --readonly c_echo --table "0 16384 imgfmt $TABLE" ||
+		{ why="create failed"; free_loops; return 1; }
+	got=$(dmsetup table c_echo | cut -d' ' -f4-)
+	rc=0
+	# dmsetup shows major:minor where the table had paths.
+	exp=$(echo "$want" | sed 's|/dev/loop\([0-9]*\)|7:\1|g')
+	[ "$got" = "$exp" ] || { why="table '$got', loaded '$exp'"; rc=1; }
+	dmsetup remove c_echo
+	free_loops
+	return $rc
+}
+check "dmsetup table prints the chain back" table_echo
+
+# An overlay without its backing layer is refused by name.
+refused()		# MESSAGE TABLE-ARGS-AFTER-LOOP FILE...
+{
+	msg=$1 rest=$2
+	shift 2
+	make_table "$@:auto" || return 1
+	set -- $TABLE
+	if dmsetup create --readonly c_bad --table "0 16384 imgfmt $1 $rest" \
+		2>/dev/null; then
+		dmsetup remove c_bad
+		why="loaded"
+		free_loops
+		return 1
+	fi
+	free_loops
+	dmesg | tail -5 | grep -q "$msg" || { why="dmesg lacks '$msg'"; return 1; }
+}
+check "overlay without its backing refused" refused \
+	"QCOW2 backing file not given as a lower layer" "" q2raw.qcow2
+check "lower layer option cache_size refused" refused \
+	"unknown option for a lower layer" "0 1 /dev/null 1 cache_size=65536" q2raw.qcow2
+check "missing lower layers refused" refused \
+	"invalid number of arguments" "0 2 /dev/null 0" q2raw.qcow2
+
+echo "# chain_vm_test.sh: $n tests, $failed failed"
+[ $failed -eq 0 ]
