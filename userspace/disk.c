@@ -84,7 +84,8 @@ static int disk_open_as(struct disk *d, const char *path, const char *pin,
 		if (rc < 0)
 			return rc;
 		if (rc > 0) {
-			rc = vmdk_disk_open(d, text, len, cache_bytes);
+			rc = vmdk_disk_open(d, text, len, cache_bytes,
+					    with_backing);
 			free(text);
 			return rc;
 		}

@@ -368,6 +368,22 @@ static void json_extent(struct json *j, const struct disk *d, unsigned int i)
 	json_close(j);
 }
 
+/* A delta descriptor's parent, as qemu-img shows a backing file. */
+static void json_desc_backing(struct json *j, const struct disk *d)
+{
+	const char *hint = d->desc.parent_hint;
+	char *full;
+
+	if (!hint)
+		return;
+	json_str(j, "backing-filename", hint);
+	full = backing_full_name(d->path, hint);
+	if (full)
+		json_str(j, "full-backing-filename", full);
+	free(full);
+	json_str(j, "backing-filename-format", "vmdk");
+}
+
 static void json_desc_info(struct json *j, const struct disk *d)
 {
 	const struct vmdk_desc *desc = &d->desc;
@@ -375,6 +391,12 @@ static void json_desc_info(struct json *j, const struct disk *d)
 
 	json_u64(j, "virtual-size", desc->sectors * SECTOR_SIZE);
 	json_u64(j, "file-size", d->file_size);
+	/* qemu-img shows the first extent's grain, when it has one. */
+	if (d->nr_segs && d->segs[0].kind == SEG_IMAGE && d->segs[0].im.img)
+		json_u64(j, "cluster-size", d->segs[0].im.info.cluster_size);
+	/* QEMU keeps no dirty state for a descriptor's disk. */
+	json_bool(j, "dirty-flag", false);
+	json_desc_backing(j, d);
 	json_object(j, "format-specific");
 	json_str(j, "type", "vmdk");
 	json_object(j, "data");
@@ -394,23 +416,29 @@ static void json_desc_info(struct json *j, const struct disk *d)
 	json_close(j);
 }
 
+/* The members of the disk's object. */
+static void json_disk_info(struct json *j, struct disk *d, int rc)
+{
+	json_str(j, "filename", d->path);
+	if (d->is_desc) {
+		json_str(j, "format", "vmdk");
+		if (d->desc_parsed)
+			json_desc_info(j, d);
+	} else if (!rc) {
+		json_image_info(j, d);
+	} else if (d->nr_segs && d->segs[0].im.ops) {
+		json_str(j, "format", d->segs[0].im.ops->name);
+	}
+	if (rc)
+		json_str(j, "error", info_error(d));
+}
+
 static void json_info(struct disk *d, int rc)
 {
 	struct json j;
 
 	json_begin(&j, stdout);
-	json_str(&j, "filename", d->path);
-	if (d->is_desc) {
-		json_str(&j, "format", "vmdk");
-		if (d->desc_parsed)
-			json_desc_info(&j, d);
-	} else if (!rc) {
-		json_image_info(&j, d);
-	} else if (d->nr_segs && d->segs[0].im.ops) {
-		json_str(&j, "format", d->segs[0].im.ops->name);
-	}
-	if (rc)
-		json_str(&j, "error", info_error(d));
+	json_disk_info(&j, d, rc);
 	json_end(&j);
 }
 
@@ -430,11 +458,10 @@ int info_run(const char *path, const char *format, bool json)
 
 /* info --backing-chain */
 
-/* A layer's block; parent is the layer above it (NULL for the top). */
+/* A lower layer's block; parent is the layer above it. */
 static void text_layer(struct image *im, const struct image *parent)
 {
-	if (parent)
-		putchar('\n');
+	putchar('\n');
 	print_str("image", im->path);
 	print_layer_info(im, im->dev.size);
 	if (parent && backing_probed_raw(parent, im))
@@ -449,22 +476,29 @@ static void json_layer(struct json *j, struct image *im)
 	json_close(j);
 }
 
+/*
+ * The top is the disk: an image, or a VMDK descriptor (a delta's chain
+ * hangs under its one extent's image).
+ */
 static void chain_info(struct disk *d, bool json)
 {
 	struct image *top = &d->segs[0].im;
+	unsigned int i, nr = d->nr_segs == 1 ? top->nr_lower : 0;
 	struct json j;
-	unsigned int i;
 
 	if (json) {
 		json_begin_array(&j, stdout);
-		json_layer(&j, top);
-		for (i = 0; i < top->nr_lower; i++)
+		json_object(&j, NULL);
+		json_disk_info(&j, d, 0);
+		json_close(&j);
+		for (i = 0; i < nr; i++)
 			json_layer(&j, &top->lower[i]);
 		json_end(&j);
 		return;
 	}
-	text_layer(top, NULL);
-	for (i = 0; i < top->nr_lower; i++)
+	print_str("image", d->path);
+	text_info(d, 0);
+	for (i = 0; i < nr; i++)
 		text_layer(&top->lower[i], i ? &top->lower[i - 1] : top);
 }
 
@@ -474,8 +508,8 @@ int info_chain_run(const char *path, const char *format, bool json)
 	int rc;
 
 	rc = disk_open(&d, path, format, 0);
-	/* A refusal, or a descriptor: described as plain info does. */
-	if (rc || d.is_desc) {
+	/* A refusal: described as plain info does. */
+	if (rc) {
 		if (json)
 			json_info(&d, rc);
 		else

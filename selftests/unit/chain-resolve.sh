@@ -89,6 +89,23 @@ qio qcow2 -c "write -P 0x61 0 1M" base.qcow2
 q qemu-img create -q -f qcow -b base.qcow2 -F qcow2 v1.qcow
 qio qcow -c "write -P 0x62 8k 8k" v1.qcow
 
+# VMDK descriptor files of one sparse extent naming a parent (QEMU takes
+# the parent from the descriptor): the extent beside it, and in sub/.
+make_desc_delta()	# DESCRIPTOR EXTENT
+{
+	local cid
+
+	q qemu-img create -q -f vmdk "$2" 4M
+	qio vmdk -c "write -P 0x55 192k 64k" "$2"
+	cid=$(grep -a -m1 '^CID=' base.vmdk | cut -d= -f2)
+	printf '%s\n' '# Disk DescriptorFile' version=1 CID=1234abcd "parentCID=$cid" \
+		'createType="twoGbMaxExtentSparse"' 'parentFileNameHint="base.vmdk"' \
+		"RW 8192 SPARSE \"$2\"" >"$1"
+}
+mkdir -p dsub
+make_desc_delta desc-delta.vmdk desc-delta-s001.vmdk
+make_desc_delta desc-sub.vmdk dsub/desc-sub-s001.vmdk
+
 # UML COW over raw, every layout; the expected disk from mkcow.py.
 head -c $((1024 * 1024 + 3 * 512)) /dev/urandom >cowbase.raw
 for lay in v1 v2 qemu v3 v3-64; do
@@ -120,6 +137,9 @@ tap_check "read qcow2 over qcow2 over raw, top larger" read_same q-q-raw.qcow2
 tap_check "read qcow2 over vmdk" read_same q-vmdk.qcow2
 tap_check "read vmdk delta over vmdk" read_same delta.vmdk
 tap_check "read qcow over qcow2" read_same v1.qcow
+tap_check "read a VMDK descriptor delta of one extent" read_same desc-delta.vmdk
+tap_check "read a VMDK descriptor delta, its extent in another directory" \
+	read_same desc-sub.vmdk
 for lay in v1 v2 qemu v3 v3-64; do
 	tap_check "read UML COW $lay over raw (mkcow.py's disk)" \
 		read_same "cow-$lay.cow" "cow-$lay.expect"
@@ -177,7 +197,7 @@ EOF
 }
 
 for t in q-raw.qcow2 q-probed.qcow2 q-q-raw.qcow2 q-vmdk.qcow2 delta.vmdk \
-	v1.qcow rel/sub/top.qcow2; do
+	v1.qcow rel/sub/top.qcow2 desc-delta.vmdk; do
 	tap_check "info --backing-chain $t agrees with qemu-img" compare_chain_json "$t"
 done
 
@@ -303,9 +323,11 @@ python3 - cid-base.vmdk <<'EOF' || tap_bail "cannot change the CID"
 import re, sys
 p = sys.argv[1]
 b = bytearray(open(p, "rb").read())
-m = re.search(rb"\nCID=([0-9a-f]{8})", b)
-cid = int(m.group(1), 16) ^ 1
-b[m.start(1):m.end(1)] = b"%08x" % cid
+# QEMU writes the CID without leading zeroes: keep its length.
+m = re.search(rb"\nCID=([0-9a-f]{1,8})\n", b)
+digits = m.group(1)
+cid = int(digits, 16) ^ 1
+b[m.start(1):m.end(1)] = (b"%0*x" % (len(digits), cid))[-len(digits):]
 open(p, "wb").write(b)
 EOF
 tap_check "a VMDK parentCID mismatch is refused" refused \
@@ -351,6 +373,13 @@ q qemu-img create -q -f qcow2 -b split.vmdk -F vmdk q-split.qcow2
 tap_check "a chain through a split VMDK descriptor is refused" refused \
 	"split\\.vmdk: backing chains through split VMDK descriptors are not supported yet" \
 	read q-split.qcow2 /dev/null
+
+# A split descriptor naming a parent: not yet.
+{ sed '$d' desc-delta.vmdk; echo 'RW 8192 SPARSE "desc-delta-s001.vmdk"';
+	echo 'RW 8192 SPARSE "desc-delta-s001.vmdk"'; } >split-delta.vmdk
+tap_check "a split VMDK descriptor naming a parent is refused" refused \
+	"split-delta\\.vmdk:6: backing chains through split VMDK descriptors are not supported yet" \
+	read split-delta.vmdk /dev/null
 
 tap_summary
 [ "$TAP_FAIL" -eq 0 ]
