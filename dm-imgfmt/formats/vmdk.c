@@ -164,9 +164,10 @@ static int vmdk4_take_parent(const struct vmdk_header *h, bool has_lower,
 		*err = "VMDK delta disk without a parentCID";
 		return -EINVAL;
 	}
+	/* Without its parent, unallocated grains would read wrong. */
 	if (!has_lower) {
-		*err = "VMDK delta disks (parentFileNameHint) are not supported yet";
-		return -EOPNOTSUPP;
+		*err = "VMDK parent disk not given as a lower layer";
+		return -EINVAL;
 	}
 	if (h->parent_hint.len >= sizeof(info->backing_file)) {
 		*err = "VMDK parentFileNameHint too long";
