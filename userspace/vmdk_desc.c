@@ -254,10 +254,11 @@ static int take_header(struct parser *ps)
 	d->cid = h->cid;
 	d->has_parent_cid = h->has_parent_cid;
 	d->parent_cid = h->parent_cid;
-	memcpy(d->create_type, h->create_type.s, h->create_type.len);
-	d->create_type[h->create_type.len] = '\0';
-	if (h->create_type.len)
+	if (h->create_type.len) {
+		memcpy(d->create_type, h->create_type.s, h->create_type.len);
+		d->create_type[h->create_type.len] = '\0';
 		d->create_type_line = h->line[VMDK_KEY_CREATE_TYPE];
+	}
 	if (!h->parent_hint.len)
 		return 0;
 	d->parent_hint = strndup(h->parent_hint.s, h->parent_hint.len);
