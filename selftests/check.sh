@@ -57,7 +57,8 @@ make_images() {
 	"$TOP/selftests/imgfmt/mkimages-vmdk.sh" "$out" &&
 	"$TOP/selftests/imgfmt/mkimages.sh" --variants "$out" &&
 	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc" &&
-	"$TOP/selftests/imgfmt/mkimages-chain.sh" "$out/chain"
+	"$TOP/selftests/imgfmt/mkimages-chain.sh" "$out/chain" &&
+	"$TOP/selftests/imgfmt/mkimages-resolve.sh" "$out/resolve"
 }
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
