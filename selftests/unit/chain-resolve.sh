@@ -106,6 +106,25 @@ mkdir -p dsub
 make_desc_delta desc-delta.vmdk desc-delta-s001.vmdk
 make_desc_delta desc-sub.vmdk dsub/desc-sub-s001.vmdk
 
+# A vmfsSparse delta: a COWD extent (1 MiB of 512-byte grains, directory
+# at sector 1, its table at 2, grain 5 at sector 34) under a descriptor
+# naming a hosted sparse parent.
+q qemu-img create -q -f vmdk cowd-base.vmdk 1M
+qio vmdk -c "write -P 0x61 0 1M" cowd-base.vmdk
+python3 - cowd-delta-s.vmdk <<'EOF' || tap_bail "cannot write the COWD extent"
+import struct, sys
+f = bytearray(35 * 512)
+struct.pack_into("<4sIIIIIII", f, 0, b"COWD", 1, 3, 2048, 1, 1, 1, 0)
+struct.pack_into("<I", f, 512, 2)
+struct.pack_into("<I", f, 1024 + 4 * 5, 34)
+f[34 * 512:] = b"\x7c" * 512
+open(sys.argv[1], "wb").write(f)
+EOF
+printf '%s\n' '# Disk DescriptorFile' version=1 CID=abcdef01 \
+	"parentCID=$(grep -a -m1 '^CID=' cowd-base.vmdk | cut -d= -f2)" \
+	'createType="vmfsSparse"' 'parentFileNameHint="cowd-base.vmdk"' \
+	'RW 2048 VMFSSPARSE "cowd-delta-s.vmdk"' >cowd-delta.vmdk
+
 # UML COW over raw, every layout; the expected disk from mkcow.py.
 head -c $((1024 * 1024 + 3 * 512)) /dev/urandom >cowbase.raw
 for lay in v1 v2 qemu v3 v3-64; do
@@ -140,6 +159,7 @@ tap_check "read qcow over qcow2" read_same v1.qcow
 tap_check "read a VMDK descriptor delta of one extent" read_same desc-delta.vmdk
 tap_check "read a VMDK descriptor delta, its extent in another directory" \
 	read_same desc-sub.vmdk
+tap_check "read a vmfsSparse (COWD) delta" read_same cowd-delta.vmdk
 for lay in v1 v2 qemu v3 v3-64; do
 	tap_check "read UML COW $lay over raw (mkcow.py's disk)" \
 		read_same "cow-$lay.cow" "cow-$lay.expect"
