@@ -49,7 +49,9 @@ step unit make -s -C "$TOP/selftests/unit" KSFT_DIR="$KSFT_DIR" run
 # The QCOW2 images, then the other formats' records appended to the same
 # manifests, then the kselftest variants regenerated from all of them; and
 # in desc/ the VMDK descriptors and odd-sized images of desc_vm_test.sh
-# (the --vm set: no 5 GiB flat disk, which the initramfs would hold whole).
+# (the --vm set: no 5 GiB flat disk, which the initramfs would hold whole);
+# in chain/ the backing chains of chain_vm_test.sh; in part/ the
+# partitioned disks of part_vm_test.sh.
 make_images() {
 	local out=$1
 	"$TOP/selftests/imgfmt/mkimages.sh" "$out" &&
@@ -58,7 +60,8 @@ make_images() {
 	"$TOP/selftests/imgfmt/mkimages.sh" --variants "$out" &&
 	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc" &&
 	"$TOP/selftests/imgfmt/mkimages-chain.sh" "$out/chain" &&
-	"$TOP/selftests/imgfmt/mkimages-resolve.sh" "$out/resolve"
+	"$TOP/selftests/imgfmt/mkimages-resolve.sh" "$out/resolve" &&
+	"$TOP/selftests/imgfmt/mkimages-part.sh" "$out/part"
 }
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
@@ -88,9 +91,12 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 	mkdir -p "$payload/bin"
 	cp "$TOP/userspace/imgfmt" "$payload/bin/"
 	cp -al "$BUILD/images" "$payload/images"
+	# ext4 mounts the partitions of part_vm_test.sh; crc32c_generic is a
+	# softdep of it (metadata_csum) that modules.dep does not list.
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 		--out "$BUILD/initrd-$kver.cpio.gz" \
 		--module loop --module dm-mod --module dm-bufio --module dm-zero \
+		--module crc32c_generic --module ext4 \
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--payload "$payload" --init-cmd /payload/run.sh || return 1

@@ -125,9 +125,12 @@ unsigned int disk_nr_files(const struct disk *d)
 {
 	unsigned int i, n = 0;
 
-	for (i = 0; i < d->nr_segs; i++)
+	for (i = 0; i < d->nr_segs; i++) {
 		if (d->segs[i].kind != SEG_ZERO)
 			n++;
+		if (d->segs[i].kind == SEG_IMAGE)
+			n += d->segs[i].im.nr_lower;
+	}
 	return n;
 }
 

@@ -58,7 +58,7 @@ void disk_close(struct disk *d);
  */
 int disk_open_top(struct disk *d, const char *path, const char *pin);
 
-/* Segments holding a file (all but SEG_ZERO). */
+/* Files of the disk: of its segments (all but SEG_ZERO) and layers. */
 unsigned int disk_nr_files(const struct disk *d);
 
 /* The open file behind a segment, or -1. */

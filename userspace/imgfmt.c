@@ -81,6 +81,9 @@ struct pieces {
 	struct dm_piece *p;
 	unsigned int nr;
 	char (*opts)[128];	/* each imgfmt target's options */
+	/* Per piece: its lower layers and their options. */
+	struct dm_piece **lower;
+	char (**lower_opts)[48];
 };
 
 static const enum dm_piece_kind piece_kinds[] = {
@@ -91,8 +94,51 @@ static const enum dm_piece_kind piece_kinds[] = {
 
 static void pieces_free(struct pieces *ps)
 {
+	unsigned int i;
+
+	for (i = 0; ps->lower && i < ps->nr; i++) {
+		free(ps->lower[i]);
+		free(ps->lower_opts[i]);
+	}
+	free(ps->lower);
+	free(ps->lower_opts);
 	free(ps->p);
 	free(ps->opts);
+}
+
+/*
+ * The lower layers of an image piece: each pinned to the format it was
+ * opened as (raw is never detected, and the kernel must read each layer
+ * as the helper resolved it).
+ */
+static int piece_make_lower(struct pieces *ps, unsigned int i,
+			    const struct image *im)
+{
+	const struct image *l;
+	struct dm_piece *p;
+	unsigned int j;
+
+	if (!im->nr_lower)
+		return 0;
+	ps->lower[i] = calloc(im->nr_lower, sizeof(*ps->lower[i]));
+	ps->lower_opts[i] = calloc(im->nr_lower, sizeof(*ps->lower_opts[i]));
+	if (!ps->lower[i] || !ps->lower_opts[i])
+		return fail("out of memory");
+	for (j = 0; j < im->nr_lower; j++) {
+		l = &im->lower[j];
+		p = &ps->lower[i][j];
+		p->kind = DM_PIECE_IMGFMT;
+		p->fd = image_fd(l);
+		p->path = l->path;
+		p->name = l->name;
+		p->file_size = l->dev.size;
+		snprintf(ps->lower_opts[i][j], sizeof(ps->lower_opts[i][j]),
+			 " 1 format=%s", l->ops->name);
+		p->opts = ps->lower_opts[i][j];
+	}
+	ps->p[i].lower = ps->lower[i];
+	ps->p[i].nr_lower = im->nr_lower;
+	return 0;
 }
 
 /*
@@ -116,6 +162,8 @@ static int piece_make(struct pieces *ps, unsigned int i,
 	p->file_size = s->file_size;
 	p->offset = s->offset / SECTOR_SIZE;
 	p->opts = ps->opts[i];
+	if (s->kind == SEG_IMAGE && piece_make_lower(ps, i, &s->im))
+		return FAIL;
 	return target_opts(ps->opts[i], sizeof(ps->opts[i]), format,
 			   o->cache_bytes);
 }
@@ -129,7 +177,9 @@ static int pieces_make(struct pieces *ps, const struct disk *d,
 	memset(ps, 0, sizeof(*ps));
 	ps->p = calloc(d->nr_segs, sizeof(*ps->p));
 	ps->opts = calloc(d->nr_segs, sizeof(*ps->opts));
-	if (!ps->p || !ps->opts)
+	ps->lower = calloc(d->nr_segs, sizeof(*ps->lower));
+	ps->lower_opts = calloc(d->nr_segs, sizeof(*ps->lower_opts));
+	if (!ps->p || !ps->opts || !ps->lower || !ps->lower_opts)
 		return fail("out of memory");
 	ps->nr = d->nr_segs;
 	for (i = 0; i < d->nr_segs; i++) {
@@ -167,23 +217,26 @@ static void note_partial_sectors(const struct disk *d)
 	}
 }
 
+/* devs: one per file, each piece's then its lower layers'. */
 static int print_table(const struct pieces *ps, char **devs)
 {
 	unsigned long long start = 0;
-	char params[512];
+	const struct dm_piece *p;
+	char *params;
 	unsigned int i;
-	int rc;
 
 	for (i = 0; i < ps->nr; i++) {
-		rc = dm_piece_params(&ps->p[i],
-				     ps->p[i].kind == DM_PIECE_ZERO ? "" :
-				     *devs++, params, sizeof(params));
-		if (rc)
-			return rc;
-		printf("%llu %llu %s%s%s\n", start, ps->p[i].sectors,
-		       dm_piece_target(&ps->p[i]), params[0] ? " " : "",
-		       params);
-		start += ps->p[i].sectors;
+		p = &ps->p[i];
+		params = dm_piece_params(p, p->kind == DM_PIECE_ZERO ? "" :
+					 devs[0], devs + 1);
+		if (!params)
+			return FAIL;
+		if (p->kind != DM_PIECE_ZERO)
+			devs += 1 + p->nr_lower;
+		printf("%llu %llu %s%s%s\n", start, p->sectors,
+		       dm_piece_target(p), params[0] ? " " : "", params);
+		free(params);
+		start += p->sectors;
 	}
 	return 0;
 }
@@ -254,16 +307,21 @@ static bool same_file(const struct stat *a, int fd)
 static bool output_is_input(const char *path, const struct disk *d)
 {
 	struct stat a, b;
-	unsigned int i;
+	unsigned int i, j;
 
 	if (stat(path, &a))
 		return false;
 	if (!stat(d->path, &b) && a.st_dev == b.st_dev &&
 	    a.st_ino == b.st_ino)
 		return true;
-	for (i = 0; i < d->nr_segs; i++)
+	for (i = 0; i < d->nr_segs; i++) {
 		if (same_file(&a, segment_fd(&d->segs[i])))
 			return true;
+		for (j = 0; d->segs[i].kind == SEG_IMAGE &&
+			    j < d->segs[i].im.nr_lower; j++)
+			if (same_file(&a, image_fd(&d->segs[i].im.lower[j])))
+				return true;
+	}
 	return false;
 }
 
@@ -475,6 +533,12 @@ static int cmd_detach(struct opts *o, char **args)
 	return dm_detach_device(args[0]);
 }
 
+static int cmd_list(struct opts *o, char **args)
+{
+	(void)args;
+	return list_run(o->json);
+}
+
 /* Command line */
 
 enum {
@@ -532,12 +596,24 @@ static const struct command commands[] = {
 		"attach [--name NAME] [--format F] [--cache-size BYTES] IMAGE",
 		"Validate IMAGE, put its files on read-only loop devices and\n"
 		"create the read-only device /dev/mapper/NAME; print its path.\n"
-		"NAME defaults to the file name of IMAGE without its extension.",
+		"The partitions of its partition table (MBR, GPT) become\n"
+		"/dev/mapper/NAMEp1, NAMEp2, ... (logical MBR ones from 5);\n"
+		"'imgfmt list' shows them.  NAME defaults to the file name of\n"
+		"IMAGE without its extension (with a hash appended when it had\n"
+		"to be changed or cut).",
 	}, {
 		"detach", cmd_detach, 0, 1, 1,
 		"detach NAME",
-		"Remove the device NAME (or /dev/mapper/NAME) that attach made\n"
-		"and everything attach set up under it.",
+		"Remove the device NAME (or /dev/mapper/NAME) that attach made,\n"
+		"its partitions and everything attach set up under it; refused,\n"
+		"removing nothing, while NAME or a partition is open or mounted.",
+	}, {
+		"list", cmd_list, OPT_OUTPUT, 0, 0,
+		"list [--output text|json]",
+		"List the disks attach made: per disk its name, path, size,\n"
+		"open count, its targets with the layers and files each maps,\n"
+		"and its partitions; as 'key: value' lines with a blank line\n"
+		"between disks, or with --output=json as one JSON object.",
 	}, {
 		"read", cmd_read, OPT_FORMAT | OPT_OFFSET | OPT_LENGTH, 1, 2,
 		"read [--format F] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
@@ -593,7 +669,7 @@ static const char usage_options[] =
 	"  -n, --name NAME         device-mapper name for attach\n"
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
-	"      --output text|json  info's output format (default: text)\n"
+	"      --output text|json  info's and list's output format (default: text)\n"
 	"      --backing-chain     info of every layer of the backing chain\n"
 	"  -h, --help              show help\n\n";
 

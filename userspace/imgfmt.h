@@ -77,32 +77,55 @@ struct dm_piece {
 	const char *name;		/* path for messages (shown_name()) */
 	unsigned long long file_size;	/* bytes */
 	unsigned long long offset;	/* LINEAR: sectors to skip in the file */
-	const char *opts;		/* IMGFMT: "" or " <#opt> <opt>..." */
+	/*
+	 * IMGFMT: "" or " <#opt> <opt>..."; for a lower layer always
+	 * " <#lopt> [<lopt>...]".
+	 */
+	const char *opts;
+	/* IMGFMT: the layers below it, top-down, each an IMGFMT piece. */
+	const struct dm_piece *lower;
+	unsigned int nr_lower;
 };
 
 /* The target type of a piece ("imgfmt", "linear", "zero"). */
 const char *dm_piece_target(const struct dm_piece *p);
 
-/* Its table arguments when its file is the block device dev. */
-int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
-		    size_t size);
+/*
+ * Its table arguments when its file is the block device dev and those of
+ * its lower layers are lower_devs[]: a string to free(), or NULL with the
+ * error recorded.
+ */
+char *dm_piece_params(const struct dm_piece *p, const char *dev,
+		      char *const *lower_devs);
 
 /*
  * Put the files of the validated pieces on read-only loop devices (an
  * imgfmt piece whose file ends in a partial sector through the helper
  * device NAME-image, or NAME-imageN for piece N of several) and create the
- * read-only device-mapper device name over them.  Prints the new device's
- * path.  Returns 0, FAIL or FAIL_USAGE.
+ * read-only device-mapper device name over them, then one read-only
+ * linear device NAMEpN per partition of its partition table.  Prints the
+ * new disk's path (one line; not the partitions').  On failure nothing is
+ * left.  Returns 0, FAIL or FAIL_USAGE.
  */
 int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 		   unsigned int nr);
 
 /*
  * Remove the device name (or a path to it under /dev/mapper) that attach
- * created, the helper devices and tail files under it and the loop devices
- * that do not clear themselves.  Returns 0, FAIL or FAIL_USAGE.
+ * created: its partitions first, then it, the helper devices and tail
+ * files under it (its loop devices clear themselves).  Refused, with
+ * nothing removed, while it or a partition is open.  Returns 0, FAIL or
+ * FAIL_USAGE.
  */
 int dm_detach_device(const char *name);
+
+/*
+ * imgfmt list: the disks attach made (not their helper devices and
+ * partitions, which are shown under them), with their targets, layers,
+ * files and partitions; as "key: value" lines, a blank line between
+ * disks, or as one JSON object.  Returns 0 or FAIL (list.c).
+ */
+int list_run(bool json);
 
 /*
  * Let this process hold nr_files files open at once, besides a few of its
@@ -123,8 +146,10 @@ int check_attach_name(const char *name);
 
 /*
  * The automatic device name for the image file path: its base name without
- * extension, sanitised, cut to IMGFMT_NAME_MAX with a hash of the whole
- * name when longer.  0 or FAIL/FAIL_USAGE.
+ * extension; when that had characters a device name may not hold (made
+ * "_") or was longer than IMGFMT_NAME_MAX, cut as needed and followed by
+ * a hash of the whole base name, so that different base names never share
+ * a name.  0 or FAIL/FAIL_USAGE.
  */
 int default_dm_name(const char *path, char *name, size_t size);
 

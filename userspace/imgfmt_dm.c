@@ -40,6 +40,8 @@
 #include <libdevmapper.h>
 
 #include "imgfmt.h"
+#include "table_args.h"
+#include "partitions.h"
 
 _Static_assert(IMGFMT_DM_NAME_LEN == DM_NAME_LEN, "DM_NAME_LEN changed");
 _Static_assert(IMGFMT_DM_UUID_LEN == DM_UUID_LEN, "DM_UUID_LEN changed");
@@ -452,25 +454,61 @@ const char *dm_piece_target(const struct dm_piece *p)
 	return piece_targets[p->kind];
 }
 
-int dm_piece_params(const struct dm_piece *p, const char *dev, char *buf,
-		    size_t size)
+/* Append the printf result to *buf (of *len bytes): false when out of memory. */
+static bool buf_append(char **buf, size_t *len, const char *fmt, ...)
 {
+	va_list ap;
+	char *grown;
 	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return false;
+	grown = realloc(*buf, *len + (size_t)n + 1);
+	if (!grown)
+		return false;
+	*buf = grown;
+	va_start(ap, fmt);
+	vsnprintf(*buf + *len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	*len += (size_t)n;
+	return true;
+}
+
+char *dm_piece_params(const struct dm_piece *p, const char *dev,
+		      char *const *lower_devs)
+{
+	size_t len = 0;
+	char *buf = NULL;
+	unsigned int i;
+	bool ok;
 
 	switch (p->kind) {
 	case DM_PIECE_IMGFMT:
-		n = snprintf(buf, size, "%s%s", dev, p->opts);
+		/* The lower layers' count needs the options' count first. */
+		ok = buf_append(&buf, &len, "%s%s", dev,
+				p->nr_lower && !*p->opts ? " 0" : p->opts);
+		if (ok && p->nr_lower)
+			ok = buf_append(&buf, &len, " %u", p->nr_lower);
+		for (i = 0; ok && i < p->nr_lower; i++)
+			ok = buf_append(&buf, &len, " %s%s", lower_devs[i],
+					p->lower[i].opts);
 		break;
 	case DM_PIECE_LINEAR:
-		n = snprintf(buf, size, "%s %llu", dev, p->offset);
+		ok = buf_append(&buf, &len, "%s %llu", dev, p->offset);
 		break;
 	default:
-		n = snprintf(buf, size, "%s", "");
+		ok = buf_append(&buf, &len, "%s", "");
 		break;
 	}
-	if (n < 0 || (size_t)n >= size)
-		return fail("the table arguments are too long");
-	return 0;
+	if (!ok) {
+		free(buf);
+		fail("out of memory");
+		return NULL;
+	}
+	return buf;
 }
 
 /* A table being built for a new device. */
@@ -589,20 +627,40 @@ struct attach {
 	unsigned int nr_helpers;
 	char (*tails)[PATH_MAX];	/* tail files written */
 	unsigned int nr_tails;
-	dev_t *devs;			/* per piece: the device it maps */
+	/*
+	 * Per unit (each piece, then its lower layers, piece after piece):
+	 * the device it maps.
+	 */
+	dev_t *devs;
+	unsigned int nr_units;
 };
 
-static int attach_init(struct attach *a, const char *name, unsigned int nr)
+/* Pieces and their lower layers: each needs a device of its own. */
+static unsigned int count_units(const struct dm_piece *pieces,
+				unsigned int nr)
 {
+	unsigned int i, n = 0;
+
+	for (i = 0; i < nr; i++)
+		n += 1 + pieces[i].nr_lower;
+	return n;
+}
+
+static int attach_init(struct attach *a, const char *name,
+		       const struct dm_piece *pieces, unsigned int nr_pieces)
+{
+	unsigned int nr = count_units(pieces, nr_pieces);
+
 	memset(a, 0, sizeof(*a));
 	a->name = name;
+	a->nr_units = nr;
 	a->loops = calloc(2 * (size_t)nr, sizeof(*a->loops));
 	a->helpers = calloc(nr, sizeof(*a->helpers));
 	a->tails = calloc(nr, sizeof(*a->tails));
 	a->devs = calloc(nr, sizeof(*a->devs));
 	if (!a->loops || !a->helpers || !a->tails || !a->devs)
 		return fail("out of memory");
-	/* Each piece's file and up to two loops: its own and a tail's. */
+	/* Each unit's file and up to two loops: its own and a tail's. */
 	return raise_file_limit(3 * nr, name);
 }
 
@@ -702,7 +760,7 @@ static int attach_tail(struct attach *a, const struct dm_piece *p,
 	return rc;
 }
 
-/* "NAME-image", or "NAME-imageN" for piece N (from 1) of several. */
+/* "NAME-image", or "NAME-imageN" for unit N (from 1) of several. */
 static int helper_name(const struct attach *a, unsigned int i,
 		       unsigned int nr, char *buf, size_t size)
 {
@@ -759,33 +817,73 @@ static int attach_padded(struct attach *a, const struct dm_piece *p,
 	return dm_device_devt(helper, devt);
 }
 
-/* Set up the device that piece i maps. */
+/* Set up the device that unit k maps. */
 static int attach_backing(struct attach *a, const struct dm_piece *p,
-			  unsigned int i, unsigned int nr)
+			  unsigned int k)
 {
 	if (p->kind == DM_PIECE_ZERO)
 		return 0;
 	if (p->kind == DM_PIECE_IMGFMT && p->file_size % SECTOR_BYTES)
-		return attach_padded(a, p, i, nr, &a->devs[i]);
-	return attach_loop(a, p->fd, p->path, &a->devs[i]);
+		return attach_padded(a, p, k, a->nr_units, &a->devs[k]);
+	return attach_loop(a, p->fd, p->path, &a->devs[k]);
+}
+
+/* The devices of units [k, k + n) as "MAJ:MIN" words. */
+static char **unit_devs(const struct attach *a, unsigned int k, unsigned int n)
+{
+	char **devs = calloc(n ? n : 1, sizeof(*devs));
+	unsigned int i;
+
+	for (i = 0; devs && i < n; i++) {
+		if (asprintf(&devs[i], "%u:%u", major(a->devs[k + i]),
+			     minor(a->devs[k + i])) < 0) {
+			while (i--)
+				free(devs[i]);
+			free(devs);
+			return NULL;
+		}
+	}
+	return devs;
+}
+
+static void free_devs(char **devs, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; devs && i < n; i++)
+		free(devs[i]);
+	free(devs);
+}
+
+/* The table line of piece p, whose unit is k. */
+static int add_piece(struct table *t, const struct attach *a,
+		     const struct dm_piece *p, unsigned int k)
+{
+	char **devs = unit_devs(a, k, 1 + p->nr_lower);
+	char *params;
+
+	if (!devs)
+		return fail("out of memory");
+	params = dm_piece_params(p, devs[0], devs + 1);
+	free_devs(devs, 1 + p->nr_lower);
+	if (!params)
+		return FAIL;
+	table_add(t, p->sectors, dm_piece_target(p), params);
+	free(params);
+	return 0;
 }
 
 static int attach_top(struct attach *a, const struct dm_piece *pieces,
 		      unsigned int nr)
 {
-	char dev[32], params[512];
 	struct table t;
-	unsigned int i;
+	unsigned int i, k = 0;
 	int rc;
 
 	rc = table_begin(&t, a->name);
 	for (i = 0; !rc && i < nr; i++) {
-		snprintf(dev, sizeof(dev), "%u:%u", major(a->devs[i]),
-			 minor(a->devs[i]));
-		rc = dm_piece_params(&pieces[i], dev, params, sizeof(params));
-		if (!rc)
-			table_add(&t, pieces[i].sectors,
-				  dm_piece_target(&pieces[i]), params);
+		rc = add_piece(&t, a, &pieces[i], k);
+		k += 1 + pieces[i].nr_lower;
 	}
 	if (rc) {
 		if (t.dmt)
@@ -868,27 +966,35 @@ static uint32_t name_hash(const char *s, size_t len)
 
 /*
  * The image's file name without directory and extension, sanitised.  A
- * longer one than IMGFMT_NAME_MAX is cut and ends in a hash of the whole
- * base name: the same file name always gives the same device name, and
- * long names that share their start still differ.
+ * name that sanitising changed, or one longer than IMGFMT_NAME_MAX, ends
+ * in a hash of the whole base name (and is cut first to leave room for
+ * it): "a b" and "a_b" get different names, the same file name always
+ * gives the same device name, and long names that share their start still
+ * differ.  Clean names up to IMGFMT_NAME_MAX are kept as they are.
  */
 int default_dm_name(const char *path, char *name, size_t size)
 {
 	const char *base = strrchr(path, '/');
 	char shown[IMGFMT_SHOWN_MAX];
+	bool changed = false;
 	size_t len, keep, i;
 	const char *dot;
 
 	base = base ? base + 1 : path;
 	dot = strrchr(base, '.');
 	len = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-	keep = len > IMGFMT_NAME_MAX ? IMGFMT_NAME_MAX - NAME_HASH_LEN : len;
 	if (size <= IMGFMT_NAME_MAX)
 		return fail("device name buffer too small");
+	for (i = 0; i < len; i++)
+		changed |= !dm_name_char(base[i]);
+	keep = len;
+	if ((changed || len > IMGFMT_NAME_MAX) &&
+	    keep > IMGFMT_NAME_MAX - NAME_HASH_LEN)
+		keep = IMGFMT_NAME_MAX - NAME_HASH_LEN;
 	for (i = 0; i < keep; i++)
 		name[i] = dm_name_char(base[i]) ? base[i] : '_';
 	name[keep] = '\0';
-	if (keep < len)
+	if (keep < len || changed)
 		snprintf(name + keep, size - keep, "-%08x",
 			 name_hash(base, len));
 	if (dm_name_problem(name))
@@ -915,19 +1021,93 @@ static int dm_node_path(const char *name, char *path, size_t size)
 static int attach_all(struct attach *a, const struct dm_piece *pieces,
 		      unsigned int nr)
 {
-	unsigned int i;
+	unsigned int i, j, k = 0;
 	int rc;
 
 	rc = dm_device_exists(a->name);
 	if (rc > 0)
 		return fail("a device-mapper device named '%s' already exists",
 			    a->name);
-	for (i = 0; !rc && i < nr; i++)
-		rc = attach_backing(a, &pieces[i], i, nr);
+	for (i = 0; !rc && i < nr; i++) {
+		rc = attach_backing(a, &pieces[i], k++);
+		for (j = 0; !rc && j < pieces[i].nr_lower; j++)
+			rc = attach_backing(a, &pieces[i].lower[j], k++);
+	}
 	if (!rc)
 		rc = attach_top(a, pieces, nr);
 	return rc;
 }
+
+/* Partitions */
+
+/* "NAMEpN", kpartx style; check_attach_name() left room for it. */
+static int part_name(const char *disk, unsigned int partno, char *buf,
+		     size_t size)
+{
+	int n = snprintf(buf, size, "%sp%u", disk, partno);
+
+	if (n < 0 || (size_t)n >= size)
+		return fail("device name '%s' leaves no room for partition names",
+			    disk);
+	return 0;
+}
+
+/* A read-only linear device NAMEpN over its sectors of the disk. */
+static int part_create(const char *disk, dev_t disk_devt,
+		       const struct part_entry *pe, char *path, size_t size)
+{
+	char name[DM_NAME_LEN], params[64];
+	struct table t;
+	int rc;
+
+	rc = part_name(disk, pe->partno, name, sizeof(name));
+	if (rc)
+		return rc;
+	rc = dm_device_exists(name);
+	if (rc > 0)
+		return fail("a device-mapper device named '%s' already exists",
+			    name);
+	if (!rc)
+		rc = table_begin(&t, name);
+	if (rc)
+		return rc;
+	snprintf(params, sizeof(params), "%u:%u %llu", major(disk_devt),
+		 minor(disk_devt), pe->start);
+	table_add(&t, pe->sectors, "linear", params);
+	rc = table_create(&t, name);
+	if (!rc)
+		rc = dm_node_path(name, path, size);
+	return rc;
+}
+
+/*
+ * device-mapper devices do not scan partitions: map those of the disk's
+ * table as NAMEpN.  Their paths are not printed: attach prints one line,
+ * the disk's, which scripts use as it is ($(imgfmt attach ...)), and
+ * disks with a partition table are common (two of the VMDK test corpus
+ * have one).  `imgfmt list` shows them.
+ */
+static int attach_partitions(const char *name, const char *disk_path)
+{
+	char shown[IMGFMT_SHOWN_MAX], path[PATH_MAX];
+	struct part_entry *parts;
+	unsigned int nr, i;
+	dev_t devt;
+	int rc;
+
+	rc = dm_device_devt(name, &devt);
+	if (!rc)
+		rc = partitions_probe(disk_path, shown_name(&shown, disk_path),
+				      &parts, &nr);
+	if (rc)
+		return rc;
+	for (i = 0; !rc && i < nr; i++)
+		rc = part_create(name, devt, &parts[i], path, sizeof(path));
+	free(parts);
+	return rc;
+}
+
+static int detach(const char *name);
 
 int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 		   unsigned int nr)
@@ -937,7 +1117,7 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 	int rc;
 
 	dm_log_with_errno_init(dm_log);
-	rc = attach_init(&a, name, nr);
+	rc = attach_init(&a, name, pieces, nr);
 	if (!rc)
 		rc = attach_all(&a, pieces, nr);
 	if (rc) {
@@ -946,6 +1126,11 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 		attach_release(&a);
 		rc = dm_node_path(name, path, sizeof(path));
 		if (!rc)
+			rc = attach_partitions(name, path);
+		/* The disk exists: detach knows how to undo all of it. */
+		if (rc)
+			(void)detach(name);
+		else
 			printf("%s\n", path);
 	}
 	attach_free(&a);
@@ -999,9 +1184,11 @@ struct held_loop {
 	struct loop_info64 info;	/* its status before the removal */
 };
 
-/* What a device being detached sits on. */
+/* What a device being detached sits on, and its partitions. */
 struct stack {
 	const char *name;
+	char (*parts)[DM_NAME_LEN];
+	unsigned int nr_parts, max_parts;
 	struct held_loop *loops;
 	unsigned int nr_loops, max_loops;
 	char (*helpers)[DM_NAME_LEN];
@@ -1012,6 +1199,8 @@ struct stack {
 struct dm_table {
 	char name[DM_NAME_LEN];
 	char uuid[DM_UUID_LEN];
+	dev_t devt;
+	int open_count;
 	dev_t *devs;			/* devices under imgfmt, linear */
 	unsigned int nr_devs;
 };
@@ -1032,6 +1221,34 @@ static int table_add_dev(struct dm_table *tbl, dev_t dev)
 	return 0;
 }
 
+/* Every device an imgfmt target names: its layers and data files. */
+static int table_add_imgfmt_devs(struct dm_table *tbl, const char *params)
+{
+	struct table_words tw;
+	const char **devs;
+	dev_t dev;
+	int n, i, rc = 0;
+
+	if (table_split(params, &tw))
+		return fail("out of memory");
+	devs = calloc(tw.nr ? tw.nr : 1, sizeof(*devs));
+	if (!devs) {
+		table_words_free(&tw);
+		return fail("out of memory");
+	}
+	n = imgfmt_args_devices(&tw, devs, tw.nr);
+	if (n < 0)
+		rc = fail("cannot read the table of '%s'", tbl->name);
+	for (i = 0; !rc && i < n; i++) {
+		rc = parse_table_dev(tbl->name, devs[i], &dev);
+		if (!rc)
+			rc = table_add_dev(tbl, dev);
+	}
+	free(devs);
+	table_words_free(&tw);
+	return rc;
+}
+
 static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 {
 	char *type = NULL, *params = NULL;
@@ -1047,10 +1264,15 @@ static int table_read_targets(struct dm_task *dmt, struct dm_table *tbl)
 			break;
 		if (strcmp(type, TARGET_TYPE) && strcmp(type, "linear"))
 			continue;
-		rc = params ? parse_table_dev(tbl->name, params, &dev) :
-			      fail("no table arguments in '%s'", tbl->name);
-		if (!rc)
-			rc = table_add_dev(tbl, dev);
+		if (!params)
+			return fail("no table arguments in '%s'", tbl->name);
+		if (!strcmp(type, TARGET_TYPE)) {
+			rc = table_add_imgfmt_devs(tbl, params);
+		} else {
+			rc = parse_table_dev(tbl->name, params, &dev);
+			if (!rc)
+				rc = table_add_dev(tbl, dev);
+		}
 		if (rc)
 			return rc;
 	} while (next);
@@ -1098,6 +1320,8 @@ static int dm_read_table(const char *name, dev_t devt, struct dm_table *tbl)
 	snprintf(tbl->name, sizeof(tbl->name), "%s", s ? s : "");
 	s = dm_task_get_uuid(dmt);
 	snprintf(tbl->uuid, sizeof(tbl->uuid), "%s", s ? s : "");
+	tbl->devt = makedev(info.major, info.minor);
+	tbl->open_count = info.open_count;
 	/* Tables attach did not make are none of our business. */
 	rc = table_is_ours(tbl) ? table_read_targets(dmt, tbl) : 0;
 out:
@@ -1220,6 +1444,190 @@ static void stack_free(struct stack *st)
 		close(st->loops[i].lo.fd);
 	free(st->loops);
 	free(st->helpers);
+	free(st->parts);
+}
+
+/* Is name "DISKpN", N from 1 to PART_NO_MAX without leading zeroes? */
+static bool part_name_of(const char *disk, const char *name)
+{
+	size_t len = strlen(disk);
+	unsigned long n;
+	char *end;
+
+	if (strncmp(name, disk, len) || name[len] != 'p' ||
+	    name[len + 1] < '1' || name[len + 1] > '9')
+		return false;
+	n = strtoul(name + len + 1, &end, 10);
+	return !*end && n <= PART_NO_MAX;
+}
+
+/* Is tbl a partition attach mapped over the disk disk_devt? */
+static bool part_of(const struct dm_table *tbl, const char *disk,
+		    dev_t disk_devt)
+{
+	return table_is_ours(tbl) && part_name_of(disk, tbl->name) &&
+	       tbl->nr_devs == 1 && tbl->devs[0] == disk_devt;
+}
+
+static int stack_add_part(struct stack *st, const char *name)
+{
+	char (*grown)[DM_NAME_LEN];
+	unsigned int max;
+
+	if (st->nr_parts == st->max_parts) {
+		max = st->max_parts ? st->max_parts * 2 : 8;
+		grown = realloc(st->parts, max * sizeof(*grown));
+		if (!grown)
+			return fail("out of memory");
+		st->parts = grown;
+		st->max_parts = max;
+	}
+	snprintf(st->parts[st->nr_parts++], DM_NAME_LEN, "%s", name);
+	return 0;
+}
+
+/* Add name if it is one of the partitions attach mapped over top. */
+static int stack_try_part(struct stack *st, const struct dm_table *top,
+			  const char *name)
+{
+	struct dm_table tbl;
+	int rc;
+
+	if (!part_name_of(top->name, name))
+		return 0;
+	rc = dm_read_table(name, 0, &tbl);
+	/* Gone meanwhile, or not ours: not a partition to remove. */
+	if (rc || !part_of(&tbl, top->name, top->devt))
+		rc = 0;
+	else
+		rc = stack_add_part(st, name);
+	free(tbl.devs);
+	return rc;
+}
+
+/* The partitions of top: every device-mapper device is looked at. */
+static int stack_find_parts(struct stack *st, const struct dm_table *top)
+{
+	struct dm_names *names;
+	struct dm_task *dmt;
+	unsigned int next;
+	int rc = 0;
+
+	dm_error_reset();
+	dmt = dm_task_create(DM_DEVICE_LIST);
+	names = dmt && dm_task_run(dmt) ? dm_task_get_names(dmt) : NULL;
+	if (!names) {
+		rc = fail("cannot list device-mapper devices: %s",
+			  dm_error_text());
+		goto out;
+	}
+	if (!names->dev)	/* no devices at all */
+		goto out;
+	do {
+		rc = stack_try_part(st, top, names->name);
+		next = names->next;
+		names = (struct dm_names *)((char *)names + next);
+	} while (!rc && next);
+out:
+	if (dmt)
+		dm_task_destroy(dmt);
+	return rc;
+}
+
+/* How many opens device-mapper counts for the device name now. */
+static int dm_open_count(const char *name, int *count)
+{
+	struct dm_task *dmt;
+	struct dm_info info;
+	int ok;
+
+	dm_error_reset();
+	dmt = dm_task_create(DM_DEVICE_INFO);
+	if (!dmt)
+		return fail("cannot talk to device-mapper: %s",
+			    dm_error_text());
+	ok = dm_task_set_name(dmt, name) && dm_task_run(dmt) &&
+	     dm_task_get_info(dmt, &info) && info.exists;
+	if (ok)
+		*count = info.open_count;
+	dm_task_destroy(dmt);
+	return ok ? 0 : fail("cannot query device-mapper device '%s': %s",
+			     name, dm_error_text());
+}
+
+/* The first of the partitions and the disk that is open, or NULL. */
+static int stack_busy(const struct stack *st, const char **busy)
+{
+	unsigned int i;
+	int count, rc;
+
+	*busy = NULL;
+	for (i = 0; i < st->nr_parts; i++) {
+		rc = dm_open_count(st->parts[i], &count);
+		if (rc)
+			return rc;
+		if (count > 0) {
+			*busy = st->parts[i];
+			return 0;
+		}
+	}
+	rc = dm_open_count(st->name, &count);
+	/* Each partition holds the disk open once; anything more is a user. */
+	if (!rc && count > (int)st->nr_parts)
+		*busy = st->name;
+	return rc;
+}
+
+/*
+ * Nothing is removed while the disk or a partition is open: removing the
+ * partitions of a mounted disk would leave half a stack.  A short-lived
+ * opener (udev's probe after a change) is waited for, as dm_remove() does.
+ */
+static int stack_check_idle(const struct stack *st)
+{
+	const char *busy = NULL;
+	int i, rc;
+
+	for (i = 0; i < REMOVE_TRIES; i++) {
+		if (i)
+			sleep_ms(REMOVE_WAIT_MS);
+		rc = stack_busy(st, &busy);
+		if (rc || !busy)
+			return rc;
+	}
+	return fail("cannot remove '%s': it is in use (mounted or open)",
+		    busy);
+}
+
+/* The partitions go first: they hold the disk. */
+static int stack_remove_parts(const struct stack *st)
+{
+	unsigned int i;
+	int rc = 0;
+
+	for (i = 0; !rc && i < st->nr_parts; i++)
+		rc = dm_remove(st->parts[i]);
+	return rc;
+}
+
+/* Is top itself a partition attach mapped?  Then its disk is detached. */
+static int refuse_partition(const struct dm_table *top)
+{
+	struct dm_table disk;
+	const char *p;
+	bool is_part;
+
+	if (top->nr_devs != 1 || !dm_is_dm_major(major(top->devs[0])))
+		return 0;
+	if (dm_read_table(NULL, top->devs[0], &disk))
+		return 0;
+	is_part = table_is_ours(&disk) && part_of(top, disk.name, disk.devt);
+	free(disk.devs);
+	if (!is_part)
+		return 0;
+	p = top->name + strlen(disk.name);
+	return usage_fail("'%s' is partition %s of '%s': detach '%s'",
+			  top->name, p + 1, disk.name, disk.name);
 }
 
 /* Remove the tail file of a helper if one of our loops still reads it. */
@@ -1273,7 +1681,15 @@ static int detach(const char *name)
 		rc = fail("'%s' was not made by imgfmt attach; remove it with dmsetup remove",
 			  name);
 	if (!rc)
+		rc = refuse_partition(&top);
+	if (!rc)
+		rc = stack_find_parts(&st, &top);
+	if (!rc)
+		rc = stack_check_idle(&st);
+	if (!rc)
 		rc = stack_collect(&st, &top);
+	if (!rc)
+		rc = stack_remove_parts(&st);
 	if (!rc)
 		rc = dm_remove(name);
 	if (!rc)

@@ -44,6 +44,9 @@ for f in /src/*.raw /src/*.qcow2; do
 	dd if="$f" of="/bench/${f#/src/}" bs=4M iflag=direct 2>/dev/null ||
 		die "cannot copy $f"
 done
+for d in /src/chain*; do
+	[ -d "$d" ] && { cp -a "$d" /bench/ || die "cannot copy $d"; }
+done
 umount /src
 echo 3 >/proc/sys/vm/drop_caches
 note "images copied to tmpfs in $(($(date +%s) - t0)) s (guest clock)"
@@ -126,6 +129,23 @@ echo "INFO table_imgfmt $(dmsetup table b-imgfmt)"
 echo "INFO table_sparse $(dmsetup table b-sparse)"
 echo "INFO status_sparse_start $(dmsetup status b-sparse)"
 
+# Backing chains: imgfmt attach of the top of chainN (N-1 empty overlays
+# over data.qcow2) finds the layers, puts each on a loop and makes one
+# device; how long that takes (guest time, /proc/uptime) is reported.
+CHAINS=
+for d in /bench/chain*; do
+	[ -d "$d" ] || continue
+	depth=${d#/bench/chain}
+	case " $WORKLOADS " in *" chain$depth-"*) ;; *) continue ;; esac
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	imgfmt attach --name "b-chain$depth" "$d/l$((depth - 1)).qcow2" \
+		>/dev/null || die "imgfmt attach chain$depth"
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "INFO attach_chain$depth $(echo "$t0 $t1" | awk '{ printf "%.2f s", $2 - $1 }')"
+	echo "INFO status_chain${depth}_start $(dmsetup status "b-chain$depth")"
+	CHAINS="$CHAINS $depth"
+done
+
 # Compressed clusters (zlib and zstd images): the workload is reported as
 # "not yet" when dm-imgfmt cannot read them (table load or read fails).
 COMP=
@@ -163,6 +183,7 @@ dev_of() {
 	comp-nbd) echo /dev/nbd2 ;;
 	compz-imgfmt) echo /dev/mapper/b-compz ;;
 	compz-nbd) echo /dev/nbd3 ;;
+	chain*-imgfmt) echo "/dev/mapper/b-${1%-imgfmt}" ;;
 	esac
 }
 
@@ -219,6 +240,7 @@ dm_of() {
 	sparse-imgfmt) echo b-sparse ;;
 	comp-imgfmt) echo b-comp ;;
 	compz-imgfmt) echo b-compz ;;
+	chain*-imgfmt) echo "b-${1%-imgfmt}" ;;
 	esac
 }
 
@@ -241,7 +263,8 @@ wl_args() {
 	case $1 in
 	rand4k-qd1 | sparse-rand4k-qd1 | cold-rand4k) echo --rw=randread --bs=4k --iodepth=1 ;;
 	rand4k-qd32 | sparse-rand4k-qd32) echo --rw=randread --bs=4k --iodepth=32 ;;
-	seq1m-qd4) echo --rw=read --bs=1M --iodepth=4 ;;
+	seq1m-qd4 | chain*-seq1m) echo --rw=read --bs=1M --iodepth=4 ;;
+	chain*-rand4k) echo --rw=randread --bs=4k --iodepth=1 ;;
 	comp-seq64k | compz-seq64k) echo --rw=read --bs=64k --iodepth=1 ;;
 	*) die "unknown workload $1" ;;
 	esac
@@ -251,6 +274,7 @@ wl_args() {
 wl_paths() {
 	case $1 in
 	sparse-*) rotate "$2" sparse-imgfmt sparse-nbd ;;
+	chain*) rotate "$2" linear "${1%%-*}-imgfmt" ;;
 	comp-* | compz-*)
 		k=${1%%-*}
 		case " $COMP " in *" $k "*) rotate "$2" "$k-imgfmt" "$k-nbd" ;; esac ;;
@@ -324,6 +348,10 @@ fi
 
 echo "INFO status_imgfmt_end $(dmsetup status b-imgfmt)"
 echo "INFO status_sparse_end $(dmsetup status b-sparse)"
+for depth in $CHAINS; do
+	echo "INFO status_chain${depth}_end $(dmsetup status "b-chain$depth")"
+	imgfmt detach "b-chain$depth" || die "imgfmt detach b-chain$depth"
+done
 grep -E 'Slab|Vmalloc' /proc/meminfo | sed 's/^/# meminfo: /'
 
 stop_nbd /dev/nbd0

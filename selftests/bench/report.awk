@@ -62,9 +62,29 @@ function fmtratio(v) {
 }
 
 # Workloads on their own images use paths named <image>-imgfmt, <image>-nbd.
+# Chain workloads compare chainN-imgfmt with the plain linear device.
 function prefix(w) {
-	if (w ~ /^(sparse|comp|compz)-/)
+	if (w ~ /^(sparse|comp|compz|chain[0-9]+)-/)
 		return substr(w, 1, index(w, "-"))
+	return ""
+}
+
+function linpath(w) {
+	return w ~ /^chain/ ? "linear" : prefix(w) "linear"
+}
+
+# The imgfmt/linear goal of a workload, or "".
+function goal(w) {
+	if (w == "rand4k-qd1" || w == "rand4k-qd32" || w == "seq1m-qd4")
+		return 0.95
+	if (w == "cold-rand4k")
+		return 0.80
+	if (w ~ /^chain10-/)
+		return 0.95
+	if (w ~ /^chain100-/)
+		return 0.90
+	if (w ~ /^chain1000-/)
+		return 0.80
 	return ""
 }
 
@@ -81,7 +101,7 @@ function human(b) {
 $1 == "BENCH" {
 	r = $2; w = $3; p = $4
 	# MiB/s for sequential workloads, IOPS for the rest.
-	v = (w ~ /^seq|^comp/) ? $6 / 1024 : $5
+	v = (w ~ /^seq|^comp|seq1m$/) ? $6 / 1024 : $5
 	val[w, p, r] = v
 	add(vals, w SUBSEP p, v)
 	if (!((w, r) in seenround)) {
@@ -134,16 +154,17 @@ END {
 	for (i = 1; i <= nw; i++) {
 		w = order[i]
 		sp = prefix(w)
-		unit = (w ~ /^seq|^comp/) ? "MiB/s" : "IOPS"
-		ml = median(vals[w, sp "linear"])
+		unit = (w ~ /^seq|^comp|seq1m$/) ? "MiB/s" : "IOPS"
+		ml = median(vals[w, linpath(w)])
 		mi = median(vals[w, sp "imgfmt"])
 		mn = median(vals[w, sp "nbd"])
 		rl = rn = ""
 		n = split(rounds[w], rr, " ")
 		for (j = 1; j <= n; j++) {
 			r = rr[j]
-			if ((w, sp "linear", r) in val && (w, sp "imgfmt", r) in val && val[w, sp "linear", r] > 0)
-				rl = rl " " val[w, sp "imgfmt", r] / val[w, sp "linear", r]
+			lp = linpath(w)
+			if ((w, lp, r) in val && (w, sp "imgfmt", r) in val && val[w, lp, r] > 0)
+				rl = rl " " val[w, sp "imgfmt", r] / val[w, lp, r]
 			if ((w, sp "nbd", r) in val && (w, sp "imgfmt", r) in val && val[w, sp "nbd", r] > 0)
 				rn = rn " " val[w, sp "imgfmt", r] / val[w, sp "nbd", r]
 		}
@@ -151,7 +172,7 @@ END {
 		ratn[w] = median(rn)
 		printf "%-20s %-5s %10s %10s %10s %9s %9s %s %s %s\n", w, unit,
 		       fmtval(ml), fmtval(mi), fmtval(mn), fmtratio(ratl[w]),
-		       fmtratio(ratn[w]), spread(vals[w, sp "linear"]),
+		       fmtratio(ratn[w]), spread(vals[w, linpath(w)]),
 		       spread(vals[w, sp "imgfmt"]), spread(vals[w, sp "nbd"])
 	}
 	for (w in notyet)
@@ -184,20 +205,27 @@ END {
 	print "goals (" mode "):"
 	for (i = 1; i <= nw; i++) {
 		w = order[i]
-		want = ""
-		if (w == "rand4k-qd1" || w == "rand4k-qd32" || w == "seq1m-qd4")
-			want = 0.95
-		else if (w == "cold-rand4k")
-			want = 0.80
+		want = goal(w)
 		if (want != "") {
 			ok = ratl[w] != "" && ratl[w] >= want
 			printf "  %-4s %-20s imgfmt/linear %s >= %.2f\n", ok ? "met" : "MISS",
 			       w, fmtratio(ratl[w]), want
 			nmiss += !ok
 		}
+		if (w ~ /^chain/)
+			continue
 		ok = ratn[w] != "" && ratn[w] >= 2
 		printf "  %-4s %-20s imgfmt/nbd    %s >= 2.00\n", ok ? "met" : "MISS",
 		       w, fmtratio(ratn[w])
+		nmiss += !ok
+	}
+	# The metadata of a whole chain stays within its one cache_size.
+	for (p in peak) {
+		if (p !~ /^chain/)
+			continue
+		ok = peak[p] <= limit[p]
+		printf "  %-4s %-20s cache peak %s <= cache_size %s\n", ok ? "met" : "MISS",
+		       p, human(peak[p]), human(limit[p])
 		nmiss += !ok
 	}
 	if ("sparse-imgfmt" in peak) {

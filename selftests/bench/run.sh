@@ -23,6 +23,7 @@
 #   BENCH_WORKLOADS="..."     subset of: rand4k-qd1 rand4k-qd32 seq1m-qd4
 #                             cold-rand4k sparse-rand4k-qd1
 #                             sparse-rand4k-qd32 comp-seq64k compz-seq64k
+#                             chainN-rand4k chainN-seq1m (N: 10 100 1000)
 #   BENCH_OUT=bench/results   where the reports go
 #   BENCH_RT_SMP=1            vCPUs of the real-time run (2: see README)
 #   BENCH_PAR_SMP=2           vCPUs of the parallel run (compressed workloads)
@@ -59,7 +60,10 @@ else
 	def_icount="3 400 100" def_realtime="15 300 50" def_parallel="9 300 50"
 fi
 DATA_MB=${BENCH_DATA_MB:-256}
-WORKLOADS=${BENCH_WORKLOADS:-"rand4k-qd1 rand4k-qd32 seq1m-qd4 cold-rand4k sparse-rand4k-qd1 sparse-rand4k-qd32 comp-seq64k compz-seq64k"}
+WORKLOADS=${BENCH_WORKLOADS:-"rand4k-qd1 rand4k-qd32 seq1m-qd4 cold-rand4k sparse-rand4k-qd1 sparse-rand4k-qd32 comp-seq64k compz-seq64k chain10-rand4k chain10-seq1m chain100-rand4k chain100-seq1m chain1000-rand4k chain1000-seq1m"}
+# The chain depths the images hold (CHAIN_DEPTHS: empty overlays over
+# data.qcow2, the bottom layer holding all the data).
+CHAIN_DEPTHS="10 100 1000"
 OUT=${BENCH_OUT:-$TOP/bench/results}
 RT_SMP=${BENCH_RT_SMP:-1}
 PAR_SMP=${BENCH_PAR_SMP:-2}
@@ -86,6 +90,8 @@ for w in $WORKLOADS; do
 	case $w in
 	rand4k-qd1 | rand4k-qd32 | seq1m-qd4 | cold-rand4k | sparse-rand4k-qd1 | \
 		sparse-rand4k-qd32 | comp-seq64k | compz-seq64k) ;;
+	chain10-rand4k | chain10-seq1m | chain100-rand4k | chain100-seq1m | \
+		chain1000-rand4k | chain1000-seq1m) ;;
 	*) die "unknown workload $w" ;;
 	esac
 done
@@ -132,9 +138,23 @@ make -s -C "$SRC/userspace" >/dev/null
 #                 every 512 MiB (each needs its own L2 table: 128 MiB of L2)
 #   comp.qcow2    COMP_MB of compressible data (base64 text), qemu-img
 #                 convert -c (zlib); compz.qcow2 the same with zstd
+#   chainN/       N-1 empty qcow2 overlays (4 KiB clusters, a few KiB
+#                 each) stacked over data.qcow2: l1 over it, lN-1 the top
 # all on an ext4 disk image that the guest copies into tmpfs.
 DATA=$BENCH/data
-KEY="v2 data=$DATA_MB sparse=$SPARSE_WRITES comp=$COMP_MB $(qemu-img --version | head -1)"
+
+# make_chain DIR DEPTH: DEPTH-1 empty overlays over ../data.qcow2.  -u:
+# qemu-img would open the whole chain below each new overlay (quadratic).
+make_chain() {
+	local dir=$1 depth=$2 i below=../data.qcow2
+	mkdir -p "$dir"
+	for ((i = 1; i < depth; i++)); do
+		qemu-img create -q -u -f qcow2 -o cluster_size=4096 \
+			-b "$below" -F qcow2 "$dir/l$i.qcow2" "${DATA_MB}M"
+		below=l$i.qcow2
+	done
+}
+KEY="v3 chains=$CHAIN_DEPTHS data=$DATA_MB sparse=$SPARSE_WRITES comp=$COMP_MB $(qemu-img --version | head -1)"
 if [ "$(cat "$DATA/.key" 2>/dev/null)" != "$KEY" ]; then
 	log "generating the images ($DATA_MB MiB)"
 	rm -rf "$DATA"
@@ -158,6 +178,9 @@ if [ "$(cat "$DATA/.key" 2>/dev/null)" != "$KEY" ]; then
 		-o cluster_size=65536,compression_type=zstd \
 		"$DATA/comp.raw" "$DATA/files/compz.qcow2"
 	rm -f "$DATA/comp.raw"
+	for depth in $CHAIN_DEPTHS; do
+		make_chain "$DATA/files/chain$depth" "$depth"
+	done
 	for f in data.qcow2 sparse.qcow2 comp.qcow2 compz.qcow2; do
 		qemu-img check -q "$DATA/files/$f" || die "$f does not check"
 	done

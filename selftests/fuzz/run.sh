@@ -149,6 +149,40 @@ vmdk_seeds() {
 	head -c 8192 /dev/zero | tr '\0' s >>"$f"
 }
 
+# Stacks of images: a count byte, 16-bit lengths in units of 64 bytes,
+# then the layers, top first; an overlay's layers made with qemu-img.
+chain_seeds() {
+	local dir=$1 t=$1/tmp n i f len
+	rm -rf "$dir"
+	mkdir -p "$t"
+	head -c 65536 /dev/zero | tr '\0' '\125' >"$t/base.raw"
+	qemu-img create -q -f qcow2 -o cluster_size=512 -b base.raw -F raw \
+		"$t/mid.qcow2" 64k
+	qemu-io -f qcow2 -c "write -P 0x11 4k 1k" -c "write -z 8k 2k" \
+		"$t/mid.qcow2" >/dev/null
+	qemu-img create -q -f qcow2 -o cluster_size=16k,extended_l2=on \
+		-b mid.qcow2 -F qcow2 "$t/top.qcow2" 96k
+	qemu-io -f qcow2 -c "write -P 0x22 1k 512" -c "write -z 40k 512" \
+		"$t/top.qcow2" >/dev/null
+	for n in 3 8; do
+		{
+			printf "\\$(printf %03o $((n - 1)))"
+			for ((i = 0; i < n; i++)); do
+				case $i in 0) f=top.qcow2 ;; $((n - 1))) f=base.raw ;; *) f=mid.qcow2 ;; esac
+				len=$((($(stat -c %s "$t/$f") + 63) / 64))
+				printf "\\$(printf %03o $((len >> 8)))\\$(printf %03o $((len & 255)))"
+			done
+			for ((i = 0; i < n; i++)); do
+				case $i in 0) f=top.qcow2 ;; $((n - 1))) f=base.raw ;; *) f=mid.qcow2 ;; esac
+				cat "$t/$f"
+				len=$(stat -c %s "$t/$f")
+				head -c $(((len + 63) / 64 * 64 - len)) /dev/zero
+			done
+		} >"$dir/stack$n"
+	done
+	rm -rf "$t"
+}
+
 # Descriptor texts of the kinds QEMU and VMware write, CRLF among them.
 desc_seeds() {
 	local dir=$1
@@ -212,6 +246,7 @@ for fmt in qcow2 qcow vmdk vmdk-sesparse cow; do
 	run_target "fuzz_image_$fmt" fuzz_image.c make_seeds \
 		"-DFUZZ_FORMAT=\"$fmt\" -lz -lzstd" "${shared[@]}"
 done
+run_target fuzz_chain fuzz_chain.c chain_seeds "-lz -lzstd" "${shared[@]}"
 run_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
 	"$TOP/userspace/vmdk_desc.c" "$TOP/dm-imgfmt/formats/vmdk_keys.c" \
 	"$TOP/dm-imgfmt/escape.c"

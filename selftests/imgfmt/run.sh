@@ -46,6 +46,13 @@ sh "$here/chain_vm_test.sh" "$IMGFMT_IMAGES/chain" || crc=1
 echo "# chain_vm_test.sh took $(($(date +%s) - start)) s, exit $crc"
 [ $crc -eq 0 ] || rc=1
 
+# Partitions, detach safety, list and automatic names.
+start=$(date +%s)
+prc=0
+sh "$here/part_vm_test.sh" "$IMGFMT_IMAGES/part" || prc=1
+echo "# part_vm_test.sh took $(($(date +%s) - start)) s, exit $prc"
+[ $prc -eq 0 ] || rc=1
+
 # VMDK deltas and UML COW over raw, and the refusals of VMDK half links.
 start=$(date +%s)
 rrc=0
