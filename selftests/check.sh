@@ -60,10 +60,12 @@ make_images() {
 	"$TOP/selftests/imgfmt/mkimages.sh" --variants "$out" &&
 	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc" &&
 	"$TOP/selftests/imgfmt/mkimages-chain.sh" "$out/chain" &&
+	"$TOP/selftests/imgfmt/mkimages-resolve.sh" "$out/resolve" &&
 	"$TOP/selftests/imgfmt/mkimages-part.sh" "$out/part"
 }
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
+step chain-resolve "$TOP/selftests/unit/chain-resolve.sh"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
 step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"

@@ -6,11 +6,39 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "backing.h"
 #include "disk.h"
 #include "imgfmt.h"
 
-static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
+/*
+ * The backing chain under the segment's image, when it has one (and the
+ * caller wants it: `info` describes an overlay without its backing file,
+ * as qemu-img info does).
+ */
+static int open_lower(struct segment *s, const struct image_opts *o,
+		      bool with_backing)
 {
+	struct image *lower;
+	unsigned int nr;
+	int rc;
+
+	if (!with_backing || !s->im.info.backing_file[0])
+		return 0;
+	rc = backing_open(&s->im, o, &lower, &nr);
+	if (rc)
+		return rc;
+	return image_set_lower(&s->im, lower, nr);
+}
+
+static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes,
+			   bool with_backing)
+{
+	struct image_opts o = {
+		.pin = pin,
+		.cache_bytes = cache_bytes,
+		/* Refused below when the layers cannot be found. */
+		.has_lower = true,
+	};
 	struct segment *s;
 	int rc;
 
@@ -25,8 +53,9 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
 		return fail("out of memory");
 	shown_name(&s->name, s->path);
 	s->kind = SEG_IMAGE;
-	rc = image_open(&s->im, s->path, &(struct image_opts){
-		.pin = pin, .cache_bytes = cache_bytes });
+	rc = image_open(&s->im, s->path, &o);
+	if (!rc)
+		rc = open_lower(s, &o, with_backing);
 	if (rc)
 		return rc;
 	s->sectors = image_sectors(&s->im);
@@ -40,8 +69,8 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
 	return 0;
 }
 
-int disk_open(struct disk *d, const char *path, const char *pin,
-	      u64 cache_bytes)
+static int disk_open_as(struct disk *d, const char *path, const char *pin,
+			u64 cache_bytes, bool with_backing)
 {
 	size_t len = 0;
 	char *text = NULL;
@@ -55,12 +84,24 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 		if (rc < 0)
 			return rc;
 		if (rc > 0) {
-			rc = vmdk_disk_open(d, text, len, cache_bytes);
+			rc = vmdk_disk_open(d, text, len, cache_bytes,
+					    with_backing);
 			free(text);
 			return rc;
 		}
 	}
-	return disk_open_image(d, pin, cache_bytes);
+	return disk_open_image(d, pin, cache_bytes, with_backing);
+}
+
+int disk_open(struct disk *d, const char *path, const char *pin,
+	      u64 cache_bytes)
+{
+	return disk_open_as(d, path, pin, cache_bytes, true);
+}
+
+int disk_open_top(struct disk *d, const char *path, const char *pin)
+{
+	return disk_open_as(d, path, pin, 0, false);
 }
 
 void disk_close(struct disk *d)

@@ -52,6 +52,12 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 	      u64 cache_bytes);
 void disk_close(struct disk *d);
 
+/*
+ * The same without the backing chain: an image's backing file is named,
+ * not opened (what `info` describes; such a disk cannot be read).
+ */
+int disk_open_top(struct disk *d, const char *path, const char *pin);
+
 /* Files of the disk: of its segments (all but SEG_ZERO) and layers. */
 unsigned int disk_nr_files(const struct disk *d);
 
@@ -74,9 +80,12 @@ int segment_read(struct segment *s, u64 off, u64 len, char *buf, bool *zero);
  */
 int vmdk_desc_load(struct disk *d, char **text, size_t *len);
 
-/* Parse the descriptor text of d->path and open its extents as segments. */
+/*
+ * Parse the descriptor text of d->path and open its extents as segments;
+ * a delta's parent chain too when with_backing is set.
+ */
 int vmdk_disk_open(struct disk *d, const char *text, size_t len,
-		   u64 cache_bytes);
+		   u64 cache_bytes, bool with_backing);
 
 /*
  * The createType in the descriptor a hosted sparse image embeds, into ct

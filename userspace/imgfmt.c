@@ -32,6 +32,7 @@ struct opts {
 	u64 length;		/* --length, when has_length */
 	bool has_length;
 	bool json;		/* --output=json */
+	bool backing_chain;	/* --backing-chain */
 };
 
 /* Table arguments */
@@ -193,6 +194,8 @@ static int pieces_make(struct pieces *ps, const struct disk *d,
 
 static int cmd_info(struct opts *o, char **args)
 {
+	if (o->backing_chain)
+		return info_chain_run(args[0], o->format, o->json);
 	return info_run(args[0], o->format, o->json);
 }
 
@@ -545,6 +548,7 @@ enum {
 	OPT_OFFSET = 1 << 3,
 	OPT_LENGTH = 1 << 4,
 	OPT_OUTPUT = 1 << 5,
+	OPT_BACKING_CHAIN = 1 << 6,
 };
 
 /* getopt values of the options that have no short form. */
@@ -552,6 +556,7 @@ enum {
 	LONG_OFFSET = 256,
 	LONG_LENGTH,
 	LONG_OUTPUT,
+	LONG_BACKING_CHAIN,
 };
 
 struct command {
@@ -567,14 +572,17 @@ static int cmd_help(struct opts *o, char **args);
 
 static const struct command commands[] = {
 	{
-		"info", cmd_info, OPT_FORMAT | OPT_OUTPUT, 1, 1,
-		"info [--format F] [--output text|json] IMAGE",
+		"info", cmd_info, OPT_FORMAT | OPT_OUTPUT | OPT_BACKING_CHAIN, 1, 1,
+		"info [--format F] [--output text|json] [--backing-chain] IMAGE",
 		"Validate IMAGE and describe it as 'key: value' lines, one\n"
 		"per line (strings from the image escaped as \\xNN and cut),\n"
 		"or with --output=json as one JSON object (qemu-img info's\n"
 		"field names); exit 1 with an 'error' line or field when the\n"
 		"image is refused.  A VMDK descriptor is described with its\n"
-		"extents, which must exist.",
+		"extents, which must exist.  An image's backing file is named,\n"
+		"not opened; with --backing-chain every layer is opened and\n"
+		"described, top first (blocks separated by a blank line, or a\n"
+		"JSON array).",
 	}, {
 		"table", cmd_table, OPT_FORMAT | OPT_CACHE,
 		2, 1 + VMDK_DESC_MAX_EXTENTS,
@@ -629,6 +637,7 @@ static const struct option long_options[] = {
 	{ "offset", required_argument, NULL, LONG_OFFSET },
 	{ "length", required_argument, NULL, LONG_LENGTH },
 	{ "output", required_argument, NULL, LONG_OUTPUT },
+	{ "backing-chain", no_argument, NULL, LONG_BACKING_CHAIN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -661,6 +670,7 @@ static const char usage_options[] =
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
 	"      --output text|json  info's and list's output format (default: text)\n"
+	"      --backing-chain     info of every layer of the backing chain\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
@@ -740,6 +750,7 @@ static const struct {
 	{ LONG_OFFSET, OPT_OFFSET, "--offset" },
 	{ LONG_LENGTH, OPT_LENGTH, "--length" },
 	{ LONG_OUTPUT, OPT_OUTPUT, "--output" },
+	{ LONG_BACKING_CHAIN, OPT_BACKING_CHAIN, "--backing-chain" },
 };
 
 static const char *option_name(int opt)
@@ -799,6 +810,9 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 			return usage_fail("%s: --output must be text or json, not '%s'",
 					  c->name, shown_name(&shown, arg));
 		o->json = !strcmp(arg, "json");
+		return 0;
+	case LONG_BACKING_CHAIN:
+		o->backing_chain = true;
 		return 0;
 	}
 	return usage_fail("%s: unknown option", c->name);

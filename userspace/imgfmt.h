@@ -24,6 +24,12 @@
 int info_run(const char *path, const char *format, bool json);
 
 /*
+ * The same for path and every layer of its backing chain, top first: text
+ * blocks separated by a blank line, or a JSON array of the objects.
+ */
+int info_chain_run(const char *path, const char *format, bool json);
+
+/*
  * Strings from an image or the command line go into messages and output
  * lines through shown_name(): escaped with imgfmt_escape() (escape.h) and
  * cut to IMGFMT_SHOWN_MAX bytes (its IMGFMT_ESCAPED_MAX), so that they stay

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "backing.h"
 #include "disk.h"
 #include "imgfmt.h"
 #include "json.h"
@@ -144,13 +145,30 @@ static void print_embedded_create_type(struct image *im)
 		print_str("create-type", ct);
 }
 
+/* The file QEMU opens for the backing file, as qemu-img info shows it. */
+static void print_full_backing(const struct image *im)
+{
+	char *full;
+
+	if (!im->info.backing_file[0])
+		return;
+	full = backing_full_name(im->path, im->info.backing_file);
+	if (full)
+		print_str("full-backing-file", full);
+	free(full);
+}
+
+static void print_layer_info(struct image *im, u64 file_size)
+{
+	print_info(&im->info);
+	print_full_backing(im);
+	print_embedded_create_type(im);
+	print_file_size(file_size);
+}
+
 static void print_image_info(struct disk *d)
 {
-	struct image *im = &d->segs[0].im;
-
-	print_info(&im->info);
-	print_embedded_create_type(im);
-	print_file_size(d->file_size);
+	print_layer_info(&d->segs[0].im, d->file_size);
 }
 
 /* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
@@ -252,9 +270,9 @@ static void json_qcow2_specific(struct json *j, const struct imgfmt_info *info)
 }
 
 /* A single VMDK sparse file: one extent, itself. */
-static void json_vmdk_specific(struct json *j, struct disk *d)
+static void json_vmdk_specific(struct json *j, struct image *im,
+			       const char *path)
 {
-	struct image *im = &d->segs[0].im;
 	char ct[64], why[320];
 
 	json_object(j, "format-specific");
@@ -264,9 +282,13 @@ static void json_vmdk_specific(struct json *j, struct disk *d)
 	    !vmdk_embedded_create_type(im, ct, sizeof(ct), why, sizeof(why)) &&
 	    ct[0])
 		json_str(j, "create-type", ct);
+	if (im->info.has_cid) {
+		json_u64(j, "cid", im->info.cid);
+		json_u64(j, "parent-cid", im->info.parent_cid);
+	}
 	json_array(j, "extents");
 	json_object(j, NULL);
-	json_str(j, "filename", d->path);
+	json_str(j, "filename", path);
 	json_u64(j, "virtual-size", im->info.virtual_size);
 	json_u64(j, "cluster-size", im->info.cluster_size);
 	json_close(j);
@@ -275,21 +297,38 @@ static void json_vmdk_specific(struct json *j, struct disk *d)
 	json_close(j);
 }
 
-static void json_image_info(struct json *j, struct disk *d)
+static void json_full_backing(struct json *j, const struct image *im)
 {
-	const struct imgfmt_info *info = &d->segs[0].im.info;
-	unsigned long long actual = allocated_bytes(segment_fd(&d->segs[0]));
+	char *full;
+
+	if (!im->info.backing_file[0])
+		return;
+	full = backing_full_name(im->path, im->info.backing_file);
+	if (full)
+		json_str(j, "full-backing-filename", full);
+	free(full);
+}
+
+/* One image (the disk's, or a layer of its chain) at path. */
+static void json_layer_info(struct json *j, struct image *im, const char *path,
+			    u64 file_size)
+{
+	const struct imgfmt_info *info = &im->info;
+	unsigned long long actual = allocated_bytes(image_fd(im));
 
 	json_str(j, "format", info->format);
 	json_u64(j, "virtual-size", info->virtual_size);
 	if (actual)
 		json_u64(j, "actual-size", actual);
-	json_u64(j, "file-size", d->file_size);
-	json_u64(j, "cluster-size", info->cluster_size);
+	json_u64(j, "file-size", file_size);
+	/* qemu-img shows no cluster size for raw. */
+	if (info->cluster_size)
+		json_u64(j, "cluster-size", info->cluster_size);
 	json_bool(j, "dirty-flag", info->dirty);
 	json_bool(j, "encrypted", info->encrypted);
 	if (info->backing_file[0])
 		json_str(j, "backing-filename", info->backing_file);
+	json_full_backing(j, im);
 	if (info->backing_format[0])
 		json_str(j, "backing-filename-format", info->backing_format);
 	json_u64(j, "version", info->version);
@@ -302,7 +341,12 @@ static void json_image_info(struct json *j, struct disk *d)
 	if (!strcmp(info->format, "qcow2"))
 		json_qcow2_specific(j, info);
 	else if (!strncmp(info->format, "vmdk", 4))
-		json_vmdk_specific(j, d);
+		json_vmdk_specific(j, im, path);
+}
+
+static void json_image_info(struct json *j, struct disk *d)
+{
+	json_layer_info(j, &d->segs[0].im, d->path, d->file_size);
 }
 
 /* One extent line; with its opened file's grain size when there is one. */
@@ -324,6 +368,22 @@ static void json_extent(struct json *j, const struct disk *d, unsigned int i)
 	json_close(j);
 }
 
+/* A delta descriptor's parent, as qemu-img shows a backing file. */
+static void json_desc_backing(struct json *j, const struct disk *d)
+{
+	const char *hint = d->desc.parent_hint;
+	char *full;
+
+	if (!hint)
+		return;
+	json_str(j, "backing-filename", hint);
+	full = backing_full_name(d->path, hint);
+	if (full)
+		json_str(j, "full-backing-filename", full);
+	free(full);
+	json_str(j, "backing-filename-format", "vmdk");
+}
+
 static void json_desc_info(struct json *j, const struct disk *d)
 {
 	const struct vmdk_desc *desc = &d->desc;
@@ -331,6 +391,12 @@ static void json_desc_info(struct json *j, const struct disk *d)
 
 	json_u64(j, "virtual-size", desc->sectors * SECTOR_SIZE);
 	json_u64(j, "file-size", d->file_size);
+	/* qemu-img shows the first extent's grain, when it has one. */
+	if (d->nr_segs && d->segs[0].kind == SEG_IMAGE && d->segs[0].im.img)
+		json_u64(j, "cluster-size", d->segs[0].im.info.cluster_size);
+	/* QEMU keeps no dirty state for a descriptor's disk. */
+	json_bool(j, "dirty-flag", false);
+	json_desc_backing(j, d);
 	json_object(j, "format-specific");
 	json_str(j, "type", "vmdk");
 	json_object(j, "data");
@@ -350,23 +416,29 @@ static void json_desc_info(struct json *j, const struct disk *d)
 	json_close(j);
 }
 
+/* The members of the disk's object. */
+static void json_disk_info(struct json *j, struct disk *d, int rc)
+{
+	json_str(j, "filename", d->path);
+	if (d->is_desc) {
+		json_str(j, "format", "vmdk");
+		if (d->desc_parsed)
+			json_desc_info(j, d);
+	} else if (!rc) {
+		json_image_info(j, d);
+	} else if (d->nr_segs && d->segs[0].im.ops) {
+		json_str(j, "format", d->segs[0].im.ops->name);
+	}
+	if (rc)
+		json_str(j, "error", info_error(d));
+}
+
 static void json_info(struct disk *d, int rc)
 {
 	struct json j;
 
 	json_begin(&j, stdout);
-	json_str(&j, "filename", d->path);
-	if (d->is_desc) {
-		json_str(&j, "format", "vmdk");
-		if (d->desc_parsed)
-			json_desc_info(&j, d);
-	} else if (!rc) {
-		json_image_info(&j, d);
-	} else if (d->nr_segs && d->segs[0].im.ops) {
-		json_str(&j, "format", d->segs[0].im.ops->name);
-	}
-	if (rc)
-		json_str(&j, "error", info_error(d));
+	json_disk_info(&j, d, rc);
 	json_end(&j);
 }
 
@@ -375,11 +447,76 @@ int info_run(const char *path, const char *format, bool json)
 	struct disk d;
 	int rc;
 
-	rc = disk_open(&d, path, format, 0);
+	rc = disk_open_top(&d, path, format);
 	if (json)
 		json_info(&d, rc);
 	else
 		text_info(&d, rc);
+	disk_close(&d);
+	return rc;
+}
+
+/* info --backing-chain */
+
+/* A lower layer's block; parent is the layer above it. */
+static void text_layer(struct image *im, const struct image *parent)
+{
+	putchar('\n');
+	print_str("image", im->path);
+	print_layer_info(im, im->dev.size);
+	if (parent && backing_probed_raw(parent, im))
+		printf("note: backing format probed as raw\n");
+}
+
+static void json_layer(struct json *j, struct image *im)
+{
+	json_object(j, NULL);
+	json_str(j, "filename", im->path);
+	json_layer_info(j, im, im->path, im->dev.size);
+	json_close(j);
+}
+
+/*
+ * The top is the disk: an image, or a VMDK descriptor (a delta's chain
+ * hangs under its one extent's image).
+ */
+static void chain_info(struct disk *d, bool json)
+{
+	struct image *top = &d->segs[0].im;
+	unsigned int i, nr = d->nr_segs == 1 ? top->nr_lower : 0;
+	struct json j;
+
+	if (json) {
+		json_begin_array(&j, stdout);
+		json_object(&j, NULL);
+		json_disk_info(&j, d, 0);
+		json_close(&j);
+		for (i = 0; i < nr; i++)
+			json_layer(&j, &top->lower[i]);
+		json_end(&j);
+		return;
+	}
+	print_str("image", d->path);
+	text_info(d, 0);
+	for (i = 0; i < nr; i++)
+		text_layer(&top->lower[i], i ? &top->lower[i - 1] : top);
+}
+
+int info_chain_run(const char *path, const char *format, bool json)
+{
+	struct disk d;
+	int rc;
+
+	rc = disk_open(&d, path, format, 0);
+	/* A refusal: described as plain info does. */
+	if (rc) {
+		if (json)
+			json_info(&d, rc);
+		else
+			text_info(&d, rc);
+	} else {
+		chain_info(&d, json);
+	}
 	disk_close(&d);
 	return rc;
 }

@@ -133,6 +133,13 @@ void json_begin(struct json *j, FILE *f)
 	json_open(j, NULL, '{', '}');
 }
 
+void json_begin_array(struct json *j, FILE *f)
+{
+	memset(j, 0, sizeof(*j));
+	j->f = f;
+	json_open(j, NULL, '[', ']');
+}
+
 void json_object(struct json *j, const char *key)
 {
 	json_open(j, key, '{', '}');

@@ -27,6 +27,8 @@ struct json {
 
 /* Start the top-level object on f. */
 void json_begin(struct json *j, FILE *f);
+/* Start a top-level array instead (elements: json_object(j, NULL)). */
+void json_begin_array(struct json *j, FILE *f);
 /* Close every open level and end the line. */
 void json_end(struct json *j);
 

@@ -23,21 +23,16 @@
 #include <string.h>
 
 #include "vmdk_desc.h"
+#include "formats/vmdk_keys.h"
 
 #ifndef __printf
 #define __printf(a, b)	__attribute__((format(printf, a, b)))
 #endif
 
-/* A piece of the text: not NUL-terminated. */
-struct span {
-	const char *s;
-	size_t len;
-};
-
 struct parser {
-	const char *p, *end;		/* the text not read yet */
+	struct vmdk_lines text;		/* the lines not read yet */
 	unsigned int line;		/* number of the line being parsed */
-	unsigned int seen;		/* header keys met, one bit each */
+	struct vmdk_header hdr;		/* the header keys met */
 	unsigned int cap;		/* extents allocated */
 	struct vmdk_desc *d;
 	struct vmdk_desc_error *err;
@@ -89,49 +84,31 @@ bool vmdk_extent_is_flat(enum vmdk_extent_type type)
 
 /* Characters and spans */
 
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r';
-}
-
-static bool is_ctrl(char c)
-{
-	unsigned char u = (unsigned char)c;
-
-	return u < 0x20 || u == 0x7f;
-}
-
-static bool is_key_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-}
-
-static bool span_is(const struct span *sp, const char *word)
+static bool span_is(const struct vmdk_span *sp, const char *word)
 {
 	return sp->len == strlen(word) && !memcmp(sp->s, word, sp->len);
 }
 
-static void span_skip_blanks(struct span *sp)
+static void span_skip_blanks(struct vmdk_span *sp)
 {
-	while (sp->len && is_blank(*sp->s)) {
+	while (sp->len && vmdk_is_blank(*sp->s)) {
 		sp->s++;
 		sp->len--;
 	}
 }
 
-static void span_advance(struct span *sp, size_t n)
+static void span_advance(struct vmdk_span *sp, size_t n)
 {
 	sp->s += n;
 	sp->len -= n;
 }
 
 /* Take the run of characters up to a blank or a quote. */
-static struct span span_take_word(struct span *sp)
+static struct vmdk_span span_take_word(struct vmdk_span *sp)
 {
-	struct span w = { sp->s, 0 };
+	struct vmdk_span w = { sp->s, 0 };
 
-	while (w.len < sp->len && !is_blank(sp->s[w.len]) &&
+	while (w.len < sp->len && !vmdk_is_blank(sp->s[w.len]) &&
 	       sp->s[w.len] != '"')
 		w.len++;
 	span_advance(sp, w.len);
@@ -144,7 +121,7 @@ static struct span span_take_word(struct span *sp)
  * (imgfmt_escape(), which this file cannot use: the descriptor fuzzer
  * builds it alone).
  */
-static const char *clipped(char *buf, size_t size, const struct span *sp)
+static const char *clipped(char *buf, size_t size, const struct vmdk_span *sp)
 {
 	static const size_t max_shown = 48;
 	size_t n = sp->len < max_shown ? sp->len : max_shown;
@@ -162,7 +139,7 @@ static const char *clipped(char *buf, size_t size, const struct span *sp)
 
 /* Numbers */
 
-static int dec_value(const struct span *sp, uint64_t *v)
+static int dec_value(const struct vmdk_span *sp, uint64_t *v)
 {
 	size_t i;
 
@@ -175,36 +152,6 @@ static int dec_value(const struct span *sp, uint64_t *v)
 		if (*v > (UINT64_MAX - (uint64_t)(sp->s[i] - '0')) / 10)
 			return -1;
 		*v = *v * 10 + (uint64_t)(sp->s[i] - '0');
-	}
-	return 0;
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* A content ID: one to eight hex digits, "0x" allowed before them. */
-static int cid_value(struct span sp, uint32_t *v)
-{
-	int digit;
-
-	if (sp.len > 2 && sp.s[0] == '0' && (sp.s[1] == 'x' || sp.s[1] == 'X'))
-		span_advance(&sp, 2);
-	if (!sp.len || sp.len > 8)
-		return -1;
-	*v = 0;
-	for (; sp.len; span_advance(&sp, 1)) {
-		digit = hex_digit(*sp.s);
-		if (digit < 0)
-			return -1;
-		*v = *v << 4 | (uint32_t)digit;
 	}
 	return 0;
 }
@@ -226,205 +173,104 @@ static int parse_error(struct parser *ps, const char *fmt, ...)
 /* Lines */
 
 /* The next line without its end and the blanks around it. */
-static bool next_line(struct parser *ps, struct span *line)
+static bool next_line(struct parser *ps, struct vmdk_span *line)
 {
-	const char *nl;
-
-	if (ps->p >= ps->end)
+	if (!vmdk_lines_next(&ps->text, line))
 		return false;
-	nl = memchr(ps->p, '\n', (size_t)(ps->end - ps->p));
-	line->s = ps->p;
-	line->len = (size_t)((nl ? nl : ps->end) - ps->p);
-	ps->p = nl ? nl + 1 : ps->end;
-	ps->line++;
-	span_skip_blanks(line);
-	while (line->len && is_blank(line->s[line->len - 1]))
-		line->len--;
-	return true;
-}
-
-static bool line_is_comment(const struct span *line)
-{
-	return !line->len || line->s[0] == '#';
-}
-
-/* The text up to its first NUL, without a UTF-8 byte order mark. */
-static void text_bounds(const char *text, size_t len, const char **start,
-			const char **end)
-{
-	static const char bom[] = "\xef\xbb\xbf";
-
-	len = strnlen(text, len);
-	*start = text;
-	*end = text + len;
-	if (len >= 3 && !memcmp(text, bom, 3))
-		*start += 3;
-}
-
-/*
- * Split "key = value" into its parts; false when the line is not of that
- * form.  The value is everything after '=', blanks around it removed.
- */
-static bool split_key_value(struct span line, struct span *key,
-			    struct span *value)
-{
-	key->s = line.s;
-	key->len = 0;
-	while (key->len < line.len && is_key_char(line.s[key->len]))
-		key->len++;
-	if (!key->len)
-		return false;
-	span_advance(&line, key->len);
-	span_skip_blanks(&line);
-	if (!line.len || *line.s != '=')
-		return false;
-	span_advance(&line, 1);
-	span_skip_blanks(&line);
-	*value = line;
+	ps->line = ps->text.line;
 	return true;
 }
 
 bool vmdk_desc_probe(const char *text, size_t len)
 {
 	struct parser ps = { .line = 0 };
-	struct span line, key, value;
+	struct vmdk_span line, key, value;
 
-	text_bounds(text, len, &ps.p, &ps.end);
+	vmdk_lines_init(&ps.text, text, len);
 	while (next_line(&ps, &line)) {
-		if (line_is_comment(&line))
+		if (vmdk_line_is_comment(&line))
 			continue;
-		return split_key_value(line, &key, &value) &&
-		       span_is(&key, "version");
+		return vmdk_split_key_value(line, &key, &value) &&
+		       vmdk_key_of(&key) == VMDK_KEY_VERSION;
 	}
 	return false;
 }
 
-/* Header keys */
+/* Header keys: vmdk_keys.c parses them, this names what is wrong. */
 
-/*
- * The value of a header key: "quoted" (no quote inside) or one bare word;
- * no control characters either way.
- */
-static int header_value(struct parser *ps, const struct span *key,
-			struct span *value)
+static int header_error(struct parser *ps, enum vmdk_key k, int why,
+			const struct vmdk_span *value)
 {
-	char shown_key[64], shown[64];
-	size_t i;
+	const char *key = vmdk_key_name(k);
+	char shown[64];
 
-	if (value->len && value->s[0] == '"') {
-		if (value->len < 2 || value->s[value->len - 1] != '"')
-			goto bad;
-		span_advance(value, 1);
-		value->len--;
+	clipped(shown, sizeof(shown), value);
+	switch (why) {
+	case VMDK_KEY_TWICE:
+		return parse_error(ps, "%s given twice", key);
+	case VMDK_KEY_BAD_QUOTING:
+		return parse_error(ps, "bad value for %s: '%s'", key, shown);
+	case VMDK_KEY_TOO_LONG:
+		return parse_error(ps, "%s too long", key);
 	}
-	for (i = 0; i < value->len; i++)
-		if (value->s[i] == '"' || is_ctrl(value->s[i]))
-			goto bad;
-	return 0;
-bad:
-	return parse_error(ps, "bad value for %s: '%s'",
-			   clipped(shown_key, sizeof(shown_key), key),
-			   clipped(shown, sizeof(shown), value));
+	if (k == VMDK_KEY_VERSION)
+		return parse_error(ps, "unsupported descriptor version '%s'",
+				   shown);
+	return parse_error(ps, "bad %s '%s'", key, shown);
 }
-
-static int parse_version(struct parser *ps, const struct span *v)
-{
-	char shown[64];
-
-	if (span_is(v, "1") || span_is(v, "2") || span_is(v, "3")) {
-		ps->d->version = (unsigned int)(v->s[0] - '0');
-		return 0;
-	}
-	return parse_error(ps, "unsupported descriptor version '%s'",
-			   clipped(shown, sizeof(shown), v));
-}
-
-static int parse_cid(struct parser *ps, const struct span *v)
-{
-	char shown[64];
-
-	if (cid_value(*v, &ps->d->cid))
-		return parse_error(ps, "bad CID '%s'",
-				   clipped(shown, sizeof(shown), v));
-	ps->d->has_cid = true;
-	return 0;
-}
-
-static int parse_parent_cid(struct parser *ps, const struct span *v)
-{
-	char shown[64];
-
-	if (cid_value(*v, &ps->d->parent_cid))
-		return parse_error(ps, "bad parentCID '%s'",
-				   clipped(shown, sizeof(shown), v));
-	ps->d->has_parent_cid = true;
-	return 0;
-}
-
-static int parse_create_type(struct parser *ps, const struct span *v)
-{
-	char shown[64];
-
-	if (!v->len || v->len >= sizeof(ps->d->create_type))
-		return parse_error(ps, "bad createType '%s'",
-				   clipped(shown, sizeof(shown), v));
-	memcpy(ps->d->create_type, v->s, v->len);
-	ps->d->create_type[v->len] = '\0';
-	ps->d->create_type_line = ps->line;
-	return 0;
-}
-
-static int parse_parent_hint(struct parser *ps, const struct span *v)
-{
-	if (!v->len)
-		return 0;	/* an empty hint names no parent */
-	if (v->len > VMDK_DESC_MAX_FILE)
-		return parse_error(ps, "parentFileNameHint too long");
-	ps->d->parent_hint = strndup(v->s, v->len);
-	if (!ps->d->parent_hint)
-		return parse_error(ps, "out of memory");
-	ps->d->parent_hint_line = ps->line;
-	return 0;
-}
-
-static const struct {
-	const char *key;
-	int (*parse)(struct parser *ps, const struct span *value);
-} header_keys[] = {
-	{ "version", parse_version },
-	{ "CID", parse_cid },
-	{ "parentCID", parse_parent_cid },
-	{ "createType", parse_create_type },
-	{ "parentFileNameHint", parse_parent_hint },
-};
 
 /* A "key = value" line: header keys are parsed, others ignored. */
-static int parse_key_line(struct parser *ps, const struct span *line)
+static int parse_key_line(struct parser *ps, const struct vmdk_span *line)
 {
-	struct span key, value;
+	struct vmdk_span key, value, bare;
 	char shown[64];
-	unsigned int i;
+	enum vmdk_key k;
+	int why;
 
-	if (!split_key_value(*line, &key, &value))
+	if (!vmdk_split_key_value(*line, &key, &value))
 		return parse_error(ps, "neither an extent nor a \"key = value\" line: '%s'",
 				   clipped(shown, sizeof(shown), line));
-	for (i = 0; i < NR_NAMES(header_keys); i++) {
-		if (!span_is(&key, header_keys[i].key))
-			continue;
-		if (ps->seen & (1U << i))
-			return parse_error(ps, "%s given twice",
-					   header_keys[i].key);
-		ps->seen |= 1U << i;
-		if (header_value(ps, &key, &value))
-			return -1;
-		return header_keys[i].parse(ps, &value);
+	k = vmdk_key_of(&key);
+	why = vmdk_header_take(&ps->hdr, k, ps->line, value);
+	if (!why)
+		return 0;	/* ddb.* and other keys: VMware's business */
+	/* Name the value as it was meant, without its quotes. */
+	bare = value;
+	if (why != VMDK_KEY_BAD_QUOTING && bare.len >= 2 && bare.s[0] == '"') {
+		bare.s++;
+		bare.len -= 2;
 	}
-	return 0;	/* ddb.* and other keys: VMware's business */
+	return header_error(ps, k, why, &bare);
+}
+
+/* Copy the header into d: the spans point into the caller's text. */
+static int take_header(struct parser *ps)
+{
+	const struct vmdk_header *h = &ps->hdr;
+	struct vmdk_desc *d = ps->d;
+
+	d->version = h->version;
+	d->has_cid = h->has_cid;
+	d->cid = h->cid;
+	d->has_parent_cid = h->has_parent_cid;
+	d->parent_cid = h->parent_cid;
+	if (h->create_type.len) {
+		memcpy(d->create_type, h->create_type.s, h->create_type.len);
+		d->create_type[h->create_type.len] = '\0';
+		d->create_type_line = h->line[VMDK_KEY_CREATE_TYPE];
+	}
+	if (!h->parent_hint.len)
+		return 0;
+	d->parent_hint = strndup(h->parent_hint.s, h->parent_hint.len);
+	if (!d->parent_hint)
+		return parse_error(ps, "out of memory");
+	d->parent_hint_line = h->line[VMDK_KEY_PARENT_HINT];
+	return 0;
 }
 
 /* Extent lines */
 
-static int name_index(const struct span *word, const char *const *names,
+static int name_index(const struct vmdk_span *word, const char *const *names,
 		      unsigned int nr)
 {
 	unsigned int i;
@@ -436,21 +282,21 @@ static int name_index(const struct span *word, const char *const *names,
 }
 
 /* Is this line an extent line: does it start with an access word? */
-static bool extent_access(struct span line, enum vmdk_access *access)
+static bool extent_access(struct vmdk_span line, enum vmdk_access *access)
 {
-	struct span word = span_take_word(&line);
+	struct vmdk_span word = span_take_word(&line);
 	int i = name_index(&word, access_names, NR_NAMES(access_names));
 
-	if (i < 0 || (line.len && !is_blank(*line.s)))
+	if (i < 0 || (line.len && !vmdk_is_blank(*line.s)))
 		return false;
 	*access = (enum vmdk_access)i;
 	return true;
 }
 
-static int extent_sectors(struct parser *ps, struct span *rest,
+static int extent_sectors(struct parser *ps, struct vmdk_span *rest,
 			  struct vmdk_extent *e)
 {
-	struct span word;
+	struct vmdk_span word;
 	char shown[64];
 
 	span_skip_blanks(rest);
@@ -466,10 +312,10 @@ static int extent_sectors(struct parser *ps, struct span *rest,
 	return 0;
 }
 
-static int extent_type(struct parser *ps, struct span *rest,
+static int extent_type(struct parser *ps, struct vmdk_span *rest,
 		       struct vmdk_extent *e)
 {
-	struct span word;
+	struct vmdk_span word;
 	char shown[64];
 	int i;
 
@@ -484,10 +330,10 @@ static int extent_type(struct parser *ps, struct span *rest,
 }
 
 /* The quoted file name; a ZERO extent may go without one. */
-static int extent_file(struct parser *ps, struct span *rest,
+static int extent_file(struct parser *ps, struct vmdk_span *rest,
 		       struct vmdk_extent *e)
 {
-	struct span name;
+	struct vmdk_span name;
 
 	span_skip_blanks(rest);
 	if (!rest->len && e->type == VMDK_EXTENT_ZERO)
@@ -498,7 +344,7 @@ static int extent_file(struct parser *ps, struct span *rest,
 	name.s = rest->s;
 	name.len = 0;
 	while (name.len < rest->len && rest->s[name.len] != '"') {
-		if (is_ctrl(rest->s[name.len]))
+		if (vmdk_is_ctrl(rest->s[name.len]))
 			return parse_error(ps, "control character in the extent file name");
 		name.len++;
 	}
@@ -509,7 +355,7 @@ static int extent_file(struct parser *ps, struct span *rest,
 	if (name.len > VMDK_DESC_MAX_FILE)
 		return parse_error(ps, "extent file name too long");
 	span_advance(rest, name.len + 1);
-	if (rest->len && !is_blank(*rest->s))
+	if (rest->len && !vmdk_is_blank(*rest->s))
 		return parse_error(ps, "blank expected after the extent file name");
 	e->file = strndup(name.s, name.len);
 	if (!e->file)
@@ -518,10 +364,10 @@ static int extent_file(struct parser *ps, struct span *rest,
 }
 
 /* FLAT and VMFS extents may give the sector their data starts at. */
-static int extent_offset(struct parser *ps, struct span *rest,
+static int extent_offset(struct parser *ps, struct vmdk_span *rest,
 			 struct vmdk_extent *e)
 {
-	struct span word;
+	struct vmdk_span word;
 	char shown[64];
 
 	span_skip_blanks(rest);
@@ -568,14 +414,14 @@ static int extent_append(struct parser *ps, const struct vmdk_extent *e)
 }
 
 /* ACCESS SECTORS TYPE ["FILE" [OFFSET]] */
-static int parse_extent_line(struct parser *ps, const struct span *line,
+static int parse_extent_line(struct parser *ps, const struct vmdk_span *line,
 			     enum vmdk_access access)
 {
 	struct vmdk_extent e = {
 		.access = access,
 		.line = ps->line,
 	};
-	struct span rest = *line;
+	struct vmdk_span rest = *line;
 
 	span_take_word(&rest);
 	if (extent_sectors(ps, &rest, &e) || extent_type(ps, &rest, &e) ||
@@ -587,11 +433,11 @@ static int parse_extent_line(struct parser *ps, const struct span *line,
 	return 0;
 }
 
-static int parse_line(struct parser *ps, const struct span *line)
+static int parse_line(struct parser *ps, const struct vmdk_span *line)
 {
 	enum vmdk_access access;
 
-	if (line_is_comment(line))
+	if (vmdk_line_is_comment(line))
 		return 0;
 	if (extent_access(*line, &access))
 		return parse_extent_line(ps, line, access);
@@ -613,7 +459,7 @@ int vmdk_desc_parse(const char *text, size_t len, struct vmdk_desc *d,
 		    struct vmdk_desc_error *err)
 {
 	struct parser ps = { .d = d, .err = err };
-	struct span line;
+	struct vmdk_span line;
 
 	memset(d, 0, sizeof(*d));
 	memset(err, 0, sizeof(*err));
@@ -622,12 +468,16 @@ int vmdk_desc_parse(const char *text, size_t len, struct vmdk_desc *d,
 			 "descriptor larger than %u bytes", VMDK_DESC_MAX_BYTES);
 		return -1;
 	}
-	text_bounds(text, len, &ps.p, &ps.end);
+	vmdk_lines_init(&ps.text, text, len);
 	while (next_line(&ps, &line)) {
 		if (parse_line(&ps, &line)) {
 			vmdk_desc_free(d);
 			return -1;
 		}
+	}
+	if (take_header(&ps)) {
+		vmdk_desc_free(d);
+		return -1;
 	}
 	if (!d->version) {
 		snprintf(err->msg, sizeof(err->msg),
@@ -681,7 +531,7 @@ static int check_create_type(const struct vmdk_desc *d,
 			     struct vmdk_desc_error *err)
 {
 	const char *ct = d->create_type;
-	struct span sp = { ct, strlen(ct) };
+	struct vmdk_span sp = { ct, strlen(ct) };
 	char shown[64];
 
 	if (!ct[0])

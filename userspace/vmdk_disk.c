@@ -18,7 +18,9 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "backing.h"
 #include "disk.h"
+#include "formats/vmdk_keys.h"
 #include "escape.h"
 #include "imgfmt.h"
 
@@ -240,8 +242,10 @@ static int sparse_open(struct disk *d, const struct vmdk_extent *e,
 			    vmdk_extent_type_name(e->type));
 	}
 	s->kind = SEG_IMAGE;
+	/* A delta's extent leaves to its parent what it does not hold. */
 	rc = image_open_fd(&s->im, fd, s->path, &(struct image_opts){
-		.cache_bytes = cache_bytes });
+		.cache_bytes = cache_bytes,
+		.has_lower = vmdk_desc_has_parent(&d->desc) });
 	if (rc)
 		return rc;
 	/* The magic was checked: this is the vmdk format or its seSparse. */
@@ -314,8 +318,88 @@ static int extents_open(struct disk *d, u64 cache_bytes)
 	return 0;
 }
 
+/* Do the two paths name files of the same directory (as written)? */
+static bool same_dir(const char *a, const char *b)
+{
+	const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
+	size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
+
+	return !!sa == !!sb && la == lb && !memcmp(a, b, la);
+}
+
+/*
+ * The parent's name as the extent's image records it.  The hint is
+ * relative to the descriptor and the chain code takes a name relative to
+ * the image naming it, so the name is made absolute when the extent lives
+ * in another directory.
+ */
+static int delta_backing_name(struct disk *d, struct segment *s)
+{
+	const char *hint = d->desc.parent_hint;
+	char *name = s->im.info.backing_file, *full, cwd[PATH_MAX];
+	size_t size = sizeof(s->im.info.backing_file);
+	int n;
+
+	if (hint[0] == '/' || same_dir(d->path, s->path)) {
+		n = snprintf(name, size, "%s", hint);
+	} else {
+		full = backing_full_name(d->path, hint);
+		if (!full)
+			return fail("out of memory");
+		if (full[0] != '/' && !getcwd(cwd, sizeof(cwd))) {
+			free(full);
+			return fail("cannot get the working directory: %s",
+				    strerror(errno));
+		}
+		n = full[0] == '/' ? snprintf(name, size, "%s", full) :
+			snprintf(name, size, "%s/%s", cwd, full);
+		free(full);
+	}
+	if (n < 0 || (size_t)n >= size)
+		return fail("%s:%u: parentFileNameHint too long", d->name,
+			    d->desc.parent_hint_line);
+	return 0;
+}
+
+/*
+ * A descriptor naming a parent: a delta of one sparse extent, whose image
+ * gets the parent as its backing file (and the descriptor's CIDs).
+ */
+static int delta_open(struct disk *d, u64 cache_bytes, bool with_backing)
+{
+	const struct vmdk_desc *desc = &d->desc;
+	unsigned int line = desc->parent_hint_line;
+	struct segment *s = &d->segs[0];
+	struct imgfmt_info *info = &s->im.info;
+	struct image *lower;
+	unsigned int nr;
+	int rc;
+
+	if (desc->nr_extents != 1)
+		return fail("%s:%u: backing chains through split VMDK descriptors are not supported yet",
+			    d->name, line);
+	if (s->kind != SEG_IMAGE)
+		return fail("%s:%u: a VMDK delta disk needs a sparse extent",
+			    d->name, line);
+	if (!desc->has_parent_cid || desc->parent_cid == VMDK_CID_NONE)
+		return fail("%s:%u: VMDK delta disk without a parentCID",
+			    d->name, line);
+	rc = delta_backing_name(d, s);
+	if (rc)
+		return rc;
+	snprintf(info->backing_format, sizeof(info->backing_format), "vmdk");
+	info->has_cid = desc->has_cid;
+	info->cid = desc->cid;
+	info->parent_cid = desc->parent_cid;
+	if (!with_backing)
+		return 0;
+	rc = backing_open(&s->im, &(struct image_opts){
+		.cache_bytes = cache_bytes }, &lower, &nr);
+	return rc ?: image_set_lower(&s->im, lower, nr);
+}
+
 int vmdk_disk_open(struct disk *d, const char *text, size_t len,
-		   u64 cache_bytes)
+		   u64 cache_bytes, bool with_backing)
 {
 	struct vmdk_desc_error e;
 	int rc;
@@ -329,9 +413,11 @@ int vmdk_disk_open(struct disk *d, const char *text, size_t len,
 	if (rc)
 		return rc;
 	/* After the extents: a missing file is the first thing to fix. */
-	if (vmdk_desc_has_parent(&d->desc))
-		return fail("%s:%u: VMDK delta disks (parentFileNameHint) are not supported yet",
-			    d->name, d->desc.parent_hint_line);
+	if (vmdk_desc_has_parent(&d->desc)) {
+		rc = delta_open(d, cache_bytes, with_backing);
+		if (rc)
+			return rc;
+	}
 	d->size = d->desc.sectors * SECTOR_SIZE;
 	return 0;
 }

@@ -145,6 +145,7 @@ struct cow_fields {
 	u32 version;
 	u32 header_len;
 	u64 size;
+	u32 mtime;		/* the backing file's, when the file was made */
 	u32 sectorsize;
 	u32 alignment;		/* v3 only; 0 elsewhere */
 	u32 cow_format;		/* v3 only */
@@ -188,6 +189,7 @@ static void cow_read_v1(const void *buf, bool big, struct cow_fields *f)
 
 	f->header_len = COW_V1_HEADER_LEN;
 	f->size = big ? be64_to_cpu(b->size) : le64_to_cpu(l->size);
+	f->mtime = big ? be32_to_cpu(b->mtime) : le32_to_cpu(l->mtime);
 	f->sectorsize = big ? be32_to_cpu(b->sectorsize) :
 			      le32_to_cpu(l->sectorsize);
 	f->backing = b->backing_file;
@@ -217,6 +219,7 @@ static void cow_read_v2(const void *buf, size_t len, struct cow_fields *f)
 	if (cow_is_qemu_v2(buf, len)) {
 		f->header_len = COW_V2_QEMU_HEADER_LEN;
 		f->size = be64_to_cpu(q->size);
+		f->mtime = be32_to_cpu(q->mtime);
 		f->sectorsize = be32_to_cpu(q->sectorsize);
 		f->backing = q->backing_file;
 		f->backing_len = sizeof(q->backing_file);
@@ -224,6 +227,7 @@ static void cow_read_v2(const void *buf, size_t len, struct cow_fields *f)
 	}
 	f->header_len = COW_V2_HEADER_LEN;
 	f->size = be64_to_cpu(h->size);
+	f->mtime = be32_to_cpu(h->mtime);
 	f->sectorsize = be32_to_cpu(h->sectorsize);
 	f->backing = h->backing_file;
 	f->backing_len = sizeof(h->backing_file);
@@ -242,6 +246,7 @@ static void cow_read_v3(const void *buf, struct cow_fields *f)
 	if (memcmp(h->backing_file, "\0\0\0\0", 4)) {
 		f->header_len = COW_V3_HEADER_LEN;
 		f->size = be64_to_cpu(h->size);
+		f->mtime = be32_to_cpu(h->mtime);
 		f->sectorsize = be32_to_cpu(h->sectorsize);
 		f->alignment = be32_to_cpu(h->alignment);
 		f->cow_format = be32_to_cpu(h->cow_format);
@@ -251,6 +256,7 @@ static void cow_read_v3(const void *buf, struct cow_fields *f)
 	}
 	f->header_len = COW_V3_64_HEADER_LEN;
 	f->size = be64_to_cpu(w->size);
+	f->mtime = be32_to_cpu(w->mtime);
 	f->sectorsize = be32_to_cpu(w->sectorsize);
 	f->alignment = be32_to_cpu(w->alignment);
 	f->cow_format = be32_to_cpu(w->cow_format);
@@ -462,6 +468,15 @@ static void cow_fill_info(struct cow_image *c, const struct cow_fields *f)
 	info->version = f->version;
 	info->virtual_size = f->size;
 	info->cluster_size = f->sectorsize;
+	/*
+	 * The header's size is the backing file's too: UML refuses a backing
+	 * file whose size or mtime is no longer what the header recorded.
+	 */
+	if (info->backing_file[0]) {
+		info->has_backing_stamp = true;
+		info->backing_size = f->size;
+		info->backing_mtime = f->mtime;
+	}
 }
 
 static void cow_close(struct imgfmt_image *img)

@@ -15,6 +15,7 @@
 #include "../imgfmt_format.h"
 #include "../mcache.h"
 #include "runs.h"
+#include "vmdk_keys.h"
 
 #define VMDK4_MAGIC			0x564d444bU	/* "KDMV" */
 #define VMDK3_MAGIC			0x44574f43U	/* "COWD" */
@@ -146,102 +147,63 @@ static bool sectors_to_bytes(u64 sectors, u64 *bytes)
 
 /* --- The embedded descriptor of a hosted sparse extent. --- */
 
-static bool desc_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r';
-}
-
 /*
- * If line (len bytes, no newline) is "key = value", point *val at the value
- * without blanks or quotes around it.
+ * A delta disk's descriptor names its parent: the helper finds the file
+ * from the hint (relative to this one's directory, as QEMU resolves it) and
+ * checks that the parent's CID is the parentCID recorded here.
  */
-static bool desc_value(const char *line, size_t len, const char *key,
-		       const char **val, size_t *vlen)
+static int vmdk4_take_parent(const struct vmdk_header *h, bool has_lower,
+			     struct imgfmt_info *info, const char **err)
 {
-	size_t klen = strlen(key), i = 0, end;
-
-	while (i < len && desc_space(line[i]))
-		i++;
-	if (len - i < klen || memcmp(line + i, key, klen))
-		return false;
-	i += klen;
-	while (i < len && desc_space(line[i]))
-		i++;
-	if (i == len || line[i] != '=')
-		return false;
-	i++;
-	while (i < len && desc_space(line[i]))
-		i++;
-	end = len;
-	while (end > i && desc_space(line[end - 1]))
-		end--;
-	if (end - i >= 2 && line[i] == '"' && line[end - 1] == '"') {
-		i++;
-		end--;
+	/* Half a link is a broken image, with or without a layer below. */
+	if (!h->parent_hint.len) {
+		*err = "VMDK delta disk without a parentFileNameHint";
+		return -EINVAL;
 	}
-	*val = line + i;
-	*vlen = end - i;
-	return true;
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* parentCID of an extent with no parent: ffffffff. */
-static bool desc_cid_is_none(const char *val, size_t len)
-{
-	u64 cid = 0;
-	size_t i = 0;
-	int d;
-
-	if (len > 2 && val[0] == '0' && (val[1] == 'x' || val[1] == 'X'))
-		i = 2;
-	if (i == len || len - i > 8)
-		return false;
-	for (; i < len; i++) {
-		d = hex_digit(val[i]);
-		if (d < 0)
-			return false;
-		cid = cid << 4 | d;
+	if (!h->has_parent_cid || h->parent_cid == VMDK_CID_NONE) {
+		*err = "VMDK delta disk without a parentCID";
+		return -EINVAL;
 	}
-	return cid == 0xffffffffULL;
-}
-
-/* Does the descriptor (NUL-padded text of len bytes) name a parent? */
-static bool desc_names_parent(const char *desc, size_t len)
-{
-	const char *line = desc, *val, *nl;
-	size_t n, vlen;
-
-	n = strnlen(desc, len);
-	while (n) {
-		nl = memchr(line, '\n', n);
-		len = nl ? (size_t)(nl - line) : n;
-		if (desc_value(line, len, "parentFileNameHint", &val, &vlen) &&
-		    vlen)
-			return true;
-		if (desc_value(line, len, "parentCID", &val, &vlen) &&
-		    !desc_cid_is_none(val, vlen))
-			return true;
-		if (!nl)
-			break;
-		n -= len + 1;
-		line = nl + 1;
+	/* Without its parent, unallocated grains would read wrong. */
+	if (!has_lower) {
+		*err = "VMDK parent disk not given as a lower layer";
+		return -EINVAL;
 	}
-	return false;
+	if (h->parent_hint.len >= sizeof(info->backing_file)) {
+		*err = "VMDK parentFileNameHint too long";
+		return -EINVAL;
+	}
+	memcpy(info->backing_file, h->parent_hint.s, h->parent_hint.len);
+	info->backing_file[h->parent_hint.len] = '\0';
+	memcpy(info->backing_format, "vmdk", sizeof("vmdk"));
+	return 0;
 }
 
-static int vmdk4_check_descriptor(struct imgfmt_dev *dev,
-				  const struct vmdk4_header *h,
-				  const char **err)
+/* The header keys of the descriptor text (NUL-padded, len bytes). */
+static int vmdk4_take_descriptor(const char *text, size_t len, bool has_lower,
+				 struct imgfmt_info *info, const char **err)
+{
+	struct vmdk_header h;
+	unsigned int line;
+	int r;
+
+	r = vmdk_header_parse(text, len, &h, &line, err);
+	if (r)
+		return r;
+	if (h.has_cid) {
+		info->has_cid = true;
+		info->cid = h.cid;
+		info->parent_cid = h.has_parent_cid ? h.parent_cid :
+				   VMDK_CID_NONE;
+	}
+	if (!vmdk_header_names_parent(&h))
+		return 0;
+	return vmdk4_take_parent(&h, has_lower, info, err);
+}
+
+static int vmdk4_read_descriptor(struct imgfmt_dev *dev,
+				 const struct vmdk4_header *h, bool has_lower,
+				 struct imgfmt_info *info, const char **err)
 {
 	u64 sector = le64_to_cpu(h->desc_offset);
 	u64 sectors = le64_to_cpu(h->desc_size);
@@ -263,12 +225,10 @@ static int vmdk4_check_descriptor(struct imgfmt_dev *dev,
 		return -ENOMEM;
 	}
 	r = imgfmt_dev_read(dev, off, buf, len);
-	if (r) {
+	if (r)
 		*err = "cannot read the VMDK embedded descriptor";
-	} else if (desc_names_parent(buf, len)) {
-		*err = "VMDK delta disks (parentFileNameHint) are not supported yet";
-		r = -EOPNOTSUPP;
-	}
+	else
+		r = vmdk4_take_descriptor(buf, len, has_lower, info, err);
 	imgfmt_free_large(buf);
 	return r;
 }
@@ -317,7 +277,9 @@ out:
 
 /* sector0 holds the header, replaced by the footer's when that counts. */
 static int vmdk4_parse(struct imgfmt_dev *dev, void *sector0,
-		       struct vmdk_layout *l, const char **err)
+		       const struct imgfmt_open_args *args,
+		       struct imgfmt_info *info, struct vmdk_layout *l,
+		       const char **err)
 {
 	struct vmdk4_header *h = sector0;
 	u32 flags, gtes;
@@ -370,7 +332,7 @@ static int vmdk4_parse(struct imgfmt_dev *dev, void *sector0,
 		*err = "VMDK file truncated: shorter than the metadata overhead";
 		return -EINVAL;
 	}
-	return vmdk4_check_descriptor(dev, h, err);
+	return vmdk4_read_descriptor(dev, h, args->has_lower, info, err);
 }
 
 static int vmdk3_parse(const void *sector0, struct vmdk_layout *l)
@@ -536,9 +498,12 @@ static int vmdk_open(const struct imgfmt_open_args *args,
 		return -EINVAL;
 	}
 	sector0 = kmalloc(VMDK_SECTOR, GFP_KERNEL);
-	if (!sector0) {
-		*err = "cannot allocate memory for the VMDK header";
-		return -ENOMEM;
+	/* First: the descriptor fills in the parent's name and CIDs. */
+	v = kzalloc(sizeof(*v), GFP_KERNEL);
+	if (!sector0 || !v) {
+		*err = "cannot allocate memory for the image";
+		r = -ENOMEM;
+		goto out;
 	}
 	r = imgfmt_dev_read(dev, 0, sector0, VMDK_SECTOR);
 	if (r) {
@@ -550,7 +515,7 @@ static int vmdk_open(const struct imgfmt_open_args *args,
 		*err = "unknown image format";
 		r = -EINVAL;
 	} else if (le32_to_cpu(*(__le32 *)sector0) == VMDK4_MAGIC) {
-		r = vmdk4_parse(dev, sector0, &l, err);
+		r = vmdk4_parse(dev, sector0, args, &v->img.info, &l, err);
 	} else {
 		r = vmdk3_parse(sector0, &l);
 	}
@@ -559,19 +524,15 @@ static int vmdk_open(const struct imgfmt_open_args *args,
 	if (r)
 		goto out;
 
-	v = kzalloc(sizeof(*v), GFP_KERNEL);
-	if (!v) {
-		*err = "cannot allocate memory for the image";
-		r = -ENOMEM;
-		goto out;
-	}
 	v->img.dev = dev;
 	r = vmdk_setup(v, &l, needed, args, err);
-	if (r)
-		vmdk_close(&v->img);
-	else
+	if (!r) {
 		*imgp = &v->img;
+		v = NULL;
+	}
 out:
+	if (v)
+		vmdk_close(&v->img);
 	kfree(sector0);
 	return r;
 }

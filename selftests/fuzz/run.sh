@@ -248,7 +248,8 @@ for fmt in qcow2 qcow vmdk vmdk-sesparse cow; do
 done
 run_target fuzz_chain fuzz_chain.c chain_seeds "-lz -lzstd" "${shared[@]}"
 run_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
-	"$TOP/userspace/vmdk_desc.c" "$TOP/dm-imgfmt/escape.c"
+	"$TOP/userspace/vmdk_desc.c" "$TOP/dm-imgfmt/formats/vmdk_keys.c" \
+	"$TOP/dm-imgfmt/escape.c"
 run_target fuzz_decomp fuzz_decomp.c decomp_seeds "-lz -lzstd" \
 	"$TOP/userspace/udecomp.c"
 [ $summary -eq 1 ] && tap_summary

@@ -359,7 +359,7 @@ echo "qcow1_encrypted_aes qcow1_encrypted_aes.qcow QCOW encrypted images are not
 [ "$(field "$(img qcow1_backing_overlay)" "$H_BACKING_OFF")" -ne 0 ] ||
 	die "overlay has no backing file"
 pad qcow1_backing_overlay
-echo "qcow1_backing_overlay qcow1_backing_overlay.qcow QCOW backing file not given as a lower layer" >>"$HOSTILE"
+# An overlay is not hostile: selftests/unit/chain-resolve.sh reads chains.
 
 # The base must itself be fine, or the patched copies prove nothing.
 add_good qcow1_hbase

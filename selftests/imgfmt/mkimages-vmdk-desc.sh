@@ -313,7 +313,7 @@ add_hostile h_no_extents h_no_extents.vmdk "no extent lines"
 printf 'version=1\nCID=fffffffe\nparentCID=12345678\ncreateType="monolithicFlat"\nparentFileNameHint="base.vmdk"\nRW 1024 FLAT "mix-f3.raw" 0\n' \
 	>h_delta.vmdk
 add_hostile h_delta h_delta.vmdk \
-	"VMDK delta disks (parentFileNameHint) are not supported yet"
+	"a VMDK delta disk needs a sparse extent"
 printf 'version=1\ncreateType="monolithicFlat"\nthis is not a descriptor line\n' \
 	>h_junk.vmdk
 add_hostile h_junk h_junk.vmdk \

@@ -53,6 +53,13 @@ sh "$here/part_vm_test.sh" "$IMGFMT_IMAGES/part" || prc=1
 echo "# part_vm_test.sh took $(($(date +%s) - start)) s, exit $prc"
 [ $prc -eq 0 ] || rc=1
 
+# VMDK deltas and UML COW over raw, and the refusals of VMDK half links.
+start=$(date +%s)
+rrc=0
+sh "$here/resolve_vm_test.sh" "$IMGFMT_IMAGES/resolve" || rrc=1
+echo "# resolve_vm_test.sh took $(($(date +%s) - start)) s, exit $rrc"
+[ $rrc -eq 0 ] || rc=1
+
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
 if dmesg | grep -E 'BUG:|WARNING:|Oops|general protection|KASAN|UBSAN|kernel BUG|Call Trace' |

@@ -4,6 +4,11 @@
 
     mkcow.py OUTDIR            the unit test's files (cow_unit.c)
     mkcow.py --seeds OUTDIR    small files of every layout, for the fuzzer
+    mkcow.py --over LAYOUT BACKING NAME OUT.cow OUT.raw
+                               a COW file over the existing file BACKING
+                               (named NAME in the header; its size and
+                               mtime recorded as UML does), and the disk
+                               it reads as (chain-resolve.sh)
 
 The layouts, as arch/um/drivers/cow_user.c (Linux) and block/cow.c (QEMU,
 until 2014) define them; every integer is big-endian but in version 1,
@@ -373,8 +378,25 @@ def seed_set(out):
         cow.write(path)
 
 
+def over(layout, backing, name, out, raw):
+    st = os.stat(backing)
+    cow = Cow(layout, st.st_size, name)
+    cow.mtime = int(st.st_mtime) & 0xFFFFFFFF
+    pattern(cow, 77)
+    cow.write(out)
+    with open(backing, "rb") as f:
+        _, data = cow.expected(f.read())
+    with open(raw, "wb") as f:
+        f.write(data)
+
+
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "--over":
+        if len(args) != 6:
+            sys.exit(__doc__)
+        over(*args[1:])
+        return
     seeds = bool(args) and args[0] == "--seeds"
     if seeds:
         args = args[1:]
