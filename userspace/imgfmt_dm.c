@@ -595,11 +595,10 @@ static int table_create(struct table *t, const char *name)
 	return ok ? 0 : dm_create_failed(name, t);
 }
 
-/* The device number of the device-mapper device name. */
-static int dm_device_devt(const char *name, dev_t *devt)
+/* The dm_info of the device-mapper device name: 0, or 1 when it is not. */
+static int dm_query_info(const char *name, struct dm_info *info)
 {
 	struct dm_task *dmt;
-	struct dm_info info;
 	int ok;
 
 	dm_error_reset();
@@ -608,12 +607,23 @@ static int dm_device_devt(const char *name, dev_t *devt)
 		return fail("cannot talk to device-mapper: %s",
 			    dm_error_text());
 	ok = dm_task_set_name(dmt, name) && dm_task_run(dmt) &&
-	     dm_task_get_info(dmt, &info) && info.exists;
-	if (ok)
-		*devt = makedev(info.major, info.minor);
+	     dm_task_get_info(dmt, info) && info->exists;
 	dm_task_destroy(dmt);
-	return ok ? 0 : fail("cannot find the new device '%s': %s", name,
-			     dm_error_text());
+	return ok ? 0 : 1;
+}
+
+/* The device number of the device-mapper device name. */
+static int dm_device_devt(const char *name, dev_t *devt)
+{
+	struct dm_info info;
+	int rc = dm_query_info(name, &info);
+
+	if (rc > 0)
+		return fail("cannot find the new device '%s': %s", name,
+			    dm_error_text());
+	if (!rc)
+		*devt = makedev(info.major, info.minor);
+	return rc;
 }
 
 /* attach */
@@ -1537,22 +1547,17 @@ out:
 /* How many opens device-mapper counts for the device name now. */
 static int dm_open_count(const char *name, int *count)
 {
-	struct dm_task *dmt;
 	struct dm_info info;
-	int ok;
+	int rc;
 
-	dm_error_reset();
-	dmt = dm_task_create(DM_DEVICE_INFO);
-	if (!dmt)
-		return fail("cannot talk to device-mapper: %s",
-			    dm_error_text());
-	ok = dm_task_set_name(dmt, name) && dm_task_run(dmt) &&
-	     dm_task_get_info(dmt, &info) && info.exists;
-	if (ok)
+	*count = 0;
+	rc = dm_query_info(name, &info);
+	if (rc > 0)
+		return fail("cannot query device-mapper device '%s': %s",
+			    name, dm_error_text());
+	if (!rc)
 		*count = info.open_count;
-	dm_task_destroy(dmt);
-	return ok ? 0 : fail("cannot query device-mapper device '%s': %s",
-			     name, dm_error_text());
+	return rc;
 }
 
 /* The first of the partitions and the disk that is open, or NULL. */

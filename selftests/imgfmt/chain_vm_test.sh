@@ -13,73 +13,11 @@
 
 DIR=${1:-${IMGFMT_IMAGES:-/payload/images}/chain}
 export DM_DISABLE_UDEV=1
-
-n=0
-failed=0
-ok()
-{
-	n=$((n + 1))
-	echo "ok $n chain: $1"
-}
-not_ok()		# not_ok NAME [DIAGNOSTIC...]
-{
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n chain: $1"
-	shift
-	for l in "$@"; do
-		printf '%s\n' "$l" | sed 's/^/# /'
-	done
-}
-check()			# check NAME COMMAND...: the command sets $why
-{
-	_name=$1
-	shift
-	why=
-	if "$@"; then
-		ok "$_name"
-	else
-		not_ok "$_name" "$why"
-	fi
-}
+SUITE=chain
+. "$(dirname "$0")/vmlib.sh"
 
 cd "$DIR" 2>/dev/null || { not_ok "no image directory $DIR"; exit 1; }
 [ -s chains.list ] || { not_ok "chains.list missing"; exit 1; }
-
-LOOPS=
-# Put FILE on a read-only loop device; prints it.
-loop_ro()
-{
-	_d=$(losetup -f) && losetup -r "$_d" "$1" && echo "$_d"
-}
-free_loops()
-{
-	for _d in $LOOPS; do
-		losetup -d "$_d" 2>/dev/null
-	done
-	LOOPS=
-}
-
-# The table of chain record "$@" (file:format...), loops made on the way:
-# sets TABLE (the arguments after "imgfmt").
-make_table()
-{
-	TABLE=
-	_i=0
-	for _l in "$@"; do
-		_f=${_l%:*}
-		_fmt=${_l##*:}
-		_d=$(loop_ro "$_f") || { why="losetup $_f failed"; return 1; }
-		LOOPS="$LOOPS $_d"
-		if [ "$_fmt" = auto ]; then _o="0"; else _o="1 format=$_fmt"; fi
-		if [ $_i -eq 0 ]; then
-			TABLE="$_d $_o $(($# - 1))"
-		else
-			TABLE="$TABLE $_d $_o"
-		fi
-		_i=$((_i + 1))
-	done
-}
 
 status_field()		# status_field DEV N
 {
@@ -130,14 +68,6 @@ while read -r name size md5 layers; do
 	check "$name reads as QEMU's" chain_reads "$name" "$size" "$md5" $layers
 done <chains.list
 
-# What the helper leaves in the system.
-state()
-{
-	dmsetup ls 2>/dev/null | grep -v 'No devices found' | sort
-	losetup -a 2>/dev/null | sort
-}
-BASE=$(state)
-
 # imgfmt attach of the top finds the whole chain by itself.
 attach_reads()		# NAME SIZE MD5 TOP
 {
@@ -152,7 +82,8 @@ attach_reads()		# NAME SIZE MD5 TOP
 	[ "$got" = "$md5" ] || { why="md5 $got, QEMU $md5"; rc=1; }
 	imgfmt detach "a_$name" 2>/tmp/attach.err ||
 		{ why="$why; detach failed: $(cat /tmp/attach.err)"; rc=1; }
-	[ "$(state)" = "$BASE" ] || { why="$why; left behind: $(state)"; rc=1; }
+	_w=$why
+	nothing_left || { why="$_w; $why"; rc=1; }
 	return $rc
 }
 

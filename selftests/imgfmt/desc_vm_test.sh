@@ -18,41 +18,8 @@
 DIR=${1:-${IMGFMT_IMAGES:-/payload/images}/desc}
 I=${IMGFMT:-imgfmt}
 export DM_DISABLE_UDEV=1
-
-n=0
-failed=0
-ok()
-{
-	n=$((n + 1))
-	echo "ok $n desc: $1"
-}
-not_ok()		# not_ok NAME [DIAGNOSTIC...]
-{
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n desc: $1"
-	shift
-	for l in "$@"; do
-		printf '%s\n' "$l" | sed 's/^/# /'
-	done
-}
-# check NAME COMMAND...: the command sets $why when it fails.
-check()
-{
-	_name=$1
-	shift
-	why=
-	if "$@"; then
-		ok "$_name"
-	else
-		not_ok "$_name" "$why"
-	fi
-}
-bail()
-{
-	not_ok "$1"
-	exit 1
-}
+SUITE=desc
+. "$(dirname "$0")/vmlib.sh"
 
 cd "$DIR" 2>/dev/null || bail "no image directory $DIR"
 for l in good windows hostile; do
@@ -62,40 +29,7 @@ command -v "$I" >/dev/null 2>&1 || bail "imgfmt helper '$I' not found"
 T=$(mktemp -d /tmp/desc.XXXXXX) || bail "mktemp failed"
 trap 'rm -rf "$T"' EXIT
 
-# What attach leaves in the system: dm devices, loop devices, tail files.
-# Compared with the state at the start, so that whatever an earlier test
-# program left behind does not fail every test here.
-state()
-{
-	dmsetup ls 2>/dev/null | grep -v 'No devices found' | sort
-	losetup -a 2>/dev/null | sort
-	ls /run/imgfmt 2>/dev/null | sed 's|^|/run/imgfmt/|'
-}
-BASE=$(state)
-[ -z "$BASE" ] ||
-	echo "# present before the tests: $(printf '%s' "$BASE" | tr '\n' ' ')"
-# Sets $why to what is there and was not at the start; false if anything.
-nothing_left()
-{
-	now=$(state)
-	[ "$now" = "$BASE" ] && return 0
-	if [ -n "$BASE" ]; then
-		# (busybox grep -f of an empty file matches every line)
-		printf '%s\n' "$BASE" >"$T/base"
-		why="left behind: $(printf '%s\n' "$now" |
-			grep -vxF -f "$T/base" | tr '\n' ' ')"
-	else
-		why="left behind: $(printf '%s\n' "$now" | tr '\n' ' ')"
-	fi
-	return 1
-}
 
-md5_of()
-{
-	md5sum | cut -d' ' -f1
-}
-
-# The target types of a dm device, in table order.
 targets()
 {
 	dmsetup table "$1" 2>/dev/null | awk '{ printf "%s%s", s, $3; s = " " }'

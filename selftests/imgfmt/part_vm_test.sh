@@ -17,42 +17,8 @@
 DIR=${1:-${IMGFMT_IMAGES:-/payload/images}/part}
 I=${IMGFMT:-imgfmt}
 export DM_DISABLE_UDEV=1
-
-n=0
-failed=0
-ok()
-{
-	n=$((n + 1))
-	echo "ok $n part: $1"
-}
-not_ok()		# not_ok NAME [DIAGNOSTIC...]
-{
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n part: $1"
-	shift
-	for l in "$@"; do
-		printf '%s\n' "$l" | sed 's/^/# /'
-	done
-}
-# check NAME COMMAND...: the command sets $why when it fails.
-check()
-{
-	_name=$1
-	shift
-	why=
-	if "$@"; then
-		ok "$_name"
-	else
-		not_ok "$_name" "$why"
-		return 1
-	fi
-}
-bail()
-{
-	not_ok "$1"
-	exit 1
-}
+SUITE=part
+. "$(dirname "$0")/vmlib.sh"
 
 cd "$DIR" 2>/dev/null || bail "no image directory $DIR"
 # Loop devices show the absolute path of their file.
@@ -63,31 +29,6 @@ T=$(mktemp -d /tmp/part.XXXXXX) || bail "mktemp failed"
 MNT=$T/mnt
 mkdir -p "$MNT"
 trap 'umount "$MNT" 2>/dev/null; rm -rf "$T"' EXIT
-
-# What attach leaves in the system: dm devices, loop devices, nodes.
-state()
-{
-	dmsetup ls 2>/dev/null | grep -v 'No devices found' | sort
-	losetup -a 2>/dev/null | sort
-	for f in /dev/mapper/*; do
-		[ -e "$f" ] && [ "$f" != /dev/mapper/control ] && echo "$f"
-	done
-}
-BASE=$(state)
-[ -z "$BASE" ] ||
-	echo "# present before the tests: $(printf '%s' "$BASE" | tr '\n' ' ')"
-nothing_left()
-{
-	now=$(state)
-	[ "$now" = "$BASE" ] && return 0
-	why="left behind: $(printf '%s\n' "$now" | tr '\n' ' ')"
-	return 1
-}
-
-md5_of()
-{
-	md5sum | cut -d' ' -f1
-}
 
 # The device name of an image: its file name without .qcow2, prefixed.
 dname()			# IMAGE

@@ -15,59 +15,10 @@
 
 DIR=${1:-${IMGFMT_IMAGES:-/payload/images}/resolve}
 export DM_DISABLE_UDEV=1
-
-n=0
-failed=0
-check()			# check NAME COMMAND...: the command sets $why
-{
-	_name=$1
-	shift
-	why=
-	n=$((n + 1))
-	if "$@"; then
-		echo "ok $n resolve: $_name"
-	else
-		failed=$((failed + 1))
-		echo "not ok $n resolve: $_name"
-		echo "# $why"
-	fi
-}
+SUITE=resolve
+. "$(dirname "$0")/vmlib.sh"
 
 cd "$DIR" 2>/dev/null || { echo "not ok 1 resolve: no image directory $DIR"; exit 1; }
-
-LOOPS=
-loop_ro()
-{
-	_d=$(losetup -f) && losetup -r "$_d" "$1" && echo "$_d"
-}
-free_loops()
-{
-	for _d in $LOOPS; do
-		losetup -d "$_d" 2>/dev/null
-	done
-	LOOPS=
-}
-
-# TABLE: the arguments after "imgfmt" for layers FILE[:FORMAT]..., top first.
-make_table()
-{
-	TABLE=
-	_i=0
-	for _l in "$@"; do
-		_f=${_l%%:*}
-		_fmt=
-		[ "$_f" = "$_l" ] || _fmt=${_l#*:}
-		_d=$(loop_ro "$_f") || { why="losetup $_f failed"; return 1; }
-		LOOPS="$LOOPS $_d"
-		if [ -n "$_fmt" ]; then _o="1 format=$_fmt"; else _o="0"; fi
-		if [ $_i -eq 0 ]; then
-			TABLE="$_d $_o $(($# - 1))"
-		else
-			TABLE="$TABLE $_d $_o"
-		fi
-		_i=$((_i + 1))
-	done
-}
 
 reads()			# NAME SIZE MD5 LAYERS...
 {

@@ -32,33 +32,23 @@ start=$(date +%s)
 "$here/imgfmt_vm_test" || rc=1
 echo "# imgfmt_vm_test took $(($(date +%s) - start)) s, exit $rc"
 
+# The shell suites, each over its image directory (vmlib.sh beside them).
+suite()			# suite SCRIPT DIR: what it is about
+{
+	start=$(date +%s)
+	src=0
+	sh "$here/$1" "$IMGFMT_IMAGES/$2" || src=1
+	echo "# $1 took $(($(date +%s) - start)) s, exit $src"
+	[ $src -eq 0 ] || rc=1
+}
 # VMDK descriptors and odd-sized images through imgfmt attach/detach.
-start=$(date +%s)
-drc=0
-sh "$here/desc_vm_test.sh" "$IMGFMT_IMAGES/desc" || drc=1
-echo "# desc_vm_test.sh took $(($(date +%s) - start)) s, exit $drc"
-[ $drc -eq 0 ] || rc=1
-
-# Backing chains, tables written by hand.
-start=$(date +%s)
-crc=0
-sh "$here/chain_vm_test.sh" "$IMGFMT_IMAGES/chain" || crc=1
-echo "# chain_vm_test.sh took $(($(date +%s) - start)) s, exit $crc"
-[ $crc -eq 0 ] || rc=1
-
+suite desc_vm_test.sh desc
+# Backing chains: tables written by hand, and imgfmt attach.
+suite chain_vm_test.sh chain
 # Partitions, detach safety, list and automatic names.
-start=$(date +%s)
-prc=0
-sh "$here/part_vm_test.sh" "$IMGFMT_IMAGES/part" || prc=1
-echo "# part_vm_test.sh took $(($(date +%s) - start)) s, exit $prc"
-[ $prc -eq 0 ] || rc=1
-
+suite part_vm_test.sh part
 # VMDK deltas and UML COW over raw, and the refusals of VMDK half links.
-start=$(date +%s)
-rrc=0
-sh "$here/resolve_vm_test.sh" "$IMGFMT_IMAGES/resolve" || rrc=1
-echo "# resolve_vm_test.sh took $(($(date +%s) - start)) s, exit $rrc"
-[ $rrc -eq 0 ] || rc=1
+suite resolve_vm_test.sh resolve
 
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
