@@ -129,23 +129,6 @@ echo "INFO table_imgfmt $(dmsetup table b-imgfmt)"
 echo "INFO table_sparse $(dmsetup table b-sparse)"
 echo "INFO status_sparse_start $(dmsetup status b-sparse)"
 
-# Backing chains: imgfmt attach of the top of chainN (N-1 empty overlays
-# over data.qcow2) finds the layers, puts each on a loop and makes one
-# device; how long that takes (guest time, /proc/uptime) is reported.
-CHAINS=
-for d in /bench/chain*; do
-	[ -d "$d" ] || continue
-	depth=${d#/bench/chain}
-	case " $WORKLOADS " in *" chain$depth-"*) ;; *) continue ;; esac
-	t0=$(cut -d' ' -f1 /proc/uptime)
-	imgfmt attach --name "b-chain$depth" "$d/l$((depth - 1)).qcow2" \
-		>/dev/null || die "imgfmt attach chain$depth"
-	t1=$(cut -d' ' -f1 /proc/uptime)
-	echo "INFO attach_chain$depth $(echo "$t0 $t1" | awk '{ printf "%.2f s", $2 - $1 }')"
-	echo "INFO status_chain${depth}_start $(dmsetup status "b-chain$depth")"
-	CHAINS="$CHAINS $depth"
-done
-
 # Compressed clusters (zlib and zstd images): the workload is reported as
 # "not yet" when dm-imgfmt cannot read them (table load or read fails).
 COMP=
@@ -171,6 +154,25 @@ setup_comp() {		# setup_comp KIND LOOP /dev/nbdN
 setup_comp comp /dev/loop3 /dev/nbd2
 setup_comp compz /dev/loop4 /dev/nbd3
 echo "INFO comp_ready$COMP"
+
+# Backing chains, after the fixed loop devices above: imgfmt attach of
+# the top of chainN (N-1 empty overlays over data.qcow2) finds the layers,
+# puts each on a loop and makes one device; how long that takes (guest
+# time, /proc/uptime) is reported.
+CHAINS=
+for d in /bench/chain*; do
+	[ -d "$d" ] || continue
+	depth=${d#/bench/chain}
+	case " $WORKLOADS " in *" chain$depth-"*) ;; *) continue ;; esac
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	imgfmt attach --name "b-chain$depth" "$d/l$((depth - 1)).qcow2" \
+		>/dev/null || die "imgfmt attach chain$depth"
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "INFO attach_chain$depth $(echo "$t0 $t1" | awk '{ printf "%.2f s", $2 - $1 }')"
+	echo "INFO status_chain${depth}_start $(dmsetup status "b-chain$depth")"
+	CHAINS="$CHAINS $depth"
+done
+
 
 dev_of() {
 	case $1 in
