@@ -745,8 +745,9 @@ static int qcow2_snapshot_read_extra(struct qcow2_snapshot_iter *it,
 		sn->vm_state_size = be64_to_cpu(x.vm_state_size_large);
 	sn->has_disk_size = n >= 16;
 	sn->disk_size = be64_to_cpu(x.disk_size);
-	sn->has_icount = n >= 24;
+	/* QEMU's "none" is all ones, also when stored. */
 	sn->icount = be64_to_cpu(x.icount);
+	sn->has_icount = n >= 24 && sn->icount != U64_MAX;
 	return 0;
 }
 
@@ -1222,16 +1223,11 @@ static int qcow2_setup_map(struct qcow2_image *q, const struct qcow2_fields *f,
 	return qcow2_read_l1(q, f->l1_offset, f->l1_size, f->l1_size, err);
 }
 
-static int qcow2_open(const struct imgfmt_open_args *args,
-		      struct imgfmt_image **imgp, const char **err)
+/* The fixed header, read and checked. */
+static int qcow2_read_head(struct imgfmt_dev *dev, struct qcow2_fields *f,
+			   const char **err)
 {
-	struct imgfmt_dev *dev = args->dev;
 	struct qcow2_header h;
-	struct qcow2_fields f;
-	struct qcow2_image *q;
-	u8 *cluster = NULL;
-	u32 cluster_len = 0;
-	struct qcow2_snapshot_pick pick = { .want = args->snapshot };
 	int r;
 
 	memset(&h, 0, sizeof(h));
@@ -1248,16 +1244,66 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 		*err = "unknown image format";
 		return -EINVAL;
 	}
-	r = qcow2_read_fields(&h, &f, err);
+	r = qcow2_read_fields(&h, f, err);
 	if (!r)
-		r = qcow2_check_fields(&f, err);
+		r = qcow2_check_fields(f, err);
 	if (r)
 		return r;
-	if (f.version == 3 && dev->size < f.header_length) {
+	if (f->version == 3 && dev->size < f->header_length) {
 		*err = "image is smaller than a QCOW2 header";
 		return -EINVAL;
 	}
+	return 0;
+}
 
+int imgfmt_qcow2_data_file(struct imgfmt_dev *dev, bool *needed, char *name,
+			   size_t size, const char **err)
+{
+	struct qcow2_fields f;
+	struct qcow2_image *q;
+	u8 *cluster = NULL;
+	u32 names_len = 0, cluster_len;
+	u64 names_off = 0;
+	int r;
+
+	r = qcow2_read_head(dev, &f, err);
+	if (r)
+		return r;
+	/* The extension parser fills an image's info: a scratch one. */
+	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	if (!q) {
+		*err = "cannot allocate memory for the image";
+		return -ENOMEM;
+	}
+	cluster_len = 1U << f.cluster_bits;
+	r = qcow2_read_header_cluster(dev, cluster_len, &cluster, err);
+	if (!r)
+		r = qcow2_parse_extensions(q, &f, cluster, cluster_len,
+					   &names_off, &names_len, err);
+	if (!r) {
+		*needed = f.incompatible & QCOW2_INCOMPAT_DATA_FILE;
+		copy_name(name, size, (const u8 *)q->img.info.data_file,
+			  strlen(q->img.info.data_file));
+	}
+	imgfmt_free_large(cluster);
+	kfree(q);
+	return r;
+}
+
+static int qcow2_open(const struct imgfmt_open_args *args,
+		      struct imgfmt_image **imgp, const char **err)
+{
+	struct imgfmt_dev *dev = args->dev;
+	struct qcow2_fields f;
+	struct qcow2_image *q;
+	u8 *cluster = NULL;
+	u32 cluster_len = 0;
+	struct qcow2_snapshot_pick pick = { .want = args->snapshot };
+	int r;
+
+	r = qcow2_read_head(dev, &f, err);
+	if (r)
+		return r;
 	q = kzalloc(sizeof(*q), GFP_KERNEL);
 	if (!q) {
 		*err = "cannot allocate memory for the image";

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * What QCOW2 offers beyond imgfmt_format.h: the internal snapshot table of
- * an open image, for the helper's `snapshot -l` and `info`.
+ * What QCOW2 offers the helper beyond imgfmt_format.h: the internal
+ * snapshot table of an open image (`snapshot -l`, `info`), and the name of
+ * the external data file to open.
  */
 #ifndef IMGFMT_QCOW2_H
 #define IMGFMT_QCOW2_H
@@ -40,5 +41,15 @@ int imgfmt_qcow2_for_each_snapshot(struct imgfmt_image *img,
 				   int (*fn)(void *ctx,
 					     const struct imgfmt_qcow2_snapshot *sn),
 				   void *ctx, const char **err);
+
+/*
+ * Does the QCOW2 image on dev keep its clusters in an external data file
+ * (*needed), and what does its data_file extension name it (into name,
+ * size bytes with the NUL; "" without one)?  For the helper, which opens
+ * that file before imgfmt_open().  Checks the header and the extensions
+ * as open does; 0 or -errno with *err set.
+ */
+int imgfmt_qcow2_data_file(struct imgfmt_dev *dev, bool *needed, char *name,
+			   size_t size, const char **err);
 
 #endif /* IMGFMT_QCOW2_H */
