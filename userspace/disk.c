@@ -9,7 +9,7 @@
 #include "disk.h"
 #include "imgfmt.h"
 
-static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
+static int disk_open_image(struct disk *d, const struct image_opts *o)
 {
 	struct segment *s;
 	int rc;
@@ -25,8 +25,7 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes)
 		return fail("out of memory");
 	shown_name(&s->name, s->path);
 	s->kind = SEG_IMAGE;
-	rc = image_open(&s->im, s->path, &(struct image_opts){
-		.pin = pin, .cache_bytes = cache_bytes });
+	rc = image_open(&s->im, s->path, o);
 	if (rc)
 		return rc;
 	s->sectors = image_sectors(&s->im);
@@ -60,7 +59,18 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 			return rc;
 		}
 	}
-	return disk_open_image(d, pin, cache_bytes);
+	return disk_open_image(d, &(struct image_opts){
+		.pin = pin, .cache_bytes = cache_bytes });
+}
+
+int disk_open_snapshot(struct disk *d, const char *path, const char *pin,
+		       const char *snapshot)
+{
+	memset(d, 0, sizeof(*d));
+	d->path = path;
+	shown_name(&d->name, path);
+	return disk_open_image(d, &(struct image_opts){
+		.pin = pin, .snapshot = snapshot });
 }
 
 void disk_close(struct disk *d)

@@ -52,6 +52,10 @@ int disk_open(struct disk *d, const char *path, const char *pin,
 	      u64 cache_bytes);
 void disk_close(struct disk *d);
 
+/* Open the internal snapshot snapshot (ID or name) of the image at path. */
+int disk_open_snapshot(struct disk *d, const char *path, const char *pin,
+		       const char *snapshot);
+
 /* Files of the disk: of its segments (all but SEG_ZERO) and layers. */
 unsigned int disk_nr_files(const struct disk *d);
 

@@ -11,6 +11,7 @@
 #include "disk.h"
 #include "imgfmt.h"
 #include "json.h"
+#include "snapshot.h"
 
 static const char *compression_name(enum imgfmt_compression c)
 {
@@ -144,13 +145,18 @@ static void print_embedded_create_type(struct image *im)
 		print_str("create-type", ct);
 }
 
-static void print_image_info(struct disk *d)
+static int print_image_info(struct disk *d)
 {
 	struct image *im = &d->segs[0].im;
 
 	print_info(&im->info);
+	if (im->info.data_file_raw)
+		print_bool("data-file-raw", true);
+	if (im->data_path)
+		print_str("data-file-path", im->data_path);
 	print_embedded_create_type(im);
 	print_file_size(d->file_size);
+	return snapshot_info_text(im);
 }
 
 /* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
@@ -197,7 +203,7 @@ static const char *info_error(const struct disk *d)
 	return failure_text();
 }
 
-static void text_info(struct disk *d, int rc)
+static int text_info(struct disk *d, int rc)
 {
 	struct image *refused;
 
@@ -206,13 +212,14 @@ static void text_info(struct disk *d, int rc)
 		if (d->desc_parsed)
 			print_desc_info(d);
 	} else if (!rc) {
-		print_image_info(d);
+		rc = print_image_info(d);
 	} else if (d->nr_segs && d->segs[0].im.ops) {
 		refused = &d->segs[0].im;
 		print_str("format", refused->ops->name);
 	}
 	if (rc)
 		print_text("error", info_error(d));
+	return rc;
 }
 
 /* JSON */
@@ -247,6 +254,8 @@ static void json_qcow2_specific(struct json *j, const struct imgfmt_info *info)
 	json_bool(j, "extended-l2", info->extended_l2);
 	if (info->data_file[0])
 		json_str(j, "data-file", info->data_file);
+	if (info->incompatible_features & BIT_ULL(2))
+		json_bool(j, "data-file-raw", info->data_file_raw);
 	json_close(j);
 	json_close(j);
 }
@@ -275,7 +284,7 @@ static void json_vmdk_specific(struct json *j, struct disk *d)
 	json_close(j);
 }
 
-static void json_image_info(struct json *j, struct disk *d)
+static int json_image_info(struct json *j, struct disk *d)
 {
 	const struct imgfmt_info *info = &d->segs[0].im.info;
 	unsigned long long actual = allocated_bytes(segment_fd(&d->segs[0]));
@@ -303,6 +312,7 @@ static void json_image_info(struct json *j, struct disk *d)
 		json_qcow2_specific(j, info);
 	else if (!strncmp(info->format, "vmdk", 4))
 		json_vmdk_specific(j, d);
+	return snapshot_info_json(j, &d->segs[0].im);
 }
 
 /* One extent line; with its opened file's grain size when there is one. */
@@ -350,7 +360,7 @@ static void json_desc_info(struct json *j, const struct disk *d)
 	json_close(j);
 }
 
-static void json_info(struct disk *d, int rc)
+static int json_info(struct disk *d, int rc)
 {
 	struct json j;
 
@@ -361,13 +371,14 @@ static void json_info(struct disk *d, int rc)
 		if (d->desc_parsed)
 			json_desc_info(&j, d);
 	} else if (!rc) {
-		json_image_info(&j, d);
+		rc = json_image_info(&j, d);
 	} else if (d->nr_segs && d->segs[0].im.ops) {
 		json_str(&j, "format", d->segs[0].im.ops->name);
 	}
 	if (rc)
 		json_str(&j, "error", info_error(d));
 	json_end(&j);
+	return rc;
 }
 
 int info_run(const char *path, const char *format, bool json)
@@ -377,9 +388,9 @@ int info_run(const char *path, const char *format, bool json)
 
 	rc = disk_open(&d, path, format, 0);
 	if (json)
-		json_info(&d, rc);
+		rc = json_info(&d, rc);
 	else
-		text_info(&d, rc);
+		rc = text_info(&d, rc);
 	disk_close(&d);
 	return rc;
 }
