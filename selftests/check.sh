@@ -51,7 +51,8 @@ step unit make -s -C "$TOP/selftests/unit" KSFT_DIR="$KSFT_DIR" run
 # in desc/ the VMDK descriptors and odd-sized images of desc_vm_test.sh
 # (the --vm set: no 5 GiB flat disk, which the initramfs would hold whole);
 # in chain/ the backing chains of chain_vm_test.sh; in part/ the
-# partitioned disks of part_vm_test.sh.
+# partitioned disks of part_vm_test.sh; in layers/ the QCOW2 snapshots and
+# data files of qcow2-layers.sh and qcow2_layers_vm_test.sh.
 make_images() {
 	local out=$1
 	"$TOP/selftests/imgfmt/mkimages.sh" "$out" &&
@@ -61,11 +62,13 @@ make_images() {
 	"$TOP/selftests/imgfmt/mkimages-vmdk-desc.sh" --vm "$out/desc" &&
 	"$TOP/selftests/imgfmt/mkimages-chain.sh" "$out/chain" &&
 	"$TOP/selftests/imgfmt/mkimages-resolve.sh" "$out/resolve" &&
-	"$TOP/selftests/imgfmt/mkimages-part.sh" "$out/part"
+	"$TOP/selftests/imgfmt/mkimages-part.sh" "$out/part" &&
+	"$TOP/selftests/imgfmt/mkimages-layers.sh" "$out/layers"
 }
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
 step chain-resolve "$TOP/selftests/unit/chain-resolve.sh"
+step qcow2-layers "$TOP/selftests/unit/qcow2-layers.sh" "$BUILD/images/layers"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
 step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"

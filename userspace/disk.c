@@ -31,11 +31,12 @@ static int open_lower(struct segment *s, const struct image_opts *o,
 }
 
 static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes,
-			   bool with_backing)
+			   bool with_backing, const char *snapshot)
 {
 	struct image_opts o = {
 		.pin = pin,
 		.cache_bytes = cache_bytes,
+		.snapshot = snapshot,
 		/* Refused below when the layers cannot be found. */
 		.has_lower = true,
 	};
@@ -70,7 +71,8 @@ static int disk_open_image(struct disk *d, const char *pin, u64 cache_bytes,
 }
 
 static int disk_open_as(struct disk *d, const char *path, const char *pin,
-			u64 cache_bytes, bool with_backing)
+			u64 cache_bytes, bool with_backing,
+			const char *snapshot)
 {
 	size_t len = 0;
 	char *text = NULL;
@@ -83,6 +85,11 @@ static int disk_open_as(struct disk *d, const char *path, const char *pin,
 		rc = vmdk_desc_load(d, &text, &len);
 		if (rc < 0)
 			return rc;
+		if (rc > 0 && snapshot) {
+			free(text);
+			return fail("%s: a VMDK descriptor has no internal snapshots",
+				    d->name);
+		}
 		if (rc > 0) {
 			rc = vmdk_disk_open(d, text, len, cache_bytes,
 					    with_backing);
@@ -90,18 +97,24 @@ static int disk_open_as(struct disk *d, const char *path, const char *pin,
 			return rc;
 		}
 	}
-	return disk_open_image(d, pin, cache_bytes, with_backing);
+	return disk_open_image(d, pin, cache_bytes, with_backing, snapshot);
 }
 
 int disk_open(struct disk *d, const char *path, const char *pin,
 	      u64 cache_bytes)
 {
-	return disk_open_as(d, path, pin, cache_bytes, true);
+	return disk_open_as(d, path, pin, cache_bytes, true, NULL);
 }
 
 int disk_open_top(struct disk *d, const char *path, const char *pin)
 {
-	return disk_open_as(d, path, pin, 0, false);
+	return disk_open_as(d, path, pin, 0, false, NULL);
+}
+
+int disk_open_snapshot(struct disk *d, const char *path, const char *pin,
+		       const char *snapshot, u64 cache_bytes)
+{
+	return disk_open_as(d, path, pin, cache_bytes, true, snapshot);
 }
 
 void disk_close(struct disk *d)

@@ -58,6 +58,13 @@ void disk_close(struct disk *d);
  */
 int disk_open_top(struct disk *d, const char *path, const char *pin);
 
+/*
+ * disk_open() of the internal snapshot snapshot (ID or name) of the
+ * image at path, with its backing chain.
+ */
+int disk_open_snapshot(struct disk *d, const char *path, const char *pin,
+		       const char *snapshot, u64 cache_bytes);
+
 /* Files of the disk: of its segments (all but SEG_ZERO) and layers. */
 unsigned int disk_nr_files(const struct disk *d);
 

@@ -11,6 +11,7 @@
 #include "ccache.h"
 #include "escape.h"
 #include "formats/chain.h"
+#include "formats/qcow2.h"
 #include "image.h"
 #include "imgfmt.h"
 #include "uhost.h"
@@ -23,6 +24,8 @@ static void info_terminate(struct imgfmt_info *info)
 	info->data_file[sizeof(info->data_file) - 1] = '\0';
 }
 
+static const char *file_kind(mode_t mode);
+
 static int image_refused(struct image *im, const char *err, int rc)
 {
 	if (!err)
@@ -30,6 +33,74 @@ static int image_refused(struct image *im, const char *err, int rc)
 	im->err = err;
 	uport_dev_close(&im->dev);
 	return fail("%s: %s", im->name, err);
+}
+
+/*
+ * Where the data file named name lives: name itself when absolute, else
+ * relative to the directory of the image at path.  (QEMU 7.2 resolves it
+ * from its working directory, which makes an image's meaning depend on
+ * where it is opened from; backing files it resolves as here.)
+ */
+static char *data_file_path(const char *path, const char *name)
+{
+	const char *slash = strrchr(path, '/');
+	int dir_len = slash ? (int)(slash - path + 1) : 0;
+	char *p;
+
+	if (name[0] == '/' || !dir_len)
+		return strdup(name);
+	if (asprintf(&p, "%.*s%s", dir_len, path, name) < 0)
+		return NULL;
+	return p;
+}
+
+static int data_file_open(struct image *im, const char *name)
+{
+	struct stat st;
+	int fd, rc;
+
+	im->data_path = data_file_path(im->path, name);
+	if (!im->data_path)
+		return fail("out of memory");
+	shown_name(&im->data_name, im->data_path);
+	fd = file_open_nonblock(im->data_path, &st);
+	if (fd < 0)
+		return fail("%s: cannot open its external data file %s: %s",
+			    im->name, im->data_name, strerror(-fd));
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return fail("%s: its external data file %s is %s, not a regular file or block device",
+			    im->name, im->data_name, file_kind(st.st_mode));
+	}
+	rc = uport_dev_open_fd(&im->data_dev, fd);
+	if (rc) {
+		close(fd);
+		return fail("cannot open %s: %s", im->data_name,
+			    strerror(-rc));
+	}
+	return 0;
+}
+
+/*
+ * A QCOW2 image that keeps its clusters in an external data file gets it
+ * opened here, read-only, by the name its data_file extension gives.
+ * Errors in the header are left to imgfmt_open(), which names them.
+ */
+static int image_open_data_file(struct image *im)
+{
+	char name[sizeof(im->info.data_file)];
+	const char *err = NULL;
+	bool needed = false;
+
+	if (im->ops != &imgfmt_qcow2_ops ||
+	    imgfmt_qcow2_data_file(&im->dev, &needed, name, sizeof(name),
+				   &err) || !needed)
+		return 0;
+	if (!name[0]) {
+		im->err = "QCOW2 external data file not named in the image";
+		return fail("%s: %s", im->name, im->err);
+	}
+	return data_file_open(im, name);
 }
 
 /* Detect and validate the image on im->dev. */
@@ -47,6 +118,13 @@ static int image_validate(struct image *im, const struct image_opts *o)
 	if (!im->ops)
 		return image_refused(im, err ? err : "unknown image format",
 				     -EINVAL);
+	rc = image_open_data_file(im);
+	if (rc) {
+		uport_dev_close(&im->dev);
+		return rc;
+	}
+	if (im->data_path)
+		args.data_dev = &im->data_dev;
 
 	if (!cache_bytes)
 		cache_bytes = IMGFMT_DEFAULT_CACHE_BYTES;
@@ -210,11 +288,19 @@ void image_close(struct image *im)
 	imgfmt_close(im->img);
 	im->img = NULL;
 	uport_dev_close(&im->dev);
+	uport_dev_close(&im->data_dev);
+	free(im->data_path);
+	im->data_path = NULL;
 }
 
 int image_fd(const struct image *im)
 {
 	return uport_dev_fd(&im->dev);
+}
+
+int image_data_fd(const struct image *im)
+{
+	return uport_dev_fd(&im->data_dev);
 }
 
 u64 image_sectors(const struct image *im)
@@ -226,21 +312,26 @@ u64 image_sectors(const struct image *im)
 	return (size + SECTOR_SIZE - 1) / SECTOR_SIZE;
 }
 
-/* Copy the bytes of one DATA run from the image device. */
+/* Copy the bytes of one DATA run from the image or its data file. */
 static int read_data_run(struct image *im, const struct imgfmt_run *run,
 			 u64 voff, char *buf)
 {
+	struct imgfmt_dev *dev = run->on_data_dev ? &im->data_dev : &im->dev;
+	const char *name = run->on_data_dev ? im->data_name : im->name;
 	int rc;
 
-	if (run->dev_offset > im->dev.size ||
-	    run->length > im->dev.size - run->dev_offset)
-		return fail("%s: data beyond the end of the image (virtual offset %llu, device offset %llu)",
-			    im->name, (unsigned long long)voff,
+	if (run->on_data_dev && !im->data_path)
+		return fail("%s: data in an external data file it does not have (virtual offset %llu)",
+			    im->name, (unsigned long long)voff);
+	if (run->dev_offset > dev->size ||
+	    run->length > dev->size - run->dev_offset)
+		return fail("%s: data beyond the end of %s (virtual offset %llu, device offset %llu)",
+			    im->name, name, (unsigned long long)voff,
 			    (unsigned long long)run->dev_offset);
-	rc = imgfmt_dev_read(&im->dev, run->dev_offset, buf, run->length);
+	rc = imgfmt_dev_read(dev, run->dev_offset, buf, run->length);
 	if (rc)
 		return fail("%s: read error at device offset %llu: %s",
-			    im->name, (unsigned long long)run->dev_offset,
+			    name, (unsigned long long)run->dev_offset,
 			    strerror(-rc));
 	return 0;
 }

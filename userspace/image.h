@@ -26,6 +26,14 @@ struct image {
 	struct imgfmt_ccache *ccache;	/* made on the first compressed run */
 	struct imgfmt_decoder *decoder;
 	/*
+	 * A QCOW2 image's external data file, opened by the name the image
+	 * gives it (relative to the image's directory): data_path is NULL
+	 * without one.  DATA runs with on_data_dev are read from it.
+	 */
+	char *data_path;
+	char data_name[IMGFMT_SHOWN_MAX];	/* data_path escaped */
+	struct imgfmt_dev data_dev;
+	/*
 	 * The layers below it, its backing file first, which it owns once
 	 * image_set_lower() gave them; reads go through chain then.
 	 */
@@ -87,6 +95,9 @@ void image_close(struct image *im);
 
 /* The open file or device holding the image, or -1. */
 int image_fd(const struct image *im);
+
+/* The open external data file of the image, or -1 when it has none. */
+int image_data_fd(const struct image *im);
 
 /* 512-byte sectors covering the virtual size; 0 when it is unusable. */
 u64 image_sectors(const struct image *im);

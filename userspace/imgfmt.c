@@ -18,6 +18,7 @@
 
 #include "disk.h"
 #include "imgfmt.h"
+#include "snapshot.h"
 #include "uhost.h"
 
 /* Bytes asked of map() and written out at a time by `imgfmt read`. */
@@ -33,6 +34,8 @@ struct opts {
 	bool has_length;
 	bool json;		/* --output=json */
 	bool backing_chain;	/* --backing-chain */
+	const char *snapshot;	/* --snapshot, or NULL: the active state */
+	bool list;		/* snapshot -l */
 };
 
 /* Table arguments */
@@ -477,7 +480,11 @@ static int cmd_read(struct opts *o, char **args)
 	char *buf;
 	int rc;
 
-	rc = disk_open(&d, args[0], o->format, 0);
+	if (o->snapshot)
+		rc = disk_open_snapshot(&d, args[0], o->format, o->snapshot,
+					0);
+	else
+		rc = disk_open(&d, args[0], o->format, 0);
 	if (!rc)
 		rc = read_window(o, &d, &length);
 	if (rc) {
@@ -539,6 +546,14 @@ static int cmd_list(struct opts *o, char **args)
 	return list_run(o->json);
 }
 
+/* Snapshots are only listed: the image is never written. */
+static int cmd_snapshot(struct opts *o, char **args)
+{
+	if (!o->list)
+		return usage_fail("snapshot: only -l (list) is supported");
+	return snapshot_list_run(args[0], o->format);
+}
+
 /* Command line */
 
 enum {
@@ -549,6 +564,8 @@ enum {
 	OPT_LENGTH = 1 << 4,
 	OPT_OUTPUT = 1 << 5,
 	OPT_BACKING_CHAIN = 1 << 6,
+	OPT_SNAPSHOT = 1 << 7,
+	OPT_LIST = 1 << 8,
 };
 
 /* getopt values of the options that have no short form. */
@@ -557,6 +574,7 @@ enum {
 	LONG_LENGTH,
 	LONG_OUTPUT,
 	LONG_BACKING_CHAIN,
+	LONG_SNAPSHOT,
 };
 
 struct command {
@@ -615,14 +633,23 @@ static const struct command commands[] = {
 		"and its partitions; as 'key: value' lines with a blank line\n"
 		"between disks, or with --output=json as one JSON object.",
 	}, {
-		"read", cmd_read, OPT_FORMAT | OPT_OFFSET | OPT_LENGTH, 1, 2,
-		"read [--format F] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
+		"snapshot", cmd_snapshot, OPT_FORMAT | OPT_LIST, 1, 1,
+		"snapshot -l [--format F] IMAGE",
+		"List the internal snapshots of the QCOW2 image IMAGE as\n"
+		"'qemu-img snapshot -l' does (ID, TAG, VM SIZE, DATE, VM CLOCK,\n"
+		"ICOUNT; nothing when it has none).",
+	}, {
+		"read", cmd_read,
+		OPT_FORMAT | OPT_OFFSET | OPT_LENGTH | OPT_SNAPSHOT, 1, 2,
+		"read [--format F] [--snapshot ID|NAME] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
 		"Write the virtual disk of IMAGE, virtual-size bytes, to OUT\n"
 		"or to standard output ('-'), mapping it as the kernel target\n"
 		"does.  --offset and --length write only that window of it, in\n"
 		"bytes (suffix K, M or G; not necessarily whole sectors): the\n"
 		"offset must be within the virtual size, the length defaults\n"
-		"to the rest of the disk and may not go past its end.",
+		"to the rest of the disk and may not go past its end.\n"
+		"--snapshot reads the QCOW2 internal snapshot with that ID, or\n"
+		"else that name, at its own virtual size.",
 	}, {
 		"help", cmd_help, 0, 0, 1,
 		"help [COMMAND]",
@@ -638,6 +665,8 @@ static const struct option long_options[] = {
 	{ "length", required_argument, NULL, LONG_LENGTH },
 	{ "output", required_argument, NULL, LONG_OUTPUT },
 	{ "backing-chain", no_argument, NULL, LONG_BACKING_CHAIN },
+	{ "snapshot", required_argument, NULL, LONG_SNAPSHOT },
+	{ "list", no_argument, NULL, 'l' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -671,6 +700,8 @@ static const char usage_options[] =
 	"      --length BYTES      read this many bytes (default: to the end)\n"
 	"      --output text|json  info's and list's output format (default: text)\n"
 	"      --backing-chain     info of every layer of the backing chain\n"
+	"      --snapshot ID|NAME  read this QCOW2 internal snapshot\n"
+	"  -l, --list              snapshot: list the snapshots\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
@@ -751,6 +782,8 @@ static const struct {
 	{ LONG_LENGTH, OPT_LENGTH, "--length" },
 	{ LONG_OUTPUT, OPT_OUTPUT, "--output" },
 	{ LONG_BACKING_CHAIN, OPT_BACKING_CHAIN, "--backing-chain" },
+	{ LONG_SNAPSHOT, OPT_SNAPSHOT, "--snapshot" },
+	{ 'l', OPT_LIST, "-l" },
 };
 
 static const char *option_name(int opt)
@@ -814,6 +847,15 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 	case LONG_BACKING_CHAIN:
 		o->backing_chain = true;
 		return 0;
+	case LONG_SNAPSHOT:
+		if (!*arg)
+			return usage_fail("%s: --snapshot needs an ID or a name",
+					  c->name);
+		o->snapshot = arg;
+		return 0;
+	case 'l':
+		o->list = true;
+		return 0;
 	}
 	return usage_fail("%s: unknown option", c->name);
 }
@@ -832,14 +874,14 @@ static int parse_options(const struct command *c, int argc, char **argv,
 	memset(o, 0, sizeof(*o));
 	opterr = 0;
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":f:c:n:h", long_options,
+	while ((opt = getopt_long(argc, argv, ":f:c:n:hl", long_options,
 				  NULL)) != -1) {
 		if (opt == 'h') {
 			print_command_help(c);
 			return 1;
 		}
 		optc[0] = (char)optopt;
-		if (opt == '?' && optopt && !strchr("fcnh", optopt))
+		if (opt == '?' && optopt && !strchr("fcnhl", optopt))
 			return usage_fail("%s: unknown option '-%s'", c->name,
 					  shown_name(&shown, optc));
 		if (opt == '?')

@@ -12,6 +12,7 @@
 #include "disk.h"
 #include "imgfmt.h"
 #include "json.h"
+#include "snapshot.h"
 
 static const char *compression_name(enum imgfmt_compression c)
 {
@@ -162,13 +163,18 @@ static void print_layer_info(struct image *im, u64 file_size)
 {
 	print_info(&im->info);
 	print_full_backing(im);
+	if (im->info.data_file_raw)
+		print_bool("data-file-raw", true);
+	if (im->data_path)
+		print_str("data-file-path", im->data_path);
 	print_embedded_create_type(im);
 	print_file_size(file_size);
 }
 
-static void print_image_info(struct disk *d)
+static int print_image_info(struct disk *d)
 {
 	print_layer_info(&d->segs[0].im, d->file_size);
+	return snapshot_info_text(&d->segs[0].im);
 }
 
 /* ACCESS SECTORS TYPE ["FILE" [OFFSET]], as the descriptor has it. */
@@ -215,7 +221,7 @@ static const char *info_error(const struct disk *d)
 	return failure_text();
 }
 
-static void text_info(struct disk *d, int rc)
+static int text_info(struct disk *d, int rc)
 {
 	struct image *refused;
 
@@ -224,13 +230,14 @@ static void text_info(struct disk *d, int rc)
 		if (d->desc_parsed)
 			print_desc_info(d);
 	} else if (!rc) {
-		print_image_info(d);
+		rc = print_image_info(d);
 	} else if (d->nr_segs && d->segs[0].im.ops) {
 		refused = &d->segs[0].im;
 		print_str("format", refused->ops->name);
 	}
 	if (rc)
 		print_text("error", info_error(d));
+	return rc;
 }
 
 /* JSON */
@@ -265,6 +272,8 @@ static void json_qcow2_specific(struct json *j, const struct imgfmt_info *info)
 	json_bool(j, "extended-l2", info->extended_l2);
 	if (info->data_file[0])
 		json_str(j, "data-file", info->data_file);
+	if (info->incompatible_features & BIT_ULL(2))
+		json_bool(j, "data-file-raw", info->data_file_raw);
 	json_close(j);
 	json_close(j);
 }
@@ -344,9 +353,10 @@ static void json_layer_info(struct json *j, struct image *im, const char *path,
 		json_vmdk_specific(j, im, path);
 }
 
-static void json_image_info(struct json *j, struct disk *d)
+static int json_image_info(struct json *j, struct disk *d)
 {
 	json_layer_info(j, &d->segs[0].im, d->path, d->file_size);
+	return snapshot_info_json(j, &d->segs[0].im);
 }
 
 /* One extent line; with its opened file's grain size when there is one. */
@@ -417,7 +427,7 @@ static void json_desc_info(struct json *j, const struct disk *d)
 }
 
 /* The members of the disk's object. */
-static void json_disk_info(struct json *j, struct disk *d, int rc)
+static int json_disk_info(struct json *j, struct disk *d, int rc)
 {
 	json_str(j, "filename", d->path);
 	if (d->is_desc) {
@@ -425,21 +435,23 @@ static void json_disk_info(struct json *j, struct disk *d, int rc)
 		if (d->desc_parsed)
 			json_desc_info(j, d);
 	} else if (!rc) {
-		json_image_info(j, d);
+		rc = json_image_info(j, d);
 	} else if (d->nr_segs && d->segs[0].im.ops) {
 		json_str(j, "format", d->segs[0].im.ops->name);
 	}
 	if (rc)
 		json_str(j, "error", info_error(d));
+	return rc;
 }
 
-static void json_info(struct disk *d, int rc)
+static int json_info(struct disk *d, int rc)
 {
 	struct json j;
 
 	json_begin(&j, stdout);
-	json_disk_info(&j, d, rc);
+	rc = json_disk_info(&j, d, rc);
 	json_end(&j);
+	return rc;
 }
 
 int info_run(const char *path, const char *format, bool json)
@@ -449,9 +461,9 @@ int info_run(const char *path, const char *format, bool json)
 
 	rc = disk_open_top(&d, path, format);
 	if (json)
-		json_info(&d, rc);
+		rc = json_info(&d, rc);
 	else
-		text_info(&d, rc);
+		rc = text_info(&d, rc);
 	disk_close(&d);
 	return rc;
 }

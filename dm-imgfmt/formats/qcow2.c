@@ -10,6 +10,7 @@
 #include "../imgfmt_format.h"
 #include "../escape.h"
 #include "../mcache.h"
+#include "qcow2.h"
 #include "runs.h"
 
 #define QCOW_MAGIC			0x514649fbU	/* "QFI\xfb" */
@@ -153,6 +154,11 @@ struct qcow2_image {
 	u32 l2_slice_size;	/* bytes of L2 table per cache entry */
 	bool extended_l2;
 	u32 version;
+	/* The external data file's device, when the image has one. */
+	struct imgfmt_dev *data_dev;
+	/* The snapshot table, for imgfmt_qcow2_for_each_snapshot(). */
+	u64 snapshots_offset;
+	u32 nb_snapshots;
 };
 
 static bool qcow2_probe(const void *head, size_t len)
@@ -393,20 +399,28 @@ static u32 qcow2_l2_bits(u32 cluster_bits, bool extended_l2)
 	return cluster_bits - (extended_l2 ? 4 : 3);
 }
 
+/*
+ * The L1 entries a virtual size needs, into *needed; false when the size
+ * is beyond what QEMU maps (2^62 bytes, or an L1 table over 32 MiB).
+ */
+static bool qcow2_l1_needed(u64 size, u32 cluster_bits, bool ext,
+			    u64 *needed)
+{
+	u32 span_bits = cluster_bits + qcow2_l2_bits(cluster_bits, ext);
+
+	if (size > QCOW2_MAX_VIRTUAL_SIZE)
+		return false;
+	*needed = (size >> span_bits) + !!(size & ((1ULL << span_bits) - 1));
+	return *needed <= QCOW2_MAX_L1_BYTES / 8;
+}
+
 static int qcow2_check_l1(const struct qcow2_fields *f,
 			  const struct imgfmt_dev *dev, const char **err)
 {
 	bool ext = f->incompatible & QCOW2_INCOMPAT_EXTL2;
-	u32 span_bits = f->cluster_bits + qcow2_l2_bits(f->cluster_bits, ext);
 	u64 needed;
 
-	if (f->size > QCOW2_MAX_VIRTUAL_SIZE) {
-		*err = "QCOW2 virtual size too large";
-		return -EINVAL;
-	}
-	needed = (f->size >> span_bits) +
-		 !!(f->size & ((1ULL << span_bits) - 1));
-	if (needed > QCOW2_MAX_L1_BYTES / 8) {
+	if (!qcow2_l1_needed(f->size, f->cluster_bits, ext, &needed)) {
 		*err = "QCOW2 virtual size too large";
 		return -EINVAL;
 	}
@@ -515,6 +529,11 @@ static int qcow2_parse_extension(struct qcow2_image *q,
 			  sizeof(q->img.info.backing_format), data, len);
 		return 0;
 	case QCOW2_EXT_DATA_FILE:
+		/* Cut short, the name would lead the helper to another file. */
+		if (len >= sizeof(q->img.info.data_file)) {
+			*err = "QCOW2 external data file name too long";
+			return -EINVAL;
+		}
 		copy_name(q->img.info.data_file, sizeof(q->img.info.data_file), data,
 			  len);
 		return 0;
@@ -578,9 +597,9 @@ static int qcow2_parse_extensions(struct qcow2_image *q,
 /*
  * The internal snapshot table: nb_snapshots variable-sized entries from
  * snapshots_offset, each 8-byte aligned: a fixed header, extra data, the
- * ID string and the name.  Nothing here maps a snapshot yet; the walker
- * checks every entry at open, as QEMU does, and is what a reader of
- * snapshots would iterate.
+ * ID string and the name.  The walker checks every entry at open, as QEMU
+ * does, finds the snapshot a table asks for, and lists them for the
+ * helper.
  *
  * It reads the table through one small buffer, so memory stays constant
  * and time is bounded by QEMU's limits (at most 65536 entries, 64 MiB in
@@ -595,7 +614,28 @@ struct qcow2_snapshot {
 	u32 extra_size;
 	u16 id_size;
 	u16 name_size;
+	u32 date_sec;
+	u32 date_nsec;
+	u64 vm_clock_nsec;
+	u64 vm_state_size;
+	/* From the extra data, when it is long enough to hold them. */
+	bool has_disk_size;
+	u64 disk_size;
+	bool has_icount;
+	u64 icount;
 };
+
+/* The extra data this code knows: its first 24 bytes. */
+struct qcow2_snapshot_extra {
+	__be64 vm_state_size_large;
+	__be64 disk_size;
+	__be64 icount;
+} __packed;
+
+/* An ID or name has a 16-bit length. */
+#define QCOW2_MAX_SNAPSHOT_STR		65535
+/* Strings are compared and copied in pieces of at most this many bytes. */
+#define QCOW2_SNAPSHOT_PIECE		512
 
 struct qcow2_snapshot_iter {
 	struct imgfmt_dev *dev;
@@ -609,16 +649,16 @@ struct qcow2_snapshot_iter {
 };
 
 static int qcow2_snapshot_iter_init(struct qcow2_snapshot_iter *it,
-				    struct imgfmt_dev *dev,
-				    const struct qcow2_fields *f,
+				    struct imgfmt_dev *dev, u32 cluster_size,
+				    u32 nb_snapshots, u64 offset,
 				    const char **err)
 {
 	memset(it, 0, sizeof(*it));
 	it->dev = dev;
-	it->cluster_size = 1U << f->cluster_bits;
-	it->left = f->nb_snapshots;
-	it->start = f->snapshots_offset;
-	it->pos = f->snapshots_offset;
+	it->cluster_size = cluster_size;
+	it->left = nb_snapshots;
+	it->start = offset;
+	it->pos = offset;
 	if (!it->left)
 		return 0;
 	it->buf = kmalloc(QCOW2_SNAPSHOT_CHUNK, GFP_KERNEL);
@@ -681,6 +721,36 @@ static int qcow2_check_snapshot_l1(const struct qcow2_snapshot *sn,
 				   err);
 }
 
+/*
+ * The extra data fields QEMU knows, each present only when the extra data
+ * reaches its end: the 64-bit VM state size, the snapshot's virtual disk
+ * size and its instruction count.
+ */
+static int qcow2_snapshot_read_extra(struct qcow2_snapshot_iter *it,
+				     struct qcow2_snapshot *sn,
+				     const char **err)
+{
+	struct qcow2_snapshot_extra x;
+	u32 n = min_t(u32, sn->extra_size, sizeof(x));
+	int r;
+
+	memset(&x, 0, sizeof(x));
+	if (n) {
+		r = qcow2_snapshot_read(it, sn->entry_offset +
+					QCOW2_SNAPSHOT_HEADER_LEN, &x, n, err);
+		if (r)
+			return r;
+	}
+	if (n >= 8)
+		sn->vm_state_size = be64_to_cpu(x.vm_state_size_large);
+	sn->has_disk_size = n >= 16;
+	sn->disk_size = be64_to_cpu(x.disk_size);
+	/* QEMU's "none" is all ones, also when stored. */
+	sn->icount = be64_to_cpu(x.icount);
+	sn->has_icount = n >= 24 && sn->icount != U64_MAX;
+	return 0;
+}
+
 /* The next entry, checked: 1, 0 when there are no more, or -errno. */
 static int qcow2_snapshot_next(struct qcow2_snapshot_iter *it,
 			       struct qcow2_snapshot *sn, const char **err)
@@ -695,6 +765,7 @@ static int qcow2_snapshot_next(struct qcow2_snapshot_iter *it,
 	 * pos is at most 64 MiB past start, itself at most 2^63: no sum
 	 * below can overflow.
 	 */
+	memset(sn, 0, sizeof(*sn));
 	sn->entry_offset = ALIGN(it->pos, 8);
 	r = qcow2_snapshot_read(it, sn->entry_offset, &h, sizeof(h), err);
 	if (r)
@@ -704,6 +775,10 @@ static int qcow2_snapshot_next(struct qcow2_snapshot_iter *it,
 	sn->extra_size = be32_to_cpu(h.extra_data_size);
 	sn->id_size = be16_to_cpu(h.id_str_size);
 	sn->name_size = be16_to_cpu(h.name_size);
+	sn->date_sec = be32_to_cpu(h.date_sec);
+	sn->date_nsec = be32_to_cpu(h.date_nsec);
+	sn->vm_clock_nsec = be64_to_cpu(h.vm_clock_nsec);
+	sn->vm_state_size = be32_to_cpu(h.vm_state_size);
 	if (sn->extra_size > QCOW2_MAX_SNAPSHOT_EXTRA) {
 		*err = "QCOW2 snapshot extra data too large";
 		return -EINVAL;
@@ -715,6 +790,8 @@ static int qcow2_snapshot_next(struct qcow2_snapshot_iter *it,
 		return -EINVAL;
 	}
 	r = qcow2_check_snapshot_l1(sn, it->cluster_size, err);
+	if (!r)
+		r = qcow2_snapshot_read_extra(it, sn, err);
 	if (r)
 		return r;
 	it->pos = next;
@@ -722,22 +799,200 @@ static int qcow2_snapshot_next(struct qcow2_snapshot_iter *it,
 	return 1;
 }
 
-/* Walk the whole snapshot table once, so that a bad entry fails the load. */
+/* Where the entry's ID string starts, and its name. */
+static u64 qcow2_snapshot_id_offset(const struct qcow2_snapshot *sn)
+{
+	return sn->entry_offset + QCOW2_SNAPSHOT_HEADER_LEN + sn->extra_size;
+}
+
+static u64 qcow2_snapshot_name_offset(const struct qcow2_snapshot *sn)
+{
+	return qcow2_snapshot_id_offset(sn) + sn->id_size;
+}
+
+/*
+ * Does the string of size bytes at off read as want?  QEMU reads it into a
+ * C string, so it ends at its first NUL byte: "ab\0cd" is "ab".
+ */
+static int qcow2_snapshot_str_is(struct qcow2_snapshot_iter *it, u64 off,
+				 u32 size, const char *want, size_t want_len,
+				 bool *match, const char **err)
+{
+	u8 piece[QCOW2_SNAPSHOT_PIECE];
+	size_t done = 0, n;
+	int r;
+
+	*match = false;
+	if (want_len > size)
+		return 0;
+	while (done < want_len) {
+		n = min_t(size_t, want_len - done, sizeof(piece));
+		r = qcow2_snapshot_read(it, off + done, piece, n, err);
+		if (r)
+			return r;
+		if (memcmp(piece, want + done, n))
+			return 0;
+		done += n;
+	}
+	if (want_len < size) {
+		r = qcow2_snapshot_read(it, off + want_len, piece, 1, err);
+		if (r)
+			return r;
+		if (piece[0])
+			return 0;
+	}
+	*match = true;
+	return 0;
+}
+
+/*
+ * The snapshot a table asks for, as QEMU finds it: the first entry whose
+ * ID is want, else the first whose name is.
+ */
+struct qcow2_snapshot_pick {
+	const char *want;	/* NULL: none asked for */
+	size_t want_len;
+	bool by_id, by_name;
+	struct qcow2_snapshot id_match, name_match;
+};
+
+static int qcow2_snapshot_consider(struct qcow2_snapshot_iter *it,
+				   const struct qcow2_snapshot *sn,
+				   struct qcow2_snapshot_pick *pick,
+				   const char **err)
+{
+	bool match;
+	int r;
+
+	if (!pick->want || pick->by_id)
+		return 0;
+	r = qcow2_snapshot_str_is(it, qcow2_snapshot_id_offset(sn),
+				  sn->id_size, pick->want, pick->want_len,
+				  &match, err);
+	if (r)
+		return r;
+	if (match) {
+		pick->by_id = true;
+		pick->id_match = *sn;
+		return 0;
+	}
+	if (pick->by_name)
+		return 0;
+	r = qcow2_snapshot_str_is(it, qcow2_snapshot_name_offset(sn),
+				  sn->name_size, pick->want, pick->want_len,
+				  &match, err);
+	if (!r && match) {
+		pick->by_name = true;
+		pick->name_match = *sn;
+	}
+	return r;
+}
+
+/*
+ * Walk the whole snapshot table once, so that a bad entry fails the load,
+ * and find the snapshot pick asks for on the way.
+ */
 static int qcow2_check_snapshots(struct imgfmt_dev *dev,
 				 const struct qcow2_fields *f,
+				 struct qcow2_snapshot_pick *pick,
 				 const char **err)
 {
 	struct qcow2_snapshot_iter it;
 	struct qcow2_snapshot sn;
 	int r;
 
-	r = qcow2_snapshot_iter_init(&it, dev, f, err);
+	r = qcow2_snapshot_iter_init(&it, dev, 1U << f->cluster_bits,
+				     f->nb_snapshots, f->snapshots_offset,
+				     err);
 	if (r)
 		return r;
-	do {
-		r = qcow2_snapshot_next(&it, &sn, err);
-	} while (r > 0);
+	while ((r = qcow2_snapshot_next(&it, &sn, err)) > 0) {
+		r = qcow2_snapshot_consider(&it, &sn, pick, err);
+		if (r)
+			break;
+	}
 	qcow2_snapshot_iter_exit(&it);
+	return r;
+}
+
+/* Copy the string of size bytes at off into dst (size + 1 bytes). */
+static int qcow2_snapshot_copy_str(struct qcow2_snapshot_iter *it, u64 off,
+				   u32 size, char *dst, const char **err)
+{
+	u32 done = 0, n;
+	int r;
+
+	while (done < size) {
+		n = min_t(u32, size - done, QCOW2_SNAPSHOT_PIECE);
+		r = qcow2_snapshot_read(it, off + done, dst + done, n, err);
+		if (r)
+			return r;
+		done += n;
+	}
+	dst[size] = '\0';
+	return 0;
+}
+
+static int qcow2_snapshot_report(struct qcow2_snapshot_iter *it,
+				 const struct qcow2_snapshot *sn, u32 index,
+				 char *id, char *name,
+				 int (*fn)(void *ctx,
+					   const struct imgfmt_qcow2_snapshot *s),
+				 void *ctx, const char **err)
+{
+	struct imgfmt_qcow2_snapshot out = {
+		.index = index,
+		.l1_offset = sn->l1_offset,
+		.l1_size = sn->l1_size,
+		.vm_state_size = sn->vm_state_size,
+		.date_sec = sn->date_sec,
+		.date_nsec = sn->date_nsec,
+		.vm_clock_nsec = sn->vm_clock_nsec,
+		.has_disk_size = sn->has_disk_size,
+		.disk_size = sn->disk_size,
+		.has_icount = sn->has_icount,
+		.icount = sn->icount,
+		.id = id,
+		.name = name,
+	};
+	int r;
+
+	r = qcow2_snapshot_copy_str(it, qcow2_snapshot_id_offset(sn),
+				    sn->id_size, id, err);
+	if (!r)
+		r = qcow2_snapshot_copy_str(it, qcow2_snapshot_name_offset(sn),
+					    sn->name_size, name, err);
+	return r ? r : fn(ctx, &out);
+}
+
+int imgfmt_qcow2_for_each_snapshot(struct imgfmt_image *img,
+				   int (*fn)(void *ctx,
+					     const struct imgfmt_qcow2_snapshot *sn),
+				   void *ctx, const char **err)
+{
+	struct qcow2_snapshot_iter it;
+	struct qcow2_snapshot sn;
+	struct qcow2_image *q;
+	char *id, *name;
+	u32 index = 0;
+	int r;
+
+	if (!img || img->ops != &imgfmt_qcow2_ops)
+		return 0;
+	q = container_of(img, struct qcow2_image, img);
+	id = imgfmt_alloc_large(2 * (QCOW2_MAX_SNAPSHOT_STR + 1));
+	if (!id) {
+		*err = "cannot allocate memory for the QCOW2 snapshot table";
+		return -ENOMEM;
+	}
+	name = id + QCOW2_MAX_SNAPSHOT_STR + 1;
+	r = qcow2_snapshot_iter_init(&it, img->dev, q->cluster_size,
+				     q->nb_snapshots, q->snapshots_offset, err);
+	while (!r && (r = qcow2_snapshot_next(&it, &sn, err)) > 0)
+		r = qcow2_snapshot_report(&it, &sn, index++, id, name, fn, ctx,
+					  err);
+	qcow2_snapshot_iter_exit(&it);
+	imgfmt_free_large(id);
 	return r;
 }
 
@@ -763,6 +1018,7 @@ static void qcow2_fill_info(struct qcow2_image *q, const struct qcow2_fields *f)
 	info->l1_entries = f->l1_size;
 	info->l1_offset = f->l1_offset;
 	info->encrypted = f->crypt_method != QCOW2_CRYPT_NONE;
+	info->data_file_raw = f->autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 }
 
 /* Features a reader cannot serve yet: refused by name. */
@@ -773,10 +1029,6 @@ static int qcow2_check_supported(const struct imgfmt_open_args *args,
 		*err = "QCOW2 encrypted images are not supported yet";
 		return -EOPNOTSUPP;
 	}
-	if (f->incompatible & QCOW2_INCOMPAT_DATA_FILE) {
-		*err = "QCOW2 external data files are not supported yet";
-		return -EOPNOTSUPP;
-	}
 	/* Without its backing file, unallocated clusters would read wrong. */
 	if (f->backing_offset && f->backing_size && !args->has_lower) {
 		*err = "QCOW2 backing file not given as a lower layer";
@@ -785,19 +1037,104 @@ static int qcow2_check_supported(const struct imgfmt_open_args *args,
 	return 0;
 }
 
-static int qcow2_load_l1(struct qcow2_image *q, const struct qcow2_fields *f,
+/*
+ * Incompatible bit 2 puts the guest clusters in an external data file,
+ * which the caller must give (QEMU refuses such an image without one);
+ * a data file for an image without the bit is refused too, as QEMU
+ * does.  Whether the image names the file (the data_file extension) is
+ * the helper's concern: it opens the file by that name.
+ */
+static int qcow2_check_data_file(struct qcow2_image *q,
+				 const struct imgfmt_open_args *args,
+				 const struct qcow2_fields *f, const char **err)
+{
+	bool needs = f->incompatible & QCOW2_INCOMPAT_DATA_FILE;
+
+	if (needs && !args->data_dev) {
+		*err = "QCOW2 external data file not given";
+		return -EINVAL;
+	}
+	if (!needs && args->data_dev) {
+		*err = "QCOW2 data file given for an image without an external data file";
+		return -EINVAL;
+	}
+	q->data_dev = args->data_dev;
+	return 0;
+}
+
+/*
+ * Read the stored entries of an L1 table at off into a table of n >=
+ * stored entries (the rest unallocated), kept in CPU order.
+ */
+static int qcow2_read_l1(struct qcow2_image *q, u64 off, u32 stored, u32 n,
 			 const char **err)
 {
+	__be64 *raw;
+	u32 i;
 	int r;
 
-	q->l1_size = f->l1_size;
-	r = imgfmt_load_be64_table(q->img.dev, f->l1_offset, q->l1_size,
-				   &q->l1);
-	if (r == -ENOMEM)
+	q->l1_size = n;
+	if (!n)
+		return 0;
+	raw = imgfmt_zalloc_large((size_t)n * 8);
+	if (!raw) {
 		*err = "cannot allocate memory for the L1 table";
-	else if (r)
+		return -ENOMEM;
+	}
+	r = stored ? imgfmt_dev_read(q->img.dev, off, raw, (size_t)stored * 8) :
+		     0;
+	if (r) {
+		imgfmt_free_large(raw);
 		*err = "cannot read the QCOW2 L1 table";
-	return r;
+		return r;
+	}
+	/* Converted in place; zeroes stay zeroes. */
+	q->l1 = (u64 *)raw;
+	for (i = 0; i < stored; i++)
+		q->l1[i] = be64_to_cpu(raw[i]);
+	return 0;
+}
+
+/*
+ * Map the snapshot pick found instead of the active state: its L1 table
+ * and its own virtual size, which v3 snapshots record in their extra data
+ * (without it QEMU takes the active size).  That is the size QEMU gives
+ * the disk when it loads the snapshot (qemu-img snapshot -a, loadvm);
+ * what an L1 table shorter than that size leaves out is unallocated, as
+ * QEMU reads it.
+ */
+static int qcow2_load_snapshot(struct qcow2_image *q,
+			       const struct qcow2_fields *f,
+			       const struct qcow2_snapshot_pick *pick,
+			       const char **err)
+{
+	const struct qcow2_snapshot *sn;
+	u64 size, needed;
+
+	if (!pick->by_id && !pick->by_name) {
+		*err = "QCOW2 snapshot not found";
+		return -ENOENT;
+	}
+	/* The spec rules them out: data file clusters are not refcounted. */
+	if (q->data_dev) {
+		*err = "QCOW2 snapshots are not supported with an external data file";
+		return -EOPNOTSUPP;
+	}
+	sn = pick->by_id ? &pick->id_match : &pick->name_match;
+	size = sn->has_disk_size ? sn->disk_size : f->size;
+	if (!qcow2_l1_needed(size, q->cluster_bits, q->extended_l2, &needed)) {
+		*err = "QCOW2 snapshot virtual size too large";
+		return -EINVAL;
+	}
+	/* Stricter than QEMU, as for the active table: it must be there. */
+	if (sn->l1_size &&
+	    !imgfmt_dev_has(q->img.dev, sn->l1_offset, (u64)sn->l1_size * 8)) {
+		*err = "QCOW2 snapshot L1 table offset beyond end of device";
+		return -EINVAL;
+	}
+	q->img.info.virtual_size = size;
+	return qcow2_read_l1(q, sn->l1_offset, sn->l1_size,
+			     max_t(u64, sn->l1_size, needed), err);
 }
 
 static void qcow2_close(struct imgfmt_image *img)
@@ -837,16 +1174,60 @@ static int qcow2_read_header_cluster(struct imgfmt_dev *dev, u32 cluster_size,
 	return 0;
 }
 
-static int qcow2_open(const struct imgfmt_open_args *args,
-		      struct imgfmt_image **imgp, const char **err)
+/*
+ * Everything the header and the first cluster point at: the extensions,
+ * the tables and the snapshot table, where pick's snapshot is looked up.
+ */
+static int qcow2_check_image(struct qcow2_image *q,
+			     const struct qcow2_fields *f, const u8 *cluster,
+			     u32 cluster_len, struct qcow2_snapshot_pick *pick,
+			     const char **err)
 {
-	struct imgfmt_dev *dev = args->dev;
-	struct qcow2_header h;
-	struct qcow2_fields f;
-	struct qcow2_image *q;
-	u8 *cluster = NULL;
-	u32 cluster_len = 0, names_len = 0;
+	u32 names_len = 0;
 	u64 names_off = 0;
+	int r;
+
+	r = qcow2_parse_extensions(q, f, cluster, cluster_len, &names_off,
+				   &names_len, err);
+	if (!r && (f->incompatible & ~QCOW2_INCOMPAT_KNOWN)) {
+		log_unknown_features(f->incompatible & ~QCOW2_INCOMPAT_KNOWN,
+				     cluster, names_off, names_len);
+		*err = "QCOW2 unknown incompatible feature";
+		r = -EINVAL;
+	}
+	if (!r)
+		r = qcow2_check_tables(f, err);
+	if (!r)
+		r = qcow2_check_l1(f, q->img.dev, err);
+	if (!r)
+		r = qcow2_check_snapshots(q->img.dev, f, pick, err);
+	return r;
+}
+
+/* The geometry of the mapping, and the L1 table it starts from. */
+static int qcow2_setup_map(struct qcow2_image *q, const struct qcow2_fields *f,
+			   const struct qcow2_snapshot_pick *pick,
+			   const char **err)
+{
+	q->version = f->version;
+	q->img.info.virtual_size = f->size;
+	q->cluster_bits = f->cluster_bits;
+	q->cluster_size = 1U << f->cluster_bits;
+	q->extended_l2 = f->incompatible & QCOW2_INCOMPAT_EXTL2;
+	q->l2_bits = qcow2_l2_bits(f->cluster_bits, q->extended_l2);
+	q->subcluster_bits = q->cluster_bits - (q->extended_l2 ? 5 : 0);
+	q->snapshots_offset = f->snapshots_offset;
+	q->nb_snapshots = f->nb_snapshots;
+	if (pick->want)
+		return qcow2_load_snapshot(q, f, pick, err);
+	return qcow2_read_l1(q, f->l1_offset, f->l1_size, f->l1_size, err);
+}
+
+/* The fixed header, read and checked. */
+static int qcow2_read_head(struct imgfmt_dev *dev, struct qcow2_fields *f,
+			   const char **err)
+{
+	struct qcow2_header h;
 	int r;
 
 	memset(&h, 0, sizeof(h));
@@ -863,40 +1244,78 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 		*err = "unknown image format";
 		return -EINVAL;
 	}
-	r = qcow2_read_fields(&h, &f, err);
+	r = qcow2_read_fields(&h, f, err);
 	if (!r)
-		r = qcow2_check_fields(&f, err);
+		r = qcow2_check_fields(f, err);
 	if (r)
 		return r;
-	if (f.version == 3 && dev->size < f.header_length) {
+	if (f->version == 3 && dev->size < f->header_length) {
 		*err = "image is smaller than a QCOW2 header";
 		return -EINVAL;
 	}
+	return 0;
+}
 
+int imgfmt_qcow2_data_file(struct imgfmt_dev *dev, bool *needed, char *name,
+			   size_t size, const char **err)
+{
+	struct qcow2_fields f;
+	struct qcow2_image *q;
+	u8 *cluster = NULL;
+	u32 names_len = 0, cluster_len;
+	u64 names_off = 0;
+	int r;
+
+	r = qcow2_read_head(dev, &f, err);
+	if (r)
+		return r;
+	/* The extension parser fills an image's info: a scratch one. */
+	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	if (!q) {
+		*err = "cannot allocate memory for the image";
+		return -ENOMEM;
+	}
+	cluster_len = 1U << f.cluster_bits;
+	r = qcow2_read_header_cluster(dev, cluster_len, &cluster, err);
+	if (!r)
+		r = qcow2_parse_extensions(q, &f, cluster, cluster_len,
+					   &names_off, &names_len, err);
+	if (!r) {
+		*needed = f.incompatible & QCOW2_INCOMPAT_DATA_FILE;
+		copy_name(name, size, (const u8 *)q->img.info.data_file,
+			  strlen(q->img.info.data_file));
+	}
+	imgfmt_free_large(cluster);
+	kfree(q);
+	return r;
+}
+
+static int qcow2_open(const struct imgfmt_open_args *args,
+		      struct imgfmt_image **imgp, const char **err)
+{
+	struct imgfmt_dev *dev = args->dev;
+	struct qcow2_fields f;
+	struct qcow2_image *q;
+	u8 *cluster = NULL;
+	u32 cluster_len = 0;
+	struct qcow2_snapshot_pick pick = { .want = args->snapshot };
+	int r;
+
+	r = qcow2_read_head(dev, &f, err);
+	if (r)
+		return r;
 	q = kzalloc(sizeof(*q), GFP_KERNEL);
 	if (!q) {
 		*err = "cannot allocate memory for the image";
 		return -ENOMEM;
 	}
 	q->img.dev = dev;
+	if (pick.want)
+		pick.want_len = strlen(pick.want);
 	cluster_len = 1U << f.cluster_bits;
 	r = qcow2_read_header_cluster(dev, cluster_len, &cluster, err);
-	if (r)
-		goto fail;
-	r = qcow2_parse_extensions(q, &f, cluster, cluster_len, &names_off,
-				   &names_len, err);
-	if (!r && (f.incompatible & ~QCOW2_INCOMPAT_KNOWN)) {
-		log_unknown_features(f.incompatible & ~QCOW2_INCOMPAT_KNOWN,
-				     cluster, names_off, names_len);
-		*err = "QCOW2 unknown incompatible feature";
-		r = -EINVAL;
-	}
 	if (!r)
-		r = qcow2_check_tables(&f, err);
-	if (!r)
-		r = qcow2_check_l1(&f, dev, err);
-	if (!r)
-		r = qcow2_check_snapshots(dev, &f, err);
+		r = qcow2_check_image(q, &f, cluster, cluster_len, &pick, err);
 	if (r)
 		goto fail;
 	/* qcow2_check_fields() kept the name inside the first cluster. */
@@ -905,17 +1324,10 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 			  cluster + f.backing_offset, f.backing_size);
 	qcow2_fill_info(q, &f);
 	r = qcow2_check_supported(args, &f, err);
-	if (r)
-		goto fail;
-
-	q->version = f.version;
-	q->img.info.virtual_size = f.size;
-	q->cluster_bits = f.cluster_bits;
-	q->cluster_size = 1U << f.cluster_bits;
-	q->extended_l2 = f.incompatible & QCOW2_INCOMPAT_EXTL2;
-	q->l2_bits = qcow2_l2_bits(f.cluster_bits, q->extended_l2);
-	q->subcluster_bits = q->cluster_bits - (q->extended_l2 ? 5 : 0);
-	r = qcow2_load_l1(q, &f, err);
+	if (!r)
+		r = qcow2_check_data_file(q, args, &f, err);
+	if (!r)
+		r = qcow2_setup_map(q, &f, &pick, err);
 	if (r)
 		goto fail;
 	q->l2_slice_size = min_t(u32, q->cluster_size, QCOW2_L2_SLICE);
@@ -975,6 +1387,11 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
 		return imgfmt_corrupt(&q->img,
 				      "compressed cluster with a subcluster bitmap",
 				      pos, err);
+	/* QEMU refuses them too: the data file maps guest offsets 1:1. */
+	if (q->data_dev)
+		return imgfmt_corrupt(&q->img,
+				      "compressed cluster in an image with an external data file",
+				      pos, err);
 	if (off >= q->img.dev->size)
 		return imgfmt_corrupt(&q->img,
 				      "compressed cluster beyond end of device",
@@ -990,26 +1407,31 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
 }
 
 /*
- * Allocated data at host (the caller checked the cluster's alignment): the
- * unit is the (sub)cluster holding pos, or its part
- * that the device holds; a cluster cut short by the end of the device reads
- * as zeroes past it, as QEMU reads past the end of a file.
+ * Allocated data at host (the caller checked the cluster's alignment), on
+ * the image's device or its data file's: the unit is the (sub)cluster
+ * holding pos, or its part that the device holds; a cluster cut short by
+ * the end of the device reads as zeroes past it, as QEMU reads past the
+ * end of a file.  One wholly past the end is corrupt (QEMU would read
+ * zeroes): stricter, as for the image's own device.
  */
 static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
 			       u32 unit_size, u64 pos, struct imgfmt_unit *u,
 			       const char **err)
 {
+	const struct imgfmt_dev *dev = q->data_dev ? q->data_dev : q->img.dev;
 	u64 avail;
 
-	if (host >= q->img.dev->size)
-		return imgfmt_corrupt(&q->img,
+	if (host >= dev->size)
+		return imgfmt_corrupt(&q->img, q->data_dev ?
+				      "data cluster beyond end of the external data file" :
 				      "data cluster beyond end of device", pos,
 				      err);
 	u->kind = IMGFMT_RUN_DATA;
 	u->start = unit_start;
 	u->end = unit_start + unit_size;
 	u->host = host;
-	avail = (q->img.dev->size - host) & ~511ULL;
+	u->on_data_dev = q->data_dev;
+	avail = (dev->size - host) & ~511ULL;
 	if (avail < unit_size) {
 		if (pos - unit_start >= avail) {
 			u->kind = IMGFMT_RUN_ZERO;
@@ -1021,24 +1443,58 @@ static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
 	return 0;
 }
 
+/*
+ * Does a standard entry point at a host cluster?  Offset 0 means none,
+ * except in an external data file, where clusters map 1:1 and the first
+ * one is at 0: there, as QEMU has it, the COPIED bit (every data file
+ * cluster has refcount 1) tells an allocated cluster at 0.
+ */
+static bool qcow2_entry_allocated(const struct qcow2_image *q, u64 entry)
+{
+	return (entry & QCOW2_OFFSET_MASK) ||
+	       (q->data_dev && (entry & QCOW2_L2E_COPIED));
+}
+
+static int qcow2_check_host(struct qcow2_image *q, u64 host, u64 pos,
+			    const char **err)
+{
+	if (!IS_ALIGNED(host, q->cluster_size))
+		return imgfmt_corrupt(&q->img,
+				      "data cluster offset not aligned to a cluster",
+				      pos, err);
+	/* The spec's rule, which QEMU enforces on every read. */
+	if (q->data_dev && host != (pos & ~((u64)q->cluster_size - 1)))
+		return imgfmt_corrupt(&q->img,
+				      "external data file cluster offset does not match the guest offset",
+				      pos, err);
+	return 0;
+}
+
 static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 			  u64 pos, struct imgfmt_unit *u, const char **err)
 {
 	u64 desc = entry & ~QCOW2_L2E_COPIED;
 	u64 host = desc & QCOW2_OFFSET_MASK;
+	bool allocated = qcow2_entry_allocated(q, entry);
 	u32 unit_size = 1U << q->subcluster_bits;
 	u64 unit_start = pos & ~((u64)unit_size - 1);
 	u32 sc;
+	int r;
 
 	if (desc & QCOW2_L2E_COMPRESSED)
 		return qcow2_classify_compressed(q, entry, bitmap, pos, u, err);
 	if (desc & QCOW2_L2E_RESERVED)
 		return imgfmt_corrupt(&q->img, "L2 entry has reserved bits set",
 				      pos, err);
-	if (host && !IS_ALIGNED(host, q->cluster_size))
-		return imgfmt_corrupt(&q->img,
-				      "data cluster offset not aligned to a cluster",
-				      pos, err);
+	/*
+	 * QEMU checks the host offset of every entry that has one, also
+	 * when it reads zeroes (a preallocated zero cluster) or nothing.
+	 */
+	if ((!q->extended_l2 && (desc & QCOW2_L2E_ZERO)) ? host : allocated) {
+		r = qcow2_check_host(q, host, pos, err);
+		if (r)
+			return r;
+	}
 	u->start = unit_start;
 	u->end = unit_start + unit_size;
 	if (!q->extended_l2) {
@@ -1050,7 +1506,7 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 			u->kind = IMGFMT_RUN_ZERO;
 			return 0;
 		}
-		if (!host) {
+		if (!allocated) {
 			u->kind = IMGFMT_RUN_UNALLOCATED;
 			return 0;
 		}
@@ -1061,7 +1517,7 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 		return imgfmt_corrupt(&q->img, "L2 entry has reserved bits set",
 				      pos, err);
 	sc = (pos >> q->subcluster_bits) & (QCOW2_SUBCLUSTERS - 1);
-	if (!host && (bitmap & 0xffffffffULL))
+	if (!allocated && (bitmap & 0xffffffffULL))
 		return imgfmt_corrupt(&q->img,
 				      "unallocated cluster with allocated subclusters",
 				      pos, err);
@@ -1069,16 +1525,17 @@ static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 	 * As QEMU: one subcluster both allocated and zero makes the whole
 	 * cluster invalid, so every read of it fails alike.
 	 */
-	if (host && ((bitmap >> 32) & bitmap & 0xffffffffULL))
+	if (allocated && ((bitmap >> 32) & bitmap & 0xffffffffULL))
 		return imgfmt_corrupt(&q->img,
 				      "subcluster both allocated and zero", pos,
 				      err);
-	if (bitmap & BIT_ULL(sc))
-		return qcow2_classify_data(q, host + ((u64)sc << q->subcluster_bits),
-					   unit_start, unit_size, pos, u, err);
-	u->kind = (bitmap & BIT_ULL(32 + sc)) ? IMGFMT_RUN_ZERO :
-						 IMGFMT_RUN_UNALLOCATED;
-	return 0;
+	if (!(bitmap & BIT_ULL(sc))) {
+		u->kind = (bitmap & BIT_ULL(32 + sc)) ? IMGFMT_RUN_ZERO :
+							 IMGFMT_RUN_UNALLOCATED;
+		return 0;
+	}
+	return qcow2_classify_data(q, host + ((u64)sc << q->subcluster_bits),
+				   unit_start, unit_size, pos, u, err);
 }
 
 /* What lives at virtual offset pos; end bounds how far the caller looks. */

@@ -63,8 +63,14 @@ int imgfmt_open(const struct imgfmt_format_ops *ops,
 		const struct imgfmt_open_args *args,
 		struct imgfmt_image **imgp, const char **err)
 {
-	int r = ops->open(args, imgp, err);
+	int r;
 
+	/* Any other format would ignore them, and the device read wrong. */
+	if ((args->snapshot || args->data_dev) && ops != &imgfmt_qcow2_ops) {
+		*err = "only QCOW2 images have internal snapshots or external data files";
+		return -EINVAL;
+	}
+	r = ops->open(args, imgp, err);
 	if (!r)
 		(*imgp)->ops = ops;
 	return r;

@@ -12,7 +12,8 @@ static bool run_continues(const struct imgfmt_run *run,
 		return false;
 	if (u->kind != IMGFMT_RUN_DATA)
 		return true;
-	return u->host + (pos - u->start) == run->dev_offset + run->length;
+	return u->on_data_dev == run->on_data_dev &&
+	       u->host + (pos - u->start) == run->dev_offset + run->length;
 }
 
 static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
@@ -20,8 +21,10 @@ static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
 {
 	memset(run, 0, sizeof(*run));
 	run->kind = u->kind;
-	if (u->kind == IMGFMT_RUN_DATA)
+	if (u->kind == IMGFMT_RUN_DATA) {
 		run->dev_offset = u->host + (pos - u->start);
+		run->on_data_dev = u->on_data_dev;
+	}
 	if (u->kind == IMGFMT_RUN_COMPRESSED) {
 		run->comp_offset = u->comp_offset;
 		run->comp_length = u->comp_length;

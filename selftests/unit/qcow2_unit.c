@@ -17,6 +17,7 @@
 /* The port headers first: kselftest.h keeps an ARRAY_SIZE it finds. */
 #include "imgfmt_format.h"
 #include "mcache.h"
+#include "formats/qcow2.h"
 #include "uhost.h"
 
 #include "kselftest_harness.h"
@@ -1156,7 +1157,7 @@ H(backing_name_offset_huge) {
 
 H(external_data_file) {
 	.p = { { 72, 8, 1ULL << 2 } },
-	.err = "QCOW2 external data files are not supported yet",
+	.err = "QCOW2 external data file not given",
 };
 
 H(compression_zstd) {
@@ -1605,6 +1606,560 @@ TEST_F(snap, many_entries)
 	close_image(&self->o);
 	set_snapshots(&self->m, 1ULL << 40, 65536);
 	expect_open(_metadata, &self->m, &self->o, NULL);
+}
+
+/* ------------------------------------------------- mapping a snapshot */
+
+/* Open m with the snapshot want selected (NULL: the active state). */
+static int open_with(struct mimg *m, const char *want, struct imgfmt_dev *data,
+		     struct opened *o)
+{
+	struct imgfmt_open_args args = {
+		.dev = &m->dev,
+		.cache_bytes = IMGFMT_DEFAULT_CACHE_BYTES,
+		.snapshot = want,
+		.data_dev = data,
+	};
+
+	memset(o, 0, sizeof(*o));
+	o->ops = &imgfmt_qcow2_ops;
+	o->rc = imgfmt_open(o->ops, &args, &o->img, &o->err);
+	if (o->rc)
+		o->img = NULL;
+	return o->rc;
+}
+
+/*
+ * A snapshot entry with 24 bytes of extra data (VM state size, disk size,
+ * icount), its ID and its name, at *pos; extra_len may cut the extra data
+ * short.
+ */
+static void put_named_snapshot(struct mimg *m, u64 *pos, u64 l1_off,
+			       u32 l1_size, u32 extra_len, u64 disk_size,
+			       const char *id, size_t id_len, const char *name,
+			       size_t name_len)
+{
+	u8 *e, x[24];
+
+	put_snapshot(m, pos, l1_off, l1_size, extra_len, id_len, name_len);
+	e = m->buf + *pos - (40 + extra_len + id_len + name_len);
+	put_be(e + 16, 4, 1700000000);		/* date */
+	put_be(e + 20, 4, 123456789);
+	put_be(e + 24, 8, 3723004000000ULL);	/* 1:02:03.004 */
+	put_be(e + 32, 4, 0xffffffff);		/* ignored: extra has it */
+	put_be(x, 8, 5 * MiB);
+	put_be(x + 8, 8, disk_size);
+	put_be(x + 16, 8, 42);
+	memcpy(e + 40, x, extra_len < sizeof(x) ? extra_len : sizeof(x));
+	memcpy(e + 40 + extra_len, id, id_len);
+	memcpy(e + 40 + extra_len + id_len, name, name_len);
+}
+
+/*
+ * A snapshot's L1 table of one entry whose L2 table maps virtual cluster
+ * vc to a data cluster of its own; returns the L1 table's offset and the
+ * data cluster in *host.
+ */
+static u64 snapshot_l1(struct mimg *m, u64 vc, u64 *host)
+{
+	u64 l1 = mimg_alloc(m, 1), l2 = mimg_alloc(m, 1);
+
+	*host = mimg_alloc(m, 1);
+	put_be(m->buf + l1, 8, l2);
+	put_be(m->buf + l2 + 8 * vc, 8, *host);
+	return l1;
+}
+
+static void expect_run(struct __test_metadata *_metadata, struct opened *o,
+		       u64 off, enum imgfmt_run_kind kind, u64 dev_offset)
+{
+	struct imgfmt_run run;
+	const char *err = NULL;
+
+	ASSERT_EQ(0, imgfmt_map(o->img, off, SECTOR, 0, &run, &err))
+		TH_LOG("map of %llu: %s", (unsigned long long)off, err);
+	EXPECT_EQ(kind, run.kind) TH_LOG("at %llu", (unsigned long long)off);
+	if (kind == IMGFMT_RUN_DATA)
+		EXPECT_EQ(dev_offset, run.dev_offset);
+}
+
+/* A snapshot maps its own L1 table, found by ID first, then by name. */
+TEST_F(snap, map_by_id_or_name)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table, host, l1 = snapshot_l1(m, 3, &host);
+	u64 active = m->host[1];
+
+	put_named_snapshot(m, &pos, l1, 1, 24, MiB, "1", 1, "2", 1);
+	put_named_snapshot(m, &pos, m->l1_off, 1, 24, MiB, "2", 1, "x", 1);
+	set_snapshots(m, self->table, 2);
+
+	ASSERT_EQ(0, open_with(m, NULL, NULL, &self->o)) TH_LOG("%s", self->o.err);
+	expect_run(_metadata, &self->o, 3 * 65536, IMGFMT_RUN_UNALLOCATED, 0);
+	expect_run(_metadata, &self->o, 65536, IMGFMT_RUN_DATA, active);
+	close_image(&self->o);
+
+	ASSERT_EQ(0, open_with(m, "1", NULL, &self->o)) TH_LOG("%s", self->o.err);
+	expect_run(_metadata, &self->o, 3 * 65536, IMGFMT_RUN_DATA, host);
+	expect_run(_metadata, &self->o, 65536, IMGFMT_RUN_UNALLOCATED, 0);
+	close_image(&self->o);
+
+	/* "2" is the first entry's name but the second's ID: the ID wins. */
+	ASSERT_EQ(0, open_with(m, "2", NULL, &self->o)) TH_LOG("%s", self->o.err);
+	expect_run(_metadata, &self->o, 65536, IMGFMT_RUN_DATA, active);
+	close_image(&self->o);
+
+	EXPECT_EQ(-ENOENT, open_with(m, "3", NULL, &self->o));
+	EXPECT_STREQ("QCOW2 snapshot not found", self->o.err);
+	EXPECT_EQ(-ENOENT, open_with(m, "", NULL, &self->o));
+	EXPECT_EQ(-ENOENT, open_with(m, "22", NULL, &self->o));
+}
+
+/* Duplicate names: the first entry, as QEMU picks it. */
+TEST_F(snap, duplicate_names)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table, h1, h2;
+	u64 l1a = snapshot_l1(m, 2, &h1), l1b = snapshot_l1(m, 2, &h2);
+
+	put_named_snapshot(m, &pos, l1a, 1, 24, MiB, "7", 1, "dup", 3);
+	put_named_snapshot(m, &pos, l1b, 1, 24, MiB, "8", 1, "dup", 3);
+	set_snapshots(m, self->table, 2);
+	ASSERT_EQ(0, open_with(m, "dup", NULL, &self->o));
+	expect_run(_metadata, &self->o, 2 * 65536, IMGFMT_RUN_DATA, h1);
+	close_image(&self->o);
+	ASSERT_EQ(0, open_with(m, "8", NULL, &self->o));
+	expect_run(_metadata, &self->o, 2 * 65536, IMGFMT_RUN_DATA, h2);
+	close_image(&self->o);
+
+	/* Duplicate IDs (QEMU never writes them): the first, too. */
+	pos = self->table;
+	put_named_snapshot(m, &pos, l1a, 1, 24, MiB, "9", 1, "a", 1);
+	put_named_snapshot(m, &pos, l1b, 1, 24, MiB, "9", 1, "b", 1);
+	ASSERT_EQ(0, open_with(m, "9", NULL, &self->o));
+	expect_run(_metadata, &self->o, 2 * 65536, IMGFMT_RUN_DATA, h1);
+}
+
+/* As QEMU reads it, a name ends at its first NUL byte. */
+TEST_F(snap, name_with_nul)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table, host, l1 = snapshot_l1(m, 2, &host);
+
+	put_named_snapshot(m, &pos, l1, 1, 24, MiB, "5", 1, "ab\0cd", 5);
+	set_snapshots(m, self->table, 1);
+	ASSERT_EQ(0, open_with(m, "ab", NULL, &self->o)) TH_LOG("%s", self->o.err);
+	close_image(&self->o);
+	EXPECT_EQ(-ENOENT, open_with(m, "abc", NULL, &self->o));
+	EXPECT_EQ(-ENOENT, open_with(m, "a", NULL, &self->o));
+}
+
+/*
+ * A name longer than the walker's pieces and buffer, crossing a buffer
+ * boundary, compared whole.
+ */
+TEST_F(snap, long_name)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table, host, l1 = snapshot_l1(m, 2, &host);
+	char *name = malloc(5000);
+
+	ASSERT_NE(NULL, name);
+	memset(name, 'n', 4999);
+	name[4999] = '\0';
+	/* A first entry that ends 100 bytes before the first 4 KiB. */
+	put_named_snapshot(m, &pos, l1, 1, 24, MiB, "0", 1, name,
+			   4096 - 100 - 64 - 1);
+	put_named_snapshot(m, &pos, l1, 1, 24, MiB, "1", 1, name, 4999);
+	set_snapshots(m, self->table, 2);
+	ASSERT_EQ(0, open_with(m, name, NULL, &self->o)) TH_LOG("%s", self->o.err);
+	close_image(&self->o);
+	name[4998] = 'm';
+	EXPECT_EQ(-ENOENT, open_with(m, name, NULL, &self->o));
+	name[4998] = '\0';
+	EXPECT_EQ(-ENOENT, open_with(m, name, NULL, &self->o));
+	free(name);
+}
+
+/*
+ * The snapshot's virtual size is its own, from the extra data, else the
+ * active one; an L1 table shorter than that size needs is padded with
+ * unallocated entries.
+ */
+TEST_F(snap, virtual_size)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table, host, l1 = snapshot_l1(m, 2, &host);
+
+	put_named_snapshot(m, &pos, l1, 1, 24, 300 * KiB + 1, "1", 1, "a", 1);
+	put_named_snapshot(m, &pos, l1, 1, 8, 0, "2", 1, "b", 1);
+	put_named_snapshot(m, &pos, l1, 1, 16, 2048 * MiB, "3", 1, "c", 1);
+	put_named_snapshot(m, &pos, l1, 1, 16, (1ULL << 62) + 1, "4", 1, "d", 1);
+	put_named_snapshot(m, &pos, l1, 0, 16, 4 * MiB, "5", 1, "e", 1);
+	set_snapshots(m, self->table, 5);
+
+	ASSERT_EQ(0, open_with(m, "a", NULL, &self->o));
+	EXPECT_EQ(300 * KiB + 1, self->o.img->info.virtual_size);
+	expect_run(_metadata, &self->o, 2 * 65536, IMGFMT_RUN_DATA, host);
+	/* Past the snapshot's end, zeroes, whatever its tables hold. */
+	expect_run(_metadata, &self->o, 320 * KiB, IMGFMT_RUN_ZERO, 0);
+	close_image(&self->o);
+
+	ASSERT_EQ(0, open_with(m, "b", NULL, &self->o));
+	EXPECT_EQ(MiB, self->o.img->info.virtual_size);
+	close_image(&self->o);
+
+	/* Four L1 entries' worth from a table of one. */
+	ASSERT_EQ(0, open_with(m, "c", NULL, &self->o)) TH_LOG("%s", self->o.err);
+	EXPECT_EQ(2048 * MiB, self->o.img->info.virtual_size);
+	expect_run(_metadata, &self->o, 2 * 65536, IMGFMT_RUN_DATA, host);
+	expect_run(_metadata, &self->o, 1536 * MiB, IMGFMT_RUN_UNALLOCATED, 0);
+	close_image(&self->o);
+
+	EXPECT_EQ(-EINVAL, open_with(m, "d", NULL, &self->o));
+	EXPECT_STREQ("QCOW2 snapshot virtual size too large", self->o.err);
+
+	ASSERT_EQ(0, open_with(m, "e", NULL, &self->o)) TH_LOG("%s", self->o.err);
+	expect_run(_metadata, &self->o, 2 * 65536, IMGFMT_RUN_UNALLOCATED, 0);
+}
+
+/*
+ * An L1 table past the device fails only the load of that snapshot (the
+ * others, and the active state, still open); one of bad shape fails
+ * every load.
+ */
+TEST_F(snap, l1_beyond_device)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table, host, l1 = snapshot_l1(m, 2, &host);
+
+	put_named_snapshot(m, &pos, l1, 1, 24, MiB, "1", 1, "ok", 2);
+	put_named_snapshot(m, &pos, 1ULL << 40, 1, 24, MiB, "2", 1, "far", 3);
+	put_named_snapshot(m, &pos, m->dev.size - 65536, 8193, 24, MiB, "3", 1,
+			   "long", 4);
+	set_snapshots(m, self->table, 3);
+	ASSERT_EQ(0, open_with(m, NULL, NULL, &self->o));
+	close_image(&self->o);
+	ASSERT_EQ(0, open_with(m, "ok", NULL, &self->o));
+	close_image(&self->o);
+	EXPECT_EQ(-EINVAL, open_with(m, "far", NULL, &self->o));
+	EXPECT_STREQ("QCOW2 snapshot L1 table offset beyond end of device",
+		     self->o.err);
+	EXPECT_EQ(-EINVAL, open_with(m, "long", NULL, &self->o));
+	EXPECT_STREQ("QCOW2 snapshot L1 table offset beyond end of device",
+		     self->o.err);
+
+	pos = self->table;
+	put_named_snapshot(m, &pos, l1 + 512, 1, 24, MiB, "1", 1, "ok", 2);
+	EXPECT_EQ(-EINVAL, open_with(m, "far", NULL, &self->o));
+	EXPECT_STREQ("QCOW2 snapshot L1 table offset invalid", self->o.err);
+	pos = self->table;
+	put_named_snapshot(m, &pos, l1, (32 << 20) / 8 + 1, 24, MiB, "1", 1,
+			   "ok", 2);
+	EXPECT_EQ(-EINVAL, open_with(m, NULL, NULL, &self->o));
+	EXPECT_STREQ("QCOW2 snapshot L1 table too large", self->o.err);
+}
+
+struct listed {
+	unsigned int n, stop_at;
+	struct imgfmt_qcow2_snapshot sn[4];
+	char id[4][16], name[4][16];
+};
+
+static int list_one(void *ctx, const struct imgfmt_qcow2_snapshot *sn)
+{
+	struct listed *l = ctx;
+
+	if (l->n < 4) {
+		l->sn[l->n] = *sn;
+		snprintf(l->id[l->n], sizeof(l->id[0]), "%s", sn->id);
+		snprintf(l->name[l->n], sizeof(l->name[0]), "%s", sn->name);
+	}
+	return ++l->n == l->stop_at ? 99 : 0;
+}
+
+/* What `imgfmt snapshot -l` lists: every field as QEMU reads it. */
+TEST_F(snap, list)
+{
+	struct mimg *m = &self->m;
+	u64 pos = self->table;
+	struct listed l = { 0 };
+	const char *err = NULL;
+
+	put_named_snapshot(m, &pos, m->l1_off, 1, 24, 3 * MiB, "1", 1, "one", 3);
+	put_named_snapshot(m, &pos, m->l1_off, 1, 16, 3 * MiB, "10", 2,
+			   "t\0x", 3);
+	put_named_snapshot(m, &pos, m->l1_off, 1, 0, 0, "", 0, "", 0);
+	set_snapshots(m, self->table, 3);
+	ASSERT_EQ(0, open_with(m, NULL, NULL, &self->o));
+	ASSERT_EQ(0, imgfmt_qcow2_for_each_snapshot(self->o.img, list_one, &l,
+						    &err));
+	ASSERT_EQ(3, l.n);
+	EXPECT_STREQ("1", l.id[0]);
+	EXPECT_STREQ("one", l.name[0]);
+	EXPECT_EQ(0, l.sn[0].index);
+	EXPECT_EQ(5 * MiB, l.sn[0].vm_state_size);
+	EXPECT_EQ(1700000000, l.sn[0].date_sec);
+	EXPECT_EQ(123456789, l.sn[0].date_nsec);
+	EXPECT_EQ(3723004000000ULL, l.sn[0].vm_clock_nsec);
+	EXPECT_TRUE(l.sn[0].has_disk_size);
+	EXPECT_EQ(3 * MiB, l.sn[0].disk_size);
+	EXPECT_TRUE(l.sn[0].has_icount);
+	EXPECT_EQ(42, l.sn[0].icount);
+	EXPECT_STREQ("10", l.id[1]);
+	EXPECT_STREQ("t", l.name[1]);
+	EXPECT_FALSE(l.sn[1].has_icount);
+	EXPECT_TRUE(l.sn[1].has_disk_size);
+	/* No extra data: the 32-bit VM state size. */
+	EXPECT_EQ(0xffffffffULL, l.sn[2].vm_state_size);
+	EXPECT_FALSE(l.sn[2].has_disk_size);
+	EXPECT_STREQ("", l.id[2]);
+
+	memset(&l, 0, sizeof(l));
+	l.stop_at = 2;
+	EXPECT_EQ(99, imgfmt_qcow2_for_each_snapshot(self->o.img, list_one, &l,
+						     &err));
+	EXPECT_EQ(2, l.n);
+	close_image(&self->o);
+
+	m->fail_reads = false;
+	set_snapshots(m, self->table, 0);
+	ASSERT_EQ(0, open_with(m, NULL, NULL, &self->o));
+	memset(&l, 0, sizeof(l));
+	EXPECT_EQ(0, imgfmt_qcow2_for_each_snapshot(self->o.img, list_one, &l,
+						    &err));
+	EXPECT_EQ(0, l.n);
+}
+
+/* ---------------------------------------------- external data files */
+
+/* A plain device: the data file. */
+struct rawdev {
+	struct imgfmt_dev dev;
+	u8 *buf;
+};
+
+static int rawdev_read(struct imgfmt_dev *dev, u64 off, void *buf, size_t len)
+{
+	struct rawdev *r = container_of(dev, struct rawdev, dev);
+
+	if (off > dev->size || len > dev->size - off)
+		abort();
+	memcpy(buf, r->buf + off, len);
+	return 0;
+}
+
+FIXTURE(datafile) {
+	struct mimg m;
+	struct rawdev data;
+	struct opened o;
+};
+
+#define DATA_BIT	(1ULL << 2)
+#define RAW_BIT		(1ULL << 1)
+
+/* The data_file extension right after the 112-byte header. */
+static void put_data_file_ext(struct mimg *m, const char *name, u32 len)
+{
+	put_be(m->buf + 112, 4, 0x44415441);
+	put_be(m->buf + 116, 4, len);
+	memcpy(m->buf + 120, name, len);
+}
+
+FIXTURE_SETUP(datafile)
+{
+	uport_set_corruption_reports(false);
+	mimg_init(&self->m, 3, 16, MiB, false);
+	put_be(self->m.buf + 72, 8, DATA_BIT);
+	put_data_file_ext(&self->m, "disk.data", 9);
+	self->data.buf = calloc(1, MiB);
+	ASSERT_NE(NULL, self->data.buf);
+	self->data.dev.size = MiB;
+	self->data.dev.read = rawdev_read;
+}
+
+FIXTURE_TEARDOWN(datafile)
+{
+	close_image(&self->o);
+	free(self->data.buf);
+	mimg_free(&self->m);
+}
+
+static void expect_data_run(struct __test_metadata *_metadata,
+			    struct opened *o, u64 off, u64 dev_offset,
+			    bool on_data_dev)
+{
+	struct imgfmt_run run;
+	const char *err = NULL;
+
+	ASSERT_EQ(0, imgfmt_map(o->img, off, 4096, 0, &run, &err))
+		TH_LOG("%s", err);
+	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
+	EXPECT_EQ(dev_offset, run.dev_offset);
+	EXPECT_EQ(on_data_dev, run.on_data_dev);
+}
+
+static void expect_map_error(struct __test_metadata *_metadata,
+			     struct opened *o, u64 off, const char *what)
+{
+	struct imgfmt_run run;
+	const char *err = NULL;
+
+	EXPECT_EQ(-EIO, imgfmt_map(o->img, off, 4096, 0, &run, &err));
+	EXPECT_STREQ(what, err);
+}
+
+TEST_F(datafile, needs_its_device)
+{
+	EXPECT_EQ(-EINVAL, open_with(&self->m, NULL, NULL, &self->o));
+	EXPECT_STREQ("QCOW2 external data file not given", self->o.err);
+	ASSERT_EQ(0, open_with(&self->m, NULL, &self->data.dev, &self->o))
+		TH_LOG("%s", self->o.err);
+	EXPECT_STREQ("disk.data", self->o.img->info.data_file);
+	EXPECT_FALSE(self->o.img->info.data_file_raw);
+	close_image(&self->o);
+
+	/* The bit alone: QEMU opens it when given the file. */
+	put_be(self->m.buf + 112, 4, 0);
+	ASSERT_EQ(0, open_with(&self->m, NULL, &self->data.dev, &self->o));
+	EXPECT_STREQ("", self->o.img->info.data_file);
+	close_image(&self->o);
+
+	put_be(self->m.buf + 88, 8, RAW_BIT);
+	ASSERT_EQ(0, open_with(&self->m, NULL, &self->data.dev, &self->o));
+	EXPECT_TRUE(self->o.img->info.data_file_raw);
+}
+
+/*
+ * The extension without the bit: the data is in the image, as QEMU
+ * reads it, and a data file is refused.
+ */
+TEST_F(datafile, name_without_bit)
+{
+	u64 host = mimg_alloc(&self->m, 1);
+
+	put_be(self->m.buf + 72, 8, 0);
+	mimg_data(&self->m, 1, host);
+	EXPECT_EQ(-EINVAL, open_with(&self->m, NULL, &self->data.dev, &self->o));
+	EXPECT_STREQ("QCOW2 data file given for an image without an external data file",
+		     self->o.err);
+	ASSERT_EQ(0, open_with(&self->m, NULL, NULL, &self->o));
+	expect_data_run(_metadata, &self->o, 65536, host, false);
+}
+
+TEST_F(datafile, name_length)
+{
+	char name[1024];
+
+	memset(name, 'd', sizeof(name));
+	put_data_file_ext(&self->m, name, 1023);
+	ASSERT_EQ(0, open_with(&self->m, NULL, &self->data.dev, &self->o));
+	EXPECT_EQ(1023, strlen(self->o.img->info.data_file));
+	close_image(&self->o);
+	put_data_file_ext(&self->m, name, 1024);
+	EXPECT_EQ(-EINVAL, open_with(&self->m, NULL, &self->data.dev, &self->o));
+	EXPECT_STREQ("QCOW2 external data file name too long", self->o.err);
+}
+
+/*
+ * Clusters live at their guest offset in the data file; offset 0 is a
+ * cluster there when the COPIED bit says so.
+ */
+TEST_F(datafile, runs_on_the_data_file)
+{
+	struct mimg *m = &self->m;
+
+	mimg_set_entry(m, 0, L2E_COPIED, 0);
+	mimg_set_entry(m, 1, 0, 0);
+	mimg_set_entry(m, 2, 2 * 65536 | L2E_COPIED, 0);
+	mimg_set_entry(m, 3, 3 * 65536 | L2E_ZERO, 0);
+	mimg_set_entry(m, 4, 4 * 65536, 0);
+	ASSERT_EQ(0, open_with(m, NULL, &self->data.dev, &self->o));
+	expect_data_run(_metadata, &self->o, 512, 512, true);
+	expect_run(_metadata, &self->o, 65536, IMGFMT_RUN_UNALLOCATED, 0);
+	expect_data_run(_metadata, &self->o, 2 * 65536, 2 * 65536, true);
+	expect_run(_metadata, &self->o, 3 * 65536, IMGFMT_RUN_ZERO, 0);
+	expect_data_run(_metadata, &self->o, 4 * 65536, 4 * 65536, true);
+}
+
+TEST_F(datafile, hostile_entries)
+{
+	struct mimg *m = &self->m;
+
+	mimg_set_entry(m, 1, 2 * 65536 | L2E_COPIED, 0);
+	mimg_set_entry(m, 2, 3 * 65536 | L2E_ZERO, 0);
+	mimg_set_entry(m, 3, L2E_COMPRESSED | 65536, 0);
+	mimg_set_entry(m, 4, 4 * 65536 + 512, 0);
+	ASSERT_EQ(0, open_with(m, NULL, &self->data.dev, &self->o));
+	expect_map_error(_metadata, &self->o, 65536,
+			 "external data file cluster offset does not match the guest offset");
+	expect_map_error(_metadata, &self->o, 2 * 65536,
+			 "external data file cluster offset does not match the guest offset");
+	expect_map_error(_metadata, &self->o, 3 * 65536,
+			 "compressed cluster in an image with an external data file");
+	expect_map_error(_metadata, &self->o, 4 * 65536,
+			 "data cluster offset not aligned to a cluster");
+}
+
+/*
+ * A data file shorter than its clusters: the cut cluster reads zeroes past
+ * its end, one wholly past it fails.
+ */
+TEST_F(datafile, short_data_file)
+{
+	struct mimg *m = &self->m;
+	struct imgfmt_run run;
+	const char *err = NULL;
+
+	mimg_set_entry(m, 1, 65536 | L2E_COPIED, 0);
+	mimg_set_entry(m, 2, 2 * 65536 | L2E_COPIED, 0);
+	self->data.dev.size = 65536 + 4096 + 100;
+	ASSERT_EQ(0, open_with(m, NULL, &self->data.dev, &self->o));
+	ASSERT_EQ(0, imgfmt_map(self->o.img, 65536, 65536, 0, &run, &err));
+	EXPECT_EQ(IMGFMT_RUN_DATA, run.kind);
+	EXPECT_EQ(4096, run.length);
+	EXPECT_TRUE(run.on_data_dev);
+	expect_run(_metadata, &self->o, 65536 + 4096, IMGFMT_RUN_ZERO, 0);
+	expect_map_error(_metadata, &self->o, 2 * 65536,
+			 "data cluster beyond end of the external data file");
+}
+
+/* Extended L2: a subcluster at its offset in the cluster, also at 0. */
+TEST_F(datafile, subclusters)
+{
+	struct mimg *m = &self->m;
+
+	mimg_free(m);
+	mimg_init(m, 3, 16, MiB, true);
+	put_be(m->buf + 72, 8, DATA_BIT | (1ULL << 4));
+	mimg_set_entry(m, 0, L2E_COPIED, 0x4);
+	mimg_set_entry(m, 1, 0, 0x1);
+	mimg_set_entry(m, 2, 2 * 65536 | L2E_COPIED, 0x2);
+	ASSERT_EQ(0, open_with(m, NULL, &self->data.dev, &self->o))
+		TH_LOG("%s", self->o.err);
+	expect_data_run(_metadata, &self->o, 2 * 2048, 2 * 2048, true);
+	expect_run(_metadata, &self->o, 0, IMGFMT_RUN_UNALLOCATED, 0);
+	expect_map_error(_metadata, &self->o, 65536,
+			 "unallocated cluster with allocated subclusters");
+	expect_data_run(_metadata, &self->o, 2 * 65536 + 2048,
+			2 * 65536 + 2048, true);
+}
+
+/* The spec rules out internal snapshots with a data file. */
+TEST_F(datafile, no_snapshots)
+{
+	u64 pos, table = mimg_alloc(&self->m, 1);
+
+	pos = table;
+	put_named_snapshot(&self->m, &pos, self->m.l1_off, 1, 24, MiB, "1", 1,
+			   "s", 1);
+	set_snapshots(&self->m, table, 1);
+	ASSERT_EQ(0, open_with(&self->m, NULL, &self->data.dev, &self->o));
+	close_image(&self->o);
+	EXPECT_EQ(-EOPNOTSUPP, open_with(&self->m, "s", &self->data.dev,
+					 &self->o));
+	EXPECT_STREQ("QCOW2 snapshots are not supported with an external data file",
+		     self->o.err);
 }
 
 /* ------------------------------------------------------------ detection */

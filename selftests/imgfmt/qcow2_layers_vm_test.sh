@@ -1,0 +1,205 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# In-VM tests of QCOW2 internal snapshots (snapshot=) and external data
+# files (data_dev=) in the kernel target, tables written by hand: every
+# file on a read-only loop device, the device's md5 against QEMU's.
+#
+#   qcow2_layers_vm_test.sh [IMAGEDIR]
+#
+# IMAGEDIR (default $IMGFMT_IMAGES/layers) is what mkimages-layers.sh made
+# (layers.list: name size md5 image snapshot data_file lower:fmt...).
+# Prints TAP lines ("ok N layers: ...") without a plan; exits non-zero when
+# anything failed.  Plain POSIX sh (busybox).
+
+DIR=${1:-${IMGFMT_IMAGES:-/payload/images}/layers}
+export DM_DISABLE_UDEV=1
+
+n=0
+failed=0
+ok()
+{
+	n=$((n + 1))
+	echo "ok $n layers: $1"
+}
+not_ok()		# not_ok NAME [DIAGNOSTIC...]
+{
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n layers: $1"
+	shift
+	for l in "$@"; do
+		printf '%s\n' "$l" | sed 's/^/# /'
+	done
+}
+check()			# check NAME COMMAND...: the command sets $why
+{
+	_name=$1
+	shift
+	why=
+	if "$@"; then
+		ok "$_name"
+	else
+		not_ok "$_name" "$why"
+	fi
+}
+
+cd "$DIR" 2>/dev/null || { not_ok "no image directory $DIR"; exit 1; }
+[ -s layers.list ] || { not_ok "layers.list missing"; exit 1; }
+
+LOOPS=
+loop_ro()		# loop_ro FILE: prints the read-only loop device
+{
+	_d=$(losetup -f) && losetup -r "$_d" "$1" && echo "$_d"
+}
+free_loops()
+{
+	for _d in $LOOPS; do
+		losetup -d "$_d" 2>/dev/null
+	done
+	LOOPS=
+}
+
+# TABLE: the arguments after "imgfmt" for IMAGE SNAPSHOT DATA LOWER...;
+# a snapshot name's blanks (%20 in the manifest) as device-mapper's "\ ".
+make_table()
+{
+	_img=$1 _sn=$2 _data=$3
+	shift 3
+	_d=$(loop_ro "$_img") || { why="losetup $_img failed"; return 1; }
+	LOOPS="$_d"
+	_nopt=0 _opts=
+	if [ "$_sn" != - ]; then
+		_nopt=1
+		_opts=" snapshot=$(printf '%s' "$_sn" | sed 's/%20/\\ /g')"
+	fi
+	if [ "$_data" != - ]; then
+		_dd=$(loop_ro "$_data") || { why="losetup $_data failed"; return 1; }
+		LOOPS="$LOOPS $_dd"
+		_nopt=$((_nopt + 1))
+		_opts="$_opts data_dev=$_dd"
+	fi
+	TABLE="$_d $_nopt$_opts"
+	[ $# -gt 0 ] && TABLE="$TABLE $#"
+	for _l in "$@"; do
+		_ld=$(loop_ro "${_l%:*}") || { why="losetup ${_l%:*} failed"; return 1; }
+		LOOPS="$LOOPS $_ld"
+		TABLE="$TABLE $_ld 1 format=${_l##*:}"
+	done
+}
+
+status_field()		# status_field DEV N
+{
+	dmsetup status "$1" | awk -v n="$2" '{ print $(n + 3) }'
+}
+
+# The whole disk, then again in 4 KiB direct reads, against QEMU's md5;
+# no io errors.
+layer_reads()		# NAME SIZE MD5 IMAGE SNAPSHOT DATA LOWER...
+{
+	name=$1 size=$2 md5=$3
+	shift 3
+	make_table "$@" || { free_loops; return 1; }
+	sectors=$(((size + 511) / 512))
+	if ! dmsetup create --readonly "l_$name" \
+		--table "0 $sectors imgfmt $TABLE" 2>/tmp/layers.err; then
+		why="create failed: $(cat /tmp/layers.err) $(dmesg | tail -3)"
+		free_loops
+		return 1
+	fi
+	rc=0
+	got=$(md5sum </dev/mapper/"l_$name" | cut -d' ' -f1)
+	[ "$got" = "$md5" ] || { why="md5 $got, QEMU $md5"; rc=1; }
+	if [ $rc -eq 0 ]; then
+		got=$(dd if=/dev/mapper/"l_$name" bs=4096 iflag=direct \
+			2>/dev/null | md5sum | cut -d' ' -f1)
+		[ "$got" = "$md5" ] ||
+			{ why="4 KiB direct reads: md5 $got, QEMU $md5"; rc=1; }
+	fi
+	vsize=$(status_field "l_$name" 2)
+	[ "$vsize" = "$size" ] || { why="$why; status virtual_size $vsize, QEMU $size"; rc=1; }
+	errs=$(status_field "l_$name" 7)
+	[ "$errs" = 0 ] || { why="$why; io_errors $errs"; rc=1; }
+	dmsetup remove "l_$name" || { why="$why; remove failed"; rc=1; }
+	free_loops
+	return $rc
+}
+
+while read -r name size md5 img sn data lower; do
+	# shellcheck disable=SC2086
+	check "$name reads as QEMU's" layer_reads "$name" "$size" "$md5" \
+		"$img" "$sn" "$data" $lower
+done <layers.list
+
+# The table prints back as loaded, the escaped blank included.
+table_echo()
+{
+	make_table v3.qcow2 two%20words - || { free_loops; return 1; }
+	dmsetup create --readonly l_echo --table "0 8192 imgfmt $TABLE" ||
+		{ why="create failed: $(dmesg | tail -2)"; free_loops; return 1; }
+	got=$(dmsetup table l_echo | cut -d' ' -f4-)
+	exp=$(echo "$TABLE" | sed 's|/dev/loop\([0-9]*\)|7:\1|g')
+	rc=0
+	[ "$got" = "$exp" ] || { why="table '$got', loaded '$exp'"; rc=1; }
+	dmsetup remove l_echo
+	free_loops
+	return $rc
+}
+check "dmsetup table prints snapshot= back" table_echo
+
+# A table the target must refuse, with MESSAGE in the kernel log.
+refused()		# MESSAGE SECTORS IMAGE SNAPSHOT DATA
+{
+	msg=$1 sectors=$2
+	shift 2
+	make_table "$@" || { free_loops; return 1; }
+	if dmsetup create --readonly l_bad --table "0 $sectors imgfmt $TABLE" \
+		2>/dev/null; then
+		dmsetup remove l_bad
+		why="loaded"
+		free_loops
+		return 1
+	fi
+	free_loops
+	dmesg | tail -5 | grep -q "$msg" || { why="dmesg lacks '$msg'"; return 1; }
+}
+check "missing snapshot refused" refused "QCOW2 snapshot not found" \
+	8192 v3.qcow2 nosuch -
+check "a table longer than the snapshot refused" refused \
+	"table length exceeds the image's virtual size" \
+	8192 grown.qcow2 small -
+check "data file image without data_dev refused" refused \
+	"QCOW2 external data file not given" 8192 ext.qcow2 - -
+check "data_dev for an image without a data file refused" refused \
+	"QCOW2 data file given for an image without an external data file" \
+	8192 v3.qcow2 - ext.data
+
+# A data file shorter than its clusters: reads of the missing clusters
+# fail with EIO and are counted, the rest of the disk reads, no oops.
+short_data()
+{
+	head -c $((3 << 20)) ext.data >/tmp/short.data
+	make_table ext.qcow2 - /tmp/short.data || { free_loops; return 1; }
+	dmsetup create --readonly l_short --table "0 8192 imgfmt $TABLE" ||
+		{ why="create failed: $(dmesg | tail -2)"; free_loops; return 1; }
+	rc=0
+	if dd if=/dev/mapper/l_short of=/dev/null bs=64k skip=49 count=1 \
+		iflag=direct 2>/dev/null; then
+		why="read past the data file's end succeeded"
+		rc=1
+	fi
+	dd if=/dev/mapper/l_short of=/dev/null bs=64k count=1 iflag=direct \
+		2>/dev/null || { why="$why; read of cluster 0 failed"; rc=1; }
+	errs=$(status_field l_short 7)
+	[ "$errs" -gt 0 ] 2>/dev/null || { why="$why; io_errors $errs"; rc=1; }
+	dmesg | tail -20 | grep -q "beyond end of the external data file" ||
+		{ why="$why; dmesg lacks the corruption report"; rc=1; }
+	dmsetup remove l_short || { why="$why; remove failed"; rc=1; }
+	free_loops
+	rm -f /tmp/short.data
+	return $rc
+}
+check "short data file fails only its clusters" short_data
+
+echo "# qcow2_layers_vm_test.sh: $n tests, $failed failed"
+[ $failed -eq 0 ]
