@@ -22,10 +22,13 @@
 #define IMGFMT_MAX_LAYERS		1024
 
 /*
- * Lower layers walked one by one; a chain with more has owner sets.  Up
- * to here a walk costs no more than the set's own lookup would.
+ * Lower layers walked one by one; a chain with more has owner sets.
+ * make bench (icount, 4 KiB random reads of the bottom layer): an empty
+ * qcow2 layer walked costs 1.1% of a read, the owner set's lookup 2.6%
+ * whatever the depth (depth 10: 0.866 of linear walked, 0.942 with sets;
+ * depth 1000: 0.071 and 0.933).  Up to two layers, the walk is cheaper.
  */
-#define IMGFMT_CHAIN_WALK_MAX		4
+#define IMGFMT_CHAIN_WALK_MAX		2
 
 /* The region one owner set covers: 2 MiB. */
 #define IMGFMT_CHAIN_REGION_SHIFT	21
