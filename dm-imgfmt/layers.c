@@ -58,6 +58,60 @@ static int opt_cache_size(struct imgfmt_layers *ls, const char *val,
 	return 0;
 }
 
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * A snapshot name, with \xNN for the bytes a table word cannot hold
+ * (blanks, control characters, backslashes: libdevmapper doubles a
+ * backslash, so "\ " never reaches the kernel as an escaped blank).
+ */
+static int opt_snapshot(struct imgfmt_layer *l, const char *val, char **error)
+{
+	char *out;
+	size_t i, o = 0;
+	int hi, lo;
+
+	if (l->snapshot) {
+		*error = "snapshot= given twice";
+		return -EINVAL;
+	}
+	out = kmalloc(strlen(val) + 1, GFP_KERNEL);
+	if (!out) {
+		*error = "cannot allocate the table options";
+		return -ENOMEM;
+	}
+	for (i = 0; val[i]; i++) {
+		if (val[i] != '\\') {
+			out[o++] = val[i];
+			continue;
+		}
+		hi = val[i + 1] == 'x' ? hex_digit(val[i + 2]) : -1;
+		lo = hi < 0 ? -1 : hex_digit(val[i + 3]);
+		if (lo < 0)
+			break;
+		out[o++] = (char)(hi << 4 | lo);
+		i += 3;
+	}
+	out[o] = '\0';
+	/* A NUL ends a QCOW2 snapshot name: \x00 would name another. */
+	if (val[i] || !o || strlen(out) != o) {
+		kfree(out);
+		*error = "invalid snapshot= option";
+		return -EINVAL;
+	}
+	l->snapshot = out;
+	return 0;
+}
+
 static int layer_parse_opt(struct imgfmt_layers *ls, struct imgfmt_layer *l,
 			   const char *opt, bool top, char **error)
 {
@@ -86,9 +140,7 @@ static int layer_parse_opt(struct imgfmt_layers *ls, struct imgfmt_layer *l,
 		return opt_cache_size(ls, val, error);
 	val = opt_value(opt, "snapshot=");
 	if (val)
-		return opt_once(&l->snapshot, val, error,
-				"snapshot= given twice",
-				"invalid snapshot= option");
+		return opt_snapshot(l, val, error);
 	*error = "unknown option";
 	return -EINVAL;
 }
@@ -161,6 +213,7 @@ static int layers_parse(struct imgfmt_layers *ls, unsigned int argc,
 		for (i = 0; i < top.nr_opts; i++)
 			kfree(top.opts[i]);
 		kfree(top.opts);
+		kfree(top.snapshot);
 		return r;
 	}
 	ls->l[0] = top;
@@ -362,6 +415,7 @@ void imgfmt_layers_exit(struct imgfmt_layers *ls, struct dm_target *ti)
 		for (j = 0; j < l->nr_opts; j++)
 			kfree(l->opts[j]);
 		kfree(l->opts);
+		kfree(l->snapshot);
 	}
 	kvfree(ls->l);
 	imgfmt_mgroup_destroy(ls->mgroup);
@@ -369,17 +423,21 @@ void imgfmt_layers_exit(struct imgfmt_layers *ls, struct dm_target *ti)
 	memset(ls, 0, sizeof(*ls));
 }
 
-/* A word of the table, with dm's escapes for blanks and backslashes. */
+/*
+ * A word of the table as it came in.  Through libdevmapper (which doubles
+ * backslashes) no word holds a blank; one loaded with the raw ioctl and
+ * "\ " may, and gets its escape back so the line keeps its words.
+ */
 static unsigned int emit_word(char *result, unsigned int maxlen,
 			      unsigned int sz, const char *s)
 {
-	if (!strpbrk(s, " \t\\")) {
+	if (!strpbrk(s, " \t")) {
 		DMEMIT(" %s", s);
 		return sz;
 	}
 	DMEMIT(" ");
 	for (; *s; s++) {
-		if (*s == ' ' || *s == '\t' || *s == '\\')
+		if (*s == ' ' || *s == '\t')
 			DMEMIT("\\");
 		DMEMIT("%c", *s);
 	}

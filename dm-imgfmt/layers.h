@@ -36,9 +36,9 @@ struct imgfmt_layer {
 	/* Its options, as given, to print the table back. */
 	char **opts;
 	unsigned int nr_opts;
-	/* What they say; pointers into opts. */
+	/* What they say: pointers into opts, but the snapshot's name, decoded. */
 	const char *format_pin;
-	const char *snapshot;
+	char *snapshot;
 	const char *data_path;
 };
 

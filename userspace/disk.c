@@ -142,7 +142,7 @@ unsigned int disk_nr_files(const struct disk *d)
 		if (d->segs[i].kind != SEG_ZERO)
 			n++;
 		if (d->segs[i].kind == SEG_IMAGE)
-			n += d->segs[i].im.nr_lower;
+			n += image_nr_files(&d->segs[i].im) - 1;
 	}
 	return n;
 }

@@ -298,6 +298,15 @@ int image_fd(const struct image *im)
 	return uport_dev_fd(&im->dev);
 }
 
+unsigned int image_nr_files(const struct image *im)
+{
+	unsigned int i, n = 1 + !!im->data_path;
+
+	for (i = 0; i < im->nr_lower; i++)
+		n += image_nr_files(&im->lower[i]);
+	return n;
+}
+
 int image_data_fd(const struct image *im)
 {
 	return uport_dev_fd(&im->data_dev);

@@ -93,6 +93,9 @@ int image_set_lower(struct image *im, struct image *lower, unsigned int nr);
 /* Close an image and its lower layers; safe on one that failed, twice. */
 void image_close(struct image *im);
 
+/* Files of the image: it, its data file, its layers and theirs. */
+unsigned int image_nr_files(const struct image *im);
+
 /* The open file or device holding the image, or -1. */
 int image_fd(const struct image *im);
 

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "disk.h"
+#include "table_args.h"
 #include "imgfmt.h"
 #include "snapshot.h"
 #include "uhost.h"
@@ -53,40 +54,18 @@ static int check_table_dev(const char *dev)
 	return 0;
 }
 
-/*
- * The optional arguments of the imgfmt target, as they follow the device:
- * "" or " <#opt> <opt>...".  format is the format to pin, or NULL.
- */
-static int target_opts(char *buf, size_t size, const char *format,
-		       u64 cache_bytes)
-{
-	int nr_opts = (format ? 1 : 0) + (cache_bytes ? 1 : 0);
-	char format_opt[80] = "", cache_opt[48] = "";
-	int n;
-
-	if (format)
-		snprintf(format_opt, sizeof(format_opt), " format=%s", format);
-	if (cache_bytes)
-		snprintf(cache_opt, sizeof(cache_opt), " cache_size=%llu",
-			 (unsigned long long)cache_bytes);
-	n = 0;
-	buf[0] = '\0';
-	if (nr_opts)
-		n = snprintf(buf, size, " %d%s%s", nr_opts, format_opt,
-			     cache_opt);
-	if (n < 0 || (size_t)n >= size)
-		return fail("the table arguments are too long");
-	return 0;
-}
-
 /* The targets of a disk's table, one per segment. */
 struct pieces {
 	struct dm_piece *p;
 	unsigned int nr;
-	char (*opts)[128];	/* each imgfmt target's options */
-	/* Per piece: its lower layers and their options. */
+	char **opts;		/* each imgfmt target's option words */
+	/*
+	 * Per piece: its lower layers, their option words, and the data
+	 * files of it ([0]) and of its layers ([1 + j]).
+	 */
 	struct dm_piece **lower;
-	char (**lower_opts)[48];
+	char (**lower_opts)[32];
+	struct dm_piece **data;
 };
 
 static const enum dm_piece_kind piece_kinds[] = {
@@ -102,11 +81,59 @@ static void pieces_free(struct pieces *ps)
 	for (i = 0; ps->lower && i < ps->nr; i++) {
 		free(ps->lower[i]);
 		free(ps->lower_opts[i]);
+		free(ps->data[i]);
+		free(ps->opts[i]);
 	}
 	free(ps->lower);
 	free(ps->lower_opts);
+	free(ps->data);
 	free(ps->p);
 	free(ps->opts);
+}
+
+/*
+ * The option words of an imgfmt target (data_dev= comes with the
+ * devices): format is the format to pin, or NULL.  A string to free(),
+ * or NULL with the error recorded.
+ */
+static char *target_opts(const char *format, u64 cache_bytes,
+			 const char *snapshot)
+{
+	char cache[32] = "", *word = NULL, *buf = NULL;
+	int n;
+
+	if (snapshot) {
+		word = table_word_encode(snapshot);
+		if (!word) {
+			fail("out of memory");
+			return NULL;
+		}
+	}
+	if (cache_bytes)
+		snprintf(cache, sizeof(cache), "cache_size=%llu",
+			 (unsigned long long)cache_bytes);
+	n = asprintf(&buf, "%s%s%s%s%s%s", format ? "format=" : "",
+		     format ? format : "", format && *cache ? " " : "", cache,
+		     word && (format || *cache) ? " snapshot=" :
+		     word ? "snapshot=" : "", word ? word : "");
+	free(word);
+	if (n < 0) {
+		fail("out of memory");
+		return NULL;
+	}
+	return buf;
+}
+
+/* The data file of im as a piece of its own, when it has one. */
+static void piece_make_data(struct dm_piece *p, const struct image *im)
+{
+	p->kind = DM_PIECE_LINEAR;
+	p->fd = image_data_fd(im);
+	p->path = im->data_path;
+	p->name = im->data_name;
+	p->file_size = im->data_dev.size;
+	p->sectors = im->data_dev.size / SECTOR_SIZE;
+	p->opts = "";
 }
 
 /*
@@ -121,12 +148,17 @@ static int piece_make_lower(struct pieces *ps, unsigned int i,
 	struct dm_piece *p;
 	unsigned int j;
 
-	if (!im->nr_lower)
-		return 0;
-	ps->lower[i] = calloc(im->nr_lower, sizeof(*ps->lower[i]));
-	ps->lower_opts[i] = calloc(im->nr_lower, sizeof(*ps->lower_opts[i]));
-	if (!ps->lower[i] || !ps->lower_opts[i])
+	ps->data[i] = calloc(1 + (size_t)im->nr_lower, sizeof(*ps->data[i]));
+	ps->lower[i] = calloc(im->nr_lower ? im->nr_lower : 1,
+			      sizeof(*ps->lower[i]));
+	ps->lower_opts[i] = calloc(im->nr_lower ? im->nr_lower : 1,
+				   sizeof(*ps->lower_opts[i]));
+	if (!ps->data[i] || !ps->lower[i] || !ps->lower_opts[i])
 		return fail("out of memory");
+	if (im->data_path) {
+		piece_make_data(&ps->data[i][0], im);
+		ps->p[i].data = &ps->data[i][0];
+	}
 	for (j = 0; j < im->nr_lower; j++) {
 		l = &im->lower[j];
 		p = &ps->lower[i][j];
@@ -136,8 +168,12 @@ static int piece_make_lower(struct pieces *ps, unsigned int i,
 		p->name = l->name;
 		p->file_size = l->dev.size;
 		snprintf(ps->lower_opts[i][j], sizeof(ps->lower_opts[i][j]),
-			 " 1 format=%s", l->ops->name);
+			 "format=%s", l->ops->name);
 		p->opts = ps->lower_opts[i][j];
+		if (l->data_path) {
+			piece_make_data(&ps->data[i][1 + j], l);
+			p->data = &ps->data[i][1 + j];
+		}
 	}
 	ps->p[i].lower = ps->lower[i];
 	ps->p[i].nr_lower = im->nr_lower;
@@ -164,11 +200,14 @@ static int piece_make(struct pieces *ps, unsigned int i,
 	p->name = s->name;
 	p->file_size = s->file_size;
 	p->offset = s->offset / SECTOR_SIZE;
+	ps->opts[i] = target_opts(format, o->cache_bytes,
+				  s->kind == SEG_IMAGE ? o->snapshot : NULL);
+	if (!ps->opts[i])
+		return FAIL;
 	p->opts = ps->opts[i];
 	if (s->kind == SEG_IMAGE && piece_make_lower(ps, i, &s->im))
 		return FAIL;
-	return target_opts(ps->opts[i], sizeof(ps->opts[i]), format,
-			   o->cache_bytes);
+	return 0;
 }
 
 static int pieces_make(struct pieces *ps, const struct disk *d,
@@ -182,7 +221,8 @@ static int pieces_make(struct pieces *ps, const struct disk *d,
 	ps->opts = calloc(d->nr_segs, sizeof(*ps->opts));
 	ps->lower = calloc(d->nr_segs, sizeof(*ps->lower));
 	ps->lower_opts = calloc(d->nr_segs, sizeof(*ps->lower_opts));
-	if (!ps->p || !ps->opts || !ps->lower || !ps->lower_opts)
+	ps->data = calloc(d->nr_segs, sizeof(*ps->data));
+	if (!ps->p || !ps->opts || !ps->lower || !ps->lower_opts || !ps->data)
 		return fail("out of memory");
 	ps->nr = d->nr_segs;
 	for (i = 0; i < d->nr_segs; i++) {
@@ -230,12 +270,10 @@ static int print_table(const struct pieces *ps, char **devs)
 
 	for (i = 0; i < ps->nr; i++) {
 		p = &ps->p[i];
-		params = dm_piece_params(p, p->kind == DM_PIECE_ZERO ? "" :
-					 devs[0], devs + 1);
+		params = dm_piece_params(p, devs);
 		if (!params)
 			return FAIL;
-		if (p->kind != DM_PIECE_ZERO)
-			devs += 1 + p->nr_lower;
+		devs += dm_piece_units(p);
 		printf("%llu %llu %s%s%s\n", start, p->sectors,
 		       dm_piece_target(p), params[0] ? " " : "", params);
 		free(params);
@@ -251,9 +289,12 @@ static int check_nr_devs(const struct disk *d, unsigned int nr_devs)
 
 	if (nr_devs == nr_files)
 		return 0;
-	if (!d->is_desc)
+	if (!d->is_desc && nr_files == 1)
 		return usage_fail("%s is a single image file: give one DEV, not %u",
 				  d->name, nr_devs);
+	if (!d->is_desc)
+		return usage_fail("%s has %u files (the image, its data file, its backing files and theirs): give one DEV for each, in that order, not %u",
+				  d->name, nr_files, nr_devs);
 	return usage_fail("%s has %u extent file%s: give one DEV for each, in the order of its extent lines, not %u",
 			  d->name, nr_files, nr_files == 1 ? "" : "s",
 			  nr_devs);
@@ -271,7 +312,8 @@ static int cmd_table(struct opts *o, char **args)
 		if (rc)
 			return rc;
 	}
-	rc = disk_open(&d, args[0], o->format, o->cache_bytes);
+	rc = disk_open_snapshot(&d, args[0], o->format, o->snapshot,
+				o->cache_bytes);
 	if (!rc)
 		rc = check_nr_devs(&d, nr_devs);
 	if (!rc)
@@ -524,7 +566,8 @@ static int cmd_attach(struct opts *o, char **args)
 		if (rc)
 			return rc;
 	}
-	rc = disk_open(&d, args[0], o->format, o->cache_bytes);
+	rc = disk_open_snapshot(&d, args[0], o->format, o->snapshot,
+				o->cache_bytes);
 	if (!rc)
 		rc = pieces_make(&ps, &d, o);
 	if (!rc)
@@ -602,18 +645,25 @@ static const struct command commands[] = {
 		"described, top first (blocks separated by a blank line, or a\n"
 		"JSON array).",
 	}, {
-		"table", cmd_table, OPT_FORMAT | OPT_CACHE,
+		"table", cmd_table, OPT_FORMAT | OPT_CACHE | OPT_SNAPSHOT,
 		2, 1 + VMDK_DESC_MAX_EXTENTS,
-		"table [--format F] [--cache-size BYTES] IMAGE DEV [DEV...]",
+		"table [--format F] [--cache-size BYTES] [--snapshot ID|NAME] IMAGE DEV [DEV...]",
 		"Validate IMAGE and print the device-mapper table that maps it\n"
 		"from the block device DEV holding it.  A VMDK descriptor needs\n"
 		"one DEV per extent file, in the order of its extent lines, and\n"
-		"gets one table line per extent.",
+		"gets one table line per extent.  An image with a backing chain\n"
+		"or a data file needs one DEV per file: the image's, its data\n"
+		"file's, then each backing file's (and its data file's), top\n"
+		"down.",
 	}, {
-		"attach", cmd_attach, OPT_FORMAT | OPT_CACHE | OPT_NAME, 1, 1,
-		"attach [--name NAME] [--format F] [--cache-size BYTES] IMAGE",
+		"attach", cmd_attach, OPT_FORMAT | OPT_CACHE | OPT_NAME | OPT_SNAPSHOT,
+		1, 1,
+		"attach [--name NAME] [--format F] [--cache-size BYTES] [--snapshot ID|NAME] IMAGE",
 		"Validate IMAGE, put its files on read-only loop devices and\n"
 		"create the read-only device /dev/mapper/NAME; print its path.\n"
+		"Its backing files (and theirs) become the device's lower\n"
+		"layers, an external data file joins its layer; --snapshot maps\n"
+		"a QCOW2 internal snapshot instead of the active state.\n"
 		"The partitions of its partition table (MBR, GPT) become\n"
 		"/dev/mapper/NAMEp1, NAMEp2, ... (logical MBR ones from 5);\n"
 		"'imgfmt list' shows them.  NAME defaults to the file name of\n"

@@ -78,10 +78,12 @@ struct dm_piece {
 	unsigned long long file_size;	/* bytes */
 	unsigned long long offset;	/* LINEAR: sectors to skip in the file */
 	/*
-	 * IMGFMT: "" or " <#opt> <opt>..."; for a lower layer always
-	 * " <#lopt> [<lopt>...]".
+	 * IMGFMT: its options but data_dev=, as table words separated by
+	 * blanks ("format=qcow2 cache_size=65536"), or "".
 	 */
 	const char *opts;
+	/* IMGFMT: its external data file (a LINEAR piece), or NULL. */
+	const struct dm_piece *data;
 	/* IMGFMT: the layers below it, top-down, each an IMGFMT piece. */
 	const struct dm_piece *lower;
 	unsigned int nr_lower;
@@ -91,17 +93,22 @@ struct dm_piece {
 const char *dm_piece_target(const struct dm_piece *p);
 
 /*
- * Its table arguments when its file is the block device dev and those of
- * its lower layers are lower_devs[]: a string to free(), or NULL with the
- * error recorded.
+ * The files a piece needs a device for, each a unit: its own, its data
+ * file's, then each lower layer's and its data file's.
  */
-char *dm_piece_params(const struct dm_piece *p, const char *dev,
-		      char *const *lower_devs);
+unsigned int dm_piece_units(const struct dm_piece *p);
+
+/*
+ * Its table arguments when its units are the block devices devs[] (in
+ * dm_piece_units() order): a string to free(), or NULL with the error
+ * recorded.
+ */
+char *dm_piece_params(const struct dm_piece *p, char *const *devs);
 
 /*
  * Put the files of the validated pieces on read-only loop devices (an
  * imgfmt piece whose file ends in a partial sector through the helper
- * device NAME-image, or NAME-imageN for piece N of several) and create the
+ * device NAME-image, or NAME-imageN for unit N of several) and create the
  * read-only device-mapper device name over them, then one read-only
  * linear device NAMEpN per partition of its partition table.  Prints the
  * new disk's path (one line; not the partitions').  On failure nothing is

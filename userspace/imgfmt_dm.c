@@ -477,8 +477,57 @@ static bool buf_append(char **buf, size_t *len, const char *fmt, ...)
 	return true;
 }
 
-char *dm_piece_params(const struct dm_piece *p, const char *dev,
-		      char *const *lower_devs)
+unsigned int dm_piece_units(const struct dm_piece *p)
+{
+	unsigned int i, n;
+
+	if (p->kind == DM_PIECE_ZERO)
+		return 0;
+	n = 1 + !!p->data;
+	for (i = 0; i < p->nr_lower; i++)
+		n += dm_piece_units(&p->lower[i]);
+	return n;
+}
+
+/* Blank-separated words of s. */
+static unsigned int count_words(const char *s)
+{
+	unsigned int n = 0;
+	bool in_word = false;
+
+	for (; *s; s++) {
+		if (*s == ' ') {
+			in_word = false;
+		} else if (!in_word) {
+			in_word = true;
+			n++;
+		}
+	}
+	return n;
+}
+
+/*
+ * One layer: "<dev> <#opts> <opt>... [data_dev=<dev>]"; the count may be
+ * left out (only the top's, when it is 0 and nothing follows).  *devs is
+ * moved past the devices it used.
+ */
+static bool layer_params(char **buf, size_t *len, const struct dm_piece *p,
+			 char *const **devs, bool count_optional)
+{
+	unsigned int n = count_words(p->opts) + !!p->data;
+	bool ok;
+
+	ok = buf_append(buf, len, "%s%s", *len ? " " : "", (*devs)[0]);
+	if (ok && (n || !count_optional))
+		ok = buf_append(buf, len, " %u%s%s", n, *p->opts ? " " : "",
+				p->opts);
+	if (ok && p->data)
+		ok = buf_append(buf, len, " data_dev=%s", (*devs)[1]);
+	*devs += 1 + !!p->data;
+	return ok;
+}
+
+char *dm_piece_params(const struct dm_piece *p, char *const *devs)
 {
 	size_t len = 0;
 	char *buf = NULL;
@@ -487,17 +536,15 @@ char *dm_piece_params(const struct dm_piece *p, const char *dev,
 
 	switch (p->kind) {
 	case DM_PIECE_IMGFMT:
-		/* The lower layers' count needs the options' count first. */
-		ok = buf_append(&buf, &len, "%s%s", dev,
-				p->nr_lower && !*p->opts ? " 0" : p->opts);
+		ok = layer_params(&buf, &len, p, &devs, !p->nr_lower);
 		if (ok && p->nr_lower)
 			ok = buf_append(&buf, &len, " %u", p->nr_lower);
 		for (i = 0; ok && i < p->nr_lower; i++)
-			ok = buf_append(&buf, &len, " %s%s", lower_devs[i],
-					p->lower[i].opts);
+			ok = layer_params(&buf, &len, &p->lower[i], &devs,
+					  false);
 		break;
 	case DM_PIECE_LINEAR:
-		ok = buf_append(&buf, &len, "%s %llu", dev, p->offset);
+		ok = buf_append(&buf, &len, "%s %llu", devs[0], p->offset);
 		break;
 	default:
 		ok = buf_append(&buf, &len, "%s", "");
@@ -652,7 +699,7 @@ static unsigned int count_units(const struct dm_piece *pieces,
 	unsigned int i, n = 0;
 
 	for (i = 0; i < nr; i++)
-		n += 1 + pieces[i].nr_lower;
+		n += dm_piece_units(&pieces[i]);
 	return n;
 }
 
@@ -838,6 +885,23 @@ static int attach_backing(struct attach *a, const struct dm_piece *p,
 	return attach_loop(a, p->fd, p->path, &a->devs[k]);
 }
 
+/* The devices of p's units, from unit *k on (dm_piece_units() order). */
+static int attach_units(struct attach *a, const struct dm_piece *p,
+			unsigned int *k)
+{
+	unsigned int i;
+	int rc;
+
+	if (p->kind == DM_PIECE_ZERO)
+		return 0;
+	rc = attach_backing(a, p, (*k)++);
+	if (!rc && p->data)
+		rc = attach_backing(a, p->data, (*k)++);
+	for (i = 0; !rc && i < p->nr_lower; i++)
+		rc = attach_units(a, &p->lower[i], k);
+	return rc;
+}
+
 /* The devices of units [k, k + n) as "MAJ:MIN" words. */
 static char **unit_devs(const struct attach *a, unsigned int k, unsigned int n)
 {
@@ -869,13 +933,14 @@ static void free_devs(char **devs, unsigned int n)
 static int add_piece(struct table *t, const struct attach *a,
 		     const struct dm_piece *p, unsigned int k)
 {
-	char **devs = unit_devs(a, k, 1 + p->nr_lower);
+	unsigned int n = dm_piece_units(p);
+	char **devs = unit_devs(a, k, n);
 	char *params;
 
 	if (!devs)
 		return fail("out of memory");
-	params = dm_piece_params(p, devs[0], devs + 1);
-	free_devs(devs, 1 + p->nr_lower);
+	params = dm_piece_params(p, devs);
+	free_devs(devs, n);
 	if (!params)
 		return FAIL;
 	table_add(t, p->sectors, dm_piece_target(p), params);
@@ -893,7 +958,7 @@ static int attach_top(struct attach *a, const struct dm_piece *pieces,
 	rc = table_begin(&t, a->name);
 	for (i = 0; !rc && i < nr; i++) {
 		rc = add_piece(&t, a, &pieces[i], k);
-		k += 1 + pieces[i].nr_lower;
+		k += dm_piece_units(&pieces[i]);
 	}
 	if (rc) {
 		if (t.dmt)
@@ -1031,18 +1096,15 @@ static int dm_node_path(const char *name, char *path, size_t size)
 static int attach_all(struct attach *a, const struct dm_piece *pieces,
 		      unsigned int nr)
 {
-	unsigned int i, j, k = 0;
+	unsigned int i, k = 0;
 	int rc;
 
 	rc = dm_device_exists(a->name);
 	if (rc > 0)
 		return fail("a device-mapper device named '%s' already exists",
 			    a->name);
-	for (i = 0; !rc && i < nr; i++) {
-		rc = attach_backing(a, &pieces[i], k++);
-		for (j = 0; !rc && j < pieces[i].nr_lower; j++)
-			rc = attach_backing(a, &pieces[i].lower[j], k++);
-	}
+	for (i = 0; !rc && i < nr; i++)
+		rc = attach_units(a, &pieces[i], &k);
 	if (!rc)
 		rc = attach_top(a, pieces, nr);
 	return rc;

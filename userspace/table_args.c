@@ -127,3 +127,26 @@ int imgfmt_args_devices(const struct table_words *tw, const char **devs,
 		return -1;
 	return (int)(nr < max ? nr : max);
 }
+
+char *table_word_encode(const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	char *out = malloc(4 * strlen(s) + 1), *o = out;
+	unsigned char c;
+
+	if (!out)
+		return NULL;
+	for (; *s; s++) {
+		c = (unsigned char)*s;
+		if (c > ' ' && c < 0x7f && c != '\\') {
+			*o++ = (char)c;
+			continue;
+		}
+		*o++ = '\\';
+		*o++ = 'x';
+		*o++ = hex[c >> 4];
+		*o++ = hex[c & 15];
+	}
+	*o = '\0';
+	return out;
+}

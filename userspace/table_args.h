@@ -27,4 +27,12 @@ void table_words_free(struct table_words *tw);
 int imgfmt_args_devices(const struct table_words *tw, const char **devs,
 			unsigned int max);
 
+/*
+ * s as one table word that passes libdevmapper and dm_split_args()
+ * unchanged: bytes up to the blank, from DEL on, and backslashes as \xNN,
+ * which the target decodes (snapshot names).  A string to free(), or
+ * NULL when out of memory.
+ */
+char *table_word_encode(const char *s);
+
 #endif /* IMGFMT_TABLE_ARGS_H */

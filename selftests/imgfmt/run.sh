@@ -49,6 +49,8 @@ suite chain_vm_test.sh chain
 suite part_vm_test.sh part
 # VMDK deltas and UML COW over raw, and the refusals of VMDK half links.
 suite resolve_vm_test.sh resolve
+# QCOW2 internal snapshots and external data files.
+suite qcow2_layers_vm_test.sh layers
 
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
