@@ -6,8 +6,9 @@
  * the kernel module and in userspace (the imgfmt helper, unit tests and
  * fuzzers), so that the code tested in userspace is the code the kernel runs.
  * That code may only use what this header provides: fixed-width and endian
- * types, errno values, the small list/hash helpers, a lock, memory for tables
- * and synchronous reads from the image device.
+ * types, errno values, the small list/hash helpers, a lock, acquire/release
+ * publication (smp_load_acquire, smp_store_release, READ_ONCE, WRITE_ONCE),
+ * memory for tables and synchronous reads from the image device.
  */
 #ifndef IMGFMT_PORT_H
 #define IMGFMT_PORT_H
@@ -21,6 +22,7 @@
 #include <linux/string.h>
 #include <linux/slab.h>
 #include <linux/math64.h>
+#include <asm/barrier.h>
 #include <asm/byteorder.h>
 #else
 #include "uport.h"

@@ -350,12 +350,16 @@ static int layers_init_chain(struct imgfmt_layers *ls, char **error)
 	}
 	for (i = 0; i < ls->nr; i++)
 		imgs[i] = ls->l[i].img;
-	r = imgfmt_chain_create(imgs, ls->nr, ls->mgroup, ls->cache_size,
-				&ls->chain, &err);
+	r = imgfmt_chain_create(imgs, ls->nr, ls->cache_size, &ls->chain,
+				&err);
 	kvfree(imgs);
-	if (r)
+	if (r) {
 		*error = (char *)err;
-	return r;
+		return r;
+	}
+	/* The owner sets count against cache_size too. */
+	imgfmt_mgroup_reserve(ls->mgroup, imgfmt_chain_sets_bytes(ls->chain));
+	return 0;
 }
 
 int imgfmt_layers_init(struct imgfmt_layers *ls, struct dm_target *ti,
@@ -474,10 +478,11 @@ void imgfmt_layers_stats(struct imgfmt_layers *ls,
 	struct imgfmt_mcache *mc;
 	u32 i;
 
+	u64 sets = imgfmt_chain_sets_bytes(ls->chain);
+
 	memset(st, 0, sizeof(*st));
-	for (i = 0; i <= ls->nr; i++) {
-		mc = i < ls->nr ? ls->l[i].img->mcache :
-				  imgfmt_chain_owner_cache(ls->chain);
+	for (i = 0; i < ls->nr; i++) {
+		mc = ls->l[i].img->mcache;
 		if (!mc)
 			continue;
 		imgfmt_mcache_get_stats(mc, &one);
@@ -485,6 +490,10 @@ void imgfmt_layers_stats(struct imgfmt_layers *ls,
 		st->misses += one.misses;
 	}
 	imgfmt_mgroup_get_stats(ls->mgroup, st);
+	/* The sets are held from table load on, inside cache_size. */
+	st->bytes += sets;
+	st->peak_bytes += sets;
+	st->limit_bytes += sets;
 }
 
 u64 imgfmt_layers_ccache_bytes(struct imgfmt_layers *ls)

@@ -143,6 +143,13 @@ void imgfmt_mgroup_destroy(struct imgfmt_mgroup *g)
 	kfree(g);
 }
 
+void imgfmt_mgroup_reserve(struct imgfmt_mgroup *g, u64 bytes)
+{
+	spin_lock(&g->lock);
+	g->limit_bytes = g->limit_bytes > bytes ? g->limit_bytes - bytes : 0;
+	spin_unlock(&g->lock);
+}
+
 struct imgfmt_mcache *imgfmt_mcache_create_in(struct imgfmt_mgroup *g,
 					      struct imgfmt_dev *dev,
 					      u32 table_size)

@@ -43,6 +43,13 @@ void imgfmt_mcache_destroy(struct imgfmt_mcache *mc);
 struct imgfmt_mgroup *imgfmt_mgroup_create(u64 limit_bytes);
 void imgfmt_mgroup_destroy(struct imgfmt_mgroup *g);
 
+/*
+ * Take bytes out of g's bound for memory held outside its tables (the
+ * chain's owner sets).  At 0 a cache still holds the one table a fill
+ * made.
+ */
+void imgfmt_mgroup_reserve(struct imgfmt_mgroup *g, u64 bytes);
+
 /* A cache whose tables of table_size bytes draw on g. */
 struct imgfmt_mcache *imgfmt_mcache_create_in(struct imgfmt_mgroup *g,
 					      struct imgfmt_dev *dev,

@@ -262,8 +262,8 @@ int image_set_lower(struct image *im, struct image *lower, unsigned int nr)
 	layers[0] = im->img;
 	for (i = 0; i < nr; i++)
 		layers[i + 1] = lower[i].img;
-	rc = imgfmt_chain_create(layers, nr + 1, NULL,
-				 IMGFMT_DEFAULT_CACHE_BYTES, &im->chain, &err);
+	rc = imgfmt_chain_create(layers, nr + 1, IMGFMT_DEFAULT_CACHE_BYTES,
+				 &im->chain, &err);
 	free(layers);
 	if (rc) {
 		lower_close(lower, nr);

@@ -4,28 +4,64 @@
  */
 #include "chain.h"
 #include "runs.h"
-#include "../mcache.h"
 
-/* Owner sets one cached table holds: 32 regions, 64 MiB of the disk. */
-#define CHAIN_SETS_PER_TABLE	32
 #define CHAIN_SET_WORDS_MAX	(IMGFMT_MAX_LAYERS / 64)
+/* The share of cache_size the owner sets may take. */
+#define CHAIN_SETS_SHARE	8
 
 struct imgfmt_chain {
 	u32 nr;			/* layers, top included */
 	struct imgfmt_image **layers;
 	u64 size;		/* the top's virtual size */
-	/* Owner sets, or NULL for a chain walked layer by layer. */
-	struct imgfmt_mcache *owners;
-	u32 set_words;		/* u64 words of one set: bit j-1 is layer j */
-	u32 set_bytes;		/* bytes one set takes in a table */
+	/*
+	 * Owner sets, or NULL for a chain walked layer by layer: set_words
+	 * u64 per region of 2^region_shift bytes (bit j-1: layer j), valid
+	 * once the region's byte in ready is 1 (release/acquire: a set is
+	 * written once, by whoever computes it first, always the same).
+	 */
+	u64 *sets;
+	u8 *ready;
+	u64 nr_regions;
+	u32 set_words;
+	u32 region_shift;
+	u64 sets_bytes;
 };
 
+/*
+ * Regions of 2 MiB, or larger when the sets of a large disk would not
+ * fit in budget bytes: a coarser set is as correct, only less selective.
+ */
+static void chain_size_sets(struct imgfmt_chain *c, u64 budget)
+{
+	u64 per_region = (u64)c->set_words * 8 + 1;
+
+	c->region_shift = IMGFMT_CHAIN_REGION_SHIFT;
+	for (;;) {
+		c->nr_regions = (c->size + BIT_ULL(c->region_shift) - 1) >>
+				c->region_shift;
+		if (c->nr_regions * per_region <= budget ||
+		    c->region_shift >= 40)
+			break;
+		c->region_shift++;
+	}
+	c->sets_bytes = c->nr_regions * per_region;
+}
+
+static int chain_alloc_sets(struct imgfmt_chain *c, u64 cache_bytes)
+{
+	c->set_words = (c->nr - 1 + 63) / 64;
+	chain_size_sets(c, cache_bytes / CHAIN_SETS_SHARE);
+	c->sets = imgfmt_zalloc_large(c->nr_regions * c->set_words * 8);
+	c->ready = imgfmt_zalloc_large(c->nr_regions);
+	return c->sets && c->ready ? 0 : -ENOMEM;
+}
+
 int imgfmt_chain_create(struct imgfmt_image *const *layers, u32 nr,
-			struct imgfmt_mgroup *g, u64 cache_bytes,
-			struct imgfmt_chain **chainp, const char **err)
+			u64 cache_bytes, struct imgfmt_chain **chainp,
+			const char **err)
 {
 	struct imgfmt_chain *c;
-	u32 i, table_size;
+	u32 i;
 
 	*chainp = NULL;
 	if (!nr || nr > IMGFMT_MAX_LAYERS) {
@@ -47,16 +83,8 @@ int imgfmt_chain_create(struct imgfmt_image *const *layers, u32 nr,
 	memcpy(c->layers, layers, nr * sizeof(*c->layers));
 	c->nr = nr;
 	c->size = layers[0]->info.virtual_size;
-	if (nr - 1 > IMGFMT_CHAIN_WALK_MAX) {
-		c->set_words = (nr - 1 + 63) / 64;
-		/* Sixteen-byte sets make every table whole sectors. */
-		c->set_bytes = ALIGN(c->set_words * 8, 16);
-		table_size = c->set_bytes * CHAIN_SETS_PER_TABLE;
-		c->owners = imgfmt_mcache_for(g, layers[0]->dev, table_size,
-					      cache_bytes);
-		if (!c->owners)
-			goto nomem;
-	}
+	if (nr - 1 > IMGFMT_CHAIN_WALK_MAX && chain_alloc_sets(c, cache_bytes))
+		goto nomem;
 	*chainp = c;
 	return 0;
 nomem:
@@ -69,14 +97,15 @@ void imgfmt_chain_destroy(struct imgfmt_chain *c)
 {
 	if (!c)
 		return;
-	imgfmt_mcache_destroy(c->owners);
+	imgfmt_free_large(c->sets);
+	imgfmt_free_large(c->ready);
 	kfree(c->layers);
 	kfree(c);
 }
 
-struct imgfmt_mcache *imgfmt_chain_owner_cache(struct imgfmt_chain *c)
+u64 imgfmt_chain_sets_bytes(const struct imgfmt_chain *c)
 {
-	return c->owners;
+	return c->sets ? c->sets_bytes : 0;
 }
 
 /*
@@ -105,52 +134,49 @@ static int layer_holds(struct imgfmt_image *img, u64 start, u64 end)
 	return 0;
 }
 
-/* Fill the owner sets of the regions from key on (mcache fill function). */
-static int chain_fill_owners(void *ctx, u64 key, void *buf, u32 len)
+/* Compute the owner set of region r: every lower layer walked once. */
+static int chain_compute_set(struct imgfmt_chain *c, u64 r, u64 *set)
 {
-	struct imgfmt_chain *c = ctx;
 	u64 end_of_disk = ALIGN(c->size, 512), start, end;
-	u32 i, j;
-	u64 *set;
-	int r;
+	u32 j, w;
+	int h;
 
-	if (len != c->set_bytes * CHAIN_SETS_PER_TABLE)
-		return -EINVAL;
-	memset(buf, 0, len);
-	for (i = 0; i < CHAIN_SETS_PER_TABLE; i++) {
-		start = key + ((u64)i << IMGFMT_CHAIN_REGION_SHIFT);
-		if (start >= end_of_disk)
-			break;
-		end = min(start + BIT_ULL(IMGFMT_CHAIN_REGION_SHIFT),
-			  end_of_disk);
-		set = (u64 *)((u8 *)buf + i * c->set_bytes);
-		for (j = 1; j < c->nr; j++) {
-			r = layer_holds(c->layers[j], start, end);
-			if (r < 0)
-				return r;
-			if (r)
-				set[(j - 1) / 64] |= BIT_ULL((j - 1) % 64);
-		}
+	memset(set, 0, c->set_words * 8);
+	start = r << c->region_shift;
+	end = min(start + BIT_ULL(c->region_shift), end_of_disk);
+	for (j = 1; j < c->nr; j++) {
+		h = layer_holds(c->layers[j], start, end);
+		if (h < 0)
+			return h;
+		if (h)
+			set[(j - 1) / 64] |= BIT_ULL((j - 1) % 64);
 	}
-	return (int)len;
+	for (w = 0; w < c->set_words; w++)
+		WRITE_ONCE(c->sets[r * c->set_words + w], set[w]);
+	smp_store_release(&c->ready[r], 1);
+	return 0;
 }
 
-/* Copy the owner set of the region holding offset into set. */
+/*
+ * The owner set of the region holding offset, into set: lock-free once
+ * computed; computing it may read tables, so not with NOWAIT.
+ */
 static int chain_owner_set(struct imgfmt_chain *c, u64 offset,
 			   unsigned int flags, u64 *set)
 {
-	u64 region = offset >> IMGFMT_CHAIN_REGION_SHIFT;
-	struct imgfmt_mkey k = {
-		.key = (region - region % CHAIN_SETS_PER_TABLE) <<
-		       IMGFMT_CHAIN_REGION_SHIFT,
-	};
-	u32 pos = (u32)(region % CHAIN_SETS_PER_TABLE) * c->set_bytes;
+	u64 r = offset >> c->region_shift;
+	u32 w;
 
+	if (r >= c->nr_regions)
+		return -EIO;
+	if (smp_load_acquire(&c->ready[r])) {
+		for (w = 0; w < c->set_words; w++)
+			set[w] = READ_ONCE(c->sets[r * c->set_words + w]);
+		return 0;
+	}
 	if (flags & IMGFMT_MAP_NOWAIT)
-		return imgfmt_mcache_lookup(c->owners, &k, pos, set,
-					    c->set_words * 8);
-	return imgfmt_mcache_read_fill(c->owners, &k, pos, set,
-				       c->set_words * 8, chain_fill_owners, c);
+		return -EWOULDBLOCK;
+	return chain_compute_set(c, r, set);
 }
 
 /* The first layer from j down that may hold the region: set, or any. */
@@ -187,7 +213,7 @@ static int chain_map_lower(struct imgfmt_chain *c, u64 offset, u64 len,
 	u32 j;
 	int r;
 
-	if (c->owners) {
+	if (c->sets) {
 		r = chain_owner_set(c, offset, flags, set_buf);
 		if (r) {
 			if (r == -EIO)
@@ -195,8 +221,7 @@ static int chain_map_lower(struct imgfmt_chain *c, u64 offset, u64 len,
 			return r;
 		}
 		set = set_buf;
-		region_end = (offset | (BIT_ULL(IMGFMT_CHAIN_REGION_SHIFT) - 1))
-			     + 1;
+		region_end = (offset | (BIT_ULL(c->region_shift) - 1)) + 1;
 		len = min(len, region_end - offset);
 	}
 	for (j = chain_next(c, set, 1); j < c->nr;

@@ -24,26 +24,29 @@
 /*
  * Lower layers walked one by one; a chain with more has owner sets.
  * make bench (icount, 4 KiB random reads of the bottom layer): an empty
- * qcow2 layer walked costs 1.1% of a read, the owner set's lookup 2.6%
- * whatever the depth (depth 10: 0.866 of linear walked, 0.942 with sets;
- * depth 1000: 0.071 and 0.933).  Up to two layers, the walk is cheaper.
+ * qcow2 layer walked costs 1.1% of a read, the owner set's lookup 0.8%
+ * whatever the depth (depth 10: 0.866 of linear walked, 0.948 with sets;
+ * depth 1000: 0.071 and 0.935).  Up to two layers, the walk is cheaper.
  */
 #define IMGFMT_CHAIN_WALK_MAX		2
 
-/* The region one owner set covers: 2 MiB. */
+/*
+ * The region one owner set covers: 2 MiB, or larger on a disk whose sets
+ * would take more than an eighth of cache_size.
+ */
 #define IMGFMT_CHAIN_REGION_SHIFT	21
 
 struct imgfmt_chain;
 
 /*
  * A chain of the nr open images at layers (top first, nr >= 1), whose
- * owner sets, if any, draw on g (the group the layers' caches use; NULL:
- * a private one of cache_bytes).  The chain does not own the layers.  0,
- * -EINVAL or -ENOMEM with *err set.
+ * owner sets, if any, take at most an eighth of cache_bytes, but for one
+ * region (imgfmt_chain_sets_bytes()).  The chain does not own the layers.
+ * 0, -EINVAL or -ENOMEM with *err set.
  */
 int imgfmt_chain_create(struct imgfmt_image *const *layers, u32 nr,
-			struct imgfmt_mgroup *g, u64 cache_bytes,
-			struct imgfmt_chain **chainp, const char **err);
+			u64 cache_bytes, struct imgfmt_chain **chainp,
+			const char **err);
 void imgfmt_chain_destroy(struct imgfmt_chain *c);
 
 /*
@@ -56,7 +59,7 @@ int imgfmt_chain_map(struct imgfmt_chain *c, u64 offset, u64 length,
 		     unsigned int flags, struct imgfmt_run *run,
 		     const char **err);
 
-/* The chain's owner-set cache, for statistics; NULL when it has none. */
-struct imgfmt_mcache *imgfmt_chain_owner_cache(struct imgfmt_chain *c);
+/* Bytes its owner sets take (0: none), for the budget and statistics. */
+u64 imgfmt_chain_sets_bytes(const struct imgfmt_chain *c);
 
 #endif /* IMGFMT_CHAIN_H */

@@ -76,6 +76,12 @@ static inline u64 div_u64(u64 dividend, u32 divisor)
 #define kcalloc(n, s, f)	calloc(n, s)
 #define kfree(p)	free(p)
 
+/* Ordered publication of data written once (the kernel's names). */
+#define smp_load_acquire(p)	__atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define smp_store_release(p, v)	__atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define READ_ONCE(x)		__atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define WRITE_ONCE(x, v)	__atomic_store_n(&(x), v, __ATOMIC_RELAXED)
+
 /* A spinlock is a mutex here; the helper is mostly single-threaded. */
 typedef pthread_mutex_t spinlock_t;
 #define spin_lock_init(l)	pthread_mutex_init(l, NULL)
