@@ -153,6 +153,7 @@ static int chain_compute_set(struct imgfmt_chain *c, u64 r, u64 *set)
 	}
 	for (w = 0; w < c->set_words; w++)
 		WRITE_ONCE(c->sets[r * c->set_words + w], set[w]);
+	/* Pairs with chain_owner_set(): the words before the flag. */
 	smp_store_release(&c->ready[r], 1);
 	return 0;
 }
@@ -169,6 +170,7 @@ static int chain_owner_set(struct imgfmt_chain *c, u64 offset,
 
 	if (r >= c->nr_regions)
 		return -EIO;
+	/* Pairs with chain_compute_set(): the flag, then the words. */
 	if (smp_load_acquire(&c->ready[r])) {
 		for (w = 0; w < c->set_words; w++)
 			set[w] = READ_ONCE(c->sets[r * c->set_words + w]);
