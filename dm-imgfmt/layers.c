@@ -4,6 +4,7 @@
  */
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
+#include <linux/kernel.h>
 #include <linux/slab.h>
 
 #include "compat.h"
@@ -58,17 +59,6 @@ static int opt_cache_size(struct imgfmt_layers *ls, const char *val,
 	return 0;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * A snapshot name, with \xNN for the bytes a table word cannot hold
  * (blanks, control characters, backslashes: libdevmapper doubles a
@@ -94,8 +84,8 @@ static int opt_snapshot(struct imgfmt_layer *l, const char *val, char **error)
 			out[o++] = val[i];
 			continue;
 		}
-		hi = val[i + 1] == 'x' ? hex_digit(val[i + 2]) : -1;
-		lo = hi < 0 ? -1 : hex_digit(val[i + 3]);
+		hi = val[i + 1] == 'x' ? hex_to_bin((unsigned char)val[i + 2]) : -1;
+		lo = hi < 0 ? -1 : hex_to_bin((unsigned char)val[i + 3]);
 		if (lo < 0)
 			break;
 		out[o++] = (char)(hi << 4 | lo);

@@ -19,42 +19,14 @@ SUITE=chain
 cd "$DIR" 2>/dev/null || { not_ok "no image directory $DIR"; exit 1; }
 [ -s chains.list ] || { not_ok "chains.list missing"; exit 1; }
 
-status_field()		# status_field DEV N
-{
-	dmsetup status "$1" | awk -v n="$2" '{ print $(n + 3) }'
-}
-
 # Whole-disk md5, again in 4 KiB direct reads (caches and owner sets
-# warm), the layer count in status and io errors 0.
+# warm), the layer count in status (field 13) and io errors 0.
 chain_reads()		# NAME SIZE MD5 LAYERS...
 {
 	name=$1 size=$2 md5=$3
 	shift 3
 	make_table "$@" || return 1
-	sectors=$(((size + 511) / 512))
-	if ! dmsetup create --readonly "c_$name" \
-		--table "0 $sectors imgfmt $TABLE" 2>/tmp/chain.err; then
-		why="create failed: $(cat /tmp/chain.err) $(dmesg | tail -3)"
-		free_loops
-		return 1
-	fi
-	rc=0
-	got=$(md5sum </dev/mapper/"c_$name" | cut -d' ' -f1)
-	[ "$got" = "$md5" ] || { why="md5 $got, QEMU $md5"; rc=1; }
-	# Again in 4 KiB direct reads, each its own bio through map().
-	if [ $rc -eq 0 ]; then
-		got=$(dd if=/dev/mapper/"c_$name" bs=4096 iflag=direct \
-			2>/dev/null | md5sum | cut -d' ' -f1)
-		[ "$got" = "$md5" ] ||
-			{ why="4 KiB direct reads: md5 $got, QEMU $md5"; rc=1; }
-	fi
-	layers=$(status_field "c_$name" 13)
-	[ "$layers" = "$#" ] || { why="$why; status says $layers layers, not $#"; rc=1; }
-	errs=$(status_field "c_$name" 7)
-	[ "$errs" = 0 ] || { why="$why; io_errors $errs"; rc=1; }
-	dmsetup remove "c_$name" || { why="$why; remove failed"; rc=1; }
-	free_loops
-	return $rc
+	table_reads "c_$name" "$size" "$md5" 13 "$#"
 }
 
 by_hand()		# by_hand NAME LAYERS...: tables written by hand
@@ -121,15 +93,7 @@ refused()		# MESSAGE TABLE-ARGS-AFTER-LOOP FILE...
 	shift 2
 	make_table "$@:auto" || return 1
 	set -- $TABLE
-	if dmsetup create --readonly c_bad --table "0 16384 imgfmt $1 $rest" \
-		2>/dev/null; then
-		dmsetup remove c_bad
-		why="loaded"
-		free_loops
-		return 1
-	fi
-	free_loops
-	dmesg | tail -5 | grep -q "$msg" || { why="dmesg lacks '$msg'"; return 1; }
+	table_refused 16384 "$1 $rest" "$msg"
 }
 check "overlay without its backing refused" refused \
 	"QCOW2 backing file not given as a lower layer" "" q2raw.qcow2

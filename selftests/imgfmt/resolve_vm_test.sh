@@ -25,19 +25,7 @@ reads()			# NAME SIZE MD5 LAYERS...
 	name=$1 size=$2 md5=$3
 	shift 3
 	make_table "$@" || return 1
-	if ! dmsetup create --readonly "r_$name" \
-		--table "0 $(((size + 511) / 512)) imgfmt $TABLE" 2>/tmp/r.err; then
-		why="create failed: $(cat /tmp/r.err) $(dmesg | tail -2)"
-		free_loops
-		return 1
-	fi
-	rc=0
-	got=$(dd if=/dev/mapper/"r_$name" bs=4096 iflag=direct 2>/dev/null |
-		md5sum | cut -d' ' -f1)
-	[ "$got" = "$md5" ] || { why="md5 $got, expected $md5"; rc=1; }
-	dmsetup remove "r_$name" || { why="$why; remove failed"; rc=1; }
-	free_loops
-	return $rc
+	table_reads "r_$name" "$size" "$md5"
 }
 
 while read -r name size md5 layers; do

@@ -110,3 +110,60 @@ make_table()
 		_i=$((_i + 1))
 	done
 }
+
+status_field()		# status_field DEV N: field N of dmsetup status
+{
+	dmsetup status "$1" | awk -v n="$2" '{ print $(n + 3) }'
+}
+
+# table_reads DEV SIZE MD5 [FIELD VALUE]...: create DEV read-only over
+# "imgfmt $TABLE" (SIZE bytes), read it whole and again in 4 KiB direct
+# reads (each its own bio through map(), the caches warm) against MD5;
+# status fields FIELD must be VALUE and io_errors 0; remove DEV and free
+# the loops.  Sets $why when anything is wrong.
+table_reads()
+{
+	_dev=$1 _size=$2 _md5=$3
+	shift 3
+	if ! dmsetup create --readonly "$_dev" \
+		--table "0 $(((_size + 511) / 512)) imgfmt $TABLE" \
+		2>/tmp/table_reads.err; then
+		why="create failed: $(cat /tmp/table_reads.err) $(dmesg | tail -n 3)"
+		free_loops
+		return 1
+	fi
+	_rc=0
+	_got=$(md5_of <"/dev/mapper/$_dev")
+	[ "$_got" = "$_md5" ] || { why="md5 $_got, QEMU $_md5"; _rc=1; }
+	if [ $_rc -eq 0 ]; then
+		_got=$(dd if="/dev/mapper/$_dev" bs=4096 iflag=direct \
+			2>/dev/null | md5_of)
+		[ "$_got" = "$_md5" ] ||
+			{ why="4 KiB direct reads: md5 $_got, QEMU $_md5"; _rc=1; }
+	fi
+	set -- 7 0 "$@"
+	while [ $# -ge 2 ]; do
+		_v=$(status_field "$_dev" "$1")
+		[ "$_v" = "$2" ] ||
+			{ why="$why; status field $1 is $_v, not $2"; _rc=1; }
+		shift 2
+	done
+	dmsetup remove "$_dev" || { why="$why; remove failed"; _rc=1; }
+	free_loops
+	return $_rc
+}
+
+# table_refused SECTORS ARGS MESSAGE: a table "imgfmt ARGS" must not load,
+# and the kernel log must say MESSAGE; frees the loops.
+table_refused()
+{
+	if dmsetup create --readonly t_bad --table "0 $1 imgfmt $2" \
+		2>/dev/null; then
+		dmsetup remove t_bad
+		why="loaded"
+		free_loops
+		return 1
+	fi
+	free_loops
+	dmesg | tail -n 5 | grep -q "$3" || { why="dmesg lacks '$3'"; return 1; }
+}
