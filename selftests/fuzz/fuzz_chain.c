@@ -133,7 +133,7 @@ int LLVMFuzzerTestOneInput(const u8 *data, size_t size)
 		}
 		n++;
 	}
-	if (!n || imgfmt_chain_create(layers, n, NULL, 64 << 10, &c, &err))
+	if (!n || imgfmt_chain_create(layers, n, 64 << 10, &c, &err))
 		goto out;
 	vsize = layers[0]->info.virtual_size & ~511ULL;
 	for (i = 0; i < 64 && (u64)i * 512 < vsize; i++)
