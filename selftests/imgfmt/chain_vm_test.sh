@@ -99,6 +99,17 @@ check "overlay without its backing refused" refused \
 	"QCOW2 backing file not given as a lower layer" "" q2raw.qcow2
 check "lower layer option cache_size refused" refused \
 	"unknown option for a lower layer" "0 1 /dev/null 1 cache_size=65536" q2raw.qcow2
+# A hostile lower layer fails the load with its own error, and the log
+# names the layer.
+bad_lower()
+{
+	make_table top512.qcow2:auto bad_l1.qcow2:auto base.raw:raw || return 1
+	table_refused 16384 "$TABLE" "QCOW2 L1 table offset beyond end of device" ||
+		return 1
+	dmesg | tail -n 5 | grep -q "layer 1 of 3" ||
+		{ why="dmesg does not name layer 1 of 3"; return 1; }
+}
+check "a hostile lower layer refused by name and layer" bad_lower
 check "missing lower layers refused" refused \
 	"invalid number of arguments" "0 2 /dev/null 0" q2raw.qcow2
 

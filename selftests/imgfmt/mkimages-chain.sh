@@ -167,6 +167,12 @@ deep deep100 100
 # Attached only through the helper (1000 loop devices).
 deep deep1000 1000
 
+# A hostile lower layer: mid.qcow2 with its L1 table (offset at byte 40)
+# moved past the end of the file.  Not in chains.list: chain_vm_test.sh
+# loads it under q2raw.qcow2's place by hand and expects the refusal.
+cp mid.qcow2 bad_l1.qcow2
+wr_be bad_l1.qcow2 40 8 $((1 << 40))
+
 # A loop device ends at the last whole sector: files written by hand into
 # tables must be whole sectors (the helper joins a tail device instead).
 # The zeroes added change nothing QEMU reads.  odd/ keeps its files as
