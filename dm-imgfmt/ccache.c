@@ -245,14 +245,6 @@ int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
 	return imgfmt_mcache_prefetch_fill(cc->mc, &k, ccache_fill, &f);
 }
 
-u64 imgfmt_ccache_bytes(struct imgfmt_ccache *cc)
-{
-	struct imgfmt_mcache_stats st;
-
-	imgfmt_mcache_get_stats(cc->mc, &st);
-	return st.bytes;
-}
-
 u64 imgfmt_decoder_bytes(const struct imgfmt_decoder *dec)
 {
 	return sizeof(*dec) + dec->in_size + 2 * CCACHE_MAX_ALIGN;

@@ -75,9 +75,6 @@ int imgfmt_ccache_prefetch(struct imgfmt_ccache *cc,
 			   struct imgfmt_decoder *dec,
 			   const struct imgfmt_run *run);
 
-/* Bytes of decompressed clusters held now. */
-u64 imgfmt_ccache_bytes(struct imgfmt_ccache *cc);
-
 /* Bytes the decoder holds. */
 u64 imgfmt_decoder_bytes(const struct imgfmt_decoder *dec);
 

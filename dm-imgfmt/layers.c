@@ -167,6 +167,16 @@ static int layer_parse_opts(struct imgfmt_layers *ls, struct imgfmt_layer *l,
 	return 0;
 }
 
+static void layer_free_opts(struct imgfmt_layer *l)
+{
+	unsigned int j;
+
+	for (j = 0; j < l->nr_opts; j++)
+		kfree(l->opts[j]);
+	kfree(l->opts);
+	kfree(l->snapshot);
+}
+
 /*
  * Parse the whole table; the device paths in paths[] point into argv,
  * valid while the constructor runs.
@@ -200,10 +210,7 @@ static int layers_parse(struct imgfmt_layers *ls, unsigned int argc,
 	}
 	if (r) {
 		/* Not in ls yet: free what the top's options took. */
-		for (i = 0; i < top.nr_opts; i++)
-			kfree(top.opts[i]);
-		kfree(top.opts);
-		kfree(top.snapshot);
+		layer_free_opts(&top);
 		return r;
 	}
 	ls->l[0] = top;
@@ -393,7 +400,6 @@ int imgfmt_layers_init(struct imgfmt_layers *ls, struct dm_target *ti,
 void imgfmt_layers_exit(struct imgfmt_layers *ls, struct dm_target *ti)
 {
 	struct imgfmt_layer *l;
-	unsigned int j;
 	u32 i;
 
 	imgfmt_chain_destroy(ls->chain);
@@ -406,10 +412,7 @@ void imgfmt_layers_exit(struct imgfmt_layers *ls, struct dm_target *ti)
 			dm_put_device(ti, l->data);
 		if (l->dev)
 			dm_put_device(ti, l->dev);
-		for (j = 0; j < l->nr_opts; j++)
-			kfree(l->opts[j]);
-		kfree(l->opts);
-		kfree(l->snapshot);
+		layer_free_opts(l);
 	}
 	kvfree(ls->l);
 	imgfmt_mgroup_destroy(ls->mgroup);

@@ -47,7 +47,6 @@ struct imgfmt_mgroup {
 	/* One table kept for progress when memory is short; NULL in use. */
 	struct imgfmt_mtable *spare;
 	u32 spare_size;		/* the largest table size of its caches */
-	unsigned int nr_caches;
 	bool private;		/* made by imgfmt_mcache_create() */
 };
 
@@ -179,7 +178,6 @@ struct imgfmt_mcache *imgfmt_mcache_create_in(struct imgfmt_mgroup *g,
 		g->spare_size = table_size;
 		spare = NULL;
 	}
-	g->nr_caches++;
 	spin_unlock(&g->lock);
 	mtable_free(old);
 	mtable_free(spare);
@@ -222,7 +220,6 @@ void imgfmt_mcache_destroy(struct imgfmt_mcache *mc)
 		list_move(&t->lru, &victims);
 		g->bytes -= mtable_cost(t->size);
 	}
-	g->nr_caches--;
 	spin_unlock(&g->lock);
 	list_for_each_entry_safe(t, n, &victims, lru) {
 		list_del(&t->lru);

@@ -16,10 +16,7 @@ static int raw_open(const struct imgfmt_open_args *args,
 {
 	struct raw_image *r;
 
-	if (args->snapshot || args->data_dev) {
-		*err = "raw images have no snapshots or data files";
-		return -EINVAL;
-	}
+	/* imgfmt_open() refused a snapshot or a data file already. */
 	r = kzalloc(sizeof(*r), GFP_KERNEL);
 	if (!r) {
 		*err = "cannot allocate memory for the image";
