@@ -11,155 +11,8 @@
 #include "../escape.h"
 #include "../mcache.h"
 #include "qcow2.h"
+#include "qcow2_int.h"
 #include "runs.h"
-
-#define QCOW_MAGIC			0x514649fbU	/* "QFI\xfb" */
-
-#define QCOW2_V2_HEADER_LEN		72
-#define QCOW2_V3_HEADER_LEN		104
-#define QCOW2_MIN_CLUSTER_BITS		9
-#define QCOW2_MAX_CLUSTER_BITS		21
-#define QCOW2_EXTL2_MIN_CLUSTER_BITS	14
-#define QCOW2_MAX_BACKING_NAME		1023
-#define QCOW2_MAX_REFTABLE_BYTES	(8ULL << 20)
-#define QCOW2_MAX_L1_BYTES		(32ULL << 20)
-#define QCOW2_MAX_SNAPSHOTS		65536
-#define QCOW2_SNAPSHOT_HEADER_LEN	40
-/* QEMU's bounds on a snapshot table: all entries, and one's extra data. */
-#define QCOW2_MAX_SNAPSHOT_TABLE	(64ULL << 20)
-#define QCOW2_MAX_SNAPSHOT_EXTRA	1024
-/* Snapshot table entries are read through a buffer of this size. */
-#define QCOW2_SNAPSHOT_CHUNK		4096
-/*
- * QEMU hands offsets to functions taking signed 64-bit values, so a table
- * must end at or below this, whatever the file size.
- */
-#define QCOW2_MAX_OFFSET		(U64_MAX >> 1)
-#define QCOW2_MAX_BACKING_FORMAT	15
-#define QCOW2_MAX_BITMAPS		65535
-#define QCOW2_MAX_BITMAP_DIRECTORY	(1024ULL * QCOW2_MAX_BITMAPS)
-#define QCOW2_MAX_VIRTUAL_SIZE		BIT_ULL(62)
-#define QCOW2_MAX_REFCOUNT_ORDER	6
-#define QCOW2_SUBCLUSTERS		32
-/*
- * L2 tables are cached in slices of this size (or whole, when smaller): a
- * random read then costs one 4 KiB read, not a whole cluster's, and the
- * cache holds 16 times as many tables' worth of hot entries.
- */
-#define QCOW2_L2_SLICE			4096
-
-/* Incompatible feature bits. */
-#define QCOW2_INCOMPAT_DIRTY		BIT_ULL(0)
-#define QCOW2_INCOMPAT_CORRUPT		BIT_ULL(1)
-#define QCOW2_INCOMPAT_DATA_FILE	BIT_ULL(2)
-#define QCOW2_INCOMPAT_COMPRESSION	BIT_ULL(3)
-#define QCOW2_INCOMPAT_EXTL2		BIT_ULL(4)
-#define QCOW2_INCOMPAT_KNOWN		(BIT_ULL(5) - 1)
-#define QCOW2_COMPAT_LAZY_REFCOUNTS	BIT_ULL(0)
-#define QCOW2_AUTOCLEAR_BITMAPS		BIT_ULL(0)
-#define QCOW2_AUTOCLEAR_DATA_FILE_RAW	BIT_ULL(1)
-
-#define QCOW2_CRYPT_NONE		0
-#define QCOW2_CRYPT_LUKS		2
-
-#define QCOW2_COMPRESSION_ZLIB		0
-#define QCOW2_COMPRESSION_ZSTD		1
-
-/* Header extension types. */
-#define QCOW2_EXT_END			0x00000000U
-#define QCOW2_EXT_BACKING_FORMAT	0xe2792acaU
-#define QCOW2_EXT_FEATURE_NAMES		0x6803f857U
-#define QCOW2_EXT_DATA_FILE		0x44415441U
-#define QCOW2_EXT_CRYPTO_HEADER		0x0537be77U
-#define QCOW2_EXT_BITMAPS		0x23852875U
-#define QCOW2_FEATURE_NAME_LEN		46
-
-/* L1 and L2 entry bits. */
-#define QCOW2_OFFSET_MASK		0x00fffffffffffe00ULL	/* bits 9-55 */
-#define QCOW2_L1E_RESERVED		0x7f000000000001ffULL	/* 0-8, 56-62 */
-#define QCOW2_L2E_COPIED		BIT_ULL(63)
-#define QCOW2_L2E_COMPRESSED		BIT_ULL(62)
-#define QCOW2_L2E_ZERO			BIT_ULL(0)
-#define QCOW2_L2E_RESERVED		0x3f000000000001feULL	/* 1-8, 56-61 */
-#define QCOW2_DESCRIPTOR_MASK		(BIT_ULL(62) - 1)
-
-struct qcow2_header {
-	__be32 magic;
-	__be32 version;
-	__be64 backing_file_offset;
-	__be32 backing_file_size;
-	__be32 cluster_bits;
-	__be64 size;
-	__be32 crypt_method;
-	__be32 l1_size;
-	__be64 l1_table_offset;
-	__be64 refcount_table_offset;
-	__be32 refcount_table_clusters;
-	__be32 nb_snapshots;
-	__be64 snapshots_offset;
-	/* Version 3 only from here on. */
-	__be64 incompatible_features;
-	__be64 compatible_features;
-	__be64 autoclear_features;
-	__be32 refcount_order;
-	__be32 header_length;
-	u8 compression_type;
-	u8 padding[7];
-} __packed;
-
-struct qcow2_ext_header {
-	__be32 type;
-	__be32 length;
-} __packed;
-
-/* Where a LUKS image keeps its LUKS header. */
-struct qcow2_crypto_ext {
-	__be64 offset;
-	__be64 length;
-} __packed;
-
-struct qcow2_bitmaps_ext {
-	__be32 nb_bitmaps;
-	__be32 reserved;
-	__be64 directory_size;
-	__be64 directory_offset;
-} __packed;
-
-struct qcow2_snapshot_header {
-	__be64 l1_table_offset;
-	__be32 l1_size;
-	__be16 id_str_size;
-	__be16 name_size;
-	__be32 date_sec;
-	__be32 date_nsec;
-	__be64 vm_clock_nsec;
-	__be32 vm_state_size;
-	__be32 extra_data_size;
-} __packed;
-
-struct qcow2_feature_name {
-	u8 type;
-	u8 bit;
-	char name[QCOW2_FEATURE_NAME_LEN];
-} __packed;
-
-struct qcow2_image {
-	struct imgfmt_image img;	/* first: the shared part */
-	u64 *l1;		/* CPU byte order */
-	u32 l1_size;
-	u32 cluster_bits;
-	u32 cluster_size;
-	u32 l2_bits;		/* log2 of entries per L2 table */
-	u32 subcluster_bits;	/* == cluster_bits without extended L2 */
-	u32 l2_slice_size;	/* bytes of L2 table per cache entry */
-	bool extended_l2;
-	u32 version;
-	/* The external data file's device, when the image has one. */
-	struct imgfmt_dev *data_dev;
-	/* The snapshot table, for imgfmt_qcow2_for_each_snapshot(). */
-	u64 snapshots_offset;
-	u32 nb_snapshots;
-};
 
 static bool qcow2_probe(const void *head, size_t len)
 {
@@ -238,27 +91,6 @@ static void log_unknown_features(u64 unknown, const u8 *cluster, u64 ext_off,
 	}
 }
 
-/* Header fields in CPU order, with the version 2 defaults filled in. */
-struct qcow2_fields {
-	u32 version;
-	u32 header_length;
-	u64 backing_offset;
-	u32 backing_size;
-	u32 cluster_bits;
-	u64 size;
-	u32 crypt_method;
-	u32 l1_size;
-	u64 l1_offset;
-	u64 reftable_offset;
-	u32 reftable_clusters;
-	u32 nb_snapshots;
-	u64 snapshots_offset;
-	u64 incompatible;
-	u64 compatible;
-	u64 autoclear;
-	u32 refcount_order;
-	u8 compression_type;
-};
 
 static int qcow2_read_fields(const struct qcow2_header *h,
 			     struct qcow2_fields *f, const char **err)
@@ -1223,8 +1055,7 @@ static int qcow2_setup_map(struct qcow2_image *q, const struct qcow2_fields *f,
 	return qcow2_read_l1(q, f->l1_offset, f->l1_size, f->l1_size, err);
 }
 
-/* The fixed header, read and checked. */
-static int qcow2_read_head(struct imgfmt_dev *dev, struct qcow2_fields *f,
+int imgfmt_qcow2_read_head(struct imgfmt_dev *dev, struct qcow2_fields *f,
 			   const char **err)
 {
 	struct qcow2_header h;
@@ -1266,7 +1097,7 @@ int imgfmt_qcow2_data_file(struct imgfmt_dev *dev, bool *needed, char *name,
 	u64 names_off = 0;
 	int r;
 
-	r = qcow2_read_head(dev, &f, err);
+	r = imgfmt_qcow2_read_head(dev, &f, err);
 	if (r)
 		return r;
 	/* The extension parser fills an image's info: a scratch one. */
@@ -1301,7 +1132,7 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 	struct qcow2_snapshot_pick pick = { .want = args->snapshot };
 	int r;
 
-	r = qcow2_read_head(dev, &f, err);
+	r = imgfmt_qcow2_read_head(dev, &f, err);
 	if (r)
 		return r;
 	q = kzalloc(sizeof(*q), GFP_KERNEL);
