@@ -59,6 +59,12 @@ struct imgfmt_run {
 	 * imgfmt_chain_map(); a single image's map() leaves it 0).
 	 */
 	u32 layer;
+	/*
+	 * DATA of an image open for writing: a write may go to dev_offset
+	 * as it is, with no metadata change (QCOW2: a normal cluster, or an
+	 * allocated subcluster, whose refcount is exactly 1).
+	 */
+	bool in_place;
 };
 
 /* map() flags */
@@ -128,6 +134,37 @@ struct imgfmt_open_args {
 	const char *snapshot;
 	/* QCOW2: the device holding the external data file; NULL: none. */
 	struct imgfmt_dev *data_dev;
+	/*
+	 * Open for writing (dev has write and flush).  A format without a
+	 * write path, or an image it cannot write, is refused by name.
+	 */
+	bool writable;
+};
+
+/*
+ * A write the format has prepared: the virtual range [vstart, vend) is to
+ * be written whole at host, the caller's data where it has some and the
+ * range's current contents (through the layers below, or zeroes) around
+ * it, and only then finished.  The range holds the queried offset.
+ */
+struct imgfmt_wplan {
+	u64 vstart;
+	u64 vend;
+	u64 host;		/* device offset of vstart */
+	/*
+	 * Nothing to allocate: write the caller's data at host, no fill,
+	 * no finish needed.
+	 */
+	bool in_place;
+	u64 priv[6];		/* the format's own */
+};
+
+/* What the status line shows of a writable image. */
+struct imgfmt_wstats {
+	u64 dirty_bytes;	/* metadata changed in memory, not written */
+	u64 image_end;		/* first byte of the device no cluster uses */
+	u64 commits;
+	u64 allocations;	/* clusters allocated since open */
 };
 
 /*
@@ -140,6 +177,7 @@ struct imgfmt_image {
 	/* Its table cache (L2 or grain tables), for statistics. */
 	struct imgfmt_mcache *mcache;
 	struct imgfmt_info info;	/* info.virtual_size bounds map() */
+	bool writable;		/* opened with args->writable */
 };
 
 struct imgfmt_format_ops {
@@ -169,6 +207,25 @@ struct imgfmt_format_ops {
 	int (*lookup)(struct imgfmt_image *img, struct imgfmt_batch *b,
 		      u64 pos, u64 limit, unsigned int flags,
 		      struct imgfmt_unit *u, const char **err);
+	/*
+	 * The write side, NULL in a format that has none.  Called by one
+	 * thread at a time (the host's writer), which may block; map()
+	 * runs alongside and sees each change whole.
+	 *
+	 * prepare_write: allocate what a write at offset (up to len bytes)
+	 * needs and describe it in *p.  finish_write: the range p describes
+	 * is on the device (written, not necessarily flushed): point the
+	 * metadata at it, in memory.  commit: write the changed metadata in
+	 * an order that keeps the image consistent at every instant, ending
+	 * with a flush that makes every write finished before it durable.
+	 * Each returns 0 or -errno with *err naming the problem.
+	 */
+	int (*prepare_write)(struct imgfmt_image *img, u64 offset, u64 len,
+			     struct imgfmt_wplan *p, const char **err);
+	int (*finish_write)(struct imgfmt_image *img,
+			    const struct imgfmt_wplan *p, const char **err);
+	int (*commit)(struct imgfmt_image *img, const char **err);
+	void (*get_wstats)(struct imgfmt_image *img, struct imgfmt_wstats *st);
 };
 
 /* Open the image on args->dev as format ops; see imgfmt_format_ops.open. */
@@ -187,6 +244,18 @@ void imgfmt_close(struct imgfmt_image *img);
  */
 int imgfmt_map(struct imgfmt_image *img, u64 offset, u64 length,
 	       unsigned int flags, struct imgfmt_run *run, const char **err);
+
+/*
+ * Writes (see imgfmt_format_ops): offset and len are whole sectors below
+ * the virtual size.  -EROFS for an image not open for writing.
+ */
+int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
+			 struct imgfmt_wplan *p, const char **err);
+int imgfmt_finish_write(struct imgfmt_image *img,
+			const struct imgfmt_wplan *p, const char **err);
+int imgfmt_commit(struct imgfmt_image *img, const char **err);
+/* Zeroes for an image that is not writable. */
+void imgfmt_get_wstats(struct imgfmt_image *img, struct imgfmt_wstats *st);
 
 /* The formats, each in formats/<name>.c. */
 extern const struct imgfmt_format_ops imgfmt_qcow2_ops;

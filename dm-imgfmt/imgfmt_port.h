@@ -29,8 +29,9 @@
 #endif
 
 /*
- * The device holding the image, as the format code sees it: a size and a
- * way to read bytes from it.  The host fills in the callbacks.
+ * The device holding the image, as the format code sees it: a size, a way
+ * to read bytes from it and, when it is open for writing, to write and
+ * flush.  The host fills in the callbacks.
  */
 struct imgfmt_dev {
 	u64 size;		/* bytes */
@@ -42,6 +43,18 @@ struct imgfmt_dev {
 	 * need a bounce buffer.
 	 */
 	u32 read_align;
+	/*
+	 * Blocking write of len bytes at byte offset off (any offset: the
+	 * host reads and rewrites partial blocks, so callers never write a
+	 * block that another writer shares); NULL on a read-only device.
+	 * Durable only after flush.
+	 */
+	int (*write)(struct imgfmt_dev *dev, u64 off, const void *buf,
+		     size_t len);
+	/* Make every write completed so far durable; 0 or -errno. */
+	int (*flush)(struct imgfmt_dev *dev);
+	/* The unit writes cannot split (the logical block size); 0 means 512. */
+	u32 write_align;
 	void *priv;
 };
 
@@ -58,6 +71,21 @@ static inline int imgfmt_dev_read(struct imgfmt_dev *dev, u64 off, void *buf,
 	if (!imgfmt_dev_has(dev, off, len))
 		return -EIO;
 	return dev->read(dev, off, buf, len);
+}
+
+static inline int imgfmt_dev_write(struct imgfmt_dev *dev, u64 off,
+				   const void *buf, size_t len)
+{
+	if (!dev->write)
+		return -EROFS;
+	if (!imgfmt_dev_has(dev, off, len))
+		return -EIO;
+	return dev->write(dev, off, buf, len);
+}
+
+static inline int imgfmt_dev_flush(struct imgfmt_dev *dev)
+{
+	return dev->flush ? dev->flush(dev) : -EROFS;
 }
 
 /*

@@ -75,9 +75,12 @@ static size_t kport_add_buffer(struct bio *bio, u8 *buf, size_t len)
 	return done;
 }
 
-/* Read len bytes at off; off, len and buf are aligned to the block size. */
-static int kport_read_aligned(struct block_device *bdev, u64 off, u8 *buf,
-			      size_t len)
+/*
+ * Read or write (opf) len bytes at off; off, len and buf are aligned to
+ * the block size.
+ */
+static int kport_io_aligned(struct block_device *bdev, blk_opf_t opf, u64 off,
+			    u8 *buf, size_t len)
 {
 	struct bio *bio;
 	size_t added;
@@ -86,7 +89,7 @@ static int kport_read_aligned(struct block_device *bdev, u64 off, u8 *buf,
 	while (len) {
 		bio = bio_alloc(bdev, min_t(size_t, BIO_MAX_VECS,
 					    DIV_ROUND_UP(len, PAGE_SIZE) + 1),
-				REQ_OP_READ | REQ_META | REQ_SYNC, GFP_NOIO);
+				opf | REQ_META | REQ_SYNC, GFP_NOIO);
 		bio->bi_iter.bi_sector = off >> SECTOR_SHIFT;
 		added = kport_add_buffer(bio, buf, len);
 		added &= ~((size_t)bdev_logical_block_size(bdev) - 1);
@@ -126,15 +129,68 @@ static int kport_dev_read(struct imgfmt_dev *dev, u64 off, void *buf,
 		return 0;
 	if (start == off && end == off + len &&
 	    IS_ALIGNED((unsigned long)buf, lbs))
-		return kport_read_aligned(kdev->bdev, off, buf, len);
+		return kport_io_aligned(kdev->bdev, REQ_OP_READ, off, buf, len);
 	bounce = kvmalloc(end - start, GFP_KERNEL);
 	if (!bounce)
 		return -ENOMEM;
-	r = kport_read_aligned(kdev->bdev, start, bounce, end - start);
+	r = kport_io_aligned(kdev->bdev, REQ_OP_READ, start, bounce,
+			     end - start);
 	if (!r)
 		memcpy(buf, bounce + (off - start), len);
 	kvfree(bounce);
 	return r;
+}
+
+/*
+ * Metadata writes come at any byte offset too (an L1 entry, a header
+ * field): a partial block is read, patched and written back whole.  Only
+ * the format's single writer writes metadata, and no metadata block holds
+ * guest data (the format refuses clusters smaller than a block), so the
+ * read-modify-write races with nobody.
+ */
+static int kport_dev_write(struct imgfmt_dev *dev, u64 off, const void *buf,
+			   size_t len)
+{
+	struct imgfmt_kdev *kdev = container_of(dev, struct imgfmt_kdev, dev);
+	u32 lbs = bdev_logical_block_size(kdev->bdev);
+	u64 start = round_down(off, lbs);
+	u64 end = round_up(off + len, lbs);
+	bool head, tail;
+	u8 *bounce;
+	int r = 0;
+
+	if (!len)
+		return 0;
+	if (start == off && end == off + len &&
+	    IS_ALIGNED((unsigned long)buf, lbs))
+		return kport_io_aligned(kdev->bdev, REQ_OP_WRITE, off,
+					(u8 *)buf, len);
+	bounce = kvmalloc(end - start, GFP_KERNEL);
+	if (!bounce)
+		return -ENOMEM;
+	head = start != off;
+	tail = end != off + len;
+	if (head)
+		r = kport_io_aligned(kdev->bdev, REQ_OP_READ, start, bounce,
+				     lbs);
+	/* The last block, unless it is the first and was just read. */
+	if (!r && tail && !(head && end - lbs == start))
+		r = kport_io_aligned(kdev->bdev, REQ_OP_READ, end - lbs,
+				     bounce + (end - lbs - start), lbs);
+	if (!r) {
+		memcpy(bounce + (off - start), buf, len);
+		r = kport_io_aligned(kdev->bdev, REQ_OP_WRITE, start, bounce,
+				     end - start);
+	}
+	kvfree(bounce);
+	return r;
+}
+
+static int kport_dev_flush(struct imgfmt_dev *dev)
+{
+	struct imgfmt_kdev *kdev = container_of(dev, struct imgfmt_kdev, dev);
+
+	return blkdev_issue_flush(kdev->bdev);
 }
 
 void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
@@ -151,6 +207,13 @@ void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
 	kdev->dev.read = kport_dev_read;
 	kdev->dev.read_align = lbs;
 	kdev->dev.priv = kdev;
+}
+
+void imgfmt_kdev_make_writable(struct imgfmt_kdev *kdev)
+{
+	kdev->dev.write = kport_dev_write;
+	kdev->dev.flush = kport_dev_flush;
+	kdev->dev.write_align = bdev_logical_block_size(kdev->bdev);
 }
 
 /*

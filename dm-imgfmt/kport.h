@@ -15,6 +15,8 @@ struct imgfmt_kdev {
 };
 
 void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev);
+/* The device was opened for writing: let the format code write and flush. */
+void imgfmt_kdev_make_writable(struct imgfmt_kdev *kdev);
 
 /* At module load: size the decompression workspace slots. */
 void imgfmt_kport_init(void);

@@ -14,11 +14,18 @@
  * under the lock, so eviction can always free memory.  One spare table is
  * kept from creation on, so a fill that cannot allocate can still make
  * progress by recycling it.
+ *
+ * Writers change tables in place (imgfmt_mcache_update()): a changed table
+ * is dirty, leaves the LRU for its cache's dirty list and stays until
+ * imgfmt_mcache_writeback() writes it.  Nothing writes a dirty table
+ * behind the writer's back, so the writer decides the order in which
+ * metadata reaches the device; it also bounds how much is dirty.
  */
 #include "mcache.h"
 
 struct imgfmt_mtable {
-	struct list_head lru;	/* in imgfmt_mgroup.lru, newest first */
+	/* In imgfmt_mgroup.lru, newest first; dirty: in its cache's dirty. */
+	struct list_head lru;
 	struct list_head chain;	/* in a hash bucket */
 	struct imgfmt_mcache *mc;	/* whose table it is */
 	u64 off;
@@ -26,6 +33,7 @@ struct imgfmt_mtable {
 	/* Bytes of data that hold the table; copies past them fail. */
 	u32 valid;
 	u32 size;		/* bytes allocated for data */
+	bool dirty;
 	void *data;
 };
 
@@ -42,6 +50,7 @@ struct imgfmt_mgroup {
 	u64 limit_bytes;
 	u64 bytes;
 	u64 peak_bytes;
+	u64 dirty_bytes;	/* of bytes, what dirty tables hold */
 	struct list_head lru;
 	struct list_head *buckets;
 	/* One table kept for progress when memory is short; NULL in use. */
@@ -58,6 +67,8 @@ struct imgfmt_mcache {
 	u64 hits;
 	u64 misses;
 	u64 bytes;
+	u64 dirty_bytes;
+	struct list_head dirty;	/* its dirty tables */
 };
 
 #define MCACHE_MIN_HASH_BITS	4
@@ -164,6 +175,7 @@ struct imgfmt_mcache *imgfmt_mcache_create_in(struct imgfmt_mgroup *g,
 	mc->dev = dev;
 	mc->g = g;
 	mc->table_size = table_size;
+	INIT_LIST_HEAD(&mc->dirty);
 	if (table_size > g->spare_size) {
 		spare = mtable_alloc(table_size);
 		if (!spare) {
@@ -220,6 +232,13 @@ void imgfmt_mcache_destroy(struct imgfmt_mcache *mc)
 		list_move(&t->lru, &victims);
 		g->bytes -= mtable_cost(t->size);
 	}
+	/* Dirty tables not written back are dropped: the caller chose so. */
+	list_for_each_entry_safe(t, n, &mc->dirty, lru) {
+		list_del(&t->chain);
+		list_move(&t->lru, &victims);
+		g->bytes -= mtable_cost(t->size);
+		g->dirty_bytes -= mtable_cost(t->size);
+	}
 	spin_unlock(&g->lock);
 	list_for_each_entry_safe(t, n, &victims, lru) {
 		list_del(&t->lru);
@@ -249,7 +268,8 @@ static struct imgfmt_mtable *mcache_find(struct imgfmt_mcache *mc,
 static int mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
 			   u32 pos, void *out, u32 len)
 {
-	list_move(&t->lru, &mc->g->lru);
+	if (!t->dirty)
+		list_move(&t->lru, &mc->g->lru);
 	if (pos > t->valid || len > t->valid - pos)
 		return -EIO;
 	if (len)
@@ -347,6 +367,7 @@ static void mcache_insert(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
 	t->off = k->key;
 	t->tag = k->tag;
 	t->valid = valid;
+	t->dirty = false;
 	list_add(&t->chain, &g->buckets[mcache_hash(mc, k->key)]);
 	list_add(&t->lru, &g->lru);
 	g->bytes += mtable_cost(t->size);
@@ -484,6 +505,117 @@ int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
 	return r < 0 ? r : 1;
 }
 
+/* Caller holds g->lock: t changed, and waits on the dirty list. */
+static void mcache_mark_dirty(struct imgfmt_mcache *mc, struct imgfmt_mtable *t)
+{
+	if (t->dirty)
+		return;
+	t->dirty = true;
+	list_move(&t->lru, &mc->dirty);
+	mc->dirty_bytes += mtable_cost(t->size);
+	mc->g->dirty_bytes += mtable_cost(t->size);
+}
+
+/* Caller holds g->lock: t is written, and evictable again. */
+static void mcache_mark_clean(struct imgfmt_mcache *mc, struct imgfmt_mtable *t)
+{
+	t->dirty = false;
+	list_move(&t->lru, &mc->g->lru);
+	mc->dirty_bytes -= mtable_cost(t->size);
+	mc->g->dirty_bytes -= mtable_cost(t->size);
+}
+
+/* Apply the change if the table is cached: true when it was. */
+static bool mcache_try_update(struct imgfmt_mcache *mc,
+			      const struct imgfmt_mkey *k, u32 pos,
+			      const void *in, u32 len)
+{
+	struct imgfmt_mtable *t;
+
+	spin_lock(&mc->g->lock);
+	t = mcache_find(mc, k);
+	if (t && pos <= t->valid && len <= t->valid - pos) {
+		memcpy((u8 *)t->data + pos, in, len);
+		mcache_mark_dirty(mc, t);
+	} else {
+		t = NULL;
+	}
+	spin_unlock(&mc->g->lock);
+	return t;
+}
+
+static int mcache_fill_zeroes(void *ctx, u64 off, void *buf, u32 len)
+{
+	(void)ctx;
+	(void)off;
+	memset(buf, 0, len);
+	return (int)len;
+}
+
+/* A table that a fill makes room for may go again before we change it. */
+#define MCACHE_UPDATE_TRIES	8
+
+int imgfmt_mcache_update(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
+			 const void *in, u32 len, bool zeroed)
+{
+	struct imgfmt_mkey k = { .key = table_off };
+	unsigned int i;
+	int r;
+
+	if (pos > mc->table_size || len > mc->table_size - pos)
+		return -EINVAL;
+	if (table_off % 512 || table_off > mc->dev->size ||
+	    mc->table_size > mc->dev->size - table_off)
+		return -EIO;
+	for (i = 0; i < MCACHE_UPDATE_TRIES; i++) {
+		if (mcache_try_update(mc, &k, pos, in, len))
+			return 0;
+		r = mcache_fill(mc, &k, 0, NULL, 0, zeroed ? mcache_fill_zeroes :
+				mcache_fill_from_device, mc);
+		if (r < 0)
+			return r;
+	}
+	return -ENOMEM;
+}
+
+int imgfmt_mcache_writeback(struct imgfmt_mcache *mc, u32 *written)
+{
+	struct imgfmt_mgroup *g = mc->g;
+	struct imgfmt_mtable *t;
+	int r;
+
+	*written = 0;
+	for (;;) {
+		spin_lock(&g->lock);
+		t = list_first_entry_or_null(&mc->dirty, struct imgfmt_mtable,
+					     lru);
+		spin_unlock(&g->lock);
+		if (!t)
+			return 0;
+		/*
+		 * Off the LRU while dirty, so nobody frees it; and only the
+		 * writer, which is here, changes it.
+		 */
+		r = imgfmt_dev_write(mc->dev, t->off, t->data, mc->table_size);
+		if (r)
+			return r;
+		spin_lock(&g->lock);
+		mcache_mark_clean(mc, t);
+		spin_unlock(&g->lock);
+		(*written)++;
+	}
+}
+
+u64 imgfmt_mcache_dirty_bytes(struct imgfmt_mcache *mc)
+{
+	u64 bytes;
+
+	spin_lock(&mc->g->lock);
+	bytes = mc->dirty_bytes;
+	spin_unlock(&mc->g->lock);
+	return bytes;
+}
+
 u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc)
 {
 	return mc->table_size;
@@ -500,6 +632,7 @@ void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 	st->bytes = mc->bytes;
 	st->peak_bytes = g->private ? g->peak_bytes : 0;
 	st->limit_bytes = g->limit_bytes;
+	st->dirty_bytes = mc->dirty_bytes;
 	st->table_size = mc->table_size;
 	spin_unlock(&g->lock);
 }
@@ -511,5 +644,6 @@ void imgfmt_mgroup_get_stats(struct imgfmt_mgroup *g,
 	st->bytes = g->bytes;
 	st->peak_bytes = g->peak_bytes;
 	st->limit_bytes = g->limit_bytes;
+	st->dirty_bytes = g->dirty_bytes;
 	spin_unlock(&g->lock);
 }

@@ -19,6 +19,7 @@ struct imgfmt_mcache_stats {
 	u64 bytes;		/* held now */
 	u64 peak_bytes;
 	u64 limit_bytes;
+	u64 dirty_bytes;	/* of bytes, in tables not yet written back */
 	u32 table_size;
 };
 
@@ -116,6 +117,29 @@ int imgfmt_mcache_lookup(struct imgfmt_mcache *mc,
 int imgfmt_mcache_prefetch_fill(struct imgfmt_mcache *mc,
 				const struct imgfmt_mkey *k,
 				imgfmt_mcache_fill_fn fill, void *ctx);
+
+/*
+ * Writes.  One thread at a time changes a cache's tables and writes them
+ * back (the format's writer); readers may run alongside.
+ *
+ * Replace len bytes at pos of the table at table_off, reading it first
+ * when it is not cached (or, with zeroed, taking it as all zeroes: a new
+ * table whose cluster the caller has zeroed on the device).  The table is
+ * dirty until imgfmt_mcache_writeback() writes it; until then it is never
+ * evicted.  0, -EIO (outside the device, or the read failed) or -ENOMEM.
+ */
+int imgfmt_mcache_update(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
+			 const void *in, u32 len, bool zeroed);
+
+/*
+ * Write every dirty table of mc to its device (not flushed: the caller
+ * orders), counting them in *written.  0, or the first write's error, with
+ * the tables not yet written still dirty.
+ */
+int imgfmt_mcache_writeback(struct imgfmt_mcache *mc, u32 *written);
+
+/* Bytes held by mc's dirty tables. */
+u64 imgfmt_mcache_dirty_bytes(struct imgfmt_mcache *mc);
 
 /* The size of its tables, fixed at creation. */
 u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc);

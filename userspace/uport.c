@@ -175,6 +175,47 @@ int uport_dev_open_fd(struct imgfmt_dev *dev, int fd)
 	return 0;
 }
 
+static int uport_dev_pwrite(struct imgfmt_dev *dev, u64 off, const void *buf,
+			    size_t len)
+{
+	const struct uport_file *f = dev->priv;
+	const char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		n = pwrite(f->fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		off += (u64)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int uport_dev_fdatasync(struct imgfmt_dev *dev)
+{
+	const struct uport_file *f = dev->priv;
+
+	return fdatasync(f->fd) ? -errno : 0;
+}
+
+int uport_dev_make_writable(struct imgfmt_dev *dev)
+{
+	int fl = fcntl(uport_dev_fd(dev), F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	if ((fl & O_ACCMODE) != O_RDWR)
+		return -EBADF;
+	dev->write = uport_dev_pwrite;
+	dev->flush = uport_dev_fdatasync;
+	dev->write_align = 512;
+	return 0;
+}
+
 int uport_dev_open(struct imgfmt_dev *dev, const char *path)
 {
 	int fd, rc;
@@ -199,6 +240,8 @@ void uport_dev_close(struct imgfmt_dev *dev)
 	free(f);
 	dev->priv = NULL;
 	dev->read = NULL;
+	dev->write = NULL;
+	dev->flush = NULL;
 }
 
 int uport_dev_fd(const struct imgfmt_dev *dev)

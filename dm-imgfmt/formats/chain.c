@@ -233,6 +233,8 @@ static int chain_map_lower(struct imgfmt_chain *c, u64 offset, u64 len,
 			return r;
 		if (run->kind != IMGFMT_RUN_UNALLOCATED) {
 			run->layer = j;
+			/* Lower layers are read-only: a write copies up. */
+			run->in_place = false;
 			/* The top's end, not the lower layer's, ends the disk. */
 			imgfmt_run_cut_at_last_sector(run, offset, c->size);
 			return 0;

@@ -91,7 +91,6 @@ static void log_unknown_features(u64 unknown, const u8 *cluster, u64 ext_off,
 	}
 }
 
-
 static int qcow2_read_fields(const struct qcow2_header *h,
 			     struct qcow2_fields *f, const char **err)
 {
@@ -976,6 +975,7 @@ static void qcow2_close(struct imgfmt_image *img)
 	if (!img)
 		return;
 	q = container_of(img, struct qcow2_image, img);
+	imgfmt_qcow2_writer_close(q);
 	imgfmt_mcache_destroy(q->img.mcache);
 	imgfmt_free_large(q->l1);
 	kfree(q);
@@ -1169,6 +1169,11 @@ static int qcow2_open(const struct imgfmt_open_args *args,
 		r = -ENOMEM;
 		goto fail;
 	}
+	if (args->writable) {
+		r = imgfmt_qcow2_writer_open(q, args, &f, err);
+		if (r)
+			goto fail;
+	}
 	imgfmt_free_large(cluster);
 	*imgp = &q->img;
 	return 0;
@@ -1301,8 +1306,30 @@ static int qcow2_check_host(struct qcow2_image *q, u64 host, u64 pos,
 	return 0;
 }
 
+static int qcow2_classify_entry(struct qcow2_image *q, u64 entry, u64 bitmap,
+				u64 pos, struct imgfmt_unit *u,
+				const char **err);
+
+/*
+ * What the entry says of pos; with a writer, whether a write may go in
+ * place: data (a whole cluster, or an allocated subcluster) whose
+ * refcount is exactly 1, which the COPIED flag tells.
+ */
 static int qcow2_classify(struct qcow2_image *q, u64 entry, u64 bitmap,
 			  u64 pos, struct imgfmt_unit *u, const char **err)
+{
+	int r = qcow2_classify_entry(q, entry, bitmap, pos, u, err);
+
+	if (!r && q->w && u->kind == IMGFMT_RUN_DATA &&
+	    (entry & QCOW2_L2E_COPIED) &&
+	    u->end - u->start == 1ULL << q->subcluster_bits)
+		u->in_place = true;
+	return r;
+}
+
+static int qcow2_classify_entry(struct qcow2_image *q, u64 entry, u64 bitmap,
+				u64 pos, struct imgfmt_unit *u,
+				const char **err)
 {
 	u64 desc = entry & ~QCOW2_L2E_COPIED;
 	u64 host = desc & QCOW2_OFFSET_MASK;
@@ -1384,7 +1411,8 @@ static int qcow2_lookup(struct imgfmt_image *img, struct imgfmt_batch *b,
 	if (l1_index >= q->l1_size)
 		return imgfmt_corrupt(&q->img, "offset beyond the L1 table",
 				      pos, err);
-	l1e = q->l1[l1_index];
+	/* The writer may be adding an L2 table. */
+	l1e = READ_ONCE(q->l1[l1_index]);
 	if (l1e & QCOW2_L1E_RESERVED)
 		return imgfmt_corrupt(&q->img, "L1 entry has reserved bits set",
 				      pos, err);
@@ -1421,4 +1449,8 @@ const struct imgfmt_format_ops imgfmt_qcow2_ops = {
 	.open = qcow2_open,
 	.close = qcow2_close,
 	.lookup = qcow2_lookup,
+	.prepare_write = imgfmt_qcow2_prepare_write,
+	.finish_write = imgfmt_qcow2_finish_write,
+	.commit = imgfmt_qcow2_commit,
+	.get_wstats = imgfmt_qcow2_get_wstats,
 };

@@ -155,6 +155,8 @@ struct qcow2_image {
 	/* The snapshot table, for imgfmt_qcow2_for_each_snapshot(). */
 	u64 snapshots_offset;
 	u32 nb_snapshots;
+	/* Open for writing: the write side's state (qcow2_write.c). */
+	struct qcow2_writer *w;
 };
 
 /* Header fields in CPU order, with the version 2 defaults filled in. */
@@ -239,5 +241,22 @@ static inline void qcow2_refcount_set(void *block, u64 index, u32 order,
 /* The fixed header of the image on dev, read and checked. */
 int imgfmt_qcow2_read_head(struct imgfmt_dev *dev, struct qcow2_fields *f,
 			   const char **err);
+
+/*
+ * The write side (qcow2_write.c).  writer_open checks that the image may
+ * be written and loads what writes need (refcount table, the image's
+ * end); the rest are the format's write ops (imgfmt_format.h).
+ */
+int imgfmt_qcow2_writer_open(struct qcow2_image *q,
+			     const struct imgfmt_open_args *args,
+			     const struct qcow2_fields *f, const char **err);
+void imgfmt_qcow2_writer_close(struct qcow2_image *q);
+int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
+			       struct imgfmt_wplan *p, const char **err);
+int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
+			      const struct imgfmt_wplan *p, const char **err);
+int imgfmt_qcow2_commit(struct imgfmt_image *img, const char **err);
+void imgfmt_qcow2_get_wstats(struct imgfmt_image *img,
+			     struct imgfmt_wstats *st);
 
 #endif /* IMGFMT_QCOW2_INT_H */

@@ -13,6 +13,7 @@ static bool run_continues(const struct imgfmt_run *run,
 	if (u->kind != IMGFMT_RUN_DATA)
 		return true;
 	return u->on_data_dev == run->on_data_dev &&
+	       u->in_place == run->in_place &&
 	       u->host + (pos - u->start) == run->dev_offset + run->length;
 }
 
@@ -24,6 +25,7 @@ static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
 	if (u->kind == IMGFMT_RUN_DATA) {
 		run->dev_offset = u->host + (pos - u->start);
 		run->on_data_dev = u->on_data_dev;
+		run->in_place = u->in_place;
 	}
 	if (u->kind == IMGFMT_RUN_COMPRESSED) {
 		run->comp_offset = u->comp_offset;

@@ -18,6 +18,7 @@ struct imgfmt_unit {
 	u64 end;
 	u64 host;		/* DATA: device offset of start */
 	bool on_data_dev;	/* DATA: host is on the external data file */
+	bool in_place;		/* DATA: writable in place (imgfmt_run) */
 	/* COMPRESSED: the unit is the whole cluster, start its beginning. */
 	u64 comp_offset;
 	u32 comp_length;

@@ -23,6 +23,12 @@ int uport_dev_open(struct imgfmt_dev *dev, const char *path);
  */
 int uport_dev_open_fd(struct imgfmt_dev *dev, int fd);
 
+/*
+ * Let the format code write to a device whose fd is open read-write
+ * (pwrite, and fdatasync for flush); -EBADF when it is not.
+ */
+int uport_dev_make_writable(struct imgfmt_dev *dev);
+
 /* Close a device opened with uport_dev_open(); safe to call twice. */
 void uport_dev_close(struct imgfmt_dev *dev);
 

@@ -44,6 +44,7 @@ typedef int64_t s64;
 #define U64_MAX		UINT64_MAX
 #define BIT(n)		(1UL << (n))
 #define BIT_ULL(n)	(1ULL << (n))
+#define GENMASK_ULL(h, l) ((~0ULL << (l)) & (~0ULL >> (63 - (h))))
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 #define IS_ALIGNED(x, a)	(((x) & ((typeof(x))(a) - 1)) == 0)
 #define ALIGN(x, a)	(((x) + ((typeof(x))(a) - 1)) & ~((typeof(x))(a) - 1))
@@ -145,6 +146,8 @@ static inline bool list_empty(const struct list_head *h)
 #define list_entry(ptr, type, member)	container_of(ptr, type, member)
 #define list_last_entry(h, type, member) list_entry((h)->prev, type, member)
 #define list_first_entry(h, type, member) list_entry((h)->next, type, member)
+#define list_first_entry_or_null(h, type, member) \
+	(list_empty(h) ? NULL : list_first_entry(h, type, member))
 #define list_for_each_entry(pos, head, member)				\
 	for (pos = list_entry((head)->next, typeof(*pos), member);	\
 	     &pos->member != (head);					\

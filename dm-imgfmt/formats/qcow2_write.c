@@ -1,0 +1,924 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * QCOW2 writes: cluster allocation, refcounts, and the ordered commit of
+ * metadata that keeps the image consistent at every instant.
+ *
+ * Clusters are allocated at the end of the image only (next_free, found
+ * from the refcounts at open), so a cluster handed out was never in use
+ * since the image was last consistent: no freed cluster is reused, and a
+ * crash can leak clusters but never make two owners of one.  The rules
+ * that make a crash harmless:
+ * - a new cluster is written whole (data and fill) before any table in
+ *   memory points at it; a new L2 table or refcount block is zeroed on the
+ *   device before anything points at it;
+ * - commit writes refcount blocks, flushes, writes the refcount table
+ *   (a moved table whole, flushed, then the header), flushes, writes L2
+ *   tables, flushes if the L1 table changed, writes it, and flushes: what
+ *   a table on the device points at is always durable before it;
+ * - refcounts are only decreased after the commit that made the tables
+ *   drop the reference is durable.
+ * Everything here runs in one thread at a time (the host's writer).
+ */
+#include "../mcache.h"
+#include "qcow2_int.h"
+#include "runs.h"
+
+/* Refcount table entries: bits 9-63 hold a refcount block's offset. */
+#define QCOW2_RT_OFFSET_MASK	(~511ULL)
+/* Clusters whose refcount decrease waits for the next commit. */
+#define QCOW2_MAX_PENDING_FREES	256
+/* Zeroes are written from a buffer of this size. */
+#define QCOW2_ZERO_CHUNK	(64U << 10)
+/* Refcount blocks are cached in slices, like L2 tables. */
+#define QCOW2_RB_SLICE		4096
+
+/* What a prepared write carries in imgfmt_wplan.priv. */
+enum {
+	QW_SLICE,		/* device offset of the L2 slice */
+	QW_POS,			/* byte of the entry in the slice */
+	QW_ENTRY,		/* the new L2 entry */
+	QW_BITMAP,		/* the new subcluster bitmap (extended L2) */
+	QW_FREE_OFF,		/* what the old entry held, to release */
+	QW_FREE_LEN,
+};
+
+struct qcow2_free {
+	u64 off;
+	u64 len;
+};
+
+struct qcow2_writer {
+	u64 *rt;		/* the refcount table, CPU order */
+	u32 rt_entries;
+	u64 rt_offset;
+	u32 rt_clusters;
+	u32 rt_dirty_lo;	/* entries changed in place: [lo, hi) */
+	u32 rt_dirty_hi;
+	/* rt is a new table: written whole, then the header points at it. */
+	bool rt_moved;
+	u64 old_rt_offset;
+	u32 old_rt_clusters;
+	u32 l1_dirty_lo;	/* L1 entries changed: [lo, hi) */
+	u32 l1_dirty_hi;
+	u64 l1_offset;
+	struct imgfmt_mcache *rb;	/* refcount block slices */
+	u32 rb_slice;
+	u32 order;		/* refcount_order */
+	u32 rb_bits;		/* log2 of refcounts per block */
+	u64 next_free;		/* first byte no cluster has ever used */
+	u64 dirty_limit;	/* commit first when this much is dirty */
+	struct qcow2_free frees[QCOW2_MAX_PENDING_FREES];
+	u32 nr_frees;
+	u64 commits;
+	u64 allocations;
+	void *zeroes;
+};
+
+static struct qcow2_image *to_q(struct imgfmt_image *img)
+{
+	return container_of(img, struct qcow2_image, img);
+}
+
+static int qw_refuse(const char **err, const char *what, int r)
+{
+	*err = what;
+	return r;
+}
+
+static void qw_l1_dirty(struct qcow2_writer *w, u32 i)
+{
+	if (w->l1_dirty_lo == w->l1_dirty_hi) {
+		w->l1_dirty_lo = i;
+		w->l1_dirty_hi = i + 1;
+		return;
+	}
+	w->l1_dirty_lo = min(w->l1_dirty_lo, i);
+	w->l1_dirty_hi = max(w->l1_dirty_hi, i + 1);
+}
+
+static void qw_rt_dirty(struct qcow2_writer *w, u32 i)
+{
+	if (w->rt_dirty_lo == w->rt_dirty_hi) {
+		w->rt_dirty_lo = i;
+		w->rt_dirty_hi = i + 1;
+		return;
+	}
+	w->rt_dirty_lo = min(w->rt_dirty_lo, i);
+	w->rt_dirty_hi = max(w->rt_dirty_hi, i + 1);
+}
+
+/* Take n clusters at the image's end. */
+static int qw_bump(struct qcow2_image *q, u32 n, u64 *off, const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 bytes = (u64)n << q->cluster_bits;
+
+	if (w->next_free > q->img.dev->size ||
+	    bytes > q->img.dev->size - w->next_free ||
+	    w->next_free + bytes > QCOW2_OFFSET_MASK)
+		return qw_refuse(err, "no space left on the device for a new cluster",
+				 -ENOSPC);
+	*off = w->next_free;
+	w->next_free += bytes;
+	return 0;
+}
+
+static int qw_zero_clusters(struct qcow2_image *q, u64 off, u32 n,
+			    const char **err)
+{
+	u64 left = (u64)n << q->cluster_bits;
+	u32 chunk;
+	int r;
+
+	while (left) {
+		chunk = (u32)min_t(u64, left, QCOW2_ZERO_CHUNK);
+		r = imgfmt_dev_write(q->img.dev, off, q->w->zeroes, chunk);
+		if (r)
+			return qw_refuse(err, "cannot write a new metadata cluster", r);
+		off += chunk;
+		left -= chunk;
+	}
+	return 0;
+}
+
+/*
+ * Where the refcount of cluster idx lives: the slice of its block, the
+ * bytes holding it there (1 for widths below 8 bits) and its place among
+ * the entries those bytes hold.  -ENOENT when it has no block.
+ */
+static int qw_refcount_slot(struct qcow2_image *q, u64 idx, u64 *slice,
+			    u32 *pos, u32 *len, u32 *sub)
+{
+	struct qcow2_writer *w = q->w;
+	u64 bi = idx >> w->rb_bits, block, within, byte;
+
+	if (bi >= w->rt_entries)
+		return -ENOENT;
+	block = w->rt[bi] & QCOW2_RT_OFFSET_MASK;
+	if (!block)
+		return -ENOENT;
+	within = idx & ((1ULL << w->rb_bits) - 1);
+	byte = (within << w->order) >> 3;
+	*slice = block + (byte & ~((u64)w->rb_slice - 1));
+	*pos = (u32)(byte & (w->rb_slice - 1));
+	*len = w->order >= 3 ? 1U << (w->order - 3) : 1;
+	*sub = w->order >= 3 ? 0 : (u32)(within & ((8U >> w->order) - 1));
+	return 0;
+}
+
+static int qw_get_refcount(struct qcow2_image *q, u64 idx, u64 *rc,
+			   const char **err)
+{
+	u32 pos, len, sub;
+	u64 slice;
+	u8 buf[8];
+	int r;
+
+	r = qw_refcount_slot(q, idx, &slice, &pos, &len, &sub);
+	if (r == -ENOENT) {
+		*rc = 0;
+		return 0;
+	}
+	r = imgfmt_mcache_read(q->w->rb, slice, pos, buf, len, false);
+	if (r)
+		return qw_refuse(err, "cannot read a refcount block", r);
+	*rc = qcow2_refcount_get(buf, sub, q->w->order);
+	return 0;
+}
+
+static int qw_set_refcount(struct qcow2_image *q, u64 idx, u64 value,
+			   const char **err);
+
+/* Grow the refcount table so that it has entry bi (a new table). */
+static int qw_grow_rt(struct qcow2_image *q, u64 bi, const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 want = w->rt_entries, n, top, off, i;
+	u64 per_cluster = q->cluster_size / 8;
+	u64 *rt;
+	int r;
+
+	/*
+	 * Big enough for bi and for the blocks of the new table's own
+	 * clusters and of a few more after them.
+	 */
+	for (;;) {
+		while (want <= bi)
+			want *= 2;
+		n = DIV_ROUND_UP_ULL(want, per_cluster);
+		/* Its blocks come after it: fewer than n + 8 of them. */
+		top = (w->next_free >> q->cluster_bits) + 2 * n + 8;
+		if ((top >> w->rb_bits) < want)
+			break;
+		want *= 2;
+	}
+	if (n * q->cluster_size > QCOW2_MAX_REFTABLE_BYTES)
+		return qw_refuse(err, "QCOW2 refcount table would exceed 8 MiB",
+				 -ENOSPC);
+	rt = imgfmt_zalloc_large(n * q->cluster_size);
+	if (!rt)
+		return qw_refuse(err, "cannot allocate the refcount table", -ENOMEM);
+	r = qw_bump(q, (u32)n, &off, err);
+	if (r) {
+		imgfmt_free_large(rt);
+		return r;
+	}
+	memcpy(rt, w->rt, (size_t)w->rt_entries * 8);
+	if (!w->rt_moved) {
+		w->old_rt_offset = w->rt_offset;
+		w->old_rt_clusters = w->rt_clusters;
+	}
+	/*
+	 * A table grown before the last one was ever written is garbage
+	 * nothing on the device points at: its clusters are free at once.
+	 */
+	for (i = 0; w->rt_moved && i < w->rt_clusters; i++) {
+		r = qw_set_refcount(q, (w->rt_offset >> q->cluster_bits) + i, 0,
+				    err);
+		if (r) {
+			imgfmt_free_large(rt);
+			return r;
+		}
+	}
+	imgfmt_free_large(w->rt);
+	w->rt = rt;
+	w->rt_entries = (u32)(n * per_cluster);
+	w->rt_offset = off;
+	w->rt_clusters = (u32)n;
+	w->rt_moved = true;
+	w->rt_dirty_lo = 0;
+	w->rt_dirty_hi = 0;
+	for (i = 0; i < n; i++) {
+		r = qw_set_refcount(q, (off >> q->cluster_bits) + i, 1, err);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Make sure refcount block bi exists.  A new one goes at the image's end,
+ * zeroed on the device first; it usually covers itself.
+ */
+static int qw_ensure_block(struct qcow2_image *q, u64 bi, const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 off;
+	int r;
+
+	if (bi >= w->rt_entries) {
+		r = qw_grow_rt(q, bi, err);
+		if (r)
+			return r;
+	}
+	if (w->rt[bi] & QCOW2_RT_OFFSET_MASK)
+		return 0;
+	r = qw_bump(q, 1, &off, err);
+	if (!r)
+		r = qw_zero_clusters(q, off, 1, err);
+	if (r)
+		return r;
+	w->rt[bi] = off;
+	if (!w->rt_moved)
+		qw_rt_dirty(w, (u32)bi);
+	return qw_set_refcount(q, off >> q->cluster_bits, 1, err);
+}
+
+static int qw_set_refcount(struct qcow2_image *q, u64 idx, u64 value,
+			   const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u32 pos, len, sub;
+	u64 slice;
+	u8 buf[8];
+	int r;
+
+	r = qw_ensure_block(q, idx >> w->rb_bits, err);
+	if (r)
+		return r;
+	r = qw_refcount_slot(q, idx, &slice, &pos, &len, &sub);
+	if (r)
+		return qw_refuse(err, "refcount block missing after allocation",
+				 -EIO);
+	r = imgfmt_mcache_read(w->rb, slice, pos, buf, len, false);
+	if (!r) {
+		qcow2_refcount_set(buf, sub, w->order, value);
+		r = imgfmt_mcache_update(w->rb, slice, pos, buf, len, false);
+	}
+	if (r)
+		return qw_refuse(err, "cannot update a refcount block", r);
+	return 0;
+}
+
+/* A new cluster with refcount 1 at the image's end. */
+static int qw_alloc_cluster(struct qcow2_image *q, u64 *off, const char **err)
+{
+	int r = qw_bump(q, 1, off, err);
+
+	if (!r)
+		r = qw_set_refcount(q, *off >> q->cluster_bits, 1, err);
+	if (!r)
+		q->w->allocations++;
+	return r;
+}
+
+/* Release the clusters [off, off + len) touches: one reference each. */
+static int qw_release(struct qcow2_image *q, u64 off, u64 len,
+		      const char **err)
+{
+	u64 idx = off >> q->cluster_bits;
+	u64 last = (off + len - 1) >> q->cluster_bits;
+	u64 rc;
+	int r;
+
+	for (; idx <= last; idx++) {
+		r = qw_get_refcount(q, idx, &rc, err);
+		if (r)
+			return r;
+		if (!rc) {
+			/* Already free: the image was inconsistent; keep going. */
+			imgfmt_report_corruption("qcow2",
+						 "released cluster has refcount 0",
+						 idx << q->cluster_bits);
+			continue;
+		}
+		r = qw_set_refcount(q, idx, rc - 1, err);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Write the L1 entries [lo, hi) from memory. */
+static int qw_write_l1(struct qcow2_image *q, u32 lo, u32 hi)
+{
+	__be64 *buf;
+	u32 i;
+	int r;
+
+	buf = imgfmt_alloc_large((size_t)(hi - lo) * 8);
+	if (!buf)
+		return -ENOMEM;
+	for (i = lo; i < hi; i++)
+		buf[i - lo] = cpu_to_be64(READ_ONCE(q->l1[i]));
+	r = imgfmt_dev_write(q->img.dev, q->w->l1_offset + (u64)lo * 8, buf,
+			     (size_t)(hi - lo) * 8);
+	imgfmt_free_large(buf);
+	return r;
+}
+
+/* Write the refcount table entries [lo, hi) (all of a moved table). */
+static int qw_write_rt(struct qcow2_image *q, u32 lo, u32 hi)
+{
+	__be64 *buf;
+	u32 i;
+	int r;
+
+	buf = imgfmt_alloc_large((size_t)(hi - lo) * 8);
+	if (!buf)
+		return -ENOMEM;
+	for (i = lo; i < hi; i++)
+		buf[i - lo] = cpu_to_be64(q->w->rt[i]);
+	r = imgfmt_dev_write(q->img.dev, q->w->rt_offset + (u64)lo * 8, buf,
+			     (size_t)(hi - lo) * 8);
+	imgfmt_free_large(buf);
+	return r;
+}
+
+/* Point the header at the new refcount table: 12 bytes in sector 0. */
+static int qw_write_header_rt(struct qcow2_image *q)
+{
+	struct {
+		__be64 offset;
+		__be32 clusters;
+	} __packed f = {
+		.offset = cpu_to_be64(q->w->rt_offset),
+		.clusters = cpu_to_be32(q->w->rt_clusters),
+	};
+
+	return imgfmt_dev_write(q->img.dev,
+				offsetof(struct qcow2_header,
+					 refcount_table_offset),
+				&f, sizeof(f));
+}
+
+/* The refcount side of a commit: blocks, flush, table. */
+static int qw_commit_refcounts(struct qcow2_image *q, bool *flushed,
+			       const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	struct imgfmt_dev *dev = q->img.dev;
+	u32 written;
+	int r;
+
+	r = imgfmt_mcache_writeback(w->rb, &written);
+	if (r)
+		return qw_refuse(err, "cannot write refcount blocks", r);
+	if (!written && !w->rt_moved && w->rt_dirty_lo == w->rt_dirty_hi)
+		return 0;
+	r = imgfmt_dev_flush(dev);
+	if (r)
+		return qw_refuse(err, "cannot flush the device", r);
+	*flushed = true;
+	if (w->rt_moved) {
+		r = qw_write_rt(q, 0, w->rt_entries);
+		if (!r)
+			r = imgfmt_dev_flush(dev);
+		if (!r)
+			r = qw_write_header_rt(q);
+		if (r)
+			return qw_refuse(err, "cannot write the new refcount table", r);
+		w->rt_moved = false;
+		/* Free once this commit is durable, like any dropped cluster. */
+		w->frees[w->nr_frees].off = w->old_rt_offset;
+		w->frees[w->nr_frees].len = (u64)w->old_rt_clusters <<
+					    q->cluster_bits;
+		w->nr_frees++;
+	} else if (w->rt_dirty_lo != w->rt_dirty_hi) {
+		r = qw_write_rt(q, w->rt_dirty_lo, w->rt_dirty_hi);
+		if (r)
+			return qw_refuse(err, "cannot write the refcount table", r);
+	} else {
+		return 0;
+	}
+	w->rt_dirty_lo = 0;
+	w->rt_dirty_hi = 0;
+	r = imgfmt_dev_flush(dev);
+	if (r)
+		return qw_refuse(err, "cannot flush the device", r);
+	return 0;
+}
+
+/* The mapping side: L2 tables, then the L1 table, each after a flush. */
+static int qw_commit_tables(struct qcow2_image *q, bool flushed,
+			    const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	struct imgfmt_dev *dev = q->img.dev;
+	u32 written;
+	int r;
+
+	/* The data the tables point at goes first. */
+	if (!flushed && imgfmt_mcache_dirty_bytes(q->img.mcache)) {
+		r = imgfmt_dev_flush(dev);
+		if (r)
+			return qw_refuse(err, "cannot flush the device", r);
+	}
+	r = imgfmt_mcache_writeback(q->img.mcache, &written);
+	if (r)
+		return qw_refuse(err, "cannot write L2 tables", r);
+	if (w->l1_dirty_lo != w->l1_dirty_hi) {
+		r = imgfmt_dev_flush(dev);
+		if (!r)
+			r = qw_write_l1(q, w->l1_dirty_lo, w->l1_dirty_hi);
+		if (r)
+			return qw_refuse(err, "cannot write the L1 table", r);
+		w->l1_dirty_lo = 0;
+		w->l1_dirty_hi = 0;
+	}
+	return 0;
+}
+
+/*
+ * The tables on the device no longer point at what the frees name: their
+ * refcounts drop now, and reach the device at once, so that a commit
+ * leaves nothing behind.
+ */
+static int qw_release_frees(struct qcow2_image *q, const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u32 i, n = w->nr_frees, written;
+	int r;
+
+	if (!n)
+		return 0;
+	w->nr_frees = 0;
+	for (i = 0; i < n; i++) {
+		r = qw_release(q, w->frees[i].off, w->frees[i].len, err);
+		if (r)
+			return r;
+	}
+	r = imgfmt_mcache_writeback(w->rb, &written);
+	if (r)
+		return qw_refuse(err, "cannot write refcount blocks", r);
+	r = imgfmt_dev_flush(q->img.dev);
+	if (r)
+		return qw_refuse(err, "cannot flush the device", r);
+	return 0;
+}
+
+int imgfmt_qcow2_commit(struct imgfmt_image *img, const char **err)
+{
+	struct qcow2_image *q = to_q(img);
+	bool flushed = false;
+	int r;
+
+	r = qw_commit_refcounts(q, &flushed, err);
+	if (!r)
+		r = qw_commit_tables(q, flushed, err);
+	if (r)
+		return r;
+	r = imgfmt_dev_flush(q->img.dev);
+	if (r)
+		return qw_refuse(err, "cannot flush the device", r);
+	q->w->commits++;
+	return qw_release_frees(q, err);
+}
+
+/* Commit early when dirty metadata nears its bound or frees pile up. */
+static int qw_make_room(struct qcow2_image *q, const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 dirty = imgfmt_mcache_dirty_bytes(q->img.mcache) +
+		    imgfmt_mcache_dirty_bytes(w->rb);
+
+	if (dirty < w->dirty_limit && w->nr_frees < QCOW2_MAX_PENDING_FREES - 2)
+		return 0;
+	return imgfmt_qcow2_commit(&q->img, err);
+}
+
+/* A new, zeroed L2 table for L1 entry i. */
+static int qw_new_l2(struct qcow2_image *q, u32 i, u64 *l2_offset,
+		     const char **err)
+{
+	u64 off;
+	int r;
+
+	r = qw_alloc_cluster(q, &off, err);
+	if (!r)
+		r = qw_zero_clusters(q, off, 1, err);
+	if (r)
+		return r;
+	WRITE_ONCE(q->l1[i], off | QCOW2_L2E_COPIED);
+	qw_l1_dirty(q->w, i);
+	*l2_offset = off;
+	return 0;
+}
+
+/* The L2 table for offset, made when there is none. */
+static int qw_l2_for(struct qcow2_image *q, u64 offset, u64 *l2_offset,
+		     const char **err)
+{
+	u64 l1_index = offset >> (q->cluster_bits + q->l2_bits);
+	u64 l1e;
+
+	if (l1_index >= q->l1_size)
+		return qw_refuse(err, "offset beyond the L1 table", -EIO);
+	l1e = READ_ONCE(q->l1[l1_index]);
+	if (l1e & QCOW2_L1E_RESERVED)
+		return qw_refuse(err, "L1 entry has reserved bits set", -EIO);
+	*l2_offset = l1e & QCOW2_OFFSET_MASK;
+	if (!*l2_offset)
+		return qw_new_l2(q, (u32)l1_index, l2_offset, err);
+	if (!(l1e & QCOW2_L2E_COPIED))
+		return qw_refuse(err, "QCOW2 L2 table shared with a snapshot: not writable yet",
+				 -EOPNOTSUPP);
+	if (!IS_ALIGNED(*l2_offset, q->cluster_size) ||
+	    !imgfmt_dev_has(q->img.dev, *l2_offset, q->cluster_size))
+		return qw_refuse(err, "L2 table offset invalid", -EIO);
+	return 0;
+}
+
+/* What an old entry held that the new one drops, if anything. */
+static void qw_old_storage(struct qcow2_image *q, u64 entry,
+			   struct imgfmt_wplan *p)
+{
+	u32 offset_bits = 62 - (q->cluster_bits - 8);
+	u64 desc = entry & QCOW2_DESCRIPTOR_MASK, off;
+
+	if (entry & QCOW2_L2E_COMPRESSED) {
+		off = desc & ((1ULL << offset_bits) - 1);
+		p->priv[QW_FREE_OFF] = off;
+		p->priv[QW_FREE_LEN] = ((desc >> offset_bits) + 1) * 512 -
+				       (off & 511);
+		return;
+	}
+	if (entry & QCOW2_OFFSET_MASK) {
+		p->priv[QW_FREE_OFF] = entry & QCOW2_OFFSET_MASK;
+		p->priv[QW_FREE_LEN] = q->cluster_size;
+	}
+}
+
+/*
+ * A write into a new cluster: all of it (clusters without subclusters, or
+ * whose old contents must move), or subclusters [sc0, sc1] of it.
+ */
+static int qw_plan_new(struct qcow2_image *q, u64 cstart, u64 entry,
+		       u64 bitmap, u32 sc0, u32 sc1, struct imgfmt_wplan *p,
+		       const char **err)
+{
+	u32 sc_bits = q->subcluster_bits;
+	u64 host, run;
+	int r;
+
+	r = qw_alloc_cluster(q, &host, err);
+	if (r)
+		return r;
+	qw_old_storage(q, entry, p);
+	p->priv[QW_ENTRY] = host | QCOW2_L2E_COPIED;
+	if (!q->extended_l2 || (entry & (QCOW2_L2E_COMPRESSED |
+					 QCOW2_OFFSET_MASK))) {
+		p->vstart = cstart;
+		p->vend = cstart + q->cluster_size;
+		p->host = host;
+		p->priv[QW_BITMAP] = q->extended_l2 ? 0xffffffffULL : 0;
+		return 0;
+	}
+	run = GENMASK_ULL(sc1, sc0);
+	p->vstart = cstart + ((u64)sc0 << sc_bits);
+	p->vend = cstart + ((u64)(sc1 + 1) << sc_bits);
+	p->host = host + ((u64)sc0 << sc_bits);
+	p->priv[QW_BITMAP] = run | (bitmap & ~(run << 32) & ~0xffffffffULL);
+	return 0;
+}
+
+/* Subclusters of an allocated cluster of ours (extended L2). */
+static void qw_plan_subclusters(struct qcow2_image *q, u64 cstart, u64 host,
+				u64 entry, u64 bitmap, u32 sc0, u32 sc1,
+				struct imgfmt_wplan *p)
+{
+	u32 sc_bits = q->subcluster_bits, sc;
+	bool alloc0 = bitmap & BIT_ULL(sc0);
+	u64 run;
+
+	/* The run of subclusters from sc0 that are alike. */
+	for (sc = sc0 + 1; sc <= sc1; sc++)
+		if (!!(bitmap & BIT_ULL(sc)) != alloc0)
+			break;
+	p->vstart = cstart + ((u64)sc0 << sc_bits);
+	p->vend = cstart + ((u64)sc << sc_bits);
+	p->host = host + ((u64)sc0 << sc_bits);
+	if (alloc0) {
+		p->in_place = true;
+		return;
+	}
+	run = GENMASK_ULL(sc - 1, sc0);
+	p->priv[QW_ENTRY] = entry;
+	p->priv[QW_BITMAP] = (bitmap | run) & ~(run << 32);
+}
+
+static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
+		   u64 bitmap, struct imgfmt_wplan *p, const char **err)
+{
+	u64 cstart = offset & ~((u64)q->cluster_size - 1);
+	u64 host = entry & QCOW2_OFFSET_MASK;
+	u32 sc_bits = q->subcluster_bits;
+	u32 sc0 = (u32)((offset - cstart) >> sc_bits);
+	u32 sc1 = (u32)((offset + len - 1 - cstart) >> sc_bits);
+	bool mine = host && (entry & QCOW2_L2E_COPIED) &&
+		    !(entry & QCOW2_L2E_COMPRESSED);
+
+	if (!(entry & QCOW2_L2E_COMPRESSED)) {
+		if ((entry & QCOW2_L2E_RESERVED) ||
+		    (q->extended_l2 && (entry & QCOW2_L2E_ZERO)))
+			return qw_refuse(err, "L2 entry has reserved bits set",
+					 -EIO);
+		if (host && !IS_ALIGNED(host, q->cluster_size))
+			return qw_refuse(err, "data cluster offset not aligned to a cluster",
+					 -EIO);
+		if (mine && !imgfmt_dev_has(q->img.dev, host, q->cluster_size))
+			return qw_refuse(err, "data cluster beyond end of device",
+					 -EIO);
+	}
+	if (!q->extended_l2) {
+		if (!mine)
+			return qw_plan_new(q, cstart, entry, 0, 0, 0, p, err);
+		/* Ours: in place, or a preallocated zero cluster filled. */
+		p->vstart = cstart;
+		p->vend = cstart + q->cluster_size;
+		p->host = host;
+		if (!(entry & QCOW2_L2E_ZERO)) {
+			p->in_place = true;
+			return 0;
+		}
+		p->priv[QW_ENTRY] = host | QCOW2_L2E_COPIED;
+		return 0;
+	}
+	if (!(entry & QCOW2_L2E_COMPRESSED) &&
+	    ((bitmap >> 32) & bitmap & 0xffffffffULL))
+		return qw_refuse(err, "subcluster both allocated and zero", -EIO);
+	if (mine) {
+		qw_plan_subclusters(q, cstart, host, entry, bitmap, sc0, sc1, p);
+		return 0;
+	}
+	if (!host && (bitmap & 0xffffffffULL))
+		return qw_refuse(err, "unallocated cluster with allocated subclusters",
+				 -EIO);
+	return qw_plan_new(q, cstart, entry, bitmap, sc0, sc1, p, err);
+}
+
+int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
+			       struct imgfmt_wplan *p, const char **err)
+{
+	struct qcow2_image *q = to_q(img);
+	u32 entsize = q->extended_l2 ? 16 : 8;
+	u64 cstart = offset & ~((u64)q->cluster_size - 1);
+	u64 l2_offset, byte, e[2] = { 0, 0 };
+	__be64 raw[2];
+	u32 idx;
+	int r;
+
+	len = min(len, cstart + q->cluster_size - offset);
+	r = qw_make_room(q, err);
+	if (!r)
+		r = qw_l2_for(q, offset, &l2_offset, err);
+	if (r)
+		return r;
+	idx = (u32)((offset >> q->cluster_bits) & ((1U << q->l2_bits) - 1));
+	byte = (u64)idx * entsize;
+	p->priv[QW_SLICE] = l2_offset + (byte & ~((u64)q->l2_slice_size - 1));
+	p->priv[QW_POS] = byte & (q->l2_slice_size - 1);
+	r = imgfmt_mcache_read(q->img.mcache, p->priv[QW_SLICE],
+			       (u32)p->priv[QW_POS], raw, entsize, false);
+	if (r)
+		return qw_refuse(err, "cannot read L2 table", r);
+	e[0] = be64_to_cpu(raw[0]);
+	if (q->extended_l2)
+		e[1] = be64_to_cpu(raw[1]);
+	return qw_plan(q, offset, len, e[0], e[1], p, err);
+}
+
+int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
+			      const struct imgfmt_wplan *p, const char **err)
+{
+	struct qcow2_image *q = to_q(img);
+	struct qcow2_writer *w = q->w;
+	__be64 raw[2] = {
+		cpu_to_be64(p->priv[QW_ENTRY]),
+		cpu_to_be64(p->priv[QW_BITMAP]),
+	};
+	int r;
+
+	r = imgfmt_mcache_update(q->img.mcache, p->priv[QW_SLICE],
+				 (u32)p->priv[QW_POS], raw,
+				 q->extended_l2 ? 16 : 8, false);
+	if (r)
+		return qw_refuse(err, "cannot update L2 table", r);
+	if (p->priv[QW_FREE_LEN]) {
+		/* qw_make_room() kept a slot for it. */
+		w->frees[w->nr_frees].off = p->priv[QW_FREE_OFF];
+		w->frees[w->nr_frees].len = p->priv[QW_FREE_LEN];
+		w->nr_frees++;
+	}
+	return 0;
+}
+
+void imgfmt_qcow2_get_wstats(struct imgfmt_image *img,
+			     struct imgfmt_wstats *st)
+{
+	struct qcow2_image *q = to_q(img);
+	struct qcow2_writer *w = q->w;
+
+	st->dirty_bytes = imgfmt_mcache_dirty_bytes(q->img.mcache) +
+			  imgfmt_mcache_dirty_bytes(w->rb) +
+			  (u64)(w->l1_dirty_hi - w->l1_dirty_lo) * 8 +
+			  (u64)(w->rt_dirty_hi - w->rt_dirty_lo) * 8;
+	st->image_end = w->next_free;
+	st->commits = w->commits;
+	st->allocations = w->allocations;
+}
+
+/* Read the refcount table and check every entry. */
+static int qw_load_rt(struct qcow2_image *q, const struct qcow2_fields *f,
+		      const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 bytes = (u64)f->reftable_clusters << f->cluster_bits, e;
+	u32 i;
+	int r;
+
+	w->rt_entries = (u32)(bytes / 8);
+	w->rt_offset = f->reftable_offset;
+	w->rt_clusters = f->reftable_clusters;
+	r = imgfmt_load_be64_table(q->img.dev, f->reftable_offset,
+				   w->rt_entries, &w->rt);
+	if (r)
+		return qw_refuse(err, "cannot read the QCOW2 refcount table", r);
+	for (i = 0; i < w->rt_entries; i++) {
+		e = w->rt[i];
+		if (e & ~QCOW2_RT_OFFSET_MASK)
+			return qw_refuse(err, "QCOW2 refcount table entry has reserved bits set",
+					 -EINVAL);
+		if (e && (!IS_ALIGNED(e, q->cluster_size) ||
+			  !imgfmt_dev_has(q->img.dev, e, q->cluster_size)))
+			return qw_refuse(err, "QCOW2 refcount block offset invalid",
+					 -EINVAL);
+	}
+	return 0;
+}
+
+/*
+ * The image ends after its last cluster with a refcount: scan the blocks
+ * from the last one back to its last used entry.
+ */
+static int qw_find_end(struct qcow2_image *q, const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 per_block = 1ULL << w->rb_bits, j, rc;
+	u32 bi = w->rt_entries;
+	int r;
+
+	w->next_free = 0;
+	while (bi--) {
+		if (!w->rt[bi])
+			continue;
+		for (j = per_block; j--;) {
+			r = qw_get_refcount(q, ((u64)bi << w->rb_bits) + j, &rc,
+					    err);
+			if (r)
+				return r;
+			if (rc) {
+				w->next_free = (((u64)bi << w->rb_bits) + j + 1) <<
+					       q->cluster_bits;
+				return 0;
+			}
+		}
+	}
+	return qw_refuse(err, "QCOW2 image has no cluster with a refcount",
+			 -EINVAL);
+}
+
+/* What a writer cannot take yet, or must not: refused by name. */
+static int qw_check_writable(struct qcow2_image *q,
+			     const struct imgfmt_open_args *args,
+			     const struct qcow2_fields *f, const char **err)
+{
+	if (f->incompatible & QCOW2_INCOMPAT_DIRTY)
+		return qw_refuse(err, "QCOW2 image is dirty: run qemu-img check -r all first",
+				 -EINVAL);
+	if (f->incompatible & QCOW2_INCOMPAT_CORRUPT)
+		return qw_refuse(err, "QCOW2 image is marked corrupt: run qemu-img check -r all first",
+				 -EINVAL);
+	if (args->snapshot)
+		return qw_refuse(err, "QCOW2 snapshots are read-only", -EROFS);
+	if (f->nb_snapshots)
+		return qw_refuse(err, "QCOW2 writes to images with internal snapshots are not supported yet",
+				 -EOPNOTSUPP);
+	if (q->data_dev)
+		return qw_refuse(err, "QCOW2 writes to images with an external data file are not supported yet",
+				 -EOPNOTSUPP);
+	if (f->autoclear & QCOW2_AUTOCLEAR_BITMAPS)
+		return qw_refuse(err, "QCOW2 writes to images with persistent bitmaps are not supported yet",
+				 -EOPNOTSUPP);
+	if (!args->dev->write || !args->dev->flush)
+		return qw_refuse(err, "image device is not writable", -EROFS);
+	/* A metadata block must never hold guest data (kport's RMW). */
+	if (q->cluster_size < max_t(u32, args->dev->write_align, 512))
+		return qw_refuse(err, "QCOW2 clusters smaller than the device's logical block cannot be written",
+				 -EINVAL);
+	return 0;
+}
+
+void imgfmt_qcow2_writer_close(struct qcow2_image *q)
+{
+	struct qcow2_writer *w = q->w;
+
+	if (!w)
+		return;
+	imgfmt_mcache_destroy(w->rb);
+	imgfmt_free_large(w->rt);
+	imgfmt_free_large(w->zeroes);
+	kfree(w);
+	q->w = NULL;
+}
+
+int imgfmt_qcow2_writer_open(struct qcow2_image *q,
+			     const struct imgfmt_open_args *args,
+			     const struct qcow2_fields *f, const char **err)
+{
+	struct imgfmt_mcache_stats st;
+	struct qcow2_writer *w;
+	int r;
+
+	r = qw_check_writable(q, args, f, err);
+	if (r)
+		return r;
+	w = kzalloc(sizeof(*w), GFP_KERNEL);
+	if (!w)
+		return qw_refuse(err, "cannot allocate the QCOW2 writer", -ENOMEM);
+	q->w = w;
+	w->order = f->refcount_order;
+	w->rb_bits = f->cluster_bits + 3 - f->refcount_order;
+	w->rb_slice = min_t(u32, q->cluster_size, QCOW2_RB_SLICE);
+	w->l1_offset = f->l1_offset;
+	w->zeroes = imgfmt_zalloc_large(QCOW2_ZERO_CHUNK);
+	w->rb = imgfmt_mcache_for(args->mgroup, args->dev, w->rb_slice,
+				  args->cache_bytes / 4);
+	if (!w->zeroes || !w->rb) {
+		imgfmt_qcow2_writer_close(q);
+		return qw_refuse(err, "cannot allocate the QCOW2 writer", -ENOMEM);
+	}
+	imgfmt_mcache_get_stats(q->img.mcache, &st);
+	/* Half the cache may wait for a commit; the rest serves reads. */
+	w->dirty_limit = max_t(u64, st.limit_bytes / 2,
+			       4 * (u64)(q->l2_slice_size + w->rb_slice));
+	r = qw_load_rt(q, f, err);
+	if (!r)
+		r = qw_find_end(q, err);
+	if (r) {
+		imgfmt_qcow2_writer_close(q);
+		return r;
+	}
+	q->img.writable = true;
+	return 0;
+}

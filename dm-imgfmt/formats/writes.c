@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The format-independent part of writes: checks every request before a
+ * format sees it.
+ */
+#include "../imgfmt_format.h"
+
+static bool write_request_ok(struct imgfmt_image *img, u64 offset, u64 len)
+{
+	u64 end;
+
+	return len && !(offset % 512) && !(len % 512) &&
+	       !check_add_overflow(offset, len, &end) &&
+	       offset < img->info.virtual_size;
+}
+
+int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
+			 struct imgfmt_wplan *p, const char **err)
+{
+	int r;
+
+	if (!img->ops->prepare_write || !img->writable) {
+		*err = "image is not open for writing";
+		return -EROFS;
+	}
+	if (!write_request_ok(img, offset, len)) {
+		*err = "write not in whole sectors of the virtual disk";
+		return -EINVAL;
+	}
+	memset(p, 0, sizeof(*p));
+	r = img->ops->prepare_write(img, offset, len, p, err);
+	if (r)
+		return r;
+	/* What the caller relies on: the plan holds offset and a sector. */
+	if (p->vstart > offset || p->vend <= offset || p->vstart % 512 ||
+	    p->vend % 512 || p->host % 512) {
+		*err = "bad write plan from the format";
+		return -EIO;
+	}
+	return 0;
+}
+
+int imgfmt_finish_write(struct imgfmt_image *img,
+			const struct imgfmt_wplan *p, const char **err)
+{
+	if (p->in_place)
+		return 0;
+	return img->ops->finish_write(img, p, err);
+}
+
+int imgfmt_commit(struct imgfmt_image *img, const char **err)
+{
+	if (!img->ops->commit || !img->writable) {
+		*err = "image is not open for writing";
+		return -EROFS;
+	}
+	return img->ops->commit(img, err);
+}
+
+void imgfmt_get_wstats(struct imgfmt_image *img, struct imgfmt_wstats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (img->writable && img->ops->get_wstats)
+		img->ops->get_wstats(img, st);
+}

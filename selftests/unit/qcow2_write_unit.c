@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The QCOW2 write side (dm-imgfmt/formats/qcow2_write.c) driven from
+ * userspace the way the kernel target drives it: prepare, write the
+ * planned range whole (the caller's data over the range's current
+ * contents), finish, commit now and then.  Images are made by qemu-img
+ * and qemu-io in every shape the writer must take (cluster sizes,
+ * refcount widths down to 1 bit and a refcount table that has to grow,
+ * extended L2, v2, compressed and zero clusters, a backing file,
+ * preallocated metadata, a cache small enough that dirty tables force
+ * commits).  QEMU is the judge: after random writes `qemu-img check` must
+ * find no error and no leak, and `qemu-img convert -O raw` must equal a
+ * shadow copy that got the same writes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+/* The port headers first: kselftest.h keeps an ARRAY_SIZE it finds. */
+#include "imgfmt_format.h"
+#include "uhost.h"
+
+#include "kselftest_harness.h"
+
+/* Run a shell command; its exit status. */
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	rc = system(cmd);
+	if (rc == -1 || !WIFEXITED(rc))
+		return -1;
+	return WEXITSTATUS(rc);
+}
+
+static u8 *slurp(const char *path, size_t *len)
+{
+	struct stat st;
+	u8 *buf;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &st))
+		return NULL;
+	buf = malloc(st.st_size ? st.st_size : 1);
+	if (buf && pread(fd, buf, st.st_size, 0) != st.st_size) {
+		free(buf);
+		buf = NULL;
+	}
+	close(fd);
+	*len = st.st_size;
+	return buf;
+}
+
+/* The refcount table's size in clusters, from the header. */
+static u32 rt_clusters(int fd)
+{
+	u8 b[4];
+
+	if (pread(fd, b, 4, 56) != 4)
+		return 0;
+	return (u32)b[0] << 24 | (u32)b[1] << 16 | (u32)b[2] << 8 | b[3];
+}
+
+static u64 rnd(u64 *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+FIXTURE(qwrite) {
+	char dir[64];
+	char img[128];
+	u8 *shadow;
+	size_t size;
+	int fd;
+	struct imgfmt_dev dev;
+	struct imgfmt_image *im;
+};
+
+FIXTURE_VARIANT(qwrite) {
+	const char *create;	/* qemu-img create -o ... */
+	u64 size;
+	const char *prep;	/* qemu-io -c commands before we write */
+	bool backing;		/* a raw backing file of random data */
+	u64 cache_bytes;
+	u32 max_sectors;	/* longest write */
+	unsigned int writes;
+	bool rt_grows;		/* the writes outgrow the refcount table */
+};
+
+FIXTURE_VARIANT_ADD(qwrite, plain_64k) {
+	.create = "cluster_size=64k", .size = 64 << 20,
+	.max_sectors = 384, .writes = 300,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, v2_4k) {
+	.create = "compat=0.10,cluster_size=4k", .size = 16 << 20,
+	.max_sectors = 40, .writes = 400,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, refcount1_512) {
+	.create = "cluster_size=512,refcount_bits=1", .size = 4 << 20,
+	.max_sectors = 6, .writes = 400,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, reftable_grows) {
+	.create = "cluster_size=512,refcount_bits=64", .size = 24 << 20,
+	.max_sectors = 64, .writes = 600, .rt_grows = true,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, clusters_2m) {
+	.create = "cluster_size=2M", .size = 64 << 20,
+	.max_sectors = 8192, .writes = 40,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, extended_l2) {
+	.create = "cluster_size=64k,extended_l2=on", .size = 32 << 20,
+	.prep = "-c 'write -P 0x11 0 8k' -c 'write -z 64k 16k' -c 'write -P 0x22 200k 2k'",
+	.max_sectors = 40, .writes = 400,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, extended_l2_backing) {
+	.create = "cluster_size=32k,extended_l2=on", .size = 8 << 20,
+	.backing = true, .prep = "-c 'write -z 1M 8k'",
+	.max_sectors = 24, .writes = 300,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, backing_64k) {
+	.create = "cluster_size=64k", .size = 16 << 20, .backing = true,
+	.prep = "-c 'write -z 4M 256k' -c 'write -P 0x33 8M 100k'",
+	.max_sectors = 300, .writes = 200,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, compressed_and_zero) {
+	.create = "cluster_size=4k", .size = 8 << 20,
+	.prep = "-c 'write -c -P 0x44 0 1M' -c 'write -z 2M 1M' -c 'write -c -P 0x55 4M 64k'",
+	.max_sectors = 24, .writes = 400,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, preallocated) {
+	.create = "cluster_size=16k,preallocation=metadata", .size = 8 << 20,
+	.max_sectors = 64, .writes = 300,
+};
+
+FIXTURE_VARIANT_ADD(qwrite, tiny_cache) {
+	.create = "cluster_size=4k", .size = 64 << 20,
+	.cache_bytes = 64 << 10, .max_sectors = 16, .writes = 800,
+};
+
+FIXTURE_SETUP(qwrite)
+{
+	struct imgfmt_open_args args = { 0 };
+	const char *err = "";
+	char back[160] = "", raw[160];
+
+	strcpy(self->dir, "/tmp/qwrite.XXXXXX");
+	ASSERT_NE(NULL, mkdtemp(self->dir));
+	snprintf(self->img, sizeof(self->img), "%s/img.qcow2", self->dir);
+	if (variant->backing) {
+		snprintf(back, sizeof(back), "%s/base.raw", self->dir);
+		ASSERT_EQ(0, sh("head -c %llu /dev/urandom > %s",
+				(unsigned long long)variant->size, back));
+	}
+	ASSERT_EQ(0, sh("qemu-img create -q -f qcow2 -o %s %s%s%s %s %llu",
+			variant->create, back[0] ? "-F raw -b " : "", back,
+			"", self->img, (unsigned long long)variant->size));
+	if (variant->prep)
+		ASSERT_EQ(0, sh("qemu-io -f qcow2 %s %s >/dev/null",
+				variant->prep, self->img));
+	snprintf(raw, sizeof(raw), "%s/before.raw", self->dir);
+	ASSERT_EQ(0, sh("qemu-img convert -O raw %s %s", self->img, raw));
+	self->shadow = slurp(raw, &self->size);
+	ASSERT_NE(NULL, self->shadow);
+	ASSERT_EQ(variant->size, self->size);
+
+	self->fd = open(self->img, O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, uport_dev_open_fd(&self->dev, self->fd));
+	ASSERT_EQ(0, uport_dev_make_writable(&self->dev));
+	/* Room to grow: the writer allocates only inside the device. */
+	ASSERT_EQ(0, ftruncate(self->fd, 4 * variant->size + (8 << 20)));
+	self->dev.size = 4 * variant->size + (8 << 20);
+	args.dev = &self->dev;
+	args.cache_bytes = variant->cache_bytes ? variant->cache_bytes :
+			   IMGFMT_DEFAULT_CACHE_BYTES;
+	args.writable = true;
+	args.has_lower = variant->backing;
+	ASSERT_EQ(0, imgfmt_open(&imgfmt_qcow2_ops, &args, &self->im, &err))
+		TH_LOG("open: %s", err);
+}
+
+FIXTURE_TEARDOWN(qwrite)
+{
+	if (self->im)
+		imgfmt_close(self->im);
+	uport_dev_close(&self->dev);
+	free(self->shadow);
+	sh("rm -rf %s", self->dir);
+}
+
+/* Write [off, off + len) of data through the write side, as the target. */
+static int write_through(struct __test_metadata *_metadata,
+			 FIXTURE_DATA(qwrite) *self, u64 off, const u8 *data,
+			 u64 len)
+{
+	u64 pos = off, end = off + len, piece_end, n;
+	struct imgfmt_wplan p;
+	const char *err = "";
+	u8 *buf;
+	int r;
+
+	while (pos < end) {
+		r = imgfmt_prepare_write(self->im, pos, end - pos, &p, &err);
+		if (r) {
+			TH_LOG("prepare at %llu: %s", (unsigned long long)pos, err);
+			return r;
+		}
+		piece_end = end < p.vend ? end : p.vend;
+		if (p.in_place) {
+			if (pwrite(self->fd, data + (pos - off), piece_end - pos,
+				   p.host + (pos - p.vstart)) != (ssize_t)(piece_end - pos))
+				return -EIO;
+			pos = piece_end;
+			continue;
+		}
+		buf = calloc(1, p.vend - p.vstart);
+		if (!buf)
+			return -ENOMEM;
+		/* The range's current contents: past the disk's end zeroes. */
+		n = p.vend <= self->size ? p.vend - p.vstart :
+		    self->size - p.vstart;
+		memcpy(buf, self->shadow + p.vstart, n);
+		memcpy(buf + (pos - p.vstart), data + (pos - off),
+		       piece_end - pos);
+		r = pwrite(self->fd, buf, p.vend - p.vstart, p.host) ==
+		    (ssize_t)(p.vend - p.vstart) ? 0 : -EIO;
+		free(buf);
+		if (!r)
+			r = imgfmt_finish_write(self->im, &p, &err);
+		if (r) {
+			TH_LOG("finish at %llu: %s", (unsigned long long)pos, err);
+			return r;
+		}
+		pos = piece_end;
+	}
+	return 0;
+}
+
+TEST_F(qwrite, random_writes_match_qemu)
+{
+	u64 seed = 0x9e3779b97f4a7c15ULL ^ variant->size, off, len;
+	struct imgfmt_wstats st;
+	const char *err = "";
+	char raw[160];
+	size_t after_len;
+	u32 rt_before = rt_clusters(self->fd);
+	u8 *data, *after;
+	unsigned int i;
+	u64 j;
+
+	data = malloc((size_t)variant->max_sectors * 512);
+	ASSERT_NE(NULL, data);
+	for (i = 0; i < variant->writes; i++) {
+		off = (rnd(&seed) % (self->size / 512)) * 512;
+		len = (1 + rnd(&seed) % variant->max_sectors) * 512;
+		if (len > self->size - off)
+			len = self->size - off;
+		for (j = 0; j < len; j += 8)
+			*(u64 *)(data + j) = rnd(&seed);
+		ASSERT_EQ(0, write_through(_metadata, self, off, data, len));
+		memcpy(self->shadow + off, data, len);
+		if (i % 37 == 36)
+			ASSERT_EQ(0, imgfmt_commit(self->im, &err))
+				TH_LOG("commit: %s", err);
+	}
+	free(data);
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
+	imgfmt_get_wstats(self->im, &st);
+	EXPECT_EQ(0, st.dirty_bytes);
+	EXPECT_LT(0, st.commits);
+	imgfmt_close(self->im);
+	self->im = NULL;
+	ASSERT_EQ(0, ftruncate(self->fd, st.image_end));
+	if (variant->rt_grows)
+		EXPECT_LT(rt_before, rt_clusters(self->fd));
+
+	EXPECT_EQ(0, sh("qemu-img check %s | grep -q 'No errors were found'",
+			self->img));
+	snprintf(raw, sizeof(raw), "%s/after.raw", self->dir);
+	ASSERT_EQ(0, sh("qemu-img convert -O raw %s %s", self->img, raw));
+	after = slurp(raw, &after_len);
+	ASSERT_NE(NULL, after);
+	ASSERT_EQ(self->size, after_len);
+	for (j = 0; j < self->size && after[j] == self->shadow[j]; j++)
+		;
+	EXPECT_EQ(self->size, j) TH_LOG("first difference at byte %llu",
+					(unsigned long long)j);
+	free(after);
+}
+
+/* A commit with nothing dirty still succeeds and leaves the image clean. */
+TEST_F(qwrite, empty_commit)
+{
+	const char *err = "";
+
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err));
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err));
+	imgfmt_close(self->im);
+	self->im = NULL;
+	EXPECT_EQ(0, sh("qemu-img check -q %s", self->img));
+}
+
+TEST_HARNESS_MAIN
