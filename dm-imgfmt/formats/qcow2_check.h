@@ -13,7 +13,7 @@
 #include "../imgfmt_port.h"
 
 /* More host clusters than this, and the check refuses the image. */
-#define IMGFMT_QCOW2_CHECK_MAX_CLUSTERS	(1ULL << 28)
+#define IMGFMT_QCOW2_CHECK_MAX_CLUSTERS	BIT_ULL(28)
 
 /*
  * What the check found, one report each.  The comment gives the meaning
@@ -111,8 +111,10 @@ int imgfmt_qcow2_check(struct imgfmt_dev *dev, imgfmt_qcow2_report_fn report,
  * The image end of the QCOW2 image on dev, into *end: the offset just
  * past the last cluster whose stored refcount is not zero (0 when there is
  * none), read from the refcount table and blocks only, which is where a
- * file can be cut without losing anything a refcount protects.  Refcount
- * blocks past the end of the file read as zeroes.  0, or -errno with *err
+ * file can be cut without losing anything a refcount protects.  Only the
+ * clusters the file holds are looked at (so *end <= the file size rounded
+ * up to a cluster), from the last one down.  Refcount blocks past the end
+ * of the file read as zeroes.  0, or -errno with *err
  * set (not QCOW2, a refcount table QEMU refuses, an unaligned refcount
  * block, a read error).
  */
