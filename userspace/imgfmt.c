@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "check.h"
 #include "disk.h"
 #include "table_args.h"
 #include "imgfmt.h"
@@ -597,6 +598,11 @@ static int cmd_snapshot(struct opts *o, char **args)
 	return snapshot_list_run(args[0], o->format);
 }
 
+static int cmd_check(struct opts *o, char **args)
+{
+	return check_run(args[0], o->json);
+}
+
 /* Command line */
 
 enum {
@@ -689,6 +695,16 @@ static const struct command commands[] = {
 		"'qemu-img snapshot -l' does (ID, TAG, VM SIZE, DATE, VM CLOCK,\n"
 		"ICOUNT; nothing when it has none).",
 	}, {
+		"check", cmd_check, OPT_OUTPUT, 1, 1,
+		"check [--output text|json] IMAGE",
+		"Check the QCOW2 image IMAGE for consistency as 'qemu-img check'\n"
+		"does, without changing it: every cluster's refcount against the\n"
+		"references its metadata makes, and the COPIED flags.  Findings go\n"
+		"to stderr, qemu-img's summary (or with --output=json its JSON\n"
+		"object) to stdout.  Exit status as qemu-img's: 0 clean, 2\n"
+		"corruption, 3 leaked clusters only, 1 when the check could not\n"
+		"be done.",
+	}, {
 		"read", cmd_read,
 		OPT_FORMAT | OPT_OFFSET | OPT_LENGTH | OPT_SNAPSHOT, 1, 2,
 		"read [--format F] [--snapshot ID|NAME] [--offset BYTES] [--length BYTES] IMAGE [OUT]",
@@ -748,7 +764,7 @@ static const char usage_options[] =
 	"  -n, --name NAME         device-mapper name for attach\n"
 	"      --offset BYTES      read from this virtual offset (suffix K, M or G)\n"
 	"      --length BYTES      read this many bytes (default: to the end)\n"
-	"      --output text|json  info's and list's output format (default: text)\n"
+	"      --output text|json  info's, list's and check's output format (default: text)\n"
 	"      --backing-chain     info of every layer of the backing chain\n"
 	"      --snapshot ID|NAME  read this QCOW2 internal snapshot\n"
 	"  -l, --list              snapshot: list the snapshots\n"
