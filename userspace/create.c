@@ -789,14 +789,14 @@ static int parse_args(struct create_opts *c, int argc, char **argv,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char shown[IMGFMT_SHOWN_MAX], optc[2] = "";
+	char shown[IMGFMT_SHOWN_MAX], optc[3] = "-";
 	int opt, rc = 0;
 
 	opterr = 0;
 	optind = 1;
 	while (!rc && (opt = getopt_long(argc, argv, ":f:o:b:F:h", longopts,
 					 NULL)) != -1) {
-		optc[0] = (char)optopt;
+		optc[1] = (char)optopt;
 		switch (opt) {
 		case 'h':
 			return CREATE_HELP;
@@ -813,7 +813,7 @@ static int parse_args(struct create_opts *c, int argc, char **argv,
 			c->backing_fmt = optarg;
 			break;
 		case ':':
-			return usage_fail("create: option '-%s' needs a value",
+			return usage_fail("create: option '%s' needs a value",
 					  shown_name(&shown, optc));
 		default:
 			return usage_fail("create: unknown option '%s'",
