@@ -16,6 +16,7 @@
  * reader takes for an image.
  */
 #include <ctype.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -68,6 +69,18 @@ struct layout {
 	u64 l2_off;		/* the first L2 table */
 };
 
+/* A usage error of create: its reason, which follows "create: ". */
+static __printf(1, 2) int bad(const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	return usage_fail("create: %s", why);
+}
+
 /* Options and arguments */
 
 /*
@@ -112,7 +125,7 @@ static int parse_size(const char *s, u64 *out)
 	if (v > (MAX_SIZE_ARG >> shift))
 		return -1;
 	/* frac < scale <= 10^18 < 2^60, shifted by at most 60 bits. */
-	part = (u64)(((unsigned __int128)frac << shift) / scale);
+	part = (u64)(((__uint128_t)frac << shift) / scale);
 	v <<= shift;
 	if (part > MAX_SIZE_ARG - v)
 		return -1;
@@ -133,8 +146,8 @@ static int parse_bool(const char *key, const char *val, bool *out)
 		*out = false;
 		return 0;
 	}
-	return usage_fail("create: %s must be on or off, not '%s'", key,
-			  shown_name(&shown, val));
+	return bad("%s must be on or off, not '%s'", key,
+		   shown_name(&shown, val));
 }
 
 static int set_cluster_size(struct create_opts *c, const char *val)
@@ -145,8 +158,8 @@ static int set_cluster_size(struct create_opts *c, const char *val)
 	if (parse_size(val, &v) || v & (v - 1) ||
 	    v < BIT_ULL(QCOW2_MIN_CLUSTER_BITS) ||
 	    v > BIT_ULL(QCOW2_MAX_CLUSTER_BITS))
-		return usage_fail("create: cluster_size must be a power of two from 512 to 2M, not '%s'",
-				  shown_name(&shown, val));
+		return bad("cluster_size must be a power of two from 512 to 2M, not '%s'",
+			   shown_name(&shown, val));
 	c->cluster_bits = (u32)__builtin_ctzll(v);
 	return 0;
 }
@@ -160,8 +173,8 @@ static int set_refcount_bits(struct create_opts *c, const char *val)
 	v = isdigit((unsigned char)*val) ? strtoul(val, &end, 10) : 0;
 	if (!v || errno || *end || v & (v - 1) ||
 	    v > BIT(QCOW2_MAX_REFCOUNT_ORDER))
-		return usage_fail("create: refcount_bits must be 1, 2, 4, 8, 16, 32 or 64, not '%s'",
-				  shown_name(&shown, val));
+		return bad("refcount_bits must be 1, 2, 4, 8, 16, 32 or 64, not '%s'",
+			   shown_name(&shown, val));
 	c->refcount_order = (u32)__builtin_ctzl(v);
 	return 0;
 }
@@ -175,8 +188,8 @@ static int set_compat(struct create_opts *c, const char *val)
 	else if (!strcmp(val, "1.1") || !strcmp(val, "v3"))
 		c->version = 3;
 	else
-		return usage_fail("create: compat must be 0.10 or 1.1 (v2 or v3), not '%s'",
-				  shown_name(&shown, val));
+		return bad("compat must be 0.10 or 1.1 (v2 or v3), not '%s'",
+			   shown_name(&shown, val));
 	return 0;
 }
 
@@ -188,8 +201,8 @@ static int set_preallocation(struct create_opts *c, const char *val)
 		c->prealloc = !strcmp(val, "metadata");
 		return 0;
 	}
-	return usage_fail("create: preallocation must be off or metadata, not '%s'",
-			  shown_name(&shown, val));
+	return bad("preallocation must be off or metadata, not '%s'",
+		   shown_name(&shown, val));
 }
 
 static int set_compression(struct create_opts *c, const char *val)
@@ -201,8 +214,8 @@ static int set_compression(struct create_opts *c, const char *val)
 	else if (!strcmp(val, "zstd"))
 		c->compression_type = QCOW2_COMPRESSION_ZSTD;
 	else
-		return usage_fail("create: compression_type must be zlib or zstd, not '%s'",
-				  shown_name(&shown, val));
+		return bad("compression_type must be zlib or zstd, not '%s'",
+			   shown_name(&shown, val));
 	return 0;
 }
 
@@ -211,8 +224,8 @@ static int set_size_opt(struct create_opts *c, const char *val)
 	char shown[IMGFMT_SHOWN_MAX];
 
 	if (parse_size(val, &c->size))
-		return usage_fail("create: bad size '%s' (bytes, or with a suffix k, M, G, T, P or E)",
-				  shown_name(&shown, val));
+		return bad("bad size '%s' (bytes, or with a suffix k, M, G, T, P or E)",
+			   shown_name(&shown, val));
 	c->has_size = true;
 	c->opt_size = true;
 	return 0;
@@ -226,8 +239,8 @@ static int set_item(struct create_opts *c, char *item)
 	int rc;
 
 	if (!val)
-		return usage_fail("create: -o '%s' needs a value (KEY=VALUE)",
-				  shown_name(&shown, item));
+		return bad("-o '%s' needs a value (KEY=VALUE)",
+			   shown_name(&shown, item));
 	*val++ = '\0';
 	if (!strcmp(item, "cluster_size"))
 		return set_cluster_size(c, val);
@@ -254,11 +267,11 @@ static int set_item(struct create_opts *c, char *item)
 	if (!strcmp(item, "lazy_refcounts")) {
 		rc = parse_bool(item, val, &lazy);
 		if (!rc && lazy)
-			rc = usage_fail("create: lazy_refcounts=on is not supported");
+			rc = bad("lazy_refcounts=on is not supported");
 		return rc;
 	}
-	return usage_fail("create: unknown option '%s' in -o",
-			  shown_name(&shown, item));
+	return bad("unknown option '%s' in -o",
+		   shown_name(&shown, item));
 }
 
 /*
@@ -286,7 +299,7 @@ static int parse_o_list(struct create_opts *c, char *list)
 		last = !*r;
 		*w = '\0';
 		if (!*item)
-			return usage_fail("create: empty item in -o");
+			return bad("empty item in -o");
 		rc = set_item(c, item);
 		if (rc || last)
 			return rc;
@@ -299,26 +312,26 @@ static int parse_o_list(struct create_opts *c, char *list)
 static int check_opts(const struct create_opts *c)
 {
 	if (c->extended_l2 && c->cluster_bits < QCOW2_EXTL2_MIN_CLUSTER_BITS)
-		return usage_fail("create: extended_l2 needs a cluster_size of at least 16k, not %llu",
-				  1ULL << c->cluster_bits);
+		return bad("extended_l2 needs a cluster_size of at least 16k, not %llu",
+			   1ULL << c->cluster_bits);
 	if (c->version == 2 && c->refcount_order != 4)
-		return usage_fail("create: compat=0.10 needs refcount_bits=16 (other widths need compat=1.1)");
+		return bad("compat=0.10 needs refcount_bits=16 (other widths need compat=1.1)");
 	if (c->version == 2 && c->extended_l2)
-		return usage_fail("create: extended_l2 needs compat=1.1");
+		return bad("extended_l2 needs compat=1.1");
 	if (c->version == 2 && c->compression_type != QCOW2_COMPRESSION_ZLIB)
-		return usage_fail("create: compression_type=zstd needs compat=1.1");
+		return bad("compression_type=zstd needs compat=1.1");
 	if (c->backing_fmt && !c->backing)
-		return usage_fail("create: a backing format (-F) needs a backing file (-b)");
+		return bad("a backing format (-F) needs a backing file (-b)");
 	if (c->backing && !c->backing_fmt)
-		return usage_fail("create: -b needs -F FMT, the backing file's format (qemu-img 7.2 requires it too)");
+		return bad("-b needs -F FMT, the backing file's format (as in qemu-img 7.2)");
 	/*
 	 * Preallocated clusters would hide the backing file, unless their
 	 * subclusters can stay unallocated (QEMU's rule).
 	 */
 	if (c->backing && c->prealloc && !c->extended_l2)
-		return usage_fail("create: preallocation=metadata with a backing file needs extended_l2=on");
+		return bad("preallocation=metadata with a backing file needs extended_l2=on");
 	if (!c->has_size && !c->backing)
-		return usage_fail("create: no SIZE given, and no backing file to take it from");
+		return bad("no SIZE given, and no backing file to take it from");
 	return 0;
 }
 
@@ -341,13 +354,13 @@ static int check_backing_names(const struct create_opts *c)
 	char shown[IMGFMT_SHOWN_MAX];
 
 	if (!*c->backing)
-		return usage_fail("create: the backing file name is empty");
+		return bad("the backing file name is empty");
 	if (strlen(c->backing) > QCOW2_MAX_BACKING_NAME)
-		return usage_fail("create: the backing file name is longer than %u bytes",
-				  QCOW2_MAX_BACKING_NAME);
+		return bad("the backing file name is longer than %u bytes",
+			   QCOW2_MAX_BACKING_NAME);
 	if (!backing_format_known(c->backing_fmt))
-		return usage_fail("create: backing format '%s' is not one imgfmt reads (qcow2, qcow, vmdk or raw)",
-				  shown_name(&shown, c->backing_fmt));
+		return bad("backing format '%s' is not one imgfmt reads (qcow2, qcow, vmdk or raw)",
+			   shown_name(&shown, c->backing_fmt));
 	return 0;
 }
 
@@ -383,7 +396,7 @@ static int open_backing(struct create_opts *c)
 		return fail("out of memory");
 	if (is_own_backing(c->path, full)) {
 		free(full);
-		return usage_fail("create: the image would be its own backing file");
+		return bad("the image would be its own backing file");
 	}
 	rc = disk_open(&d, full, c->backing_fmt, 0);
 	if (!rc && !c->has_size) {
@@ -420,17 +433,16 @@ static int layout_refcounts(struct layout *l, const struct create_opts *c,
 		l->total = fixed + l->reftable_clusters + l->refblocks;
 		nb = DIV_ROUND_UP_ULL(l->total, per_block);
 		nr = DIV_ROUND_UP_ULL(nb * 8, l->cs);
-		if (nr * l->cs > QCOW2_MAX_REFTABLE_BYTES)
-			return usage_fail("create: preallocating %llu clusters needs a refcount table above %llu bytes (try a larger cluster_size)",
-					  (unsigned long long)l->total,
-					  QCOW2_MAX_REFTABLE_BYTES);
-		if (nb <= l->refblocks && nr <= l->reftable_clusters)
+		if (nr * l->cs > QCOW2_MAX_REFTABLE_BYTES ||
+		    (nb <= l->refblocks && nr <= l->reftable_clusters))
 			break;
 		l->refblocks = max(l->refblocks, nb);
 		l->reftable_clusters = max(l->reftable_clusters, nr);
 	}
+	if (nr * l->cs > QCOW2_MAX_REFTABLE_BYTES)
+		return bad("the refcount table would be over 8 MiB (try a larger cluster_size)");
 	if (l->total > HOST_OFFSET_LIMIT >> c->cluster_bits)
-		return usage_fail("create: the preallocated image would be larger than a QCOW2 image can be");
+		return bad("the preallocated image would be larger than a QCOW2 image can be");
 	return 0;
 }
 
@@ -446,9 +458,9 @@ static int layout_make(struct layout *l, const struct create_opts *c)
 	coverage = l->l2_entries << c->cluster_bits;
 	l->l1_size = DIV_ROUND_UP_ULL(c->size, coverage);
 	if (l->l1_size > QCOW2_MAX_L1_BYTES / 8)
-		return usage_fail("create: %llu bytes is too large for %llu-byte clusters (try a larger cluster_size)",
-				  (unsigned long long)c->size,
-				  (unsigned long long)l->cs);
+		return bad("%llu bytes is too large for %llu-byte clusters (try larger ones)",
+			   (unsigned long long)c->size,
+			   (unsigned long long)l->cs);
 	l->l1_clusters = DIV_ROUND_UP_ULL(l->l1_size * 8, l->cs);
 	if (c->prealloc) {
 		l->l2_tables = l->l1_size;
@@ -457,7 +469,7 @@ static int layout_make(struct layout *l, const struct create_opts *c)
 	/* Below 2^53 clusters here, as size <= 2^61. */
 	fixed = 1 + l->l1_clusters + l->l2_tables + l->data_clusters;
 	if (fixed > HOST_OFFSET_LIMIT >> c->cluster_bits)
-		return usage_fail("create: the preallocated image would be larger than a QCOW2 image can be");
+		return bad("the preallocated image would be larger than a QCOW2 image can be");
 	rc = layout_refcounts(l, c, fixed);
 	if (rc)
 		return rc;
@@ -683,8 +695,8 @@ static int build_header(struct writer *w, size_t *len)
 	need = hlen + (c->backing ? ext + ALIGN(fmt_len, (size_t)8) : 0) +
 	       ext + name_len;
 	if (need > w->l->cs)
-		return usage_fail("create: the backing file name does not fit in a %llu-byte cluster",
-				  (unsigned long long)w->l->cs);
+		return bad("the backing file name does not fit in a %llu-byte cluster",
+			   (unsigned long long)w->l->cs);
 	if (c->version >= 3)
 		names = ext + sizeof(struct qcow2_feature_name) *
 			ARRAY_SIZE(feature_names);
@@ -813,12 +825,12 @@ static int parse_args(struct create_opts *c, int argc, char **argv,
 			c->backing_fmt = optarg;
 			break;
 		case ':':
-			return usage_fail("create: option '%s' needs a value",
-					  shown_name(&shown, optc));
+			return bad("option '%s' needs a value",
+				   shown_name(&shown, optc));
 		default:
-			return usage_fail("create: unknown option '%s'",
-					  shown_name(&shown, optopt ? optc :
-						     argv[optind - 1]));
+			return bad("unknown option '%s'",
+				   shown_name(&shown, optopt ? optc :
+				   argv[optind - 1]));
 		}
 	}
 	*first = optind;
@@ -836,20 +848,20 @@ static int parse_command(struct create_opts *c, char **argv)
 	if (rc)
 		return rc;
 	if (argc - first < 1 || argc - first > 2)
-		return usage_fail("create: wrong number of arguments (usage: imgfmt create -f qcow2 [-o OPTS] [-b BACKING -F FMT] IMAGE [SIZE])");
+		return bad("wrong number of arguments: IMAGE [SIZE] (see imgfmt help create)");
 	if (!c->format)
-		return usage_fail("create: -f qcow2 is required (only QCOW2 images can be created)");
+		return bad("-f qcow2 is required (only QCOW2 images can be created)");
 	if (strcmp(c->format, "qcow2"))
-		return usage_fail("create: cannot create '%s' images, only qcow2",
-				  shown_name(&shown, c->format));
+		return bad("cannot create '%s' images, only qcow2",
+			   shown_name(&shown, c->format));
 	c->path = argv[first];
 	if (!argv[first + 1])
 		return 0;
 	if (c->opt_size)
-		return usage_fail("create: the size is given twice (SIZE and -o size=)");
+		return bad("the size is given twice (SIZE and -o size=)");
 	if (parse_size(argv[first + 1], &c->size))
-		return usage_fail("create: bad size '%s' (bytes, or with a suffix k, M, G, T, P or E)",
-				  shown_name(&shown, argv[first + 1]));
+		return bad("bad size '%s' (bytes, or with a suffix k, M, G, T, P or E)",
+			   shown_name(&shown, argv[first + 1]));
 	c->has_size = true;
 	return 0;
 }

@@ -326,7 +326,7 @@ refuse "compat=1.2" compat qemu -f qcow2 -o compat=1.2 bad.qcow2 1M
 refuse "-b without -F" -F qemu -f qcow2 -b sub/base.raw bad.qcow2
 refuse "no size and no backing file" SIZE qemu -f qcow2 bad.qcow2
 refuse "a bad size" size qemu -f qcow2 bad.qcow2 1M+512
-refuse "128G+512 with 512-byte clusters" cluster_size qemu -f qcow2 \
+refuse "128G+512 with 512-byte clusters" clusters qemu -f qcow2 \
 	-o cluster_size=512 bad.qcow2 137438953984
 refuse "a missing backing file" missing.raw qemu -f qcow2 -b missing.raw -F raw bad.qcow2
 refuse "a backing file of another format" sub/base.raw qemu -f qcow2 \
@@ -357,6 +357,8 @@ fi
 refuse "preallocation=full" preallocation - -f qcow2 -o preallocation=full bad.qcow2 1M
 refuse "lazy_refcounts=on" lazy_refcounts - -f qcow2 -o lazy_refcounts=on bad.qcow2 1M
 refuse "-f raw" raw - -f raw bad.qcow2 1M
+refuse "a refcount table over 8 MiB" "refcount table" - -f qcow2 \
+	-o cluster_size=512,refcount_bits=64,preallocation=metadata bad.qcow2 64G
 
 tap_summary
 [ "$TAP_FAIL" -eq 0 ]
