@@ -16,9 +16,9 @@
  * reader takes for an image.
  */
 #include <ctype.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -399,6 +399,10 @@ static int open_backing(struct create_opts *c)
 		return bad("the image would be its own backing file");
 	}
 	rc = disk_open(&d, full, c->backing_fmt, 0);
+	/* Whatever the format code allows, QEMU's sizes are signed. */
+	if (!rc && !c->has_size && d.size > MAX_SIZE_ARG)
+		rc = bad("the backing file's size, %llu bytes, is too large",
+			 (unsigned long long)d.size);
 	if (!rc && !c->has_size) {
 		c->size = d.size;
 		c->has_size = true;
