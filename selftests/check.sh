@@ -68,6 +68,7 @@ make_images() {
 step images make_images "$BUILD/images"
 step read-compare "$TOP/selftests/unit/read-compare.sh" "$BUILD/images"
 step chain-resolve "$TOP/selftests/unit/chain-resolve.sh"
+step create "$TOP/selftests/unit/create.sh"
 step qcow2-layers "$TOP/selftests/unit/qcow2-layers.sh" "$BUILD/images/layers"
 step qcow2-check "$TOP/selftests/unit/check.sh"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"

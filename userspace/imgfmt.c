@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "check.h"
+#include "create.h"
 #include "disk.h"
 #include "table_args.h"
 #include "imgfmt.h"
@@ -615,6 +616,8 @@ enum {
 	OPT_BACKING_CHAIN = 1 << 6,
 	OPT_SNAPSHOT = 1 << 7,
 	OPT_LIST = 1 << 8,
+	/* The command parses its options itself (qemu-img's, for create). */
+	OPT_OWN = 1 << 9,
 };
 
 /* getopt values of the options that have no short form. */
@@ -636,6 +639,7 @@ struct command {
 };
 
 static int cmd_help(struct opts *o, char **args);
+static int cmd_create(struct opts *o, char **args);
 
 static const struct command commands[] = {
 	{
@@ -717,6 +721,19 @@ static const struct command commands[] = {
 		"--snapshot reads the QCOW2 internal snapshot with that ID, or\n"
 		"else that name, at its own virtual size.",
 	}, {
+		"create", cmd_create, OPT_OWN, 1, 2,
+		"create -f qcow2 [-o OPTS] [-b BACKING -F FMT] IMAGE [SIZE]",
+		"Create the QCOW2 image IMAGE (overwriting a file there) of\n"
+		"SIZE bytes (suffix k, M, G, T, P or E; rounded up to 512), as\n"
+		"qemu-img create does.  OPTS, comma separated: cluster_size=N\n"
+		"(512 to 2M, a power of two; 64k), refcount_bits=1..64 (16),\n"
+		"compat=0.10|1.1 (1.1), extended_l2=on|off (off; clusters of\n"
+		"16k and up), preallocation=off|metadata (off),\n"
+		"compression_type=zlib|zstd (zlib).  -b names the backing file\n"
+		"(relative to IMAGE's directory) and needs -F, its format\n"
+		"(qcow2, qcow, vmdk or raw); it must open, and without SIZE\n"
+		"gives the size.",
+	}, {
 		"help", cmd_help, 0, 0, 1,
 		"help [COMMAND]",
 		"Show this text, or the help of one command.",
@@ -789,6 +806,19 @@ static void print_usage(FILE *f)
 static void print_command_help(const struct command *c)
 {
 	printf("Usage: imgfmt %s\n\n%s\n", c->synopsis, c->help);
+}
+
+static int cmd_create(struct opts *o, char **args)
+{
+	int rc;
+
+	(void)o;
+	rc = create_run(args);
+	if (rc == CREATE_HELP) {
+		print_command_help(find_command("create"));
+		rc = 0;
+	}
+	return rc;
 }
 
 static int cmd_help(struct opts *o, char **args)
@@ -969,6 +999,9 @@ static int run_command(const struct command *c, int argc, char **argv)
 	struct opts o;
 	int first = 0, nr, rc;
 
+	/* Its own parser gets the command's name and all its words. */
+	if (c->opts & OPT_OWN)
+		return c->run(NULL, argv);
 	rc = parse_options(c, argc, argv, &o, &first);
 	if (rc)
 		return rc > 0 ? 0 : rc;
