@@ -12,9 +12,11 @@
 
 #ifdef IMGFMT_HAVE_BLK_MODE_T
 #define IMGFMT_MODE_WRITE	BLK_OPEN_WRITE
+#define IMGFMT_MODE_READ	BLK_OPEN_READ
 #define IMGFMT_MODE_T		blk_mode_t
 #else
 #define IMGFMT_MODE_WRITE	FMODE_WRITE
+#define IMGFMT_MODE_READ	FMODE_READ
 #define IMGFMT_MODE_T		fmode_t
 #endif
 

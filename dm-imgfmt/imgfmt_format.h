@@ -218,7 +218,9 @@ struct imgfmt_format_ops {
 	 * metadata at it, in memory.  commit: write the changed metadata in
 	 * an order that keeps the image consistent at every instant, ending
 	 * with a flush that makes every write finished before it durable.
-	 * Each returns 0 or -errno with *err naming the problem.
+	 * Each returns 0 or -errno with *err naming the problem: -EUCLEAN
+	 * for corruption met (nothing changed; fail that write only),
+	 * -ENOSPC when the device is full, others from the device.
 	 */
 	int (*prepare_write)(struct imgfmt_image *img, u64 offset, u64 len,
 			     struct imgfmt_wplan *p, const char **err);

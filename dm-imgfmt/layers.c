@@ -246,12 +246,17 @@ static int layer_open_devs(struct imgfmt_layers *ls, struct dm_target *ti,
 	struct imgfmt_layer *l = &ls->l[i];
 	IMGFMT_MODE_T mode = dm_table_get_mode(ti->table);
 
+	/* Only the top is written; the layers below it are read-only. */
+	if (i)
+		mode = IMGFMT_MODE_READ;
 	if (dm_get_device(ti, path, mode, &l->dev)) {
 		*error = i ? "cannot open a lower layer's device" :
 			     "cannot open image device";
 		return -EINVAL;
 	}
 	imgfmt_kdev_init(&l->kdev, l->dev->bdev);
+	if (mode & IMGFMT_MODE_WRITE)
+		imgfmt_kdev_make_writable(&l->kdev);
 	l->lbs = bdev_logical_block_size(l->dev->bdev);
 	ls->max_lbs = max(ls->max_lbs, l->lbs);
 	if (!l->data_path)
@@ -276,6 +281,7 @@ static int layer_open_image(struct imgfmt_layers *ls, u32 i, char **error)
 		.has_lower = i + 1 < ls->nr,
 		.snapshot = l->snapshot,
 		.data_dev = l->data ? &l->kdata.dev : NULL,
+		.writable = !i && ls->writable,
 	};
 	const struct imgfmt_format_ops *ops;
 	const char *err = NULL;
@@ -291,6 +297,10 @@ static int layer_open_image(struct imgfmt_layers *ls, u32 i, char **error)
 		l->img = NULL;
 		*error = (char *)err;
 		return r == -ENOMEM ? r : -EINVAL;
+	}
+	if (args.writable && !l->img->writable) {
+		*error = "this image format cannot be written yet: load the table read-only";
+		return -EROFS;
 	}
 	if (l->img->info.cluster_size && l->img->info.cluster_size < l->lbs) {
 		*error = "cluster size smaller than the device's logical block size";
@@ -368,6 +378,7 @@ int imgfmt_layers_init(struct imgfmt_layers *ls, struct dm_target *ti,
 	int r;
 
 	memset(ls, 0, sizeof(*ls));
+	ls->writable = dm_table_get_mode(ti->table) & IMGFMT_MODE_WRITE;
 	r = layers_parse(ls, argc, argv, &paths, error);
 	for (i = 0; !r && i < ls->nr; i++) {
 		r = layer_open_devs(ls, ti, i, paths[i], error);

@@ -45,6 +45,8 @@ struct imgfmt_layer {
 struct imgfmt_layers {
 	struct imgfmt_layer *l;
 	u32 nr;				/* top included */
+	/* The table is read-write: the top is opened for writing. */
+	bool writable;
 	struct imgfmt_chain *chain;
 	/* The metadata budget of every layer and the owner sets. */
 	struct imgfmt_mgroup *mgroup;

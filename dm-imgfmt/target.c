@@ -8,11 +8,20 @@
  * cached it remaps or zero-fills the bio at once, otherwise it hands the bio
  * to a lane (below), a worker that reads the metadata and then submits the
  * bio in pieces.  Compressed clusters are decompressed in the lanes too.
+ *
+ * A read-write table (QCOW2 only so far) adds one writer: map() remaps a
+ * write that lands where the image may be overwritten in place, and hands
+ * every other write, every flush and every FUA write to the writer, a
+ * single work item that prepares allocations, writes each planned range
+ * whole (the bio's data over the range's current contents) and finishes
+ * it, then commits once for all the flushes waiting.  One thread owns the
+ * format's write side, so allocations never see each other half done.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 
@@ -97,7 +106,43 @@ struct imgfmt_target {
 	u32 ra_window;		/* clusters */
 	bool ra_stopped;	/* suspended: start no device I/O */
 	atomic64_t prefetched;
+
+	struct imgfmt_writer *w;	/* NULL for a read-only table */
 };
+
+/*
+ * The writer of a read-write table.  Failed: a metadata write or flush
+ * failed, so what the device holds is not known to match memory; from
+ * then on writes and flushes fail and reads go on (dm-thin's and
+ * dm-clone's read-only mode).
+ */
+struct imgfmt_writer {
+	struct imgfmt_target *it;
+	spinlock_t lock;	/* guards the lists, flags and wst */
+	struct bio_list bios;		/* writes map() could not remap */
+	struct bio_list flushes;	/* completed when the next commit is */
+	bool commit_wanted;
+	bool stopped;		/* suspended: no timed commits */
+	bool failed;
+	struct imgfmt_wstats wst;	/* as of the writer's last pass */
+	struct work_struct work;
+	/* Commits what writes left dirty, about a second later. */
+	struct delayed_work timer;
+	u8 *buf;		/* one cluster: a planned range is built here */
+	u32 buf_size;
+	struct imgfmt_decoder *dec;	/* for fills from compressed clusters */
+	/* In imgfmt_writers while it holds its image device. */
+	struct list_head node;
+	dev_t devt;
+};
+
+/*
+ * Every writer's image device: a second read-write table over the same
+ * image (a reload while the first is live) would allocate the clusters
+ * the first one does.
+ */
+static DEFINE_MUTEX(imgfmt_writers_lock);
+static LIST_HEAD(imgfmt_writers);
 
 struct imgfmt_lane {
 	struct imgfmt_target *it;
@@ -546,6 +591,416 @@ static bool imgfmt_copy_cached(struct imgfmt_target *it, struct bio *bio,
 	return true;
 }
 
+static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio);
+
+/* The writer: see the head of this file. */
+
+static void imgfmt_writer_fail(struct imgfmt_target *it, const char *what)
+{
+	struct imgfmt_writer *w = it->w;
+	bool was;
+
+	spin_lock(&w->lock);
+	was = w->failed;
+	w->failed = true;
+	spin_unlock(&w->lock);
+	if (was)
+		return;
+	DMERR("%s: metadata I/O failed (%s): the device is read-only now",
+	      dm_device_name(dm_table_get_md(it->ti->table)), what);
+	dm_table_event(it->ti->table);
+}
+
+static void imgfmt_writer_kick(struct imgfmt_target *it)
+{
+	queue_work(imgfmt_wq, &it->w->work);
+}
+
+/* Copy len bytes at byte skip of bio's data to dst. */
+static void imgfmt_bio_copy_out(struct bio *bio, u32 skip, u8 *dst, u32 len)
+{
+	struct bvec_iter iter;
+	struct bio_vec bv;
+	u32 at = 0, from, n;
+	void *p;
+
+	bio_for_each_segment(bv, bio, iter) {
+		if (at + bv.bv_len > skip && at < skip + len) {
+			from = skip > at ? skip - at : 0;
+			n = min(bv.bv_len - from, skip + len - (at + from));
+			p = bvec_kmap_local(&bv);
+			memcpy(dst + (at + from - skip), p + from, n);
+			kunmap_local(p);
+		}
+		at += bv.bv_len;
+		if (at >= skip + len)
+			break;
+	}
+}
+
+/*
+ * What [offset, offset + len) of the disk reads now, into buf: the fill
+ * around a write into a new cluster (the layers below, compressed
+ * clusters, zeroes).
+ */
+static int imgfmt_read_virtual(struct imgfmt_target *it, u64 offset, u8 *buf,
+			       u64 len)
+{
+	struct imgfmt_layer *l;
+	const char *err = NULL;
+	struct imgfmt_run run;
+	u64 n, data;
+	int r;
+
+	while (len) {
+		r = imgfmt_target_map(it, offset, len, 0, &run, &err);
+		if (r)
+			return r;
+		n = min(run.length, len);
+		data = run.length - run.tail_zero;
+		data = min(n, data);
+		l = &it->ls.l[run.layer];
+		switch (run.kind) {
+		case IMGFMT_RUN_DATA:
+			r = imgfmt_dev_read(run.on_data_dev ? &l->kdata.dev :
+					    &l->kdev.dev, run.dev_offset, buf,
+					    data);
+			break;
+		case IMGFMT_RUN_COMPRESSED:
+			r = l->ccache && it->w->dec ?
+			    imgfmt_ccache_read(l->ccache, it->w->dec, &run, 0,
+					       buf, (u32)data) : -EIO;
+			break;
+		default:
+			data = 0;
+			break;
+		}
+		if (r)
+			return r;
+		memset(buf + data, 0, n - data);
+		offset += n;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static blk_status_t imgfmt_errno_status(int r)
+{
+	switch (r) {
+	case 0:
+		return BLK_STS_OK;
+	case -ENOSPC:
+		return BLK_STS_NOSPC;
+	case -ENOMEM:
+		return BLK_STS_RESOURCE;
+	case -EOPNOTSUPP:
+		return BLK_STS_NOTSUPP;
+	default:
+		return BLK_STS_IOERR;
+	}
+}
+
+/*
+ * Write [pos, end) of bio (virtual offsets; bio starts at start) by the
+ * plan p: its range whole, the bio's data over what the range reads now.
+ */
+static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
+				u64 start, u64 pos, u64 end,
+				const struct imgfmt_wplan *p)
+{
+	struct imgfmt_writer *w = it->w;
+	struct imgfmt_dev *dev = &it->ls.l[0].kdev.dev;
+	u64 size = p->vend - p->vstart;
+	int r;
+
+	if (p->in_place) {
+		imgfmt_bio_copy_out(bio, pos - start, w->buf, end - pos);
+		return imgfmt_dev_write(dev, p->host + (pos - p->vstart), w->buf,
+					end - pos);
+	}
+	if (size > w->buf_size)
+		return -EIO;
+	r = imgfmt_read_virtual(it, p->vstart, w->buf, pos - p->vstart);
+	if (!r)
+		r = imgfmt_read_virtual(it, end, w->buf + (end - p->vstart),
+					p->vend - end);
+	if (r)
+		return r;
+	imgfmt_bio_copy_out(bio, pos - start, w->buf + (pos - p->vstart),
+			    end - pos);
+	return imgfmt_dev_write(dev, p->host, w->buf, size);
+}
+
+/* One write bio, synchronously, plan by plan. */
+static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
+{
+	struct imgfmt_image *top = it->ls.l[0].img;
+	u64 start = imgfmt_bio_offset(it, bio), pos = start;
+	u64 end = start + bio->bi_iter.bi_size, piece_end;
+	const char *err = "write failed";
+	struct imgfmt_wplan p;
+	int r;
+
+	while (pos < end) {
+		r = imgfmt_prepare_write(top, pos, end - pos, &p, &err);
+		if (r)
+			goto fail;
+		piece_end = min(end, p.vend);
+		r = imgfmt_write_planned(it, bio, start, pos, piece_end, &p);
+		if (r) {
+			/* The new cluster, if any, is a leak: harmless. */
+			err = "cannot write the data";
+			goto fail;
+		}
+		r = imgfmt_finish_write(top, &p, &err);
+		if (r)
+			goto fail;
+		pos = piece_end;
+	}
+	return 0;
+fail:
+	/* Corruption, a full device or bad data I/O fail this write only. */
+	if (r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
+	    r != -EINVAL && !(r == -EIO && !strcmp(err, "cannot write the data")))
+		imgfmt_writer_fail(it, err);
+	atomic64_inc(&it->io_errors);
+	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
+		    dm_device_name(dm_table_get_md(it->ti->table)), pos, err);
+	return r;
+}
+
+/* Commit, then complete the flushes that waited for it. */
+static void imgfmt_writer_commit(struct imgfmt_target *it,
+				 struct bio_list *flushes)
+{
+	const char *err = "commit failed";
+	blk_status_t st = BLK_STS_OK;
+	struct bio *bio;
+	int r;
+
+	if (READ_ONCE(it->w->failed)) {
+		st = BLK_STS_IOERR;
+	} else {
+		r = imgfmt_commit(it->ls.l[0].img, &err);
+		if (r) {
+			imgfmt_writer_fail(it, err);
+			st = BLK_STS_IOERR;
+		}
+	}
+	while ((bio = bio_list_pop(flushes))) {
+		if (!bio->bi_status)
+			bio->bi_status = st;
+		bio_endio(bio);
+	}
+}
+
+static void imgfmt_writer_work(struct work_struct *work)
+{
+	struct imgfmt_writer *w = container_of(work, struct imgfmt_writer,
+					       work);
+	struct imgfmt_target *it = w->it;
+	struct bio_list flushes;
+	struct imgfmt_wstats st;
+	unsigned int noio;
+	struct bio *bio;
+	bool commit;
+	int r;
+
+	noio = memalloc_noio_save();
+	for (;;) {
+		spin_lock(&w->lock);
+		bio = bio_list_pop(&w->bios);
+		commit = false;
+		if (!bio) {
+			flushes = w->flushes;
+			bio_list_init(&w->flushes);
+			commit = w->commit_wanted || !bio_list_empty(&flushes);
+			w->commit_wanted = false;
+		}
+		spin_unlock(&w->lock);
+		if (!bio && !commit)
+			break;
+		if (commit) {
+			imgfmt_writer_commit(it, &flushes);
+			continue;
+		}
+		r = READ_ONCE(w->failed) ? -EIO : imgfmt_write_bio(it, bio);
+		bio->bi_status = imgfmt_errno_status(r);
+		if (!r && (bio->bi_opf & REQ_FUA)) {
+			/* Durable only with the metadata that finds it. */
+			spin_lock(&w->lock);
+			bio_list_add(&w->flushes, bio);
+			spin_unlock(&w->lock);
+			continue;
+		}
+		bio_endio(bio);
+	}
+	imgfmt_get_wstats(it->ls.l[0].img, &st);
+	spin_lock(&w->lock);
+	w->wst = st;
+	if (st.dirty_bytes && !w->stopped && !w->failed)
+		queue_delayed_work(imgfmt_wq, &w->timer, HZ);
+	spin_unlock(&w->lock);
+	memalloc_noio_restore(noio);
+}
+
+static void imgfmt_writer_timer(struct work_struct *work)
+{
+	struct imgfmt_writer *w = container_of(to_delayed_work(work),
+					       struct imgfmt_writer, timer);
+
+	spin_lock(&w->lock);
+	w->commit_wanted = true;
+	spin_unlock(&w->lock);
+	queue_work(imgfmt_wq, &w->work);
+}
+
+static void imgfmt_writer_queue(struct imgfmt_target *it, struct bio *bio,
+				bool flush)
+{
+	struct imgfmt_writer *w = it->w;
+
+	spin_lock(&w->lock);
+	bio_list_add(flush ? &w->flushes : &w->bios, bio);
+	spin_unlock(&w->lock);
+	imgfmt_writer_kick(it);
+}
+
+/*
+ * A write where the image holds a cluster of its own (refcount 1) goes
+ * straight to it; anything else, and every flush or FUA write, to the
+ * writer.  Never sleeps.
+ */
+static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio)
+{
+	const struct imgfmt_layer *top = &it->ls.l[0];
+	u32 size = bio->bi_iter.bi_size;
+	const char *err = NULL;
+	struct imgfmt_run run;
+	u64 offset;
+	int r;
+
+	if (READ_ONCE(it->w->failed))
+		return DM_MAPIO_KILL;
+	if (!size && op_is_flush(bio->bi_opf)) {
+		imgfmt_writer_queue(it, bio, true);
+		return DM_MAPIO_SUBMITTED;
+	}
+	if (bio_op(bio) != REQ_OP_WRITE)
+		return DM_MAPIO_KILL;
+	if (bio->bi_opf & (REQ_FUA | REQ_PREFLUSH))
+		goto defer;
+	offset = imgfmt_bio_offset(it, bio);
+	r = imgfmt_target_map(it, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
+	if (r || run.kind != IMGFMT_RUN_DATA || !run.in_place || run.layer ||
+	    run.on_data_dev ||
+	    ((offset | run.dev_offset | run.length) & (top->lbs - 1)))
+		goto defer;
+	if (run.length < size) {
+		if (run.length & (it->ls.max_lbs - 1))
+			goto defer;
+		dm_accept_partial_bio(bio, run.length >> SECTOR_SHIFT);
+	}
+	bio_set_dev(bio, top->dev->bdev);
+	bio->bi_iter.bi_sector = run.dev_offset >> SECTOR_SHIFT;
+	return DM_MAPIO_REMAPPED;
+defer:
+	imgfmt_writer_queue(it, bio, false);
+	return DM_MAPIO_SUBMITTED;
+}
+
+static int imgfmt_writer_claim(struct imgfmt_writer *w, dev_t devt,
+			       char **error)
+{
+	struct imgfmt_writer *o;
+	int r = 0;
+
+	mutex_lock(&imgfmt_writers_lock);
+	list_for_each_entry(o, &imgfmt_writers, node)
+		if (o->devt == devt)
+			r = -EBUSY;
+	if (!r) {
+		w->devt = devt;
+		list_add(&w->node, &imgfmt_writers);
+	}
+	mutex_unlock(&imgfmt_writers_lock);
+	if (r)
+		*error = "image is open read-write by another imgfmt table already";
+	return r;
+}
+
+static int imgfmt_init_writer(struct imgfmt_target *it, char **error)
+{
+	struct imgfmt_writer *w;
+
+	if (!it->ls.writable)
+		return 0;
+	w = kzalloc(sizeof(*w), GFP_KERNEL);
+	if (!w) {
+		*error = "cannot allocate the writer";
+		return -ENOMEM;
+	}
+	it->w = w;
+	w->it = it;
+	INIT_LIST_HEAD(&w->node);
+	spin_lock_init(&w->lock);
+	bio_list_init(&w->bios);
+	bio_list_init(&w->flushes);
+	INIT_WORK(&w->work, imgfmt_writer_work);
+	INIT_DELAYED_WORK(&w->timer, imgfmt_writer_timer);
+	w->buf_size = it->ls.l[0].img->info.cluster_size;
+	w->buf = kvmalloc(w->buf_size, GFP_KERNEL);
+	if (it->ls.max_comp_cluster)
+		w->dec = imgfmt_decoder_create(it->ls.max_comp_cluster);
+	if (!w->buf || (it->ls.max_comp_cluster && !w->dec)) {
+		*error = "cannot allocate the writer";
+		return -ENOMEM;
+	}
+	imgfmt_get_wstats(it->ls.l[0].img, &w->wst);
+	return imgfmt_writer_claim(w, it->ls.l[0].dev->bdev->bd_dev, error);
+}
+
+/*
+ * Stop timed commits, let the writer finish what it has, and commit the
+ * rest: at suspend (nothing is in flight then) and at unload.
+ */
+static void imgfmt_writer_quiesce(struct imgfmt_target *it)
+{
+	struct imgfmt_writer *w = it->w;
+	struct bio_list none;
+
+	if (!w)
+		return;
+	spin_lock(&w->lock);
+	w->stopped = true;
+	spin_unlock(&w->lock);
+	cancel_delayed_work_sync(&w->timer);
+	flush_work(&w->work);
+	cancel_delayed_work_sync(&w->timer);
+	bio_list_init(&none);
+	if (!READ_ONCE(w->failed))
+		imgfmt_writer_commit(it, &none);
+	imgfmt_get_wstats(it->ls.l[0].img, &w->wst);
+}
+
+static void imgfmt_exit_writer(struct imgfmt_target *it)
+{
+	struct imgfmt_writer *w = it->w;
+
+	if (!w)
+		return;
+	if (w->buf && !list_empty(&w->node))
+		imgfmt_writer_quiesce(it);
+	mutex_lock(&imgfmt_writers_lock);
+	list_del_init(&w->node);
+	mutex_unlock(&imgfmt_writers_lock);
+	imgfmt_decoder_destroy(w->dec);
+	kvfree(w->buf);
+	kfree(w);
+	it->w = NULL;
+}
+
 static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 {
 	struct imgfmt_target *it = ti->private;
@@ -555,6 +1010,8 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 	u64 offset;
 	int r;
 
+	if (it->w && bio_op(bio) != REQ_OP_READ)
+		return imgfmt_map_write(it, bio);
 	if (bio_op(bio) != REQ_OP_READ) {
 		/* An empty flush has nothing to order on a read-only image. */
 		if (op_is_flush(bio->bi_opf) && !size) {
@@ -718,6 +1175,7 @@ static void imgfmt_dtr(struct dm_target *ti)
 {
 	struct imgfmt_target *it = ti->private;
 
+	imgfmt_exit_writer(it);
 	imgfmt_exit_lanes(it);
 	if (it->split_bs_ready)
 		bioset_exit(&it->split_bs);
@@ -730,10 +1188,6 @@ static int imgfmt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	struct imgfmt_target *it;
 	int r;
 
-	if (dm_table_get_mode(ti->table) & IMGFMT_MODE_WRITE) {
-		ti->error = "writes are not supported yet";
-		return -EROFS;
-	}
 	it = kzalloc(sizeof(*it), GFP_KERNEL);
 	if (!it) {
 		ti->error = "cannot allocate the target";
@@ -752,9 +1206,13 @@ static int imgfmt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	}
 	if (!r)
 		r = imgfmt_init_worker(it, &ti->error);
+	if (!r)
+		r = imgfmt_init_writer(it, &ti->error);
 	if (r)
 		goto bad;
 	ti->num_flush_bios = 1;
+	/* FUA and flushes must reach the writer, whatever the device has. */
+	ti->flush_supported = !!it->w;
 	return 0;
 bad:
 	imgfmt_dtr(ti);
@@ -787,11 +1245,19 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 {
 	struct imgfmt_target *it = ti->private;
 	struct imgfmt_mcache_stats st;
+	struct imgfmt_wstats wst = { 0 };
+	const char *mode = "ro";
 	unsigned int sz = 0;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
 		imgfmt_layers_stats(&it->ls, &st);
+		if (it->w) {
+			spin_lock(&it->w->lock);
+			wst = it->w->wst;
+			mode = it->w->failed ? "failed" : "rw";
+			spin_unlock(&it->w->lock);
+		}
 		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu %u",
 		       it->info.format, it->info.virtual_size,
 		       it->info.cluster_size, st.bytes, st.limit_bytes,
@@ -802,6 +1268,8 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 		       imgfmt_layers_decompressed(&it->ls),
 		       (long long)atomic64_read(&it->prefetched),
 		       imgfmt_target_decomp_bytes(it), it->ls.nr);
+		DMEMIT(" %s %llu %llu %llu", mode, wst.dirty_bytes,
+		       wst.image_end, wst.commits);
 		break;
 	case STATUSTYPE_TABLE:
 		imgfmt_layers_emit(&it->ls, result, maxlen);
@@ -824,6 +1292,7 @@ static void imgfmt_postsuspend(struct dm_target *ti)
 	it->ra_stopped = true;
 	spin_unlock(&it->ra_lock);
 	imgfmt_flush_lanes(it);
+	imgfmt_writer_quiesce(it);
 }
 
 static void imgfmt_resume(struct dm_target *ti)
@@ -835,6 +1304,11 @@ static void imgfmt_resume(struct dm_target *ti)
 	it->ra_expect = 0;
 	it->ra_next = 0;
 	spin_unlock(&it->ra_lock);
+	if (it->w) {
+		spin_lock(&it->w->lock);
+		it->w->stopped = false;
+		spin_unlock(&it->w->lock);
+	}
 }
 
 static int imgfmt_iterate_devices(struct dm_target *ti,
@@ -847,7 +1321,7 @@ static int imgfmt_iterate_devices(struct dm_target *ti,
 
 static struct target_type imgfmt_target_type = {
 	.name = "imgfmt",
-	.version = {0, 3, 0},
+	.version = {0, 4, 0},
 	.module = THIS_MODULE,
 	.ctr = imgfmt_ctr,
 	.dtr = imgfmt_dtr,

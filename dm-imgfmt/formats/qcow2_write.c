@@ -18,6 +18,8 @@
  * - refcounts are only decreased after the commit that made the tables
  *   drop the reference is durable.
  * Everything here runs in one thread at a time (the host's writer).
+ * Corruption met on the way fails the write with -EUCLEAN and changes
+ * nothing; other errors are the device's.
  */
 #include "../mcache.h"
 #include "qcow2_int.h"
@@ -563,10 +565,10 @@ static int qw_l2_for(struct qcow2_image *q, u64 offset, u64 *l2_offset,
 	u64 l1e;
 
 	if (l1_index >= q->l1_size)
-		return qw_refuse(err, "offset beyond the L1 table", -EIO);
+		return qw_refuse(err, "offset beyond the L1 table", -EUCLEAN);
 	l1e = READ_ONCE(q->l1[l1_index]);
 	if (l1e & QCOW2_L1E_RESERVED)
-		return qw_refuse(err, "L1 entry has reserved bits set", -EIO);
+		return qw_refuse(err, "L1 entry has reserved bits set", -EUCLEAN);
 	*l2_offset = l1e & QCOW2_OFFSET_MASK;
 	if (!*l2_offset)
 		return qw_new_l2(q, (u32)l1_index, l2_offset, err);
@@ -575,7 +577,7 @@ static int qw_l2_for(struct qcow2_image *q, u64 offset, u64 *l2_offset,
 				 -EOPNOTSUPP);
 	if (!IS_ALIGNED(*l2_offset, q->cluster_size) ||
 	    !imgfmt_dev_has(q->img.dev, *l2_offset, q->cluster_size))
-		return qw_refuse(err, "L2 table offset invalid", -EIO);
+		return qw_refuse(err, "L2 table offset invalid", -EUCLEAN);
 	return 0;
 }
 
@@ -672,13 +674,13 @@ static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 		if ((entry & QCOW2_L2E_RESERVED) ||
 		    (q->extended_l2 && (entry & QCOW2_L2E_ZERO)))
 			return qw_refuse(err, "L2 entry has reserved bits set",
-					 -EIO);
+					 -EUCLEAN);
 		if (host && !IS_ALIGNED(host, q->cluster_size))
 			return qw_refuse(err, "data cluster offset not aligned to a cluster",
-					 -EIO);
+					 -EUCLEAN);
 		if (mine && !imgfmt_dev_has(q->img.dev, host, q->cluster_size))
 			return qw_refuse(err, "data cluster beyond end of device",
-					 -EIO);
+					 -EUCLEAN);
 	}
 	if (!q->extended_l2) {
 		if (!mine)
@@ -696,14 +698,14 @@ static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 	}
 	if (!(entry & QCOW2_L2E_COMPRESSED) &&
 	    ((bitmap >> 32) & bitmap & 0xffffffffULL))
-		return qw_refuse(err, "subcluster both allocated and zero", -EIO);
+		return qw_refuse(err, "subcluster both allocated and zero", -EUCLEAN);
 	if (mine) {
 		qw_plan_subclusters(q, cstart, host, entry, bitmap, sc0, sc1, p);
 		return 0;
 	}
 	if (!host && (bitmap & 0xffffffffULL))
 		return qw_refuse(err, "unallocated cluster with allocated subclusters",
-				 -EIO);
+				 -EUCLEAN);
 	return qw_plan_new(q, cstart, entry, bitmap, sc0, sc1, p, err);
 }
 
@@ -839,34 +841,44 @@ static int qw_find_end(struct qcow2_image *q, const char **err)
 }
 
 /* What a writer cannot take yet, or must not: refused by name. */
+static const char *qw_refusal(struct qcow2_image *q,
+			      const struct imgfmt_open_args *args,
+			      const struct qcow2_fields *f)
+{
+	if (f->incompatible & QCOW2_INCOMPAT_DIRTY)
+		return "QCOW2 image is dirty: run qemu-img check -r all first";
+	if (f->incompatible & QCOW2_INCOMPAT_CORRUPT)
+		return "QCOW2 image is marked corrupt: run qemu-img check -r all first";
+	if (args->snapshot)
+		return "QCOW2 snapshots are read-only";
+	if (f->nb_snapshots)
+		return "QCOW2 writes to images with internal snapshots are not supported yet";
+	if (q->data_dev)
+		return "QCOW2 writes to images with a data file are not supported yet";
+	if (f->autoclear & QCOW2_AUTOCLEAR_BITMAPS)
+		return "QCOW2 writes to images with bitmaps are not supported yet";
+	if (!args->dev->write || !args->dev->flush)
+		return "image device is not writable";
+	/*
+	 * A block written whole must belong to one writer: no metadata
+	 * block holds guest data (kport's read-modify-write), and no
+	 * subcluster written alone shares a block with its neighbours.
+	 */
+	if ((1U << q->subcluster_bits) < max_t(u32, args->dev->write_align, 512))
+		return "QCOW2 (sub)clusters smaller than a device block cannot be written";
+	return NULL;
+}
+
 static int qw_check_writable(struct qcow2_image *q,
 			     const struct imgfmt_open_args *args,
 			     const struct qcow2_fields *f, const char **err)
 {
-	if (f->incompatible & QCOW2_INCOMPAT_DIRTY)
-		return qw_refuse(err, "QCOW2 image is dirty: run qemu-img check -r all first",
-				 -EINVAL);
-	if (f->incompatible & QCOW2_INCOMPAT_CORRUPT)
-		return qw_refuse(err, "QCOW2 image is marked corrupt: run qemu-img check -r all first",
-				 -EINVAL);
-	if (args->snapshot)
-		return qw_refuse(err, "QCOW2 snapshots are read-only", -EROFS);
-	if (f->nb_snapshots)
-		return qw_refuse(err, "QCOW2 writes to images with internal snapshots are not supported yet",
-				 -EOPNOTSUPP);
-	if (q->data_dev)
-		return qw_refuse(err, "QCOW2 writes to images with an external data file are not supported yet",
-				 -EOPNOTSUPP);
-	if (f->autoclear & QCOW2_AUTOCLEAR_BITMAPS)
-		return qw_refuse(err, "QCOW2 writes to images with persistent bitmaps are not supported yet",
-				 -EOPNOTSUPP);
-	if (!args->dev->write || !args->dev->flush)
-		return qw_refuse(err, "image device is not writable", -EROFS);
-	/* A metadata block must never hold guest data (kport's RMW). */
-	if (q->cluster_size < max_t(u32, args->dev->write_align, 512))
-		return qw_refuse(err, "QCOW2 clusters smaller than the device's logical block cannot be written",
-				 -EINVAL);
-	return 0;
+	const char *why = qw_refusal(q, args, f);
+
+	if (!why)
+		return 0;
+	*err = why;
+	return -EOPNOTSUPP;
 }
 
 void imgfmt_qcow2_writer_close(struct qcow2_image *q)

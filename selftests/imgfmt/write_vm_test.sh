@@ -1,0 +1,271 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
+#
+# Read-write QCOW2 tables in the guest.  Each image is made by qemu-img
+# (and qemu-io), put on a read-write loop device over its file grown
+# sparsely (the target allocates only inside the device), written
+# through an imgfmt device and, with the same writes, a plain raw shadow
+# file; after the device is removed the file is cut back to the image's
+# end (status field 16) and QEMU judges it: qemu-img check finds no error
+# and no leak, qemu-img convert -O raw equals the shadow.  Also ext4 on an
+# image (e2fsck clean, and again through QEMU's reading), the status
+# fields, and the refusals of what cannot be written yet.
+#
+#   write_vm_test.sh DIR	(DIR unused: the images are made here)
+
+here=$(cd "$(dirname "$0")" && pwd)
+SUITE=write
+. "$here/vmlib.sh"
+
+# verdict NAME: ok when $why is empty, else not ok with it.
+verdict()
+{
+	if [ -z "$why" ]; then
+		ok "$1"
+	else
+		not_ok "$1" "$why"
+	fi
+}
+
+W=${TMPDIR:-/tmp}/imgfmt-write
+rm -rf "$W"
+mkdir -p "$W"
+DEV=imgfmt_w
+
+# The writes every case makes: offset:bytes:tag, some within a cluster,
+# some across clusters and L2 tables, one at the very end.
+WRITES="0:4096:1 65536:65536:2 70000:1024:3 1048576:1048576:4
+	33554432:12288:5 33558016:512:6 67108352:512:7 100000:300000:8
+	4194304:2097152:9 4195328:4096:10"
+
+# write_both DEV SHADOW: the same patterns into both, direct I/O.
+write_both()
+{
+	for w in $WRITES; do
+		off=${w%%:*} rest=${w#*:}
+		len=${rest%%:*} seed=${rest#*:}
+		[ "$((off + len))" -le "$SIZE" ] || continue
+		head -c "$len" /dev/urandom >"$W/pat.$len"
+		# dd with 512-byte blocks keeps odd offsets exact.
+		dd if="$W/pat.$len" of="$1" bs=512 seek=$((off / 512)) \
+			oflag=direct conv=notrunc 2>/dev/null || return 1
+		dd if="$W/pat.$len" of="$2" bs=512 seek=$((off / 512)) \
+			conv=notrunc 2>/dev/null || return 1
+		rm -f "$W/pat.$len"
+	done
+}
+
+# attach_rw IMG [LOWER...]: grow IMG sparsely, loop it read-write, make
+# $DEV over it (lower layers read-only).  Sets LOOP.
+attach_rw()
+{
+	img=$1
+	shift
+	truncate -s $((4 * SIZE + 64 * 1048576)) "$img" || return 1
+	LOOP=$(losetup -f) && losetup "$LOOP" "$img" || return 1
+	lower=""
+	nl=0
+	for l in "$@"; do
+		ll=$(loop_ro "$l") || return 1
+		LOWERS="$LOWERS $ll"
+		# Raw is never detected, only named.
+		lower="$lower $ll 1 format=raw"
+		nl=$((nl + 1))
+	done
+	if [ "$nl" -gt 0 ]; then
+		t="0 $((SIZE / 512)) imgfmt $LOOP 0 $nl$lower"
+	else
+		t="0 $((SIZE / 512)) imgfmt $LOOP"
+	fi
+	dmsetup create "$DEV" --table "$t" && return 0
+	losetup -d "$LOOP"
+	for ll in $LOWERS; do losetup -d "$ll"; done
+	LOWERS=""
+	return 1
+}
+
+# detach_rw IMG: remove $DEV and the loops, cut IMG back to its end.
+detach_rw()
+{
+	end=$(status_field "$DEV" 16)
+	dmsetup remove "$DEV" || return 1
+	losetup -d "$LOOP"
+	for ll in $LOWERS; do losetup -d "$ll"; done
+	LOWERS=""
+	[ -n "$end" ] && [ "$end" -gt 0 ] && truncate -s "$end" "$1"
+}
+
+# qemu_judges IMG SHADOW: no error, no leak, the same bytes.
+qemu_judges()
+{
+	out=$(qemu-img check "$1" 2>&1)
+	case $out in
+	*"No errors were found"*) ;;
+	*) why="qemu-img check: $(echo "$out" | tr '\n' ' ')"; return 1 ;;
+	esac
+	qemu-img convert -O raw "$1" "$W/conv.raw" || { why="convert failed"; return 1; }
+	cmp -s "$W/conv.raw" "$2" || { why="contents differ: $(cmp "$W/conv.raw" "$2" | head -1)"; return 1; }
+	rm -f "$W/conv.raw"
+}
+
+# case_writes NAME CREATE-OPTS [PREP [BACKING]]: the whole round trip.
+case_writes()
+{
+	name=$1 opts=$2 prep=${3:-} backing=${4:-}
+	why=""
+	img=$W/$name.qcow2 shadow=$W/$name.raw
+	rm -f "$img" "$shadow"
+	if [ -n "$backing" ]; then
+		head -c "$SIZE" /dev/urandom >"$W/$name.base"
+		qemu-img create -q -f qcow2 -o "$opts" -b "$W/$name.base" -F raw \
+			"$img" "$SIZE" || { not_ok "$name" "create"; return; }
+	else
+		qemu-img create -q -f qcow2 -o "$opts" "$img" "$SIZE" ||
+			{ not_ok "$name" "create"; return; }
+	fi
+	if [ -n "$prep" ]; then
+		eval "qemu-io -f qcow2 $prep \"$img\"" >/dev/null ||
+			{ not_ok "$name" "qemu-io"; return; }
+	fi
+	qemu-img convert -O raw "$img" "$shadow"
+	if [ -n "$backing" ]; then
+		attach_rw "$img" "$W/$name.base"
+	else
+		attach_rw "$img"
+	fi || { not_ok "$name" "attach failed"; free_loops; return; }
+	write_both "/dev/mapper/$DEV" "$shadow" || why="a write failed"
+	# What the device shows now, before QEMU sees the file.
+	if [ -z "$why" ]; then
+		dd if="/dev/mapper/$DEV" of="$W/dev.raw" bs=1M iflag=direct 2>/dev/null
+		cmp -s "$W/dev.raw" "$shadow" || why="device reads differ: $(cmp "$W/dev.raw" "$shadow" | head -1)"
+		rm -f "$W/dev.raw"
+	fi
+	sync
+	[ "$(status_field "$DEV" 14)" = rw ] || why="${why:-mode $(status_field "$DEV" 14), not rw}"
+	[ "$(status_field "$DEV" 7)" = 0 ] || why="${why:-io errors $(status_field "$DEV" 7)}"
+	detach_rw "$img" || why="${why:-detach failed}"
+	[ -z "$why" ] && qemu_judges "$img" "$shadow"
+	verdict "$name"
+	rm -f "$img" "$shadow" "$W/$name.base"
+}
+
+SIZE=$((64 * 1048576))
+case_writes plain_64k cluster_size=64k
+case_writes v2_4k compat=0.10,cluster_size=4k
+case_writes refcount1_512 cluster_size=512,refcount_bits=1
+case_writes refcount64_512 cluster_size=512,refcount_bits=64
+case_writes clusters_2m cluster_size=2M
+case_writes extended_l2 cluster_size=64k,extended_l2=on \
+	"-c 'write -P 0x11 0 8k' -c 'write -z 1M 64k'"
+case_writes compressed cluster_size=64k \
+	"-c 'write -c -P 0x22 0 2M' -c 'write -c -P 0x33 4M 1M'"
+case_writes zero_clusters cluster_size=4k "-c 'write -z 0 8M'"
+case_writes backing_raw cluster_size=64k "-c 'write -z 1M 128k'" yes
+case_writes backing_extended_l2 cluster_size=32k,extended_l2=on "" yes
+
+# A flush commits: nothing dirty after it, commits counted.
+why=""
+SIZE=$((16 * 1048576))
+qemu-img create -q -f qcow2 "$W/fl.qcow2" "$SIZE"
+if attach_rw "$W/fl.qcow2"; then
+	dd if=/dev/zero of="/dev/mapper/$DEV" bs=4k count=4 oflag=direct 2>/dev/null
+	d1=$(status_field "$DEV" 15)
+	# fsync of the device: a flush bio (sync(2) sends none).
+	dd if=/dev/zero of="/dev/mapper/$DEV" bs=4k count=0 conv=fsync 2>/dev/null
+	d2=$(status_field "$DEV" 15) c=$(status_field "$DEV" 17)
+	[ "$d1" -gt 0 ] || why="nothing dirty after an allocating write ($d1)"
+	[ "$d2" = 0 ] || why="${why:-still $d2 dirty bytes after a flush}"
+	[ "$c" -ge 1 ] || why="${why:-no commit counted}"
+	detach_rw "$W/fl.qcow2"
+	qemu-img check -q "$W/fl.qcow2" || why="${why:-qemu-img check}"
+else
+	why="attach failed"
+	free_loops
+fi
+verdict "a flush commits what writes left dirty"
+
+# ext4 on an image, checked through the device and through QEMU.
+why=""
+SIZE=$((128 * 1048576))
+qemu-img create -q -f qcow2 "$W/fs.qcow2" "$SIZE"
+if attach_rw "$W/fs.qcow2"; then
+	mkfs.ext4 -q -F "/dev/mapper/$DEV" >/dev/null 2>&1 || why="mkfs failed"
+	mkdir -p "$W/mnt"
+	if [ -z "$why" ] && mount "/dev/mapper/$DEV" "$W/mnt"; then
+		i=0
+		while [ $i -lt 40 ]; do
+			mkdir -p "$W/mnt/d$((i % 7))"
+			head -c $((i * 7919 + 1)) /dev/urandom >"$W/mnt/d$((i % 7))/f$i"
+			i=$((i + 1))
+		done
+		(cd "$W/mnt" && find . -type f -exec md5sum {} + | sort) >"$W/sums"
+		umount "$W/mnt"
+	else
+		why=${why:-mount failed}
+	fi
+	[ -z "$why" ] && { e2fsck -fn "/dev/mapper/$DEV" >/dev/null 2>&1 || why="e2fsck on the device"; }
+	detach_rw "$W/fs.qcow2"
+	if [ -z "$why" ]; then
+		qemu-img check -q "$W/fs.qcow2" || why="qemu-img check"
+		qemu-img convert -O raw "$W/fs.qcow2" "$W/fs.raw"
+		e2fsck -fn "$W/fs.raw" >/dev/null 2>&1 || why="${why:-e2fsck on QEMU's reading}"
+		mount -o loop,ro "$W/fs.raw" "$W/mnt" 2>/dev/null &&
+			{ (cd "$W/mnt" && find . -type f -exec md5sum {} + | sort) >"$W/sums2"; umount "$W/mnt"; }
+		cmp -s "$W/sums" "$W/sums2" || why="${why:-files differ through QEMU}"
+	fi
+else
+	why="attach failed"
+	free_loops
+fi
+verdict "ext4 on a qcow2 image: e2fsck clean, files the same through QEMU"
+rm -f "$W/fs.qcow2" "$W/fs.raw"
+
+# Refused read-write, by name.
+SIZE=$((16 * 1048576))
+refused_rw()		# refused_rw NAME IMG WORDS
+{
+	name=$1 img=$2 words=$3
+	truncate -s "$SIZE" "$img"
+	loop=$(losetup -f) && losetup "$loop" "$img"
+	out=$(dmsetup create "$DEV" --table "0 $((SIZE / 512)) imgfmt $loop" 2>&1)
+	rc=$?
+	[ $rc -ne 0 ] && dmsetup remove "$DEV" 2>/dev/null
+	losetup -d "$loop"
+	log=$(dmesg | tail -5)
+	case "$rc:$log" in
+	0:*) why="the table loaded" ;;
+	*"$words"*) why="" ;;
+	*) why="not the message expected: $log" ;;
+	esac
+	verdict "refused: $name"
+}
+qemu-img create -q -f vmdk "$W/r.vmdk" "$SIZE"
+refused_rw "a vmdk" "$W/r.vmdk" "cannot be written yet"
+qemu-img create -q -f qcow2 "$W/r.qcow2" "$SIZE"
+qemu-img snapshot -c s1 "$W/r.qcow2"
+refused_rw "internal snapshots" "$W/r.qcow2" "internal snapshots are not supported yet"
+qemu-img create -q -f qcow2 "$W/d.qcow2" "$SIZE"
+# The dirty bit (incompatible feature bit 0), set by hand.
+printf '\001' | dd of="$W/d.qcow2" bs=1 seek=79 conv=notrunc 2>/dev/null
+refused_rw "the dirty bit" "$W/d.qcow2" "qemu-img check -r all"
+
+# A second read-write table over the same image.
+why=""
+qemu-img create -q -f qcow2 "$W/two.qcow2" "$SIZE"
+if attach_rw "$W/two.qcow2"; then
+	out=$(dmsetup create "${DEV}2" --table "0 $((SIZE / 512)) imgfmt $LOOP" 2>&1) &&
+		{ dmsetup remove "${DEV}2"; why="a second table loaded"; }
+	dmesg | tail -3 | grep -q "open read-write by another" || why="${why:-no message}"
+	detach_rw "$W/two.qcow2"
+else
+	why="attach failed"
+	free_loops
+fi
+verdict "refused: a second read-write table over one image"
+
+rm -rf "$W"
+why=""
+nothing_left
+verdict "no device and no loop left behind"
+echo "# write_vm_test.sh: $n tests, $failed failed"
+[ $failed -eq 0 ]
