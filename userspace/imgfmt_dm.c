@@ -1237,10 +1237,12 @@ static int lock_pieces(const struct dm_piece *pieces, unsigned int nr,
 	unsigned int i;
 	int rc = 0;
 
-	if (flags & DM_ATTACH_FORCE_SHARE)
-		top = lower = IMAGE_LOCK_SHARED;
-	else if (flags & DM_ATTACH_RW)
+	if (flags & DM_ATTACH_FORCE_SHARE) {
+		top = IMAGE_LOCK_SHARED;
+		lower = IMAGE_LOCK_SHARED;
+	} else if (flags & DM_ATTACH_RW) {
 		top = IMAGE_LOCK_WRITE;
+	}
 	for (i = 0; !rc && i < nr; i++)
 		rc = lock_piece(&pieces[i], top, lower);
 	return rc;
