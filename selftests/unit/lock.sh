@@ -59,8 +59,8 @@ locks_of() {		# locks_of FILE
 
 # Wait until FILE shows lock byte BYTE, or until the holder is gone.
 wait_byte() {		# wait_byte FILE BYTE
-	local i
-	for i in $(seq 100); do
+	local _
+	for _ in $(seq 100); do
 		locks_of "$1" | grep -qx "$2" && return 0
 		kill -0 "$HOLDER" 2>/dev/null || return 1
 		sleep 0.05
