@@ -105,6 +105,7 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 		--module crc32c_generic --module ext4 \
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
+		--bin /usr/bin/qemu-io --bin /usr/bin/qemu-img \
 		--payload "$payload" --init-cmd /payload/run.sh || return 1
 	"$TOP/selftests/vm/run-vm.sh" --kernel "$vmlinuz" \
 		--initrd "$BUILD/initrd-$kver.cpio.gz" --mem 3072 \
