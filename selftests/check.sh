@@ -72,6 +72,7 @@ step create "$TOP/selftests/unit/create.sh"
 step qcow2-layers "$TOP/selftests/unit/qcow2-layers.sh" "$BUILD/images/layers"
 step qcow2-check "$TOP/selftests/unit/check.sh"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
+step lock "$TOP/selftests/unit/lock.sh"
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
 step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"
 step lint "$TOP/selftests/lint.sh" --tap-only

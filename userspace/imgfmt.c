@@ -39,6 +39,8 @@ struct opts {
 	bool backing_chain;	/* --backing-chain */
 	const char *snapshot;	/* --snapshot, or NULL: the active state */
 	bool list;		/* snapshot -l */
+	bool rw;		/* attach --rw */
+	bool force_share;	/* attach --force-share, -U */
 };
 
 /* Table arguments */
@@ -555,9 +557,18 @@ static int cmd_attach(struct opts *o, char **args)
 {
 	char name[IMGFMT_DM_NAME_LEN];
 	struct pieces ps = { 0 };
+	unsigned int flags = 0;
 	struct disk d;
 	int rc;
 
+	/* As qemu-img: sharing writes is only for a reader. */
+	if (o->rw && o->force_share)
+		return usage_fail("attach: --force-share is for read-only attach, not with --rw");
+	/* Until the target writes: the device would be read-only. */
+	if (o->rw)
+		return usage_fail("attach: --rw is not supported yet");
+	flags |= o->rw ? DM_ATTACH_RW : 0;
+	flags |= o->force_share ? DM_ATTACH_FORCE_SHARE : 0;
 	if (o->name) {
 		rc = check_attach_name(o->name);
 		if (rc)
@@ -573,7 +584,7 @@ static int cmd_attach(struct opts *o, char **args)
 	if (!rc)
 		rc = pieces_make(&ps, &d, o);
 	if (!rc)
-		rc = dm_attach_disk(name, ps.p, ps.nr);
+		rc = dm_attach_disk(name, ps.p, ps.nr, flags);
 	pieces_free(&ps);
 	disk_close(&d);
 	return rc;
@@ -618,6 +629,8 @@ enum {
 	OPT_LIST = 1 << 8,
 	/* The command parses its options itself (qemu-img's, for create). */
 	OPT_OWN = 1 << 9,
+	OPT_RW = 1 << 10,
+	OPT_FORCE_SHARE = 1 << 11,
 };
 
 /* getopt values of the options that have no short form. */
@@ -627,6 +640,7 @@ enum {
 	LONG_OUTPUT,
 	LONG_BACKING_CHAIN,
 	LONG_SNAPSHOT,
+	LONG_RW,
 };
 
 struct command {
@@ -666,9 +680,9 @@ static const struct command commands[] = {
 		"file's, then each backing file's (and its data file's), top\n"
 		"down.",
 	}, {
-		"attach", cmd_attach, OPT_FORMAT | OPT_CACHE | OPT_NAME | OPT_SNAPSHOT,
-		1, 1,
-		"attach [--name NAME] [--format F] [--cache-size BYTES] [--snapshot ID|NAME] IMAGE",
+		"attach", cmd_attach, OPT_FORMAT | OPT_CACHE | OPT_NAME |
+		OPT_SNAPSHOT | OPT_RW | OPT_FORCE_SHARE, 1, 1,
+		"attach [--name NAME] [--format F] [--cache-size BYTES] [--snapshot ID|NAME] [--force-share] IMAGE",
 		"Validate IMAGE, put its files on read-only loop devices and\n"
 		"create the read-only device /dev/mapper/NAME; print its path.\n"
 		"Its backing files (and theirs) become the device's lower\n"
@@ -678,7 +692,9 @@ static const struct command commands[] = {
 		"/dev/mapper/NAMEp1, NAMEp2, ... (logical MBR ones from 5);\n"
 		"'imgfmt list' shows them.  NAME defaults to the file name of\n"
 		"IMAGE without its extension (with a hash appended when it had\n"
-		"to be changed or cut).",
+		"to be changed or cut).  Its files keep QEMU's image locks till\n"
+		"detach: QEMU may read them but not write them, and an image\n"
+		"that another process writes is refused, unless --force-share.",
 	}, {
 		"detach", cmd_detach, 0, 1, 1,
 		"detach NAME",
@@ -750,6 +766,8 @@ static const struct option long_options[] = {
 	{ "backing-chain", no_argument, NULL, LONG_BACKING_CHAIN },
 	{ "snapshot", required_argument, NULL, LONG_SNAPSHOT },
 	{ "list", no_argument, NULL, 'l' },
+	{ "rw", no_argument, NULL, LONG_RW },
+	{ "force-share", no_argument, NULL, 'U' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -785,6 +803,8 @@ static const char usage_options[] =
 	"      --backing-chain     info of every layer of the backing chain\n"
 	"      --snapshot ID|NAME  read this QCOW2 internal snapshot\n"
 	"  -l, --list              snapshot: list the snapshots\n"
+	"      --rw                attach read-write (not supported yet)\n"
+	"  -U, --force-share       attach even an image another process writes\n"
 	"  -h, --help              show help\n\n";
 
 static const char usage_notes[] =
@@ -880,6 +900,8 @@ static const struct {
 	{ LONG_BACKING_CHAIN, OPT_BACKING_CHAIN, "--backing-chain" },
 	{ LONG_SNAPSHOT, OPT_SNAPSHOT, "--snapshot" },
 	{ 'l', OPT_LIST, "-l" },
+	{ LONG_RW, OPT_RW, "--rw" },
+	{ 'U', OPT_FORCE_SHARE, "--force-share" },
 };
 
 static const char *option_name(int opt)
@@ -952,6 +974,12 @@ static int set_option(const struct command *c, struct opts *o, int opt,
 	case 'l':
 		o->list = true;
 		return 0;
+	case LONG_RW:
+		o->rw = true;
+		return 0;
+	case 'U':
+		o->force_share = true;
+		return 0;
 	}
 	return usage_fail("%s: unknown option", c->name);
 }
@@ -970,14 +998,14 @@ static int parse_options(const struct command *c, int argc, char **argv,
 	memset(o, 0, sizeof(*o));
 	opterr = 0;
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":f:c:n:hl", long_options,
+	while ((opt = getopt_long(argc, argv, ":f:c:n:hlU", long_options,
 				  NULL)) != -1) {
 		if (opt == 'h') {
 			print_command_help(c);
 			return 1;
 		}
 		optc[0] = (char)optopt;
-		if (opt == '?' && optopt && !strchr("fcnhl", optopt))
+		if (opt == '?' && optopt && !strchr("fcnhlU", optopt))
 			return usage_fail("%s: unknown option '-%s'", c->name,
 					  shown_name(&shown, optc));
 		if (opt == '?')

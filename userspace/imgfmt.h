@@ -105,9 +105,18 @@ unsigned int dm_piece_units(const struct dm_piece *p);
  */
 char *dm_piece_params(const struct dm_piece *p, char *const *devs);
 
+/* How dm_attach_disk() attaches: flags. */
+#define DM_ATTACH_RW		0x1U	/* --rw: lock the top for writing */
+#define DM_ATTACH_FORCE_SHARE	0x2U	/* --force-share: lock nobody out */
+
 /*
- * Put the files of the validated pieces on read-only loop devices (an
- * imgfmt piece whose file ends in a partial sector through the helper
+ * Lock the files of the validated pieces against QEMU (lock.h): the top
+ * layer and its data file for reading, or with DM_ATTACH_RW for writing,
+ * the lower layers and theirs for reading; with DM_ATTACH_FORCE_SHARE
+ * each file is only marked as read and nothing is checked.  A file that
+ * another process writes is refused.  The locks live on the descriptors
+ * the loop devices keep, so they last until detach.  Then put the files
+ * on read-only loop devices (an imgfmt piece whose file ends in a partial sector through the helper
  * device NAME-image, or NAME-imageN for unit N of several) and create the
  * read-only device-mapper device name over them, then one read-only
  * linear device NAMEpN per partition of its partition table.  Prints the
@@ -115,7 +124,7 @@ char *dm_piece_params(const struct dm_piece *p, char *const *devs);
  * left.  Returns 0, FAIL or FAIL_USAGE.
  */
 int dm_attach_disk(const char *name, const struct dm_piece *pieces,
-		   unsigned int nr);
+		   unsigned int nr, unsigned int flags);
 
 /*
  * Remove the device name (or a path to it under /dev/mapper) that attach

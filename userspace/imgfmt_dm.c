@@ -40,6 +40,7 @@
 #include <libdevmapper.h>
 
 #include "imgfmt.h"
+#include "lock.h"
 #include "table_args.h"
 #include "partitions.h"
 
@@ -1179,10 +1180,78 @@ static int attach_partitions(const char *name, const char *disk_path)
 	return rc;
 }
 
+/* Locks against QEMU */
+
+/*
+ * Lock p's file, and its data file, as mode says; then its lower layers
+ * and theirs as lower says.  0, or FAIL with some locks left taken.
+ */
+static int lock_piece(const struct dm_piece *p, enum image_lock_mode mode,
+		      enum image_lock_mode lower)
+{
+	unsigned int i;
+	int rc = 0;
+
+	if (p->fd >= 0)
+		rc = image_lock(p->fd, p->name, mode);
+	if (!rc && p->data)
+		rc = lock_piece(p->data, mode, lower);
+	for (i = 0; !rc && i < p->nr_lower; i++)
+		rc = lock_piece(&p->lower[i], lower, lower);
+	return rc;
+}
+
+static void unlock_piece(const struct dm_piece *p)
+{
+	unsigned int i;
+
+	if (p->fd >= 0)
+		image_unlock(p->fd);
+	if (p->data)
+		unlock_piece(p->data);
+	for (i = 0; i < p->nr_lower; i++)
+		unlock_piece(&p->lower[i]);
+}
+
+/* Unlocking a file that was not locked yet is harmless: all of them. */
+static void unlock_pieces(const struct dm_piece *pieces, unsigned int nr)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		unlock_piece(&pieces[i]);
+}
+
+/*
+ * Before anything is set up, so that a refusal leaves nothing behind.
+ * The descriptors locked are the ones the loop devices get: the loop
+ * keeps that open file description, and with it the locks.  A lower layer
+ * is locked as QEMU locks a backing file it reads (a QCOW2 one), whatever
+ * its format: a writer would change what the layers above show.  On a
+ * failure, dm_attach_disk() drops what was taken.
+ */
+static int lock_pieces(const struct dm_piece *pieces, unsigned int nr,
+		       unsigned int flags)
+{
+	enum image_lock_mode top = IMAGE_LOCK_READ, lower = IMAGE_LOCK_READ;
+	unsigned int i;
+	int rc = 0;
+
+	if (flags & DM_ATTACH_FORCE_SHARE) {
+		top = IMAGE_LOCK_SHARED;
+		lower = IMAGE_LOCK_SHARED;
+	} else if (flags & DM_ATTACH_RW) {
+		top = IMAGE_LOCK_WRITE;
+	}
+	for (i = 0; !rc && i < nr; i++)
+		rc = lock_piece(&pieces[i], top, lower);
+	return rc;
+}
+
 static int detach(const char *name);
 
 int dm_attach_disk(const char *name, const struct dm_piece *pieces,
-		   unsigned int nr)
+		   unsigned int nr, unsigned int flags)
 {
 	char path[PATH_MAX];
 	struct attach a;
@@ -1190,6 +1259,8 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 
 	dm_log_with_errno_init(dm_log);
 	rc = attach_init(&a, name, pieces, nr);
+	if (!rc)
+		rc = lock_pieces(pieces, nr, flags);
 	if (!rc)
 		rc = attach_all(&a, pieces, nr);
 	if (rc) {
@@ -1205,6 +1276,8 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 		else
 			printf("%s\n", path);
 	}
+	if (rc)
+		unlock_pieces(pieces, nr);
 	attach_free(&a);
 	dm_lib_release();
 	return rc;

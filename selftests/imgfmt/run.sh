@@ -53,6 +53,8 @@ suite resolve_vm_test.sh resolve
 suite qcow2_layers_vm_test.sh layers
 # Read-write QCOW2: writes judged by qemu-img check and convert.
 suite write_vm_test.sh write
+# QEMU's image locks through attach and detach (makes its own images).
+suite lock_vm_test.sh lock
 
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
