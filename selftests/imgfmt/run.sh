@@ -51,6 +51,8 @@ suite part_vm_test.sh part
 suite resolve_vm_test.sh resolve
 # QCOW2 internal snapshots and external data files.
 suite qcow2_layers_vm_test.sh layers
+# Crash replay: ext4 through dm-log-writes, replayed with replay-log.
+suite crash_vm_test.sh .
 
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
