@@ -34,7 +34,7 @@ mkdir -p "$MNT"
 fs_ops()		# fs_ops DIR
 {
 	_i=0
-	while [ $_i -lt 6 ]; do
+	while [ $_i -lt 4 ]; do
 		_d=$1/d$((_i % 3))
 		mkdir -p "$_d" &&
 		dd if=/dev/urandom of="$1/f$_i" bs=4k count=$((_i % 5 + 1)) \
