@@ -45,6 +45,7 @@ mapfile -t KERNELS < <(grep -E '^[0-9]' "$log/kernels.log")
 KSFT_DIR=$(linux_src_dir)/tools/testing/selftests
 
 step build-helper make -C "$TOP/userspace"
+step build-crash make -s -C "$TOP/selftests/crash" OUT="$BUILD/crash"
 step unit make -s -C "$TOP/selftests/unit" KSFT_DIR="$KSFT_DIR" run
 # The QCOW2 images, then the other formats' records appended to the same
 # manifests, then the kselftest variants regenerated from all of them; and
@@ -73,6 +74,7 @@ step qcow2-layers "$TOP/selftests/unit/qcow2-layers.sh" "$BUILD/images/layers"
 step qcow2-check "$TOP/selftests/unit/check.sh"
 step vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
 step lock "$TOP/selftests/unit/lock.sh"
+step replay-log "$TOP/selftests/crash/replay-log-test.sh" "$BUILD/crash/replay-log"
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
 step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"
 step lint "$TOP/selftests/lint.sh" --tap-only
@@ -96,13 +98,16 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 	# --bin keeps may be hidden in the guest, e.g. under its tmpfs /tmp.
 	mkdir -p "$payload/bin"
 	cp "$TOP/userspace/imgfmt" "$payload/bin/"
+	cp "$BUILD/crash/replay-log" "$payload/bin/"
 	cp -al "$BUILD/images" "$payload/images"
 	# ext4 mounts the partitions of part_vm_test.sh; crc32c_generic is a
 	# softdep of it (metadata_csum) that modules.dep does not list.
+	# crash_vm_test.sh records through dm-log-writes and makes and checks
+	# ext4 with e2fsprogs (busybox has neither mkfs.ext4 nor e2fsck).
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 		--out "$BUILD/initrd-$kver.cpio.gz" \
 		--module loop --module dm-mod --module dm-bufio --module dm-zero \
-		--module crc32c_generic --module ext4 \
+		--module crc32c_generic --module ext4 --module dm-log-writes \
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--bin /usr/bin/qemu-img --bin /usr/bin/qemu-io \

@@ -55,6 +55,8 @@ suite qcow2_layers_vm_test.sh layers
 suite write_vm_test.sh write
 # QEMU's image locks through attach and detach (makes its own images).
 suite lock_vm_test.sh lock
+# Crash replay: ext4 through dm-log-writes, replayed with replay-log.
+suite crash_vm_test.sh .
 
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
