@@ -449,17 +449,27 @@ static int mcache_fill_from_device(void *ctx, u64 off, void *buf, u32 len)
 	return r ? r : (int)len;
 }
 
+/* A copy of [pos, pos + len) of a table read from the device at table_off. */
+static int mcache_check_device_table(struct imgfmt_mcache *mc, u64 table_off,
+				     u32 pos, u32 len)
+{
+	if (pos > mc->table_size || len > mc->table_size - pos)
+		return -EINVAL;
+	if (table_off % 512 || table_off > mc->dev->size ||
+	    mc->table_size > mc->dev->size - table_off)
+		return -EIO;
+	return 0;
+}
+
 int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		       void *out, u32 len, bool nowait)
 {
 	struct imgfmt_mkey k = { .key = table_off };
 	int r;
 
-	if (pos > mc->table_size || len > mc->table_size - pos)
-		return -EINVAL;
-	if (table_off % 512 || table_off > mc->dev->size ||
-	    mc->table_size > mc->dev->size - table_off)
-		return -EIO;
+	r = mcache_check_device_table(mc, table_off, pos, len);
+	if (r)
+		return r;
 	r = mcache_lookup(mc, &k, pos, out, len);
 	if (r != -EWOULDBLOCK || nowait)
 		return r;
@@ -562,11 +572,9 @@ int imgfmt_mcache_update(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	unsigned int i;
 	int r;
 
-	if (pos > mc->table_size || len > mc->table_size - pos)
-		return -EINVAL;
-	if (table_off % 512 || table_off > mc->dev->size ||
-	    mc->table_size > mc->dev->size - table_off)
-		return -EIO;
+	r = mcache_check_device_table(mc, table_off, pos, len);
+	if (r)
+		return r;
 	for (i = 0; i < MCACHE_UPDATE_TRIES; i++) {
 		if (mcache_try_update(mc, &k, pos, in, len))
 			return 0;

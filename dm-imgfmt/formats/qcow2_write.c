@@ -351,8 +351,13 @@ static int qw_release(struct qcow2_image *q, u64 off, u64 len,
 	return 0;
 }
 
-/* Write the L1 entries [lo, hi) from memory. */
-static int qw_write_l1(struct qcow2_image *q, u32 lo, u32 hi)
+/*
+ * Write entries [lo, hi) of a table kept in memory in CPU order (the L1
+ * table, which map() reads alongside, or the refcount table) to the
+ * table's place on the device.
+ */
+static int qw_write_be64(struct qcow2_image *q, const u64 *table, u64 off,
+			 u32 lo, u32 hi)
 {
 	__be64 *buf;
 	u32 i;
@@ -362,29 +367,21 @@ static int qw_write_l1(struct qcow2_image *q, u32 lo, u32 hi)
 	if (!buf)
 		return -ENOMEM;
 	for (i = lo; i < hi; i++)
-		buf[i - lo] = cpu_to_be64(READ_ONCE(q->l1[i]));
-	r = imgfmt_dev_write(q->img.dev, q->w->l1_offset + (u64)lo * 8, buf,
+		buf[i - lo] = cpu_to_be64(READ_ONCE(table[i]));
+	r = imgfmt_dev_write(q->img.dev, off + (u64)lo * 8, buf,
 			     (size_t)(hi - lo) * 8);
 	imgfmt_free_large(buf);
 	return r;
 }
 
-/* Write the refcount table entries [lo, hi) (all of a moved table). */
+static int qw_write_l1(struct qcow2_image *q, u32 lo, u32 hi)
+{
+	return qw_write_be64(q, q->l1, q->w->l1_offset, lo, hi);
+}
+
 static int qw_write_rt(struct qcow2_image *q, u32 lo, u32 hi)
 {
-	__be64 *buf;
-	u32 i;
-	int r;
-
-	buf = imgfmt_alloc_large((size_t)(hi - lo) * 8);
-	if (!buf)
-		return -ENOMEM;
-	for (i = lo; i < hi; i++)
-		buf[i - lo] = cpu_to_be64(q->w->rt[i]);
-	r = imgfmt_dev_write(q->img.dev, q->w->rt_offset + (u64)lo * 8, buf,
-			     (size_t)(hi - lo) * 8);
-	imgfmt_free_large(buf);
-	return r;
+	return qw_write_be64(q, q->w->rt, q->w->rt_offset, lo, hi);
 }
 
 /* Point the header at the new refcount table: 12 bytes in sector 0. */
