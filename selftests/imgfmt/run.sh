@@ -57,6 +57,8 @@ suite write_vm_test.sh write
 suite lock_vm_test.sh lock
 # Crash replay: ext4 through dm-log-writes, replayed with replay-log.
 suite crash_vm_test.sh .
+# The write guarantee: ext4 on a read-write qcow2, every crash point.
+suite crash_write_vm_test.sh .
 
 # Belt and braces: the test's own last check reads the log too, but a
 # crash of the test program would skip it.
