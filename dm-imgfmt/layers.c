@@ -255,8 +255,17 @@ static int layer_open_devs(struct imgfmt_layers *ls, struct dm_target *ti,
 		return -EINVAL;
 	}
 	imgfmt_kdev_init(&l->kdev, l->dev->bdev);
-	if (mode & IMGFMT_MODE_WRITE)
+	if (mode & IMGFMT_MODE_WRITE) {
+		/*
+		 * 6.12 refuses to open a read-only device for writing; 6.1
+		 * opens it, and every write would fail later.
+		 */
+		if (bdev_read_only(l->dev->bdev)) {
+			*error = "cannot open image device: it is read-only";
+			return -EROFS;
+		}
 		imgfmt_kdev_make_writable(&l->kdev);
+	}
 	l->lbs = bdev_logical_block_size(l->dev->bdev);
 	ls->max_lbs = max(ls->max_lbs, l->lbs);
 	if (!l->data_path)
