@@ -740,6 +740,7 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 	u64 end = start + bio->bi_iter.bi_size, piece_end;
 	const char *err = "write failed";
 	struct imgfmt_wplan p;
+	bool data_io = false;
 	int r;
 
 	while (pos < end) {
@@ -751,6 +752,7 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 		if (r) {
 			/* The new cluster, if any, is a leak: harmless. */
 			err = "cannot write the data";
+			data_io = true;
 			goto fail;
 		}
 		r = imgfmt_finish_write(top, &p, &err);
@@ -761,8 +763,8 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 	return 0;
 fail:
 	/* Corruption, a full device or bad data I/O fail this write only. */
-	if (r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
-	    r != -EINVAL && !(r == -EIO && !strcmp(err, "cannot write the data")))
+	if (!data_io && r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
+	    r != -EINVAL)
 		imgfmt_writer_fail(it, err);
 	atomic64_inc(&it->io_errors);
 	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
@@ -969,6 +971,7 @@ static void imgfmt_writer_quiesce(struct imgfmt_target *it)
 {
 	struct imgfmt_writer *w = it->w;
 	struct bio_list none;
+	unsigned int noio;
 
 	if (!w)
 		return;
@@ -979,8 +982,11 @@ static void imgfmt_writer_quiesce(struct imgfmt_target *it)
 	flush_work(&w->work);
 	cancel_delayed_work_sync(&w->timer);
 	bio_list_init(&none);
+	/* The device is suspended: no allocation may wait on its I/O. */
+	noio = memalloc_noio_save();
 	if (!READ_ONCE(w->failed))
 		imgfmt_writer_commit(it, &none);
+	memalloc_noio_restore(noio);
 	imgfmt_get_wstats(it->ls.l[0].img, &w->wst);
 }
 
