@@ -18,22 +18,49 @@ mkdir -p "$log"
 # Run a step; its output goes to a log, and its TAP lines (if any) are
 # folded into ours.  Without TAP lines the exit status is the result.
 step() {		# step NAME COMMAND...
-	local name=$1
+	local name=$1 start=$SECONDS
 	shift
 	echo "# $name: $*"
 	"$@" >"$log/$name.log" 2>&1
-	local rc=$?
+	step_result "$name" $? $((SECONDS - start))
+}
+
+# Fold a finished step's log into the TAP stream.
+step_result() {		# step_result NAME RC SECONDS
+	local name=$1 rc=$2
+	echo "# $name took $3 s, exit status $rc"
 	if grep -qE '^(not )?ok [0-9]+' "$log/$name.log"; then
 		tap_import "$name" "$log/$name.log"
-		[ $rc -eq 0 ] || grep -q '^not ok' "$log/$name.log" ||
+		[ "$rc" -eq 0 ] || grep -q '^not ok' "$log/$name.log" ||
 			tap_result fail "$name: exited with status $rc"
-	elif [ $rc -eq 0 ]; then
+	elif [ "$rc" -eq 0 ]; then
 		tap_result ok "$name"
 	else
 		tail -30 "$log/$name.log" | sed 's/^/# /'
 		tap_result fail "$name (exit status $rc)"
 	fi
-	return $rc
+	return "$rc"
+}
+
+# A step in the background: step_start NAME COMMAND... then step_wait NAME.
+# The two VMs run side by side: each guest runs its suite on about one
+# vCPU at a time, so two of them keep both host cores busy.
+step_start() {		# step_start NAME COMMAND...
+	local name=$1
+	shift
+	echo "# $name (started): $*"
+	(
+		start=$SECONDS
+		"$@" >"$log/$name.log" 2>&1
+		echo "$? $((SECONDS - start))" >"$log/$name.rc"
+	) &
+}
+
+step_wait() {		# step_wait NAME
+	local rc=125 took=0
+	wait
+	[ -s "$log/$1.rc" ] && read -r rc took <"$log/$1.rc"
+	step_result "$1" "$rc" "$took"
 }
 
 echo "# dm-imgfmt make check, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -83,7 +110,7 @@ step build-vm-tests make -s -C "$TOP/selftests/imgfmt" KSFT_DIR="$KSFT_DIR" \
 
 # The in-VM suite, once per kernel.
 vm_suite() {		# vm_suite KVER VMLINUZ KDIR
-	local kver=$1 vmlinuz=$2 kdir=$3 tree payload=$BUILD/payload
+	local kver=$1 vmlinuz=$2 kdir=$3 tree payload=$BUILD/payload-$1
 	tree=$(module_tree "$kver")
 	"$tree/scripts/compat-probe.sh" "$kdir" "$tree/dm-imgfmt/compat-probes" \
 		"$tree/dm-imgfmt/compat-probed.h" || return 1
@@ -120,7 +147,11 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 
 for k in "${KERNELS[@]}"; do
 	read -r kver vmlinuz _moddir kdir <<<"$k"
-	step "vm-$kver" vm_suite "$kver" "$vmlinuz" "$kdir"
+	step_start "vm-$kver" vm_suite "$kver" "$vmlinuz" "$kdir"
+done
+for k in "${KERNELS[@]}"; do
+	read -r kver _ <<<"$k"
+	step_wait "vm-$kver"
 done
 
 tap_summary
