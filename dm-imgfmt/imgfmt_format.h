@@ -156,8 +156,20 @@ struct imgfmt_wplan {
 	 * no finish needed.
 	 */
 	bool in_place;
+	/*
+	 * Only with IMGFMT_WRITE_ZEROES: [vstart, vend) is inside the
+	 * request and reads as zeroes once finished; no data is written.
+	 */
+	bool zeroed;
 	u64 priv[6];		/* the format's own */
 };
+
+/*
+ * prepare_write flags.  IMGFMT_WRITE_ZEROES: the caller writes zeroes
+ * (a discard or write-zeroes request); the format may answer with a
+ * zeroed plan that changes only metadata, else a plan for data as usual.
+ */
+#define IMGFMT_WRITE_ZEROES	0x1
 
 /* What the status line shows of a writable image. */
 struct imgfmt_wstats {
@@ -223,7 +235,8 @@ struct imgfmt_format_ops {
 	 * -ENOSPC when the device is full, others from the device.
 	 */
 	int (*prepare_write)(struct imgfmt_image *img, u64 offset, u64 len,
-			     struct imgfmt_wplan *p, const char **err);
+			     unsigned int flags, struct imgfmt_wplan *p,
+			     const char **err);
 	int (*finish_write)(struct imgfmt_image *img,
 			    const struct imgfmt_wplan *p, const char **err);
 	int (*commit)(struct imgfmt_image *img, const char **err);
@@ -252,7 +265,8 @@ int imgfmt_map(struct imgfmt_image *img, u64 offset, u64 length,
  * the virtual size.  -EROFS for an image not open for writing.
  */
 int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
-			 struct imgfmt_wplan *p, const char **err);
+			 unsigned int flags, struct imgfmt_wplan *p,
+			 const char **err);
 int imgfmt_finish_write(struct imgfmt_image *img,
 			const struct imgfmt_wplan *p, const char **err);
 int imgfmt_commit(struct imgfmt_image *img, const char **err);

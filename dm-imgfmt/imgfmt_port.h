@@ -53,6 +53,12 @@ struct imgfmt_dev {
 		     size_t len);
 	/* Make every write completed so far durable; 0 or -errno. */
 	int (*flush)(struct imgfmt_dev *dev);
+	/*
+	 * Tell the device nothing uses [off, off + len) any more, so that
+	 * a file under a loop device can punch the hole.  Advisory: what
+	 * the range reads afterwards is unknown; NULL where unsupported.
+	 */
+	void (*discard)(struct imgfmt_dev *dev, u64 off, u64 len);
 	/* The unit writes cannot split (the logical block size); 0 means 512. */
 	u32 write_align;
 	void *priv;
@@ -86,6 +92,13 @@ static inline int imgfmt_dev_write(struct imgfmt_dev *dev, u64 off,
 static inline int imgfmt_dev_flush(struct imgfmt_dev *dev)
 {
 	return dev->flush ? dev->flush(dev) : -EROFS;
+}
+
+static inline void imgfmt_dev_discard(struct imgfmt_dev *dev, u64 off,
+				      u64 len)
+{
+	if (dev->discard && len && imgfmt_dev_has(dev, off, len))
+		dev->discard(dev, off, len);
 }
 
 /*

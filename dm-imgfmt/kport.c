@@ -193,6 +193,18 @@ static int kport_dev_flush(struct imgfmt_dev *dev)
 	return blkdev_issue_flush(kdev->bdev);
 }
 
+static void kport_dev_discard(struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	struct imgfmt_kdev *kdev = container_of(dev, struct imgfmt_kdev, dev);
+	u32 lbs = bdev_logical_block_size(kdev->bdev);
+	u64 start = round_up(off, lbs), end = round_down(off + len, lbs);
+
+	/* Only whole blocks; a failure costs space, not consistency. */
+	if (start < end)
+		blkdev_issue_discard(kdev->bdev, start >> SECTOR_SHIFT,
+				     (end - start) >> SECTOR_SHIFT, GFP_NOIO);
+}
+
 void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
 {
 	u32 lbs = bdev_logical_block_size(bdev);
@@ -213,6 +225,8 @@ void imgfmt_kdev_make_writable(struct imgfmt_kdev *kdev)
 {
 	kdev->dev.write = kport_dev_write;
 	kdev->dev.flush = kport_dev_flush;
+	if (bdev_max_discard_sectors(kdev->bdev))
+		kdev->dev.discard = kport_dev_discard;
 	kdev->dev.write_align = bdev_logical_block_size(kdev->bdev);
 }
 

@@ -701,6 +701,22 @@ static blk_status_t imgfmt_errno_status(int r)
 	}
 }
 
+/* Discards and write-zeroes carry no data: they write zeroes. */
+static bool imgfmt_bio_zeroes(struct bio *bio)
+{
+	return bio_op(bio) == REQ_OP_DISCARD ||
+	       bio_op(bio) == REQ_OP_WRITE_ZEROES;
+}
+
+/* The bio's data at byte skip of it, or its zeroes, into dst. */
+static void imgfmt_bio_data(struct bio *bio, u32 skip, u8 *dst, u32 len)
+{
+	if (imgfmt_bio_zeroes(bio))
+		memset(dst, 0, len);
+	else
+		imgfmt_bio_copy_out(bio, skip, dst, len);
+}
+
 /*
  * Write [pos, end) of bio (virtual offsets; bio starts at start) by the
  * plan p: its range whole, the bio's data over what the range reads now.
@@ -714,37 +730,44 @@ static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 	u64 size = p->vend - p->vstart;
 	int r;
 
+	if (p->zeroed)
+		return 0;
+	if (size > w->buf_size)
+		return -EIO;
 	if (p->in_place) {
-		imgfmt_bio_copy_out(bio, pos - start, w->buf, end - pos);
+		imgfmt_bio_data(bio, pos - start, w->buf, end - pos);
 		return imgfmt_dev_write(dev, p->host + (pos - p->vstart), w->buf,
 					end - pos);
 	}
-	if (size > w->buf_size)
-		return -EIO;
 	r = imgfmt_read_virtual(it, p->vstart, w->buf, pos - p->vstart);
 	if (!r)
 		r = imgfmt_read_virtual(it, end, w->buf + (end - p->vstart),
 					p->vend - end);
 	if (r)
 		return r;
-	imgfmt_bio_copy_out(bio, pos - start, w->buf + (pos - p->vstart),
-			    end - pos);
+	imgfmt_bio_data(bio, pos - start, w->buf + (pos - p->vstart),
+			end - pos);
 	return imgfmt_dev_write(dev, p->host, w->buf, size);
 }
 
-/* One write bio, synchronously, plan by plan. */
+/*
+ * One write bio, synchronously, plan by plan.  A discard or write-zeroes
+ * becomes zero flags where the format has them, zeroes written where not:
+ * afterwards its range reads as zeroes, over a layer below too.
+ */
 static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 {
 	struct imgfmt_image *top = it->ls.l[0].img;
 	u64 start = imgfmt_bio_offset(it, bio), pos = start;
 	u64 end = start + bio->bi_iter.bi_size, piece_end;
+	unsigned int flags = imgfmt_bio_zeroes(bio) ? IMGFMT_WRITE_ZEROES : 0;
 	const char *err = "write failed";
 	struct imgfmt_wplan p;
 	bool data_io = false;
 	int r;
 
 	while (pos < end) {
-		r = imgfmt_prepare_write(top, pos, end - pos, &p, &err);
+		r = imgfmt_prepare_write(top, pos, end - pos, flags, &p, &err);
 		if (r)
 			goto fail;
 		piece_end = min(end, p.vend);
@@ -889,6 +912,8 @@ static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio)
 		imgfmt_writer_queue(it, bio, true);
 		return DM_MAPIO_SUBMITTED;
 	}
+	if (imgfmt_bio_zeroes(bio))
+		goto defer;
 	if (bio_op(bio) != REQ_OP_WRITE)
 		return DM_MAPIO_KILL;
 	if (bio->bi_opf & (REQ_FUA | REQ_PREFLUSH))
@@ -1217,8 +1242,14 @@ static int imgfmt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r)
 		goto bad;
 	ti->num_flush_bios = 1;
-	/* FUA and flushes must reach the writer, whatever the device has. */
-	ti->flush_supported = !!it->w;
+	if (it->w) {
+		/* FUA and flushes must reach the writer, whatever the device has. */
+		ti->flush_supported = true;
+		/* Zeroes are metadata here, whatever the device supports. */
+		ti->num_discard_bios = 1;
+		ti->discards_supported = true;
+		ti->num_write_zeroes_bios = 1;
+	}
 	return 0;
 bad:
 	imgfmt_dtr(ti);
@@ -1317,6 +1348,24 @@ static void imgfmt_resume(struct dm_target *ti)
 	}
 }
 
+/*
+ * A read-write image takes discards of any size (whole clusters become
+ * zero flags) and prefers them cluster by cluster.
+ */
+static void imgfmt_io_hints(struct dm_target *ti, struct queue_limits *limits)
+{
+	struct imgfmt_target *it = ti->private;
+	u32 unit = it->info.cluster_size;
+
+	if (!it->w)
+		return;
+	if (it->info.extended_l2)
+		unit /= 32;
+	limits->discard_granularity = max_t(u32, unit, SECTOR_SIZE);
+	limits->max_hw_discard_sectors = UINT_MAX >> SECTOR_SHIFT;
+	limits->max_discard_sectors = UINT_MAX >> SECTOR_SHIFT;
+}
+
 static int imgfmt_iterate_devices(struct dm_target *ti,
 				  iterate_devices_callout_fn fn, void *data)
 {
@@ -1336,6 +1385,7 @@ static struct target_type imgfmt_target_type = {
 	.resume = imgfmt_resume,
 	.status = imgfmt_status,
 	.iterate_devices = imgfmt_iterate_devices,
+	.io_hints = imgfmt_io_hints,
 };
 
 static int __init dm_imgfmt_init(void)

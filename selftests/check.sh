@@ -9,7 +9,7 @@ set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-15}
-VM_TIMEOUT=${VM_TIMEOUT:-1500}
+VM_TIMEOUT=${VM_TIMEOUT:-2400}
 mkdir -p "$BUILD"
 log=$BUILD/logs
 rm -rf "$log"
@@ -139,6 +139,7 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--bin /usr/bin/qemu-img --bin /usr/bin/qemu-io \
 		--bin /usr/sbin/mkfs.ext4 --bin /usr/sbin/e2fsck \
+		--bin /usr/sbin/blkdiscard --bin /usr/sbin/fstrim \
 		--payload "$payload" --init-cmd /payload/run.sh || return 1
 	"$TOP/selftests/vm/run-vm.sh" --kernel "$vmlinuz" \
 		--initrd "$BUILD/initrd-$kver.cpio.gz" --mem 3072 \

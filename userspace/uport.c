@@ -202,6 +202,13 @@ static int uport_dev_fdatasync(struct imgfmt_dev *dev)
 	return fdatasync(f->fd) ? -errno : 0;
 }
 
+static void uport_dev_punch(struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	/* Advisory: a file system without holes keeps the space. */
+	(void)fallocate(uport_dev_fd(dev), FALLOC_FL_PUNCH_HOLE |
+			FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+}
+
 int uport_dev_make_writable(struct imgfmt_dev *dev)
 {
 	int fl = fcntl(uport_dev_fd(dev), F_GETFL);
@@ -212,6 +219,7 @@ int uport_dev_make_writable(struct imgfmt_dev *dev)
 		return -EBADF;
 	dev->write = uport_dev_pwrite;
 	dev->flush = uport_dev_fdatasync;
+	dev->discard = uport_dev_punch;
 	dev->write_align = 512;
 	return 0;
 }
@@ -242,6 +250,7 @@ void uport_dev_close(struct imgfmt_dev *dev)
 	dev->read = NULL;
 	dev->write = NULL;
 	dev->flush = NULL;
+	dev->discard = NULL;
 }
 
 int uport_dev_fd(const struct imgfmt_dev *dev)

@@ -252,7 +252,8 @@ int imgfmt_qcow2_writer_open(struct qcow2_image *q,
 			     const struct qcow2_fields *f, const char **err);
 void imgfmt_qcow2_writer_close(struct qcow2_image *q);
 int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
-			       struct imgfmt_wplan *p, const char **err);
+			       unsigned int flags, struct imgfmt_wplan *p,
+			       const char **err);
 int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 			      const struct imgfmt_wplan *p, const char **err);
 int imgfmt_qcow2_commit(struct imgfmt_image *img, const char **err);

@@ -69,6 +69,8 @@ struct qcow2_writer {
 	u32 rb_bits;		/* log2 of refcounts per block */
 	u64 next_free;		/* first byte no cluster has ever used */
 	u64 dirty_limit;	/* commit first when this much is dirty */
+	/* Unallocated clusters read from a layer below, not as zeroes. */
+	bool has_lower;
 	struct qcow2_free frees[QCOW2_MAX_PENDING_FREES];
 	u32 nr_frees;
 	u64 commits;
@@ -324,9 +326,37 @@ static int qw_alloc_cluster(struct qcow2_image *q, u64 *off, const char **err)
 	return r;
 }
 
-/* Release the clusters [off, off + len) touches: one reference each. */
+/* Clusters freed by one release of frees, punched in contiguous pieces. */
+struct qw_punch {
+	u64 off;
+	u64 len;
+};
+
+static void qw_punch_flush(struct qcow2_image *q, struct qw_punch *pu)
+{
+	imgfmt_dev_discard(q->img.dev, pu->off, pu->len);
+	pu->len = 0;
+}
+
+static void qw_punch_add(struct qcow2_image *q, struct qw_punch *pu, u64 idx)
+{
+	u64 off = idx << q->cluster_bits;
+
+	if (pu->len && pu->off + pu->len != off)
+		qw_punch_flush(q, pu);
+	if (!pu->len)
+		pu->off = off;
+	pu->len += q->cluster_size;
+}
+
+/*
+ * Release the clusters [off, off + len) touches: one reference each.  No
+ * table points at a cluster whose count reaches zero (frees wait for the
+ * commit that drops the reference) and allocation never goes back to it,
+ * so its space is handed back to the device at once.
+ */
 static int qw_release(struct qcow2_image *q, u64 off, u64 len,
-		      const char **err)
+		      struct qw_punch *pu, const char **err)
 {
 	u64 idx = off >> q->cluster_bits;
 	u64 last = (off + len - 1) >> q->cluster_bits;
@@ -347,6 +377,8 @@ static int qw_release(struct qcow2_image *q, u64 off, u64 len,
 		r = qw_set_refcount(q, idx, rc - 1, err);
 		if (r)
 			return r;
+		if (rc == 1)
+			qw_punch_add(q, pu, idx);
 	}
 	return 0;
 }
@@ -487,16 +519,20 @@ static int qw_release_frees(struct qcow2_image *q, const char **err)
 {
 	struct qcow2_writer *w = q->w;
 	u32 i, n = w->nr_frees, written;
-	int r;
+	struct qw_punch pu = { 0, 0 };
+	int r = 0;
 
 	if (!n)
 		return 0;
 	w->nr_frees = 0;
 	for (i = 0; i < n; i++) {
-		r = qw_release(q, w->frees[i].off, w->frees[i].len, err);
+		r = qw_release(q, w->frees[i].off, w->frees[i].len, &pu, err);
 		if (r)
-			return r;
+			break;
 	}
+	qw_punch_flush(q, &pu);
+	if (r)
+		return r;
 	r = imgfmt_mcache_writeback(w->rb, &written);
 	if (r)
 		return qw_refuse(err, "cannot write refcount blocks", r);
@@ -656,6 +692,33 @@ static void qw_plan_subclusters(struct qcow2_image *q, u64 cstart, u64 host,
 	p->priv[QW_BITMAP] = (bitmap | run) & ~(run << 32);
 }
 
+/* The checks an entry passes before a write plans on it. */
+static int qw_check_entry(struct qcow2_image *q, u64 entry, u64 bitmap,
+			  const char **err)
+{
+	u64 host = entry & QCOW2_OFFSET_MASK;
+
+	if (entry & QCOW2_L2E_COMPRESSED)
+		return 0;
+	if ((entry & QCOW2_L2E_RESERVED) ||
+	    (q->extended_l2 && (entry & QCOW2_L2E_ZERO)))
+		return qw_refuse(err, "L2 entry has reserved bits set", -EUCLEAN);
+	if (host && !IS_ALIGNED(host, q->cluster_size))
+		return qw_refuse(err, "data cluster offset not aligned to a cluster",
+				 -EUCLEAN);
+	if (host && (entry & QCOW2_L2E_COPIED) &&
+	    !imgfmt_dev_has(q->img.dev, host, q->cluster_size))
+		return qw_refuse(err, "data cluster beyond end of device", -EUCLEAN);
+	if (!q->extended_l2)
+		return 0;
+	if ((bitmap >> 32) & bitmap & 0xffffffffULL)
+		return qw_refuse(err, "subcluster both allocated and zero", -EUCLEAN);
+	if (!host && (bitmap & 0xffffffffULL))
+		return qw_refuse(err, "unallocated cluster with allocated subclusters",
+				 -EUCLEAN);
+	return 0;
+}
+
 static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 		   u64 bitmap, struct imgfmt_wplan *p, const char **err)
 {
@@ -667,18 +730,6 @@ static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 	bool mine = host && (entry & QCOW2_L2E_COPIED) &&
 		    !(entry & QCOW2_L2E_COMPRESSED);
 
-	if (!(entry & QCOW2_L2E_COMPRESSED)) {
-		if ((entry & QCOW2_L2E_RESERVED) ||
-		    (q->extended_l2 && (entry & QCOW2_L2E_ZERO)))
-			return qw_refuse(err, "L2 entry has reserved bits set",
-					 -EUCLEAN);
-		if (host && !IS_ALIGNED(host, q->cluster_size))
-			return qw_refuse(err, "data cluster offset not aligned to a cluster",
-					 -EUCLEAN);
-		if (mine && !imgfmt_dev_has(q->img.dev, host, q->cluster_size))
-			return qw_refuse(err, "data cluster beyond end of device",
-					 -EUCLEAN);
-	}
 	if (!q->extended_l2) {
 		if (!mine)
 			return qw_plan_new(q, cstart, entry, 0, 0, 0, p, err);
@@ -693,23 +744,112 @@ static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 		p->priv[QW_ENTRY] = host | QCOW2_L2E_COPIED;
 		return 0;
 	}
-	if (!(entry & QCOW2_L2E_COMPRESSED) &&
-	    ((bitmap >> 32) & bitmap & 0xffffffffULL))
-		return qw_refuse(err, "subcluster both allocated and zero", -EUCLEAN);
 	if (mine) {
 		qw_plan_subclusters(q, cstart, host, entry, bitmap, sc0, sc1, p);
 		return 0;
 	}
-	if (!host && (bitmap & 0xffffffffULL))
-		return qw_refuse(err, "unallocated cluster with allocated subclusters",
-				 -EUCLEAN);
 	return qw_plan_new(q, cstart, entry, bitmap, sc0, sc1, p, err);
 }
 
+/* Does subcluster sc (the cluster, without extended L2) read as zeroes? */
+static bool qw_reads_zero(struct qcow2_image *q, u64 entry, u64 bitmap,
+			  u32 sc)
+{
+	bool below = q->w->has_lower;
+
+	if (entry & QCOW2_L2E_COMPRESSED)
+		return false;
+	if (!q->extended_l2)
+		return (entry & QCOW2_L2E_ZERO) ||
+		       (!(entry & QCOW2_OFFSET_MASK) && !below);
+	if (bitmap & BIT_ULL(32 + sc))
+		return true;
+	return !(bitmap & BIT_ULL(sc)) && !below;
+}
+
+static bool qw_zero_range(struct imgfmt_wplan *p, u64 vstart, u64 vend)
+{
+	p->vstart = vstart;
+	p->vend = vend;
+	p->zeroed = true;
+	return true;
+}
+
+/*
+ * Zeroes over [offset, offset + len), inside one cluster, with no data
+ * written: a plan from offset over what reads as zeroes already (no
+ * change), or over whole units the entry can mark as zeroes, releasing
+ * storage nothing uses any more.  False when only data can do it: part
+ * of a unit, or a version 2 image (no zero flag) over a layer below.
+ */
+static bool qw_plan_zero(struct qcow2_image *q, u64 offset, u64 len,
+			 u64 entry, u64 bitmap, struct imgfmt_wplan *p)
+{
+	u64 cstart = offset & ~((u64)q->cluster_size - 1), run, nb;
+	u32 sc_bits = q->subcluster_bits;
+	u32 units = 1U << (q->cluster_bits - sc_bits);
+	u32 sc0 = (u32)((offset - cstart) >> sc_bits), sc = sc0;
+	u64 end = offset + len;
+
+	while (sc < units && qw_reads_zero(q, entry, bitmap, sc))
+		sc++;
+	if (sc > sc0) {
+		p->priv[QW_SLICE] = 0;	/* nothing to change */
+		return qw_zero_range(p, offset, min(end, cstart + ((u64)sc << sc_bits)));
+	}
+	sc = (u32)((end - cstart) >> sc_bits);
+	if (!IS_ALIGNED(offset, 1ULL << sc_bits) || sc == sc0)
+		return false;
+	if (!q->extended_l2) {
+		if (q->w->has_lower && q->version < 3)
+			return false;
+		qw_old_storage(q, entry, p);
+		p->priv[QW_ENTRY] = q->w->has_lower ? QCOW2_L2E_ZERO : 0;
+		return qw_zero_range(p, offset, cstart + q->cluster_size);
+	}
+	if (entry & QCOW2_L2E_COMPRESSED) {
+		if (sc0 || sc != units)
+			return false;
+		qw_old_storage(q, entry, p);
+		p->priv[QW_ENTRY] = 0;
+		p->priv[QW_BITMAP] = 0xffffffffULL << 32;
+		return qw_zero_range(p, offset, cstart + q->cluster_size);
+	}
+	run = GENMASK_ULL(sc - 1, sc0);
+	nb = (bitmap & ~run) | (run << 32);
+	if (!(nb & 0xffffffffULL) && (entry & QCOW2_OFFSET_MASK)) {
+		/* No subcluster holds data any more: the cluster goes. */
+		qw_old_storage(q, entry, p);
+		entry = 0;
+	}
+	p->priv[QW_ENTRY] = entry;
+	p->priv[QW_BITMAP] = nb;
+	return qw_zero_range(p, offset, cstart + ((u64)sc << sc_bits));
+}
+
+/*
+ * Zeroes where the L1 entry has no L2 table and nothing lies below: all
+ * of [offset, offset + len) the missing table covers reads as zeroes.
+ */
+static bool qw_zero_without_l2(struct qcow2_image *q, u64 offset, u64 len,
+			       struct imgfmt_wplan *p)
+{
+	u32 span_bits = q->cluster_bits + q->l2_bits;
+	u64 l1_index = offset >> span_bits;
+
+	if (q->w->has_lower || l1_index >= q->l1_size ||
+	    READ_ONCE(q->l1[l1_index]))
+		return false;
+	return qw_zero_range(p, offset,
+			     min(offset + len, (l1_index + 1) << span_bits));
+}
+
 int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
-			       struct imgfmt_wplan *p, const char **err)
+			       unsigned int flags, struct imgfmt_wplan *p,
+			       const char **err)
 {
 	struct qcow2_image *q = to_q(img);
+	bool zeroes = flags & IMGFMT_WRITE_ZEROES;
 	u32 entsize = q->extended_l2 ? 16 : 8;
 	u64 cstart = offset & ~((u64)q->cluster_size - 1);
 	u64 l2_offset, byte, e[2] = { 0, 0 };
@@ -717,6 +857,8 @@ int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 	u32 idx;
 	int r;
 
+	if (zeroes && qw_zero_without_l2(q, offset, len, p))
+		return 0;
 	len = min(len, cstart + q->cluster_size - offset);
 	r = qw_make_room(q, err);
 	if (!r)
@@ -734,6 +876,11 @@ int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 	e[0] = be64_to_cpu(raw[0]);
 	if (q->extended_l2)
 		e[1] = be64_to_cpu(raw[1]);
+	r = qw_check_entry(q, e[0], e[1], err);
+	if (r)
+		return r;
+	if (zeroes && qw_plan_zero(q, offset, len, e[0], e[1], p))
+		return 0;
 	return qw_plan(q, offset, len, e[0], e[1], p, err);
 }
 
@@ -748,6 +895,8 @@ int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 	};
 	int r;
 
+	if (!p->priv[QW_SLICE])
+		return 0;	/* zeroes where the range read zeroes already */
 	r = imgfmt_mcache_update(q->img.mcache, p->priv[QW_SLICE],
 				 (u32)p->priv[QW_POS], raw,
 				 q->extended_l2 ? 16 : 8, false);
@@ -907,6 +1056,7 @@ int imgfmt_qcow2_writer_open(struct qcow2_image *q,
 		return qw_refuse(err, "cannot allocate the QCOW2 writer", -ENOMEM);
 	q->w = w;
 	w->order = f->refcount_order;
+	w->has_lower = args->has_lower;
 	w->rb_bits = f->cluster_bits + 3 - f->refcount_order;
 	w->rb_slice = min_t(u32, q->cluster_size, QCOW2_RB_SLICE);
 	w->l1_offset = f->l1_offset;

@@ -14,8 +14,20 @@ static bool write_request_ok(struct imgfmt_image *img, u64 offset, u64 len)
 	       offset < img->info.virtual_size;
 }
 
+/* What the caller relies on: the plan holds offset and whole sectors. */
+static bool write_plan_ok(const struct imgfmt_wplan *p, u64 offset, u64 len)
+{
+	if (p->vstart > offset || p->vend <= offset || p->vstart % 512 ||
+	    p->vend % 512 || p->host % 512)
+		return false;
+	/* Zeroes change nothing outside the request, and write no data. */
+	return !p->zeroed ||
+	       (p->vstart == offset && p->vend - offset <= len && !p->in_place);
+}
+
 int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
-			 struct imgfmt_wplan *p, const char **err)
+			 unsigned int flags, struct imgfmt_wplan *p,
+			 const char **err)
 {
 	int r;
 
@@ -28,12 +40,10 @@ int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 		return -EINVAL;
 	}
 	memset(p, 0, sizeof(*p));
-	r = img->ops->prepare_write(img, offset, len, p, err);
+	r = img->ops->prepare_write(img, offset, len, flags, p, err);
 	if (r)
 		return r;
-	/* What the caller relies on: the plan holds offset and a sector. */
-	if (p->vstart > offset || p->vend <= offset || p->vstart % 512 ||
-	    p->vend % 512 || p->host % 512) {
+	if (!write_plan_ok(p, offset, len)) {
 		*err = "bad write plan from the format";
 		return -EIO;
 	}

@@ -55,6 +55,33 @@ write_both()
 	done
 }
 
+# Then zeroes over some of it: offset:bytes:how, d a discard, z a
+# write-zeroes (BLKZEROOUT); whole clusters, parts of clusters, unaligned.
+ZEROES="65536:131072:d 69632:8192:d 1048576:1048576:z 4194816:2096128:d
+	0:512:z 33554432:4096:z 8388608:16777216:d"
+
+# util-linux's, by path: busybox sh runs its own applets before PATH's,
+# and busybox's blkdiscard has no -z.
+BLKDISCARD=/usr/sbin/blkdiscard
+FSTRIM=/usr/sbin/fstrim
+
+# zero_both DEV SHADOW: the same ranges read as zeroes in both.
+zero_both()
+{
+	for z in $ZEROES; do
+		off=${z%%:*} rest=${z#*:}
+		len=${rest%%:*} how=${rest#*:}
+		[ "$((off + len))" -le "$SIZE" ] || continue
+		if [ "$how" = z ]; then
+			"$BLKDISCARD" -z -o "$off" -l "$len" "$1" || return 1
+		else
+			"$BLKDISCARD" -o "$off" -l "$len" "$1" || return 1
+		fi
+		dd if=/dev/zero of="$2" bs=512 seek=$((off / 512)) \
+			count=$((len / 512)) conv=notrunc 2>/dev/null || return 1
+	done
+}
+
 # attach_rw IMG [LOWER...]: grow IMG sparsely, loop it read-write, make
 # $DEV over it (lower layers read-only).  Sets LOOP.
 attach_rw()
@@ -134,6 +161,7 @@ case_writes()
 		attach_rw "$img"
 	fi || { not_ok "$name" "attach failed"; free_loops; return; }
 	write_both "/dev/mapper/$DEV" "$shadow" || why="a write failed"
+	[ -z "$why" ] && { zero_both "/dev/mapper/$DEV" "$shadow" || why="a discard failed"; }
 	# What the device shows now, before QEMU sees the file.
 	if [ -z "$why" ]; then
 		dd if="/dev/mapper/$DEV" of="$W/dev.raw" bs=1M iflag=direct 2>/dev/null
@@ -219,6 +247,51 @@ else
 fi
 verdict "ext4 on a qcow2 image: e2fsck clean, files the same through QEMU"
 rm -f "$W/fs.qcow2" "$W/fs.raw"
+
+# fstrim: deleted files hand their clusters back, down to the file.
+why=""
+SIZE=$((128 * 1048576))
+qemu-img create -q -f qcow2 "$W/trim.qcow2" "$SIZE"
+if attach_rw "$W/trim.qcow2"; then
+	mkfs.ext4 -q -F -E nodiscard "/dev/mapper/$DEV" >/dev/null 2>&1 || why="mkfs failed"
+	mkdir -p "$W/mnt"
+	if [ -z "$why" ] && mount "/dev/mapper/$DEV" "$W/mnt"; then
+		head -c $((48 * 1048576)) /dev/urandom >"$W/mnt/big"
+		head -c 100000 /dev/urandom >"$W/mnt/keep"
+		md5sum <"$W/mnt/keep" >"$W/keep.sum"
+		umount "$W/mnt" && mount "/dev/mapper/$DEV" "$W/mnt"
+		full=$(du -k "$W/trim.qcow2" | cut -f1)
+		rm "$W/mnt/big"
+		# ext4 frees the blocks at its journal commit, trims after.
+		sync
+		"$FSTRIM" "$W/mnt" || why="fstrim failed"
+		umount "$W/mnt"
+	else
+		why=${why:-mount failed}
+	fi
+	[ -z "$why" ] && { e2fsck -fn "/dev/mapper/$DEV" >/dev/null 2>&1 || why="e2fsck on the device"; }
+	detach_rw "$W/trim.qcow2"
+	trimmed=$(du -k "$W/trim.qcow2" | cut -f1)
+	if [ -z "$why" ]; then
+		[ "$((full - trimmed))" -gt $((40 * 1024)) ] ||
+			why="the file kept its space: $full KiB before, $trimmed KiB after"
+		out=$(qemu-img check "$W/trim.qcow2" 2>&1)
+		case $out in
+		*"No errors were found"*) ;;
+		*) why="${why:-qemu-img check: $(echo "$out" | tr '\n' ' ')}" ;;
+		esac
+		qemu-img convert -O raw "$W/trim.qcow2" "$W/trim.raw"
+		e2fsck -fn "$W/trim.raw" >/dev/null 2>&1 || why="${why:-e2fsck on QEMU's reading}"
+		mount -o loop,ro "$W/trim.raw" "$W/mnt" 2>/dev/null &&
+			{ md5sum <"$W/mnt/keep" >"$W/keep.sum2"; umount "$W/mnt"; }
+		cmp -s "$W/keep.sum" "$W/keep.sum2" || why="${why:-a kept file differs through QEMU}"
+	fi
+else
+	why="attach failed"
+	free_loops
+fi
+verdict "fstrim hands deleted files' clusters back to the image file"
+rm -f "$W/trim.qcow2" "$W/trim.raw"
 
 # Refused read-write, by name.
 SIZE=$((16 * 1048576))

@@ -110,6 +110,12 @@ FIXTURE_VARIANT_ADD(qwrite, v2_4k) {
 	.max_sectors = 40, .writes = 400,
 };
 
+/* No zero flag in version 2: zeroes over a backing file are written. */
+FIXTURE_VARIANT_ADD(qwrite, v2_backing) {
+	.create = "compat=0.10,cluster_size=16k", .size = 8 << 20,
+	.backing = true, .max_sectors = 64, .writes = 300,
+};
+
 FIXTURE_VARIANT_ADD(qwrite, refcount1_512) {
 	.create = "cluster_size=512,refcount_bits=1", .size = 4 << 20,
 	.max_sectors = 6, .writes = 400,
@@ -210,11 +216,15 @@ FIXTURE_TEARDOWN(qwrite)
 	sh("rm -rf %s", self->dir);
 }
 
-/* Write [off, off + len) of data through the write side, as the target. */
+/*
+ * Write [off, off + len) of data through the write side, as the target;
+ * with data NULL, zeroes as a discard or write-zeroes request.
+ */
 static int write_through(struct __test_metadata *_metadata,
 			 FIXTURE_DATA(qwrite) *self, u64 off, const u8 *data,
 			 u64 len)
 {
+	unsigned int flags = data ? 0 : IMGFMT_WRITE_ZEROES;
 	u64 pos = off, end = off + len, piece_end, n;
 	struct imgfmt_wplan p;
 	const char *err = "";
@@ -222,16 +232,17 @@ static int write_through(struct __test_metadata *_metadata,
 	int r;
 
 	while (pos < end) {
-		r = imgfmt_prepare_write(self->im, pos, end - pos, &p, &err);
+		r = imgfmt_prepare_write(self->im, pos, end - pos, flags, &p,
+					 &err);
 		if (r) {
 			TH_LOG("prepare at %llu: %s", (unsigned long long)pos, err);
 			return r;
 		}
 		piece_end = end < p.vend ? end : p.vend;
-		if (p.in_place) {
-			if (pwrite(self->fd, data + (pos - off), piece_end - pos,
-				   p.host + (pos - p.vstart)) != (ssize_t)(piece_end - pos))
-				return -EIO;
+		if (p.zeroed) {
+			r = imgfmt_finish_write(self->im, &p, &err);
+			if (r)
+				return r;
 			pos = piece_end;
 			continue;
 		}
@@ -242,11 +253,25 @@ static int write_through(struct __test_metadata *_metadata,
 		n = p.vend <= self->size ? p.vend - p.vstart :
 		    self->size - p.vstart;
 		memcpy(buf, self->shadow + p.vstart, n);
-		memcpy(buf + (pos - p.vstart), data + (pos - off),
-		       piece_end - pos);
-		r = pwrite(self->fd, buf, p.vend - p.vstart, p.host) ==
-		    (ssize_t)(p.vend - p.vstart) ? 0 : -EIO;
+		if (data)
+			memcpy(buf + (pos - p.vstart), data + (pos - off),
+			       piece_end - pos);
+		else
+			memset(buf + (pos - p.vstart), 0, piece_end - pos);
+		if (p.in_place)
+			r = pwrite(self->fd, buf + (pos - p.vstart),
+				   piece_end - pos, p.host + (pos - p.vstart)) ==
+			    (ssize_t)(piece_end - pos) ? 0 : -EIO;
+		else
+			r = pwrite(self->fd, buf, p.vend - p.vstart, p.host) ==
+			    (ssize_t)(p.vend - p.vstart) ? 0 : -EIO;
 		free(buf);
+		if (p.in_place) {
+			if (r)
+				return r;
+			pos = piece_end;
+			continue;
+		}
 		if (!r)
 			r = imgfmt_finish_write(self->im, &p, &err);
 		if (r) {
@@ -258,29 +283,45 @@ static int write_through(struct __test_metadata *_metadata,
 	return 0;
 }
 
-TEST_F(qwrite, random_writes_match_qemu)
+/*
+ * Random writes, and with zero_every n every nth a range of zeroes (up to
+ * 16 times as long, so that whole clusters go), committed now and then;
+ * the shadow gets the same.  Leaves the image closed and trimmed.
+ */
+static void random_ops(struct __test_metadata *_metadata,
+		       FIXTURE_DATA(qwrite) *self,
+		       const FIXTURE_VARIANT(qwrite) *variant,
+		       unsigned int zero_every)
 {
 	u64 seed = 0x9e3779b97f4a7c15ULL ^ variant->size, off, len;
 	struct imgfmt_wstats st;
 	const char *err = "";
-	char raw[160];
-	size_t after_len;
-	u32 rt_before = rt_clusters(self->fd);
-	u8 *data, *after;
+	bool zero;
+	u8 *data;
 	unsigned int i;
 	u64 j;
 
 	data = malloc((size_t)variant->max_sectors * 512);
 	ASSERT_NE(NULL, data);
 	for (i = 0; i < variant->writes; i++) {
+		zero = zero_every && i % zero_every == zero_every - 1;
 		off = (rnd(&seed) % (self->size / 512)) * 512;
 		len = (1 + rnd(&seed) % variant->max_sectors) * 512;
+		if (zero)
+			len *= 1 + rnd(&seed) % 16;
 		if (len > self->size - off)
 			len = self->size - off;
-		for (j = 0; j < len; j += 8)
-			*(u64 *)(data + j) = rnd(&seed);
-		ASSERT_EQ(0, write_through(_metadata, self, off, data, len));
-		memcpy(self->shadow + off, data, len);
+		if (zero) {
+			ASSERT_EQ(0, write_through(_metadata, self, off, NULL,
+						   len));
+			memset(self->shadow + off, 0, len);
+		} else {
+			for (j = 0; j < len; j += 8)
+				*(u64 *)(data + j) = rnd(&seed);
+			ASSERT_EQ(0, write_through(_metadata, self, off, data,
+						   len));
+			memcpy(self->shadow + off, data, len);
+		}
 		if (i % 37 == 36)
 			ASSERT_EQ(0, imgfmt_commit(self->im, &err))
 				TH_LOG("commit: %s", err);
@@ -293,8 +334,16 @@ TEST_F(qwrite, random_writes_match_qemu)
 	imgfmt_close(self->im);
 	self->im = NULL;
 	ASSERT_EQ(0, ftruncate(self->fd, st.image_end));
-	if (variant->rt_grows)
-		EXPECT_LT(rt_before, rt_clusters(self->fd));
+}
+
+/* qemu-img check finds nothing, and QEMU reads what the shadow holds. */
+static void judge(struct __test_metadata *_metadata,
+		  FIXTURE_DATA(qwrite) *self)
+{
+	char raw[160];
+	size_t after_len;
+	u8 *after;
+	u64 j;
 
 	EXPECT_EQ(0, sh("qemu-img check %s | grep -q 'No errors were found'",
 			self->img));
@@ -308,6 +357,62 @@ TEST_F(qwrite, random_writes_match_qemu)
 	EXPECT_EQ(self->size, j) TH_LOG("first difference at byte %llu",
 					(unsigned long long)j);
 	free(after);
+}
+
+TEST_F(qwrite, random_writes_match_qemu)
+{
+	u32 rt_before = rt_clusters(self->fd);
+
+	random_ops(_metadata, self, variant, 0);
+	if (variant->rt_grows)
+		EXPECT_LT(rt_before, rt_clusters(self->fd));
+	judge(_metadata, self);
+}
+
+/* Discards and write-zeroes among the writes read back as zeroes. */
+TEST_F(qwrite, writes_and_zeroes_match_qemu)
+{
+	random_ops(_metadata, self, variant, 3);
+	judge(_metadata, self);
+}
+
+/*
+ * Zeroes over the whole disk leave no data cluster allocated (zero flags,
+ * or nothing at all without a layer below; a version 2 image over a
+ * backing file has no zero flag and keeps written zeroes), and hand their
+ * space back: the file's blocks are only metadata then.
+ */
+TEST_F(qwrite, zeroes_free_clusters)
+{
+	const char *err = "";
+	struct stat st;
+	bool v2_over_backing = variant->backing &&
+			       strstr(variant->create, "compat=0.10");
+
+	u64 seed = 0x2545f4914f6cdd1dULL, j;
+	u8 *data = malloc(self->size);
+
+	/* Data everywhere first, so that there is something to free. */
+	ASSERT_NE(NULL, data);
+	for (j = 0; j < self->size; j += 8)
+		*(u64 *)(data + j) = rnd(&seed);
+	ASSERT_EQ(0, write_through(_metadata, self, 0, data, self->size));
+	free(data);
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
+	ASSERT_EQ(0, write_through(_metadata, self, 0, NULL, self->size));
+	memset(self->shadow, 0, self->size);
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
+	imgfmt_close(self->im);
+	self->im = NULL;
+	judge(_metadata, self);
+	if (v2_over_backing)
+		return;
+	EXPECT_NE(0, sh("qemu-img map --output=json %s | grep -q '\"data\": true'",
+			self->img)) TH_LOG("data clusters left");
+	ASSERT_EQ(0, fstat(self->fd, &st));
+	EXPECT_GT(self->size / 2, (u64)st.st_blocks * 512)
+		TH_LOG("%llu bytes still allocated",
+		       (unsigned long long)st.st_blocks * 512);
 }
 
 /* A commit with nothing dirty still succeeds and leaves the image clean. */
