@@ -124,6 +124,8 @@ struct imgfmt_writer {
 	bool commit_wanted;
 	bool stopped;		/* suspended: no timed commits */
 	bool failed;
+	/* A write found the device full; an event told, once until resume. */
+	bool full;
 	struct imgfmt_wstats wst;	/* as of the writer's last pass */
 	struct work_struct work;
 	/* Commits what writes left dirty, about a second later. */
@@ -611,6 +613,42 @@ static void imgfmt_writer_fail(struct imgfmt_target *it, const char *what)
 	dm_table_event(it->ti->table);
 }
 
+/*
+ * The image has filled its device: overwrites go on, allocating writes
+ * fail with ENOSPC until the device grows (a resume picks that up).
+ */
+static void imgfmt_writer_full(struct imgfmt_target *it)
+{
+	struct imgfmt_writer *w = it->w;
+	bool was;
+
+	spin_lock(&w->lock);
+	was = w->full;
+	w->full = true;
+	spin_unlock(&w->lock);
+	if (was)
+		return;
+	DMWARN("%s: the image device is full: writes that allocate fail until it grows",
+	       dm_device_name(dm_table_get_md(it->ti->table)));
+	dm_table_event(it->ti->table);
+}
+
+/*
+ * At resume the top's device may have grown (lvextend, or a loop's
+ * capacity set anew): allocate into the new space, with no reload.  The
+ * writer is quiesced, so nothing allocates meanwhile.  Never shrinks.
+ */
+static void imgfmt_writer_regrow(struct imgfmt_target *it)
+{
+	struct imgfmt_layer *top = &it->ls.l[0];
+	struct block_device *bdev = top->dev->bdev;
+	u64 size = round_down(bdev_nr_bytes(bdev),
+			      bdev_logical_block_size(bdev));
+
+	if (size > top->kdev.dev.size)
+		WRITE_ONCE(top->kdev.dev.size, size);
+}
+
 static void imgfmt_writer_kick(struct imgfmt_target *it)
 {
 	queue_work(imgfmt_wq, &it->w->work);
@@ -789,6 +827,8 @@ fail:
 	if (!data_io && r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
 	    r != -EINVAL)
 		imgfmt_writer_fail(it, err);
+	if (r == -ENOSPC)
+		imgfmt_writer_full(it);
 	atomic64_inc(&it->io_errors);
 	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
 		    dm_device_name(dm_table_get_md(it->ti->table)), pos, err);
@@ -1342,8 +1382,10 @@ static void imgfmt_resume(struct dm_target *ti)
 	it->ra_next = 0;
 	spin_unlock(&it->ra_lock);
 	if (it->w) {
+		imgfmt_writer_regrow(it);
 		spin_lock(&it->w->lock);
 		it->w->stopped = false;
+		it->w->full = false;
 		spin_unlock(&it->w->lock);
 	}
 }

@@ -293,6 +293,62 @@ fi
 verdict "fstrim hands deleted files' clusters back to the image file"
 rm -f "$W/trim.qcow2" "$W/trim.raw"
 
+# A fixed device that fills up, as an LV would: a dm-linear over a loop
+# stands for it.  Allocating writes fail with ENOSPC and an event fires,
+# overwrites go on; after the linear device grows and the disk is
+# suspended and resumed, writes allocate into the new space, no reload.
+why=""
+SIZE=$((32 * 1048576))
+qemu-img create -q -f qcow2 "$W/full.qcow2" "$SIZE"
+qemu-img convert -O raw "$W/full.qcow2" "$W/full.raw"
+truncate -s $((4 * SIZE)) "$W/full.qcow2"
+FL=$(losetup -f) && losetup "$FL" "$W/full.qcow2"
+# Room for the header tables and about 4 MiB of data.
+small=$((6 * 1048576 / 512))
+dmsetup create imgfmt_lv --table "0 $small linear $FL 0" &&
+	dmsetup create "$DEV" --table "0 $((SIZE / 512)) imgfmt /dev/mapper/imgfmt_lv" ||
+	why="setup failed"
+ev() { dmsetup info "$DEV" | sed -n 's/^Event number: *//p'; }
+if [ -z "$why" ]; then
+	LOOP=$FL
+	head -c 1048576 /dev/urandom >"$W/one"
+	dd if="$W/one" of="/dev/mapper/$DEV" bs=64k oflag=direct conv=fsync 2>/dev/null ||
+		why="the first MiB failed"
+	dd if="$W/one" of="$W/full.raw" bs=64k conv=notrunc 2>/dev/null
+	e0=$(ev)
+	out=$(dd if=/dev/urandom of="/dev/mapper/$DEV" bs=1M seek=8 count=16 \
+		oflag=direct 2>&1) && why="${why:-16 MiB more fit into 6 MiB}"
+	case $out in
+	*"No space left"*) ;;
+	*) why="${why:-not ENOSPC: $out}" ;;
+	esac
+	[ "$(ev)" -gt "$e0" ] || why="${why:-no event when the device filled up}"
+	head -c 1048576 /dev/urandom >"$W/one"
+	dd if="$W/one" of="/dev/mapper/$DEV" bs=64k oflag=direct conv=fsync 2>/dev/null ||
+		why="${why:-an overwrite failed on the full device}"
+	dd if="$W/one" of="$W/full.raw" bs=64k conv=notrunc 2>/dev/null
+	# Grow the "LV" under the live disk.
+	dmsetup suspend "$DEV" &&
+		dmsetup reload imgfmt_lv --table "0 $((4 * SIZE / 512)) linear $FL 0" &&
+		dmsetup resume imgfmt_lv && dmsetup resume "$DEV" || why="${why:-grow failed}"
+	head -c $((16 * 1048576)) /dev/urandom >"$W/more"
+	dd if="$W/more" of="/dev/mapper/$DEV" bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null ||
+		why="${why:-no write after the device grew}"
+	dd if="$W/more" of="$W/full.raw" bs=1M seek=8 conv=notrunc 2>/dev/null
+	end=$(status_field "$DEV" 16)
+	dmsetup remove "$DEV"
+	dmsetup remove imgfmt_lv
+	losetup -d "$FL"
+	truncate -s "$end" "$W/full.qcow2"
+	[ -z "$why" ] && qemu_judges "$W/full.qcow2" "$W/full.raw"
+else
+	dmsetup remove "$DEV" 2>/dev/null
+	dmsetup remove imgfmt_lv 2>/dev/null
+	losetup -d "$FL"
+fi
+verdict "a full device: ENOSPC and an event, overwrites go on, growth used after resume"
+rm -f "$W/full.qcow2" "$W/full.raw" "$W/one" "$W/more"
+
 # Refused read-write, by name.
 SIZE=$((16 * 1048576))
 refused_rw()		# refused_rw NAME IMG WORDS
