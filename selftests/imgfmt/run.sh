@@ -55,6 +55,8 @@ suite qcow2_layers_vm_test.sh layers
 suite write_vm_test.sh write
 # QEMU's image locks through attach and detach (makes its own images).
 suite lock_vm_test.sh lock
+# imgfmt attach --rw and detach, judged by qemu-img (makes its own images).
+suite attach_rw_vm_test.sh attach-rw
 # Crash replay: ext4 through dm-log-writes, replayed with replay-log.
 suite crash_vm_test.sh .
 # The write guarantee: ext4 on a read-write qcow2, every crash point.
