@@ -67,9 +67,9 @@ write_both()
 # attach IMG [ARGS...]: imgfmt attach --rw; DEVPATH is its device.
 attach()
 {
-	img=$1
+	_img=$1
 	shift
-	DEVPATH=$(imgfmt attach --rw --name "$NAME" "$@" "$img" 2>"$W/err") && return 0
+	DEVPATH=$(imgfmt attach --rw --name "$NAME" "$@" "$_img" 2>"$W/err") && return 0
 	why="attach --rw failed: $(cat "$W/err")"
 	return 1
 }
@@ -253,6 +253,29 @@ fi
 verdict "a crash leaves a larger file QEMU accepts; the next attach and detach cut it"
 rm -f "$img" "$shadow"
 
+# An image on a block device: not resized, it grows up to the device's end.
+why=""
+img=$W/blk.qcow2 shadow=$W/blk.raw
+qemu-img create -q -f qcow2 "$img" "$SIZE"
+qemu-img convert -O raw "$img" "$shadow"
+truncate -s $((SIZE + 16 * 1048576)) "$img"
+blk=$(losetup -f) && losetup "$blk" "$img" || why="losetup failed"
+if [ -z "$why" ] && attach "$blk"; then
+	write_both "$DEVPATH" "$shadow" ||
+		why="a write failed"
+	detach || true
+	[ "$(size_of "$img")" = $((SIZE + 16 * 1048576)) ] ||
+		why="${why:-the file under the block device changed size}"
+fi
+[ -n "$blk" ] && losetup -d "$blk"
+if [ -z "$why" ]; then
+	qemu-img check -q "$img" || why="qemu-img check"
+	qemu-img convert -O raw "$img" "$W/conv.raw"
+	cmp -s "$W/conv.raw" "$shadow" || why="contents differ"
+fi
+verdict "an image on a block device: written in place, not resized"
+rm -f "$img" "$shadow" "$W/conv.raw"
+
 # refused NAME WORDS IMG [ARGS...]: attach --rw fails with WORDS, leaves
 # nothing behind and the file as it was.
 refused()
@@ -324,4 +347,4 @@ why=""
 nothing_left
 verdict "no device and no loop left behind"
 echo "# attach_rw_vm_test.sh: $n tests, $failed failed"
-[ $failed -eq 0 ]
+[ "$failed" -eq 0 ]
