@@ -21,6 +21,7 @@
 #include "disk.h"
 #include "table_args.h"
 #include "imgfmt.h"
+#include "rw.h"
 #include "snapshot.h"
 #include "uhost.h"
 
@@ -555,6 +556,7 @@ static int cmd_read(struct opts *o, char **args)
 
 static int cmd_attach(struct opts *o, char **args)
 {
+	struct rw_top top = { .fd = -1 };
 	char name[IMGFMT_DM_NAME_LEN];
 	struct pieces ps = { 0 };
 	unsigned int flags = 0;
@@ -564,9 +566,9 @@ static int cmd_attach(struct opts *o, char **args)
 	/* As qemu-img: sharing writes is only for a reader. */
 	if (o->rw && o->force_share)
 		return usage_fail("attach: --force-share is for read-only attach, not with --rw");
-	/* Until the target writes: the device would be read-only. */
-	if (o->rw)
-		return usage_fail("attach: --rw is not supported yet");
+	/* A snapshot is mapped read-only (the kernel refuses it too). */
+	if (o->rw && o->snapshot)
+		return usage_fail("attach: --snapshot maps a snapshot read-only, not with --rw");
 	flags |= o->rw ? DM_ATTACH_RW : 0;
 	flags |= o->force_share ? DM_ATTACH_FORCE_SHARE : 0;
 	if (o->name) {
@@ -581,10 +583,21 @@ static int cmd_attach(struct opts *o, char **args)
 	}
 	rc = disk_open_snapshot(&d, args[0], o->format, o->snapshot,
 				o->cache_bytes);
+	if (!rc && o->rw)
+		rc = rw_open_top(&d, &top);
 	if (!rc)
 		rc = pieces_make(&ps, &d, o);
+	/* The top's loop and lock get the read-write file. */
+	if (!rc && o->rw) {
+		ps.p[0].fd = top.fd;
+		ps.p[0].rw = true;
+		ps.p[0].prepare = rw_prepare_top;
+		ps.p[0].prepare_ctx = &top;
+	}
 	if (!rc)
 		rc = dm_attach_disk(name, ps.p, ps.nr, flags);
+	if (top.fd >= 0)
+		close(top.fd);
 	pieces_free(&ps);
 	disk_close(&d);
 	return rc;
@@ -682,7 +695,7 @@ static const struct command commands[] = {
 	}, {
 		"attach", cmd_attach, OPT_FORMAT | OPT_CACHE | OPT_NAME |
 		OPT_SNAPSHOT | OPT_RW | OPT_FORCE_SHARE, 1, 1,
-		"attach [--name NAME] [--format F] [--cache-size BYTES] [--snapshot ID|NAME] [--force-share] IMAGE",
+		"attach [--name NAME] [--format F] [--cache-size BYTES] [--snapshot ID|NAME] [--force-share | --rw] IMAGE",
 		"Validate IMAGE, put its files on read-only loop devices and\n"
 		"create the read-only device /dev/mapper/NAME; print its path.\n"
 		"Its backing files (and theirs) become the device's lower\n"
@@ -694,13 +707,17 @@ static const struct command commands[] = {
 		"IMAGE without its extension (with a hash appended when it had\n"
 		"to be changed or cut).  Its files keep QEMU's image locks till\n"
 		"detach: QEMU may read them but not write them, and an image\n"
-		"that another process writes is refused, unless --force-share.",
+		"that another process writes is refused, unless --force-share.\n"
+		"--rw (QCOW2 only): the top image read-write, locked for\n"
+		"writing; its file is grown sparsely to the most the image can\n"
+		"need, and cut back to the image's end by detach.",
 	}, {
 		"detach", cmd_detach, 0, 1, 1,
 		"detach NAME",
 		"Remove the device NAME (or /dev/mapper/NAME) that attach made,\n"
 		"its partitions and everything attach set up under it; refused,\n"
-		"removing nothing, while NAME or a partition is open or mounted.",
+		"removing nothing, while NAME or a partition is open or mounted.\n"
+		"A read-write image file is then cut back to the image's end.",
 	}, {
 		"list", cmd_list, OPT_OUTPUT, 0, 0,
 		"list [--output text|json]",
@@ -803,7 +820,7 @@ static const char usage_options[] =
 	"      --backing-chain     info of every layer of the backing chain\n"
 	"      --snapshot ID|NAME  read this QCOW2 internal snapshot\n"
 	"  -l, --list              snapshot: list the snapshots\n"
-	"      --rw                attach read-write (not supported yet)\n"
+	"      --rw                attach read-write (QCOW2)\n"
 	"  -U, --force-share       attach even an image another process writes\n"
 	"  -h, --help              show help\n\n";
 

@@ -87,6 +87,14 @@ struct dm_piece {
 	/* IMGFMT: the layers below it, top-down, each an IMGFMT piece. */
 	const struct dm_piece *lower;
 	unsigned int nr_lower;
+	/* The top layer of a read-write disk: its loop is read-write. */
+	bool rw;
+	/*
+	 * Called once its file is locked, before anything is set up (attach
+	 * --rw grows the file there); may change file_size.  0 or FAIL.
+	 */
+	int (*prepare)(void *ctx, unsigned long long *file_size);
+	void *prepare_ctx;
 };
 
 /* The target type of a piece ("imgfmt", "linear", "zero"). */
@@ -115,16 +123,27 @@ char *dm_piece_params(const struct dm_piece *p, char *const *devs);
  * the lower layers and theirs for reading; with DM_ATTACH_FORCE_SHARE
  * each file is only marked as read and nothing is checked.  A file that
  * another process writes is refused.  The locks live on the descriptors
- * the loop devices keep, so they last until detach.  Then put the files
- * on read-only loop devices (an imgfmt piece whose file ends in a partial sector through the helper
- * device NAME-image, or NAME-imageN for unit N of several) and create the
- * read-only device-mapper device name over them, then one read-only
- * linear device NAMEpN per partition of its partition table.  Prints the
- * new disk's path (one line; not the partitions').  On failure nothing is
- * left.  Returns 0, FAIL or FAIL_USAGE.
+ * the loop devices keep, so they last until detach.  Then each piece's
+ * prepare() runs.  Then put the files on loop devices, read-only but for
+ * an rw piece's (an imgfmt piece whose file ends in a partial sector
+ * through the helper device NAME-image, or NAME-imageN for unit N of
+ * several) and create the device-mapper device name over them, then one
+ * linear device NAMEpN per partition of its partition table, read-only
+ * or, with DM_ATTACH_RW, read-write.  Prints the new disk's path (one
+ * line; not the partitions').  On failure nothing is left (an rw
+ * piece's file that prepare() grew is cut back with rw_trim_file()).
+ * Returns 0, FAIL or FAIL_USAGE.
  */
-int dm_attach_disk(const char *name, const struct dm_piece *pieces,
+int dm_attach_disk(const char *name, struct dm_piece *pieces,
 		   unsigned int nr, unsigned int flags);
+
+/*
+ * detach of a read-write disk, its devices gone: cut the QCOW2 image file
+ * fd (open read-write; name for messages) back to the image's end, the
+ * end of its last cluster with a refcount, and sync it.  A block device
+ * is left as it is.  0 or FAIL (rw.c).
+ */
+int rw_trim_file(int fd, const char *name);
 
 /*
  * Remove the device name (or a path to it under /dev/mapper) that attach

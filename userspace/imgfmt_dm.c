@@ -217,14 +217,17 @@ struct loop {
 	char path[PATH_MAX];
 };
 
-/* Open the loop device node at lo->path, waiting for it to appear. */
-static int loop_open_node(struct loop *lo, bool wait)
+/*
+ * Open the loop device node at lo->path, waiting for it to appear; for
+ * writing when rw (a loop bound through a read-only open is read-only).
+ */
+static int loop_open_node(struct loop *lo, bool wait, bool rw)
 {
 	struct stat st;
 	int i;
 
 	for (i = 0; i < LOOP_NODE_TRIES; i++) {
-		lo->fd = open(lo->path, O_RDONLY | O_CLOEXEC);
+		lo->fd = open(lo->path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		if (lo->fd >= 0 || errno != ENOENT || !wait)
 			break;
 		sleep_ms(LOOP_NODE_WAIT_MS);
@@ -257,18 +260,18 @@ static void loop_fill_info(struct loop_info64 *info, const char *file,
 	free(abs);
 }
 
-static int loop_configure(int lfd, int image_fd, const char *file)
+static int loop_configure(int lfd, int image_fd, const char *file, bool rw)
 {
 	struct loop_config cfg;
 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.fd = (__u32)image_fd;
 	loop_fill_info(&cfg.info, file,
-		       LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR);
+		       (rw ? 0 : LO_FLAGS_READ_ONLY) | LO_FLAGS_AUTOCLEAR);
 	return ioctl(lfd, LOOP_CONFIGURE, &cfg) ? -errno : 0;
 }
 
-/* Kernels before 5.8: the image fd is read-only, so is the loop. */
+/* Kernels before 5.8: the loop is read-only when the image fd is. */
 static int loop_set_fd(int lfd, int image_fd, const char *file)
 {
 	struct loop_info64 info;
@@ -284,18 +287,19 @@ static int loop_set_fd(int lfd, int image_fd, const char *file)
 	return rc;
 }
 
-static int loop_bind(int lfd, int image_fd, const char *file)
+/* Bind the loop; -EROFS when it did not get the mode asked for. */
+static int loop_bind(int lfd, int image_fd, const char *file, bool rw)
 {
 	struct loop_info64 info;
 	int rc;
 
-	rc = loop_configure(lfd, image_fd, file);
+	rc = loop_configure(lfd, image_fd, file, rw);
 	if (rc == -EINVAL || rc == -ENOTTY)
 		rc = loop_set_fd(lfd, image_fd, file);
 	if (rc)
 		return rc;
 	if (!ioctl(lfd, LOOP_GET_STATUS64, &info) &&
-	    (info.lo_flags & LO_FLAGS_READ_ONLY))
+	    !(info.lo_flags & LO_FLAGS_READ_ONLY) == rw)
 		return 0;
 	ioctl(lfd, LOOP_CLR_FD, 0);
 	return -EROFS;
@@ -313,7 +317,7 @@ static void loop_detach(struct loop *lo)
 
 /* Bind a free loop device to one attempt; -EBUSY when we lost a race. */
 static int loop_try_attach(int ctl, int image_fd, const char *file,
-			   struct loop *lo)
+			   bool rw, struct loop *lo)
 {
 	int nr, rc;
 
@@ -322,10 +326,10 @@ static int loop_try_attach(int ctl, int image_fd, const char *file,
 		return fail("cannot get a free loop device: %s",
 			    strerror(errno));
 	snprintf(lo->path, sizeof(lo->path), "/dev/loop%d", nr);
-	rc = loop_open_node(lo, true);
+	rc = loop_open_node(lo, true, rw);
 	if (rc)
 		return rc;
-	rc = loop_bind(lo->fd, image_fd, file);
+	rc = loop_bind(lo->fd, image_fd, file, rw);
 	if (!rc)
 		return 0;
 	close(lo->fd);
@@ -333,16 +337,19 @@ static int loop_try_attach(int ctl, int image_fd, const char *file,
 	if (rc == -EBUSY)
 		return rc;
 	if (rc == -EROFS)
-		return fail("%s did not become read-only", lo->path);
+		return fail("%s did not become %s", lo->path,
+			    rw ? "writable" : "read-only");
 	return fail("cannot set up %s: %s", lo->path, strerror(-rc));
 }
 
 /*
- * Attach the image read-only to a free loop device that clears itself once
- * its last user (the device-mapper device) closes it.  lo->fd stays open:
- * closing it before device-mapper opens the loop would clear it.
+ * Attach the image read-only (or read-write: rw) to a free loop device
+ * that clears itself once its last user (the device-mapper device) closes
+ * it.  lo->fd stays open: closing it before device-mapper opens the loop
+ * would clear it.
  */
-static int loop_attach(int image_fd, const char *file, struct loop *lo)
+static int loop_attach(int image_fd, const char *file, bool rw,
+		       struct loop *lo)
 {
 	int ctl, i, rc = -EBUSY;
 
@@ -351,7 +358,7 @@ static int loop_attach(int image_fd, const char *file, struct loop *lo)
 		return fail("cannot open /dev/loop-control: %s",
 			    strerror(errno));
 	for (i = 0; i < LOOP_TRIES && rc == -EBUSY; i++)
-		rc = loop_try_attach(ctl, image_fd, file, lo);
+		rc = loop_try_attach(ctl, image_fd, file, rw, lo);
 	close(ctl);
 	if (rc == -EBUSY)
 		return fail("no free loop device: other programs kept taking them");
@@ -376,7 +383,7 @@ static int loop_open_devt(dev_t dev, struct loop *lo)
 	base = strrchr(target, '/');
 	base = base ? base + 1 : target;
 	snprintf(lo->path, sizeof(lo->path), "/dev/%s", base);
-	if (loop_open_node(lo, false))
+	if (loop_open_node(lo, false, false))
 		return FAIL;
 	if (lo->devt != dev) {
 		close(lo->fd);
@@ -567,7 +574,8 @@ struct table {
 	const char *types[ARRAY_SIZE(piece_targets)];	/* types in use */
 };
 
-static int table_begin(struct table *t, const char *name)
+/* A table for the device name: read-only unless rw. */
+static int table_begin(struct table *t, const char *name, bool rw)
 {
 	char uuid[DM_UUID_LEN];
 
@@ -585,7 +593,8 @@ static int table_begin(struct table *t, const char *name)
 		return fail("device name '%s' is too long for its uuid", name);
 	}
 	t->ok = dm_task_set_name(t->dmt, name) &&
-		dm_task_set_uuid(t->dmt, uuid) && dm_task_set_ro(t->dmt);
+		dm_task_set_uuid(t->dmt, uuid) &&
+		(rw || dm_task_set_ro(t->dmt));
 	return 0;
 }
 
@@ -633,7 +642,7 @@ static int dm_create_failed(const char *name, const struct table *t)
 	return fail("device-mapper refused the table (see dmesg): %s", why);
 }
 
-/* Create the read-only device the table describes. */
+/* Create the device the table describes. */
 static int table_create(struct table *t, const char *name)
 {
 	int ok = t->ok && dm_run_with_cookie(t->dmt);
@@ -679,6 +688,7 @@ static int dm_device_devt(const char *name, dev_t *devt)
 /* What attach has set up so far, undone when a later step fails. */
 struct attach {
 	const char *name;
+	bool rw;			/* the top device is read-write */
 	struct loop *loops;		/* bound and held open */
 	unsigned int nr_loops;
 	char (*helpers)[DM_NAME_LEN];	/* helper devices created */
@@ -753,14 +763,14 @@ static void attach_release(struct attach *a)
 		close(a->loops[i].fd);
 }
 
-static int attach_loop(struct attach *a, int fd, const char *path,
+static int attach_loop(struct attach *a, int fd, const char *path, bool rw,
 		       dev_t *devt)
 {
 	struct loop *lo = &a->loops[a->nr_loops];
 	int rc;
 
 	lo->fd = -1;
-	rc = loop_attach(fd, path, lo);
+	rc = loop_attach(fd, path, rw, lo);
 	if (rc)
 		return rc;
 	a->nr_loops++;
@@ -813,7 +823,7 @@ static int attach_tail(struct attach *a, const struct dm_piece *p,
 	fd = open(tail, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return fail("cannot open %s: %s", tail, strerror(errno));
-	rc = attach_loop(a, fd, tail, devt);
+	rc = attach_loop(a, fd, tail, false, devt);
 	close(fd);
 	return rc;
 }
@@ -854,11 +864,11 @@ static int attach_padded(struct attach *a, const struct dm_piece *p,
 
 	rc = helper_name(a, i, nr, helper, DM_NAME_LEN);
 	if (!rc && whole)
-		rc = attach_loop(a, p->fd, p->path, &image);
+		rc = attach_loop(a, p->fd, p->path, false, &image);
 	if (!rc)
 		rc = attach_tail(a, p, helper, &tail);
 	if (!rc)
-		rc = table_begin(&t, helper);
+		rc = table_begin(&t, helper, false);
 	if (rc)
 		return rc;
 	if (whole) {
@@ -881,9 +891,13 @@ static int attach_backing(struct attach *a, const struct dm_piece *p,
 {
 	if (p->kind == DM_PIECE_ZERO)
 		return 0;
+	/* prepare() made the file of whole clusters. */
+	if (p->rw && p->file_size % SECTOR_BYTES)
+		return fail("%s: a partial last sector cannot be written",
+			    p->name);
 	if (p->kind == DM_PIECE_IMGFMT && p->file_size % SECTOR_BYTES)
 		return attach_padded(a, p, k, a->nr_units, &a->devs[k]);
-	return attach_loop(a, p->fd, p->path, &a->devs[k]);
+	return attach_loop(a, p->fd, p->path, p->rw, &a->devs[k]);
 }
 
 /* The devices of p's units, from unit *k on (dm_piece_units() order). */
@@ -956,7 +970,7 @@ static int attach_top(struct attach *a, const struct dm_piece *pieces,
 	unsigned int i, k = 0;
 	int rc;
 
-	rc = table_begin(&t, a->name);
+	rc = table_begin(&t, a->name, a->rw);
 	for (i = 0; !rc && i < nr; i++) {
 		rc = add_piece(&t, a, &pieces[i], k);
 		k += dm_piece_units(&pieces[i]);
@@ -1098,12 +1112,8 @@ static int attach_all(struct attach *a, const struct dm_piece *pieces,
 		      unsigned int nr)
 {
 	unsigned int i, k = 0;
-	int rc;
+	int rc = 0;
 
-	rc = dm_device_exists(a->name);
-	if (rc > 0)
-		return fail("a device-mapper device named '%s' already exists",
-			    a->name);
 	for (i = 0; !rc && i < nr; i++)
 		rc = attach_units(a, &pieces[i], &k);
 	if (!rc)
@@ -1125,8 +1135,8 @@ static int part_name(const char *disk, unsigned int partno, char *buf,
 	return 0;
 }
 
-/* A read-only linear device NAMEpN over its sectors of the disk. */
-static int part_create(const char *disk, dev_t disk_devt,
+/* A linear device NAMEpN over its sectors of the disk, in its mode. */
+static int part_create(const char *disk, dev_t disk_devt, bool rw,
 		       const struct part_entry *pe, char *path, size_t size)
 {
 	char name[DM_NAME_LEN], params[64];
@@ -1141,7 +1151,7 @@ static int part_create(const char *disk, dev_t disk_devt,
 		return fail("a device-mapper device named '%s' already exists",
 			    name);
 	if (!rc)
-		rc = table_begin(&t, name);
+		rc = table_begin(&t, name, rw);
 	if (rc)
 		return rc;
 	snprintf(params, sizeof(params), "%u:%u %llu", major(disk_devt),
@@ -1160,7 +1170,8 @@ static int part_create(const char *disk, dev_t disk_devt,
  * disks with a partition table are common (two of the VMDK test corpus
  * have one).  `imgfmt list` shows them.
  */
-static int attach_partitions(const char *name, const char *disk_path)
+static int attach_partitions(const char *name, const char *disk_path,
+			     bool rw)
 {
 	char shown[IMGFMT_SHOWN_MAX], path[PATH_MAX];
 	struct part_entry *parts;
@@ -1175,7 +1186,8 @@ static int attach_partitions(const char *name, const char *disk_path)
 	if (rc)
 		return rc;
 	for (i = 0; !rc && i < nr; i++)
-		rc = part_create(name, devt, &parts[i], path, sizeof(path));
+		rc = part_create(name, devt, rw, &parts[i], path,
+				 sizeof(path));
 	free(parts);
 	return rc;
 }
@@ -1248,19 +1260,46 @@ static int lock_pieces(const struct dm_piece *pieces, unsigned int nr,
 	return rc;
 }
 
+/* Once the files are locked: what the pieces need done to their files. */
+static int prepare_pieces(struct dm_piece *pieces, unsigned int nr)
+{
+	unsigned int i;
+	int rc = 0;
+
+	for (i = 0; !rc && i < nr; i++)
+		if (pieces[i].prepare)
+			rc = pieces[i].prepare(pieces[i].prepare_ctx,
+					       &pieces[i].file_size);
+	return rc;
+}
+
 static int detach(const char *name);
 
-int dm_attach_disk(const char *name, const struct dm_piece *pieces,
+int dm_attach_disk(const char *name, struct dm_piece *pieces,
 		   unsigned int nr, unsigned int flags)
 {
 	char path[PATH_MAX];
+	bool prepared = false;
 	struct attach a;
+	unsigned int i;
 	int rc;
 
 	dm_log_with_errno_init(dm_log);
 	rc = attach_init(&a, name, pieces, nr);
+	a.rw = flags & DM_ATTACH_RW;
 	if (!rc)
 		rc = lock_pieces(pieces, nr, flags);
+	/* Before a file is touched: the name, and device-mapper at all. */
+	if (!rc) {
+		rc = dm_device_exists(name);
+		if (rc > 0)
+			rc = fail("a device-mapper device named '%s' already exists",
+				  name);
+	}
+	if (!rc) {
+		rc = prepare_pieces(pieces, nr);
+		prepared = !rc;
+	}
 	if (!rc)
 		rc = attach_all(&a, pieces, nr);
 	if (rc) {
@@ -1269,13 +1308,17 @@ int dm_attach_disk(const char *name, const struct dm_piece *pieces,
 		attach_release(&a);
 		rc = dm_node_path(name, path, sizeof(path));
 		if (!rc)
-			rc = attach_partitions(name, path);
+			rc = attach_partitions(name, path, a.rw);
 		/* The disk exists: detach knows how to undo all of it. */
 		if (rc)
 			(void)detach(name);
 		else
 			printf("%s\n", path);
 	}
+	/* Nothing holds a grown file now: cut it back, still locked. */
+	for (i = 0; rc && prepared && i < nr; i++)
+		if (pieces[i].rw)
+			(void)rw_trim_file(pieces[i].fd, pieces[i].name);
 	if (rc)
 		unlock_pieces(pieces, nr);
 	attach_free(&a);
@@ -1807,6 +1850,70 @@ static int stack_remove(struct stack *st)
 	return rc;
 }
 
+/* The file a loop device reads, from sysfs, open read-write. */
+static int loop_open_file(const struct held_loop *h, char *file, size_t size)
+{
+	char link[96], shown[IMGFMT_SHOWN_MAX];
+	struct stat st;
+	size_t len;
+	FILE *f;
+	int fd;
+
+	snprintf(link, sizeof(link), "/sys/dev/block/%u:%u/loop/backing_file",
+		 major(h->lo.devt), minor(h->lo.devt));
+	f = fopen(link, "re");
+	if (!f)
+		return fail("cannot find the file of %s: %s", h->lo.path,
+			    strerror(errno));
+	if (!fgets(file, (int)size, f))
+		file[0] = '\0';
+	fclose(f);
+	len = strlen(file);
+	if (len && file[len - 1] == '\n')
+		file[--len] = '\0';
+	fd = len ? open(file, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK) : -1;
+	if (fd < 0)
+		return fail("cannot open %s, the file of %s: %s",
+			    shown_name(&shown, file), h->lo.path,
+			    len ? strerror(errno) : "no file name");
+	/* The very file the loop holds, not one renamed over it. */
+	if (fstat(fd, &st) || st.st_ino != h->info.lo_inode ||
+	    st.st_dev != h->info.lo_device) {
+		close(fd);
+		return fail("%s is no longer the file of %s",
+			    shown_name(&shown, file), h->lo.path);
+	}
+	return fd;
+}
+
+/*
+ * The device-mapper devices are gone, and with them the writer, whose
+ * last commit ran at removal: cut each file attach made writable (the
+ * loops without the read-only flag) back to its image's end while the
+ * loop still holds it, and its write lock with it.
+ */
+static int stack_trim(const struct stack *st)
+{
+	char file[PATH_MAX], shown[IMGFMT_SHOWN_MAX];
+	unsigned int i;
+	int fd, rc = 0, r;
+
+	for (i = 0; i < st->nr_loops; i++) {
+		if (st->loops[i].info.lo_flags & LO_FLAGS_READ_ONLY)
+			continue;
+		fd = loop_open_file(&st->loops[i], file, sizeof(file));
+		if (fd < 0) {
+			r = fd;
+		} else {
+			r = rw_trim_file(fd, shown_name(&shown, file));
+			close(fd);
+		}
+		if (!rc)
+			rc = r;
+	}
+	return rc;
+}
+
 static int detach(const char *name)
 {
 	struct stack st = { .name = name };
@@ -1834,6 +1941,8 @@ static int detach(const char *name)
 		rc = dm_remove(name);
 	if (!rc)
 		rc = stack_remove(&st);
+	if (!rc)
+		rc = stack_trim(&st);
 	stack_free(&st);
 	free(top.devs);
 	return rc;

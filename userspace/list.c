@@ -42,6 +42,7 @@ struct dm_dev {
 	char name[IMGFMT_DM_NAME_LEN];
 	dev_t devt;
 	int open_count;
+	bool read_only;
 	bool ours;
 	bool is_part, is_helper;
 	unsigned int partno;
@@ -136,6 +137,7 @@ static int dev_read(const char *name, struct dm_dev *d, bool *exists)
 	snprintf(d->name, sizeof(d->name), "%s", name);
 	d->devt = makedev(info.major, info.minor);
 	d->open_count = info.open_count;
+	d->read_only = info.read_only;
 	uuid = dm_task_get_uuid(dmt);
 	d->ours = uuid && !strncmp(uuid, UUID_PREFIX, strlen(UUID_PREFIX)) &&
 		  !strcmp(uuid + strlen(UUID_PREFIX), name);
@@ -548,6 +550,7 @@ static void print_disk(struct out *o, const struct dm_all *all,
 	out_str(o, "path", path);
 	out_u64(o, "size", dev_sectors(d) * 512);
 	out_u64(o, "open-count", (unsigned int)d->open_count);
+	out_str(o, "mode", d->read_only ? "ro" : "rw");
 	if (o->json)
 		json_array(&o->j, "targets");
 	for (i = 0; i < d->nr_targets; i++)

@@ -57,6 +57,8 @@ suite write_vm_test.sh write
 suite lock_vm_test.sh lock
 # Faults under read-write QCOW2: dm-flakey failing writes and flushes.
 suite fault_vm_test.sh .
+# imgfmt attach --rw and detach, judged by qemu-img (makes its own images).
+suite attach_rw_vm_test.sh attach-rw
 # Crash replay: ext4 through dm-log-writes, replayed with replay-log.
 suite crash_vm_test.sh .
 # The write guarantee: ext4 on a read-write qcow2, every crash point.

@@ -285,8 +285,26 @@ usage() {		# usage LINE ARGS...
 	why="exit $rc, stderr: $got"
 	return 1
 }
-tap_check "attach --rw is refused until the target writes" \
-	usage "imgfmt: attach: --rw is not supported yet" --rw img.qcow2
+# attach --rw locks for writing: refused by a reader that does not share
+# writes (qemu-io -r), before the file is touched.
+rw_refused() {		# rw_refused LINE QEMU-IO-ARGS... FILE
+	local line=$1 got rc size
+	shift
+	size=$(stat -c %s img.qcow2)
+	start_holder img.qcow2 qemu-io "$@" || return 1
+	"$IMGFMT" attach --rw img.qcow2 >/dev/null 2>"$TMP/err"
+	rc=$?
+	release
+	got=$(cat "$TMP/err")
+	[ "$(stat -c %s img.qcow2)" = "$size" ] ||
+		{ why="the file changed size"; return 1; }
+	[ $rc -eq 1 ] && [ "$got" = "$line" ] && return 0
+	why="exit $rc, stderr: $got"
+	return 1
+}
+tap_check "attach --rw of an image qemu-io -r reads is refused, the file untouched" \
+	rw_refused "imgfmt: img.qcow2: is in use by another process that does not let others write it" \
+	-r -f qcow2 img.qcow2
 tap_check "attach --rw -U is refused, as qemu-img refuses it" \
 	usage "imgfmt: attach: --force-share is for read-only attach, not with --rw" \
 	--rw -U img.qcow2
