@@ -140,7 +140,7 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--bin /usr/bin/qemu-img --bin /usr/bin/qemu-io \
-		--bin /usr/sbin/mkfs.ext4 --bin /usr/sbin/e2fsck \
+		--bin /usr/sbin/mkfs.ext4 --bin /usr/sbin/e2fsck --bin /usr/bin/fio \
 		--bin /usr/sbin/blkdiscard --bin /usr/sbin/fstrim \
 		--payload "$payload" --init-cmd /payload/run.sh || return 1
 	"$TOP/selftests/vm/run-vm.sh" --kernel "$vmlinuz" \

@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 # The packages make check needs besides the kernels (selftests/vm/kernels.sh).
 CHECK_PACKAGES="gcc make perl pkg-config cpio xz-utils kmod busybox-static
 dmsetup libdevmapper-dev zlib1g-dev libzstd-dev qemu-system-x86 qemu-utils sparse clang
-libclang-rt-14-dev linux-source-6.12 e2fsprogs python3 libblkid-dev fdisk"
+libclang-rt-14-dev linux-source-6.12 e2fsprogs python3 libblkid-dev fdisk fio"
 # Wanted, not needed: a test skips without it (uml_mkcow writes UML COW v3;
 # its package also brings a network switch service some machines start).
 OPTIONAL_PACKAGES="uml-utilities"

@@ -173,6 +173,98 @@ for d in /bench/chain*; do
 	CHAINS="$CHAINS $depth"
 done
 
+# The write paths.  w-*: WRITE_MB of data.raw as a raw file (dm-linear rw)
+# and as two qcow2 copies, every cluster allocated, one for dm-imgfmt rw,
+# one for qemu-nbd rw (QEMU's recommended cache=none,aio=native where
+# O_DIRECT works on tmpfs, else cache=writeback,aio=threads; reported).
+# f-*: fresh devices made before each run (recreate_fresh).
+WPATHS=
+case " $WORKLOADS " in *" w-"* | *" f-"*) WPATHS=yes ;; esac
+NBD_WCACHE="--cache=none --aio=native"
+mk_wimgfmt() {		# mk_wimgfmt NAME IMAGE: a read-write table, loop grown
+	truncate -s "$((2 * FRESH_MB + 64))M" "$2" || die "truncate $2"
+	l=$(losetup -f) || die "losetup -f"
+	losetup "$l" "$2" || die "losetup $2"
+	dmsetup create "$1" --table "$(imgfmt table "$2" "$l")" ||
+		die "dmsetup create $1 ($(imgfmt table "$2" "$l"))"
+}
+rm_wimgfmt() {		# rm_wimgfmt NAME IMAGE: remove, cut the file back
+	l=$(dmsetup deps -o devname "$1" | sed -n 's/.*(\(loop[0-9]*\)).*/\1/p')
+	end=$(dmsetup status "$1" | cut -d' ' -f19)
+	dmsetup remove "$1" || die "dmsetup remove $1"
+	losetup -d "/dev/$l"
+	truncate -s "$end" "$2"
+}
+mk_wlinear() {		# mk_wlinear NAME FILE
+	l=$(losetup -f) || die "losetup -f"
+	losetup "$l" "$2" || die "losetup $2"
+	dmsetup create "$1" --table "0 $(blockdev --getsz "$l") linear $l 0" ||
+		die "dmsetup create $1"
+}
+rm_wlinear() {		# rm_wlinear NAME
+	l=$(dmsetup deps -o devname "$1" | sed -n 's/.*(\(loop[0-9]*\)).*/\1/p')
+	dmsetup remove "$1" || die "dmsetup remove $1"
+	losetup -d "/dev/$l"
+}
+start_wnbd() {		# start_wnbd /dev/nbdN IMAGE
+	# shellcheck disable=SC2086
+	qemu-nbd --connect="$1" --format=qcow2 $NBD_WCACHE "$2" ||
+		die "qemu-nbd --connect $1 $2 $NBD_WCACHE"
+	n=0
+	while [ "$(cat "/sys/block/${1#/dev/}/size")" = 0 ]; do
+		n=$((n + 1))
+		[ $n -lt 100 ] || die "$1 never got a size"
+		sleep 0.1
+	done
+}
+if [ -n "$WPATHS" ]; then
+	dd if=/bench/data.raw of=/bench/w.raw bs=1M count="$WRITE_MB" 2>/dev/null ||
+		die "cannot make w.raw"
+	qemu-img convert -f raw -O qcow2 -o cluster_size=65536 /bench/w.raw \
+		/bench/w-imgfmt.qcow2 || die "qemu-img convert w.raw"
+	cp /bench/w-imgfmt.qcow2 /bench/w-nbd.qcow2
+	# O_DIRECT on tmpfs (6.6 and later), else the page cache.
+	if ! dd if=/bench/w.raw of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null; then
+		NBD_WCACHE="--cache=writeback --aio=threads"
+	fi
+	echo "INFO nbd_write_cache qemu-nbd $NBD_WCACHE"
+	mk_wlinear b-wlinear /bench/w.raw
+	mk_wimgfmt b-wimgfmt /bench/w-imgfmt.qcow2
+	start_wnbd /dev/nbd4 /bench/w-nbd.qcow2
+	echo "INFO table_wimgfmt $(dmsetup table b-wimgfmt)"
+fi
+
+# recreate_fresh PATH: a fresh device for an f- path (a sparse raw file
+# for dm-linear, an empty qcow2 of 64 KiB clusters for dm-imgfmt and
+# qemu-nbd); destroy_fresh PATH frees it and its memory.
+recreate_fresh() {
+	case $1 in
+	f-linear)
+		rm -f /bench/f.raw
+		truncate -s "${FRESH_MB}M" /bench/f.raw
+		mk_wlinear b-flinear /bench/f.raw ;;
+	f-imgfmt)
+		qemu-img create -q -f qcow2 -o cluster_size=65536 /bench/f-imgfmt.qcow2 \
+			"${FRESH_MB}M" || die "qemu-img create"
+		mk_wimgfmt b-fimgfmt /bench/f-imgfmt.qcow2 ;;
+	f-nbd)
+		qemu-img create -q -f qcow2 -o cluster_size=65536 /bench/f-nbd.qcow2 \
+			"${FRESH_MB}M" || die "qemu-img create"
+		start_wnbd /dev/nbd5 /bench/f-nbd.qcow2 ;;
+	esac
+}
+destroy_fresh() {
+	case $1 in
+	f-linear) rm_wlinear b-flinear; rm -f /bench/f.raw ;;
+	f-imgfmt)
+		rm_wimgfmt b-fimgfmt /bench/f-imgfmt.qcow2
+		echo "INFO fresh_image_end_$2 $(stat -c %s /bench/f-imgfmt.qcow2)"
+		qemu-img check -q /bench/f-imgfmt.qcow2 ||
+			die "$2: qemu-img check of the fresh dm-imgfmt image fails"
+		rm -f /bench/f-imgfmt.qcow2 ;;
+	f-nbd) stop_nbd /dev/nbd5; rm -f /bench/f-nbd.qcow2 ;;
+	esac
+}
 
 dev_of() {
 	case $1 in
@@ -186,6 +278,12 @@ dev_of() {
 	compz-imgfmt) echo /dev/mapper/b-compz ;;
 	compz-nbd) echo /dev/nbd3 ;;
 	chain*-imgfmt) echo "/dev/mapper/b-${1%-imgfmt}" ;;
+	w-linear) echo /dev/mapper/b-wlinear ;;
+	w-imgfmt) echo /dev/mapper/b-wimgfmt ;;
+	w-nbd) echo /dev/nbd4 ;;
+	f-linear) echo /dev/mapper/b-flinear ;;
+	f-imgfmt) echo /dev/mapper/b-fimgfmt ;;
+	f-nbd) echo /dev/nbd5 ;;
 	esac
 }
 
@@ -226,11 +324,12 @@ run_fio() {
 		$jobs 2>/tmp/fio.err)
 	rc=$?
 	[ $rc -eq 0 ] || { cat /tmp/fio.err; die "fio $w on $paths exited $rc"; }
-	# terse v3: 3 job name, 5 error, 7 read KiB/s, 8 read IOPS,
-	# 9 read runtime (ms)
+	# terse v3: 3 job name, 5 error, 6 read KiB, 7 read KiB/s, 8 read
+	# IOPS, 9 read runtime (ms); 47-50 the same for writes
 	echo "$out" | awk -F';' -v r="$r" -v w="$w" -v tag="$TAG" \
 		'$1 == 3 { if ($5 != 0) print "BENCH-ERROR fio error " $5 " on " $3;
-			   print tag, r, w, $3, $8, $7, $9 }'
+			   if ($6 == 0 && $47 > 0) print tag, r, w, $3, $49, $48, $50
+			   else print tag, r, w, $3, $8, $7, $9 }'
 	for p in $imgs; do
 		echo "IMGSTAT $r $w $p after $(dmsetup status "$(dm_of "$p")" | cut -d' ' -f4-)"
 	done
@@ -243,6 +342,8 @@ dm_of() {
 	comp-imgfmt) echo b-comp ;;
 	compz-imgfmt) echo b-compz ;;
 	chain*-imgfmt) echo "b-${1%-imgfmt}" ;;
+	w-imgfmt) echo b-wimgfmt ;;
+	f-imgfmt) echo b-fimgfmt ;;
 	esac
 }
 
@@ -268,6 +369,12 @@ wl_args() {
 	seq1m-qd4 | chain*-seq1m) echo --rw=read --bs=1M --iodepth=4 ;;
 	chain*-rand4k) echo --rw=randread --bs=4k --iodepth=1 ;;
 	comp-seq64k | compz-seq64k) echo --rw=read --bs=64k --iodepth=1 ;;
+	w-rand4k-qd1) echo --rw=randwrite --bs=4k --iodepth=1 ;;
+	w-rand4k-qd32) echo --rw=randwrite --bs=4k --iodepth=32 ;;
+	w-seq1m) echo --rw=write --bs=1M --iodepth=4 ;;
+	w-sync4k) echo --rw=randwrite --bs=4k --iodepth=1 --fdatasync=1 ;;
+	f-seq64k) echo --rw=write --bs=64k --iodepth=4 ;;
+	f-rand4k) echo --rw=randwrite --bs=4k --iodepth=1 ;;
 	*) die "unknown workload $1" ;;
 	esac
 }
@@ -277,6 +384,7 @@ wl_paths() {
 	case $1 in
 	sparse-*) rotate "$2" sparse-imgfmt sparse-nbd ;;
 	chain*) rotate "$2" linear "${1%%-*}-imgfmt" ;;
+	w-* | f-*) k=${1%%-*}; rotate "$2" "$k-linear" "$k-imgfmt" "$k-nbd" ;;
 	comp-* | compz-*)
 		k=${1%%-*}
 		case " $COMP " in *" $k "*) rotate "$2" "$k-imgfmt" "$k-nbd" ;; esac ;;
@@ -295,6 +403,13 @@ run_workload() {
 		for p in $paths; do
 			recreate "$p"
 			run_fio "$1" "$2" "" "$p" $(wl_args "$2")
+		done ;;
+	f-*)
+		# A fresh device for every run, no ramp: every write allocates.
+		for p in $paths; do
+			recreate_fresh "$p"
+			run_fio "$1" "$2" "" "$p" $(wl_args "$2")
+			destroy_fresh "$p" "$1-$2"
 		done ;;
 	*) run_fio "$1" "$2" "$RAMP_MS" "$paths" $(wl_args "$2") ;;
 	esac
@@ -349,6 +464,16 @@ if [ -n "${PERF_WORKLOADS:-}" ]; then
 fi
 
 echo "INFO status_imgfmt_end $(dmsetup status b-imgfmt)"
+if [ -n "$WPATHS" ]; then
+	echo "INFO status_wimgfmt_end $(dmsetup status b-wimgfmt)"
+	stop_nbd /dev/nbd4
+	rm_wlinear b-wlinear
+	rm_wimgfmt b-wimgfmt /bench/w-imgfmt.qcow2
+	for f in w-imgfmt w-nbd; do
+		qemu-img check -q "/bench/$f.qcow2" ||
+			die "qemu-img check of $f.qcow2 fails after the writes"
+	done
+fi
 echo "INFO status_sparse_end $(dmsetup status b-sparse)"
 for depth in $CHAINS; do
 	echo "INFO status_chain${depth}_end $(dmsetup status "b-chain$depth")"

@@ -24,6 +24,8 @@
 #                             cold-rand4k sparse-rand4k-qd1
 #                             sparse-rand4k-qd32 comp-seq64k compz-seq64k
 #                             chainN-rand4k chainN-seq1m (N: 10 100 1000)
+#                             w-rand4k-qd1 w-rand4k-qd32 w-seq1m w-sync4k
+#                             f-seq64k f-rand4k (writes; see README)
 #   BENCH_OUT=bench/results   where the reports go
 #   BENCH_RT_SMP=1            vCPUs of the real-time run (2: see README)
 #   BENCH_PAR_SMP=2           vCPUs of the parallel run (compressed workloads)
@@ -60,7 +62,7 @@ else
 	def_icount="3 400 100" def_realtime="15 300 50" def_parallel="9 300 50"
 fi
 DATA_MB=${BENCH_DATA_MB:-256}
-WORKLOADS=${BENCH_WORKLOADS:-"rand4k-qd1 rand4k-qd32 seq1m-qd4 cold-rand4k sparse-rand4k-qd1 sparse-rand4k-qd32 comp-seq64k compz-seq64k chain10-rand4k chain10-seq1m chain100-rand4k chain100-seq1m chain1000-rand4k chain1000-seq1m"}
+WORKLOADS=${BENCH_WORKLOADS:-"rand4k-qd1 rand4k-qd32 seq1m-qd4 cold-rand4k sparse-rand4k-qd1 sparse-rand4k-qd32 comp-seq64k compz-seq64k chain10-rand4k chain10-seq1m chain100-rand4k chain100-seq1m chain1000-rand4k chain1000-seq1m w-rand4k-qd1 w-rand4k-qd32 w-seq1m w-sync4k f-seq64k f-rand4k"}
 # The chain depths the images hold (CHAIN_DEPTHS: empty overlays over
 # data.qcow2, the bottom layer holding all the data).
 CHAIN_DEPTHS="10 100 1000"
@@ -82,6 +84,11 @@ BENCH=$BUILD/bench
 GUEST_MEM=3072
 COMP_MB=64
 SPARSE_WRITES=2048		# one 64 KiB cluster in each 512 MiB of 1 TiB
+# The write workloads (made in the guest): WRITE_MB of data.raw as raw
+# and as two qcow2 copies (imgfmt's and qemu-nbd's) to overwrite, and
+# fresh devices of FRESH_MB (sparse raw, empty qcow2) for allocating writes.
+WRITE_MB=64
+FRESH_MB=512
 
 log() { echo "# bench: $*"; }
 die() { echo "bench: error: $*" >&2; exit 1; }
@@ -92,6 +99,7 @@ for w in $WORKLOADS; do
 		sparse-rand4k-qd32 | comp-seq64k | compz-seq64k) ;;
 	chain10-rand4k | chain10-seq1m | chain100-rand4k | chain100-seq1m | \
 		chain1000-rand4k | chain1000-seq1m) ;;
+	w-rand4k-qd1 | w-rand4k-qd32 | w-seq1m | w-sync4k | f-seq64k | f-rand4k) ;;
 	*) die "unknown workload $w" ;;
 	esac
 done
@@ -263,7 +271,9 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 			RUNTIME_MS=$runtime
 			RAMP_MS=$ramp
 			WORKLOADS="$workloads"
-			TMPFS_MB=$((TOTAL_MB + 64))
+			TMPFS_MB=$((TOTAL_MB + 64 + 3 * WRITE_MB + 2 * FRESH_MB))
+			WRITE_MB=$WRITE_MB
+			FRESH_MB=$FRESH_MB
 			IMGFMT_BIN=$SRC/userspace/imgfmt
 			SPARSE_CACHE=$SPARSE_CACHE
 			NBD_L2_CACHE=$NBD_L2_CACHE
@@ -277,7 +287,8 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 			--module loop --module dm-mod --module nbd --module ext4 --module crc32c_generic \
 			--ko "$tree/dm-imgfmt.ko $MODPARAMS" \
 			--bin /usr/sbin/dmsetup --bin "$SRC/userspace/imgfmt" \
-			--bin /usr/bin/fio --bin /usr/bin/qemu-nbd ${perf_bin:+--bin "$perf_bin"} \
+			--bin /usr/bin/fio --bin /usr/bin/qemu-nbd --bin /usr/bin/qemu-img \
+			${perf_bin:+--bin "$perf_bin"} \
 			--payload "$payload" --init-cmd /payload/run.sh 2>>"$kb/build.log" ||
 			{ tail -20 "$kb/build.log"; return 1; }
 		log "$kver: $mode run, $rounds round(s) (console: $kb/console-$mode.log)"
@@ -328,6 +339,11 @@ write_report() {		# write_report KVER DIR
 		echo "comp:    $COMP_MB MiB of base64 text (compresses to ~75%) as qcow2 with every cluster compressed:" \
 			"comp = zlib ($(sed -n 's/^comp_compressed //p' "$DATA/facts" | cut -d' ' -f1) compressed), compz = zstd;" \
 			"64 KiB sequential reads, QD1"
+		echo "writes:  w-* = $WRITE_MB MiB of the data overwritten (every cluster allocated): dm-linear rw on loop(raw)," \
+			"dm-imgfmt rw on loop(qcow2), qemu-nbd rw on another qcow2 copy with $(info "$first" nbd_write_cache);" \
+			"w-sync4k = 4 KiB random writes, fdatasync after each, QD1"
+		echo "         f-* = allocating writes into a fresh $FRESH_MB MiB device made just before each run (no ramp):" \
+			"sparse raw file (dm-linear), empty qcow2 of 64 KiB clusters (dm-imgfmt, qemu-nbd)"
 		echo "fio:     libaio, direct=1, time_based, norandommap, tausworthe64, one random seed per round and workload;" \
 			"4k random = whole device; cold = device recreated (qemu-nbd restarted) just before, no ramp"
 		echo "rounds:  every round runs each workload on every path, path order rotated per round;" \

@@ -53,6 +53,8 @@ suite resolve_vm_test.sh resolve
 suite qcow2_layers_vm_test.sh layers
 # Read-write QCOW2: writes judged by qemu-img check and convert.
 suite write_vm_test.sh write
+# fio --verify over every write size, concurrent writers in shared clusters.
+suite fio_write_vm_test.sh .
 # QEMU's image locks through attach and detach (makes its own images).
 suite lock_vm_test.sh lock
 # Faults under read-write QCOW2: dm-flakey failing writes and flushes.
