@@ -12,6 +12,7 @@
 #   journal recovered) and is then clean for e2fsck -fn, which needs
 #   every write flushed before the point and no sector showing data it
 #   never held.
+# ext4 is mounted with -o discard, so freed clusters are in the log too.
 # QEMU's check alone also runs after every single entry of the log.  At
 # the end of the log the image must be clean without leaks.
 #
@@ -51,6 +52,13 @@ fs_ops()		# fs_ops DIR
 		1) sync ;;
 		2) rm -f "$1"/d*/g$((_i - 2)) && sync ;;
 		esac
+		# A file of whole clusters, deleted two steps later: its
+		# discards free clusters of the image.
+		case $_i in
+		0) dd if=/dev/urandom of="$1/big" bs=64k count=16 conv=fsync \
+			2>/dev/null || return 1 ;;
+		2) rm -f "$1/big" && sync ;;
+		esac
 		_i=$((_i + 1))
 	done
 	sync
@@ -67,7 +75,7 @@ workload()		# workload DEV
 	if mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 \
 		"/dev/mapper/$IMG_DEV" >"$CRASH_DIR/mkfs.out" 2>&1 &&
 	   crash_mark mkfs &&
-	   mount -t ext4 "/dev/mapper/$IMG_DEV" "$MNT"; then
+	   mount -t ext4 -o discard "/dev/mapper/$IMG_DEV" "$MNT"; then
 		fs_ops "$MNT" || { why="file operations failed"; _r=1; }
 		umount "$MNT" || { why="$why; umount failed"; _r=1; }
 	else
@@ -120,6 +128,17 @@ check "record ext4 on a read-write qcow2 through log-writes" \
 	crash_record "$CRASH_DIR/img0" workload || { crash_cleanup; exit 1; }
 rm -f "$CRASH_DIR/img0"
 echo "# crash-write: $CRASH_ENTRIES entries"
+
+# ext4 mounted with -o discard frees clusters as it deletes: the log must
+# hold the target's discards of them, so that every point below judges
+# freeing too.
+log_has_discards()
+{
+	_nd=$("$REPLAY_LOG" --log "$CRASH_LOG" --list | grep -c DISCARD)
+	[ "$_nd" -gt 0 ] || { why="no discard in the log"; return 1; }
+	echo "# crash-write: $_nd discards in the log"
+}
+check "the log holds the discards of freed clusters" log_has_discards
 
 # mkfs.ext4 ends with an fsync, which the target commits before it
 # completes: from the mark after it on, every point must hold ext4;
