@@ -135,6 +135,20 @@ qemu_judges()
 	rm -f "$W/conv.raw"
 }
 
+# qemu_fs_judges IMG: no error and no leak, and the disk QEMU reads
+# ($W/qfs.raw, left for the caller to mount) holds an e2fsck-clean ext4.
+# Called with $why empty.
+qemu_fs_judges()
+{
+	out=$(qemu-img check "$1" 2>&1)
+	case $out in
+	*"No errors were found"*) ;;
+	*) why="qemu-img check: $(echo "$out" | tr '\n' ' ')"; return 1 ;;
+	esac
+	qemu-img convert -O raw "$1" "$W/qfs.raw" || { why="convert failed"; return 1; }
+	e2fsck -fn "$W/qfs.raw" >/dev/null 2>&1 || { why="e2fsck on QEMU's reading"; return 1; }
+}
+
 # case_writes NAME CREATE-OPTS [PREP [BACKING]]: the whole round trip.
 case_writes()
 {
@@ -233,11 +247,8 @@ if attach_rw "$W/fs.qcow2"; then
 	fi
 	[ -z "$why" ] && { e2fsck -fn "/dev/mapper/$DEV" >/dev/null 2>&1 || why="e2fsck on the device"; }
 	detach_rw "$W/fs.qcow2"
-	if [ -z "$why" ]; then
-		qemu-img check -q "$W/fs.qcow2" || why="qemu-img check"
-		qemu-img convert -O raw "$W/fs.qcow2" "$W/fs.raw"
-		e2fsck -fn "$W/fs.raw" >/dev/null 2>&1 || why="${why:-e2fsck on QEMU's reading}"
-		mount -o loop,ro "$W/fs.raw" "$W/mnt" 2>/dev/null &&
+	if [ -z "$why" ] && qemu_fs_judges "$W/fs.qcow2"; then
+		mount -o loop,ro "$W/qfs.raw" "$W/mnt" 2>/dev/null &&
 			{ (cd "$W/mnt" && find . -type f -exec md5sum {} + | sort) >"$W/sums2"; umount "$W/mnt"; }
 		cmp -s "$W/sums" "$W/sums2" || why="${why:-files differ through QEMU}"
 	fi
@@ -246,7 +257,7 @@ else
 	free_loops
 fi
 verdict "ext4 on a qcow2 image: e2fsck clean, files the same through QEMU"
-rm -f "$W/fs.qcow2" "$W/fs.raw"
+rm -f "$W/fs.qcow2" "$W/qfs.raw"
 
 # fstrim: deleted files hand their clusters back, down to the file.
 why=""
@@ -275,14 +286,8 @@ if attach_rw "$W/trim.qcow2"; then
 	if [ -z "$why" ]; then
 		[ "$((full - trimmed))" -gt $((40 * 1024)) ] ||
 			why="the file kept its space: $full KiB before, $trimmed KiB after"
-		out=$(qemu-img check "$W/trim.qcow2" 2>&1)
-		case $out in
-		*"No errors were found"*) ;;
-		*) why="${why:-qemu-img check: $(echo "$out" | tr '\n' ' ')}" ;;
-		esac
-		qemu-img convert -O raw "$W/trim.qcow2" "$W/trim.raw"
-		e2fsck -fn "$W/trim.raw" >/dev/null 2>&1 || why="${why:-e2fsck on QEMU's reading}"
-		mount -o loop,ro "$W/trim.raw" "$W/mnt" 2>/dev/null &&
+		qemu_fs_judges "$W/trim.qcow2" &&
+			mount -o loop,ro "$W/qfs.raw" "$W/mnt" 2>/dev/null &&
 			{ md5sum <"$W/mnt/keep" >"$W/keep.sum2"; umount "$W/mnt"; }
 		cmp -s "$W/keep.sum" "$W/keep.sum2" || why="${why:-a kept file differs through QEMU}"
 	fi
@@ -291,7 +296,7 @@ else
 	free_loops
 fi
 verdict "fstrim hands deleted files' clusters back to the image file"
-rm -f "$W/trim.qcow2" "$W/trim.raw"
+rm -f "$W/trim.qcow2" "$W/qfs.raw"
 
 # A fixed device that fills up, as an LV would: a dm-linear over a loop
 # stands for it.  Allocating writes fail with ENOSPC and an event fires,
