@@ -49,6 +49,12 @@ struct qcow2_free {
 	u64 len;
 };
 
+/* Device space to discard, gathered into contiguous pieces. */
+struct qw_punch {
+	u64 off;
+	u64 len;
+};
+
 struct qcow2_writer {
 	u64 *rt;		/* the refcount table, CPU order */
 	u32 rt_entries;
@@ -71,6 +77,12 @@ struct qcow2_writer {
 	u64 dirty_limit;	/* commit first when this much is dirty */
 	/* Unallocated clusters read from a layer below, not as zeroes. */
 	bool has_lower;
+	/*
+	 * Owned ranges just marked zero, not yet discarded: before any
+	 * write may fill them again (every one goes through prepare), and
+	 * at commit.
+	 */
+	struct qw_punch zero_punch;
 	struct qcow2_free frees[QCOW2_MAX_PENDING_FREES];
 	u32 nr_frees;
 	u64 commits;
@@ -326,27 +338,20 @@ static int qw_alloc_cluster(struct qcow2_image *q, u64 *off, const char **err)
 	return r;
 }
 
-/* Clusters freed by one release of frees, punched in contiguous pieces. */
-struct qw_punch {
-	u64 off;
-	u64 len;
-};
-
 static void qw_punch_flush(struct qcow2_image *q, struct qw_punch *pu)
 {
 	imgfmt_dev_discard(q->img.dev, pu->off, pu->len);
 	pu->len = 0;
 }
 
-static void qw_punch_add(struct qcow2_image *q, struct qw_punch *pu, u64 idx)
+static void qw_punch_add(struct qcow2_image *q, struct qw_punch *pu, u64 off,
+			 u64 len)
 {
-	u64 off = idx << q->cluster_bits;
-
 	if (pu->len && pu->off + pu->len != off)
 		qw_punch_flush(q, pu);
 	if (!pu->len)
 		pu->off = off;
-	pu->len += q->cluster_size;
+	pu->len += len;
 }
 
 /*
@@ -378,7 +383,8 @@ static int qw_release(struct qcow2_image *q, u64 off, u64 len,
 		if (r)
 			return r;
 		if (rc == 1)
-			qw_punch_add(q, pu, idx);
+			qw_punch_add(q, pu, idx << q->cluster_bits,
+				     q->cluster_size);
 	}
 	return 0;
 }
@@ -548,6 +554,7 @@ int imgfmt_qcow2_commit(struct imgfmt_image *img, const char **err)
 	bool flushed = false;
 	int r;
 
+	qw_punch_flush(q, &q->w->zero_punch);
 	r = qw_commit_refcounts(q, &flushed, err);
 	if (!r)
 		r = qw_commit_tables(q, flushed, err);
@@ -778,14 +785,21 @@ static bool qw_zero_range(struct imgfmt_wplan *p, u64 vstart, u64 vend)
 /*
  * Zeroes over [offset, offset + len), inside one cluster, with no data
  * written: a plan from offset over what reads as zeroes already (no
- * change), or over whole units the entry can mark as zeroes, releasing
- * storage nothing uses any more.  False when only data can do it: part
- * of a unit, or a version 2 image (no zero flag) over a layer below.
+ * change), or over whole units the entry can mark as zeroes.  A cluster
+ * the image owns stays allocated, marked zero (its space is discarded on
+ * the device, p->host): freed clusters are not reused yet, so freeing it
+ * would let an image that is trimmed and rewritten grow without bound.
+ * Compressed or shared storage is released.  False when only data can
+ * do it: part of a unit, or a version 2 image (no zero flag) where the
+ * cluster is owned or a layer lies below.
  */
 static bool qw_plan_zero(struct qcow2_image *q, u64 offset, u64 len,
 			 u64 entry, u64 bitmap, struct imgfmt_wplan *p)
 {
 	u64 cstart = offset & ~((u64)q->cluster_size - 1), run, nb;
+	u64 host = entry & QCOW2_OFFSET_MASK;
+	bool mine = host && (entry & QCOW2_L2E_COPIED) &&
+		    !(entry & QCOW2_L2E_COMPRESSED);
 	u32 sc_bits = q->subcluster_bits;
 	u32 units = 1U << (q->cluster_bits - sc_bits);
 	u32 sc0 = (u32)((offset - cstart) >> sc_bits), sc = sc0;
@@ -801,10 +815,15 @@ static bool qw_plan_zero(struct qcow2_image *q, u64 offset, u64 len,
 	if (!IS_ALIGNED(offset, 1ULL << sc_bits) || sc == sc0)
 		return false;
 	if (!q->extended_l2) {
-		if (q->w->has_lower && q->version < 3)
+		if (q->version < 3 && (q->w->has_lower || mine))
 			return false;
-		qw_old_storage(q, entry, p);
-		p->priv[QW_ENTRY] = q->w->has_lower ? QCOW2_L2E_ZERO : 0;
+		if (mine) {
+			p->host = host;
+			p->priv[QW_ENTRY] = entry | QCOW2_L2E_ZERO;
+		} else {
+			qw_old_storage(q, entry, p);
+			p->priv[QW_ENTRY] = q->w->has_lower ? QCOW2_L2E_ZERO : 0;
+		}
 		return qw_zero_range(p, offset, cstart + q->cluster_size);
 	}
 	if (entry & QCOW2_L2E_COMPRESSED) {
@@ -817,8 +836,10 @@ static bool qw_plan_zero(struct qcow2_image *q, u64 offset, u64 len,
 	}
 	run = GENMASK_ULL(sc - 1, sc0);
 	nb = (bitmap & ~run) | (run << 32);
-	if (!(nb & 0xffffffffULL) && (entry & QCOW2_OFFSET_MASK)) {
-		/* No subcluster holds data any more: the cluster goes. */
+	if (mine) {
+		p->host = host + ((u64)sc0 << sc_bits);
+	} else if (!(nb & 0xffffffffULL) && host) {
+		/* A shared cluster no subcluster reads any more: released. */
 		qw_old_storage(q, entry, p);
 		entry = 0;
 	}
@@ -857,6 +878,8 @@ int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 	u32 idx;
 	int r;
 
+	if (!zeroes)
+		qw_punch_flush(q, &q->w->zero_punch);
 	if (zeroes && qw_zero_without_l2(q, offset, len, p))
 		return 0;
 	len = min(len, cstart + q->cluster_size - offset);
@@ -897,6 +920,14 @@ int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 
 	if (!p->priv[QW_SLICE])
 		return 0;	/* zeroes where the range read zeroes already */
+	/*
+	 * An owned range marked zero keeps its space; what it held is
+	 * discarded before any later write can fill it again.  Were the
+	 * entry's change lost in a crash, the range reads what the discard
+	 * left there (its old data, or zeroes: a loop's hole).
+	 */
+	if (p->zeroed && p->host)
+		qw_punch_add(q, &w->zero_punch, p->host, p->vend - p->vstart);
 	r = imgfmt_mcache_update(q->img.mcache, p->priv[QW_SLICE],
 				 (u32)p->priv[QW_POS], raw,
 				 q->extended_l2 ? 16 : 8, false);
