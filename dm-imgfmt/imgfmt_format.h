@@ -161,6 +161,12 @@ struct imgfmt_wplan {
 	 * request and reads as zeroes once finished; no data is written.
 	 */
 	bool zeroed;
+	/*
+	 * Not with in_place: the device reads zeroes at [host, host +
+	 * (vend - vstart)), so the fill where the range reads zeroes may
+	 * be left out (write only what differs from zeroes).
+	 */
+	bool host_zeroed;
 	u64 priv[6];		/* the format's own */
 };
 

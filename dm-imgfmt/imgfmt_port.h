@@ -59,6 +59,13 @@ struct imgfmt_dev {
 	 * the range reads afterwards is unknown; NULL where unsupported.
 	 */
 	void (*discard)(struct imgfmt_dev *dev, u64 off, u64 len);
+	/*
+	 * Make [off, off + len) read as zeroes without writing the zeroes
+	 * (write-zeroes: a loop device punches the file's hole); off and len
+	 * multiples of write_align.  Durable only after flush.  0, or
+	 * -errno when the device cannot do it cheaply (NULL: never).
+	 */
+	int (*zero)(struct imgfmt_dev *dev, u64 off, u64 len);
 	/* The unit writes cannot split (the logical block size); 0 means 512. */
 	u32 write_align;
 	void *priv;
@@ -99,6 +106,15 @@ static inline void imgfmt_dev_discard(struct imgfmt_dev *dev, u64 off,
 {
 	if (dev->discard && len && imgfmt_dev_has(dev, off, len))
 		dev->discard(dev, off, len);
+}
+
+static inline int imgfmt_dev_zero(struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	if (!dev->zero)
+		return -EOPNOTSUPP;
+	if (!imgfmt_dev_has(dev, off, len))
+		return -EIO;
+	return dev->zero(dev, off, len);
 }
 
 /*

@@ -205,6 +205,19 @@ static void kport_dev_discard(struct imgfmt_dev *dev, u64 off, u64 len)
 				     (end - start) >> SECTOR_SHIFT, GFP_NOIO);
 }
 
+static int kport_dev_zero(struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	struct imgfmt_kdev *kdev = container_of(dev, struct imgfmt_kdev, dev);
+	u32 lbs = bdev_logical_block_size(kdev->bdev);
+
+	if ((off | len) & (lbs - 1))
+		return -EINVAL;
+	/* Never the fallback that writes zero pages: that is not cheap. */
+	return blkdev_issue_zeroout(kdev->bdev, off >> SECTOR_SHIFT,
+				    len >> SECTOR_SHIFT, GFP_NOIO,
+				    BLKDEV_ZERO_NOFALLBACK);
+}
+
 void imgfmt_kdev_init(struct imgfmt_kdev *kdev, struct block_device *bdev)
 {
 	u32 lbs = bdev_logical_block_size(bdev);
@@ -227,6 +240,8 @@ void imgfmt_kdev_make_writable(struct imgfmt_kdev *kdev)
 	kdev->dev.flush = kport_dev_flush;
 	if (bdev_max_discard_sectors(kdev->bdev))
 		kdev->dev.discard = kport_dev_discard;
+	if (bdev_write_zeroes_sectors(kdev->bdev))
+		kdev->dev.zero = kport_dev_zero;
 	kdev->dev.write_align = bdev_logical_block_size(kdev->bdev);
 }
 

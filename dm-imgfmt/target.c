@@ -723,6 +723,23 @@ static int imgfmt_read_virtual(struct imgfmt_target *it, u64 offset, u8 *buf,
 	return 0;
 }
 
+/* Does all of [from, to) of the disk read as zeroes now? */
+static bool imgfmt_reads_zero(struct imgfmt_target *it, u64 from, u64 to)
+{
+	const char *err = NULL;
+	struct imgfmt_run run;
+
+	while (from < to) {
+		/* An error is for imgfmt_read_virtual() to report. */
+		if (imgfmt_target_map(it, from, to - from, 0, &run, &err) ||
+		    (run.kind != IMGFMT_RUN_ZERO &&
+		     run.kind != IMGFMT_RUN_UNALLOCATED))
+			return false;
+		from += min(run.length, to - from);
+	}
+	return true;
+}
+
 static blk_status_t imgfmt_errno_status(int r)
 {
 	switch (r) {
@@ -765,7 +782,7 @@ static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 {
 	struct imgfmt_writer *w = it->w;
 	struct imgfmt_dev *dev = &it->ls.l[0].kdev.dev;
-	u64 size = p->vend - p->vstart;
+	u64 size = p->vend - p->vstart, ws, we;
 	int r;
 
 	if (p->zeroed)
@@ -777,15 +794,21 @@ static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 		return imgfmt_dev_write(dev, p->host + (pos - p->vstart), w->buf,
 					end - pos);
 	}
-	r = imgfmt_read_virtual(it, p->vstart, w->buf, pos - p->vstart);
+	/* Where the new space reads zeroes already, fill of zeroes is not written. */
+	ws = p->host_zeroed && imgfmt_reads_zero(it, p->vstart, pos) ?
+	     pos : p->vstart;
+	we = p->host_zeroed && imgfmt_reads_zero(it, end, p->vend) ?
+	     end : p->vend;
+	r = imgfmt_read_virtual(it, ws, w->buf + (ws - p->vstart), pos - ws);
 	if (!r)
 		r = imgfmt_read_virtual(it, end, w->buf + (end - p->vstart),
-					p->vend - end);
+					we - end);
 	if (r)
 		return r;
 	imgfmt_bio_data(bio, pos - start, w->buf + (pos - p->vstart),
 			end - pos);
-	return imgfmt_dev_write(dev, p->host, w->buf, size);
+	return imgfmt_dev_write(dev, p->host + (ws - p->vstart),
+				w->buf + (ws - p->vstart), we - ws);
 }
 
 /*

@@ -209,6 +209,15 @@ static void uport_dev_punch(struct imgfmt_dev *dev, u64 off, u64 len)
 			FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
 }
 
+static int uport_dev_zero(struct imgfmt_dev *dev, u64 off, u64 len)
+{
+	/* A hole reads as zeroes; on a block device this is write-zeroes. */
+	if (fallocate(uport_dev_fd(dev), FALLOC_FL_PUNCH_HOLE |
+		      FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
+		return -errno;
+	return 0;
+}
+
 int uport_dev_make_writable(struct imgfmt_dev *dev)
 {
 	int fl = fcntl(uport_dev_fd(dev), F_GETFL);
@@ -220,6 +229,7 @@ int uport_dev_make_writable(struct imgfmt_dev *dev)
 	dev->write = uport_dev_pwrite;
 	dev->flush = uport_dev_fdatasync;
 	dev->discard = uport_dev_punch;
+	dev->zero = uport_dev_zero;
 	dev->write_align = 512;
 	return 0;
 }
@@ -251,6 +261,7 @@ void uport_dev_close(struct imgfmt_dev *dev)
 	dev->write = NULL;
 	dev->flush = NULL;
 	dev->discard = NULL;
+	dev->zero = NULL;
 }
 
 int uport_dev_fd(const struct imgfmt_dev *dev)

@@ -31,6 +31,8 @@
 #define QCOW2_MAX_PENDING_FREES	256
 /* Zeroes are written from a buffer of this size. */
 #define QCOW2_ZERO_CHUNK	(64U << 10)
+/* The space past the image's end is made to read as zeroes this much ahead. */
+#define QCOW2_ZERO_AHEAD	(16ULL << 20)
 /* Refcount blocks are cached in slices, like L2 tables. */
 #define QCOW2_RB_SLICE		4096
 
@@ -74,6 +76,15 @@ struct qcow2_writer {
 	u32 order;		/* refcount_order */
 	u32 rb_bits;		/* log2 of refcounts per block */
 	u64 next_free;		/* first byte no cluster has ever used */
+	/*
+	 * [zeroed_from, zeroed_to) of the device read as zeroes except
+	 * where clusters taken since wrote: a new cluster there needs no
+	 * zeroes written.  zeroed_from is next_free at open: past it lies
+	 * what a crash may have left, never to show in a new cluster.
+	 */
+	u64 zeroed_from;
+	u64 zeroed_to;
+	bool cannot_zero;	/* the device has no cheap write-zeroes */
 	u64 dirty_limit;	/* commit first when this much is dirty */
 	/* Unallocated clusters read from a layer below, not as zeroes. */
 	bool has_lower;
@@ -139,6 +150,36 @@ static int qw_bump(struct qcow2_image *q, u32 n, u64 *off, const char **err)
 	return 0;
 }
 
+/*
+ * Does [off, off + len), clusters just taken at the image's end, read as
+ * zeroes?  The device is made to ahead of allocation, a piece at a time,
+ * where it can without writing the zeroes (a loop device punches the
+ * file).  Nothing points at that space yet, and the commit's first flush
+ * makes the zeroes durable before any table points into it.
+ */
+static bool qw_fresh_zero(struct qcow2_image *q, u64 off, u64 len)
+{
+	struct qcow2_writer *w = q->w;
+	u64 end = off + len, to;
+
+	if (off < w->zeroed_from)
+		return false;
+	if (end <= w->zeroed_to)
+		return true;
+	if (w->cannot_zero)
+		return false;
+	to = min(max(end, w->zeroed_to + QCOW2_ZERO_AHEAD), q->img.dev->size);
+	if (to < end || imgfmt_dev_zero(q->img.dev, w->zeroed_to,
+					to - w->zeroed_to)) {
+		/* Zeroes are written instead; nothing else is at stake. */
+		w->cannot_zero = true;
+		return false;
+	}
+	w->zeroed_to = to;
+	return true;
+}
+
+/* Zero n clusters just taken at off, on the device before use. */
 static int qw_zero_clusters(struct qcow2_image *q, u64 off, u32 n,
 			    const char **err)
 {
@@ -146,6 +187,8 @@ static int qw_zero_clusters(struct qcow2_image *q, u64 off, u32 n,
 	u32 chunk;
 	int r;
 
+	if (qw_fresh_zero(q, off, left))
+		return 0;
 	while (left) {
 		chunk = (u32)min_t(u64, left, QCOW2_ZERO_CHUNK);
 		r = imgfmt_dev_write(q->img.dev, off, q->w->zeroes, chunk);
@@ -656,6 +699,7 @@ static int qw_plan_new(struct qcow2_image *q, u64 cstart, u64 entry,
 	r = qw_alloc_cluster(q, &host, err);
 	if (r)
 		return r;
+	p->host_zeroed = qw_fresh_zero(q, host, q->cluster_size);
 	qw_old_storage(q, entry, p);
 	p->priv[QW_ENTRY] = host | QCOW2_L2E_COPIED;
 	if (!q->extended_l2 || (entry & (QCOW2_L2E_COMPRESSED |
@@ -1017,6 +1061,24 @@ static int qw_find_end(struct qcow2_image *q, const char **err)
 			 -EINVAL);
 }
 
+/*
+ * Allocation starts at the image's end and zeroes the space after it: the
+ * tables every write goes through must lie before it (they have refcounts
+ * in any image qemu-img check accepts).
+ */
+static int qw_check_end(struct qcow2_image *q, const struct qcow2_fields *f,
+			const char **err)
+{
+	struct qcow2_writer *w = q->w;
+	u64 l1_end = f->l1_offset + (u64)q->l1_size * 8;
+	u64 rt_end = w->rt_offset + ((u64)w->rt_clusters << q->cluster_bits);
+
+	if (l1_end > w->next_free || rt_end > w->next_free)
+		return qw_refuse(err, "QCOW2 table past the image end: run qemu-img check -r all",
+				 -EUCLEAN);
+	return 0;
+}
+
 /* What a writer cannot take yet, or must not: refused by name. */
 static const char *qw_refusal(struct qcow2_image *q,
 			      const struct imgfmt_open_args *args,
@@ -1105,10 +1167,15 @@ int imgfmt_qcow2_writer_open(struct qcow2_image *q,
 	r = qw_load_rt(q, f, err);
 	if (!r)
 		r = qw_find_end(q, err);
+	if (!r)
+		r = qw_check_end(q, f, err);
 	if (r) {
 		imgfmt_qcow2_writer_close(q);
 		return r;
 	}
+	w->zeroed_from = w->next_free;
+	w->zeroed_to = w->next_free;
+	w->cannot_zero = !args->dev->zero;
 	q->img.writable = true;
 	return 0;
 }

@@ -18,7 +18,8 @@ static bool write_request_ok(struct imgfmt_image *img, u64 offset, u64 len)
 static bool write_plan_ok(const struct imgfmt_wplan *p, u64 offset, u64 len)
 {
 	if (p->vstart > offset || p->vend <= offset || p->vstart % 512 ||
-	    p->vend % 512 || p->host % 512)
+	    p->vend % 512 || p->host % 512 ||
+	    (p->host_zeroed && (p->in_place || p->zeroed)))
 		return false;
 	/* Zeroes change nothing outside the request, and write no data. */
 	return !p->zeroed ||

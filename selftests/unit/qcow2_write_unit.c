@@ -195,7 +195,13 @@ FIXTURE_SETUP(qwrite)
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, uport_dev_open_fd(&self->dev, self->fd));
 	ASSERT_EQ(0, uport_dev_make_writable(&self->dev));
-	/* Room to grow: the writer allocates only inside the device. */
+	/*
+	 * Room to grow: the writer allocates only inside the device.  What
+	 * a crashed writer left past the image's end must never show in a
+	 * new cluster, nor be taken for zeroes: fill the start with it.
+	 */
+	ASSERT_EQ(0, sh("s=$(stat -c %%s %s) && head -c 4194304 /dev/zero | tr '\\0' '\\245' | dd of=%s bs=1M seek=$s oflag=seek_bytes conv=notrunc status=none",
+			self->img, self->img));
 	ASSERT_EQ(0, ftruncate(self->fd, 4 * variant->size + (8 << 20)));
 	self->dev.size = 4 * variant->size + (8 << 20);
 	args.dev = &self->dev;
@@ -216,6 +222,15 @@ FIXTURE_TEARDOWN(qwrite)
 	sh("rm -rf %s", self->dir);
 }
 
+static bool all_zero(const u8 *p, u64 len)
+{
+	while (len && !*p) {
+		p++;
+		len--;
+	}
+	return !len;
+}
+
 /*
  * Write [off, off + len) of data through the write side, as the target;
  * with data NULL, zeroes as a discard or write-zeroes request.
@@ -225,7 +240,7 @@ static int write_through(struct __test_metadata *_metadata,
 			 u64 len)
 {
 	unsigned int flags = data ? 0 : IMGFMT_WRITE_ZEROES;
-	u64 pos = off, end = off + len, piece_end, n;
+	u64 pos = off, end = off + len, piece_end, n, ws, we;
 	struct imgfmt_wplan p;
 	const char *err = "";
 	u8 *buf;
@@ -258,13 +273,18 @@ static int write_through(struct __test_metadata *_metadata,
 			       piece_end - pos);
 		else
 			memset(buf + (pos - p.vstart), 0, piece_end - pos);
-		if (p.in_place)
-			r = pwrite(self->fd, buf + (pos - p.vstart),
-				   piece_end - pos, p.host + (pos - p.vstart)) ==
-			    (ssize_t)(piece_end - pos) ? 0 : -EIO;
-		else
-			r = pwrite(self->fd, buf, p.vend - p.vstart, p.host) ==
-			    (ssize_t)(p.vend - p.vstart) ? 0 : -EIO;
+		/* As the target: fill the space reads as already is left out. */
+		ws = p.vstart;
+		we = p.vend;
+		if (p.in_place || (p.host_zeroed && all_zero(buf, pos - ws)))
+			ws = pos;
+		if (p.in_place || (p.host_zeroed &&
+				   all_zero(buf + (piece_end - p.vstart),
+					    we - piece_end)))
+			we = piece_end;
+		r = pwrite(self->fd, buf + (ws - p.vstart), we - ws,
+			   p.host + (ws - p.vstart)) == (ssize_t)(we - ws) ?
+		    0 : -EIO;
 		free(buf);
 		if (p.in_place) {
 			if (r)
@@ -386,6 +406,7 @@ TEST_F(qwrite, writes_and_zeroes_match_qemu)
 TEST_F(qwrite, zeroes_return_space)
 {
 	const char *err = "";
+	struct imgfmt_wstats ws;
 	struct stat st;
 	bool v2 = strstr(variant->create, "compat=0.10");
 
@@ -402,8 +423,11 @@ TEST_F(qwrite, zeroes_return_space)
 	ASSERT_EQ(0, write_through(_metadata, self, 0, NULL, self->size));
 	memset(self->shadow, 0, self->size);
 	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
+	imgfmt_get_wstats(self->im, &ws);
 	imgfmt_close(self->im);
 	self->im = NULL;
+	/* Cut back to the image's end, as detach does. */
+	ASSERT_EQ(0, ftruncate(self->fd, ws.image_end));
 	judge(_metadata, self);
 	if (v2)
 		return;
