@@ -770,6 +770,13 @@ static int qw_check_entry(struct qcow2_image *q, u64 entry, u64 bitmap,
 	return 0;
 }
 
+/* Is the entry a cluster of this image's own (refcount 1), uncompressed? */
+static bool qw_owns(u64 entry)
+{
+	return (entry & QCOW2_OFFSET_MASK) && (entry & QCOW2_L2E_COPIED) &&
+	       !(entry & QCOW2_L2E_COMPRESSED);
+}
+
 static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 		   u64 bitmap, struct imgfmt_wplan *p, const char **err)
 {
@@ -778,8 +785,7 @@ static int qw_plan(struct qcow2_image *q, u64 offset, u64 len, u64 entry,
 	u32 sc_bits = q->subcluster_bits;
 	u32 sc0 = (u32)((offset - cstart) >> sc_bits);
 	u32 sc1 = (u32)((offset + len - 1 - cstart) >> sc_bits);
-	bool mine = host && (entry & QCOW2_L2E_COPIED) &&
-		    !(entry & QCOW2_L2E_COMPRESSED);
+	bool mine = qw_owns(entry);
 
 	if (!q->extended_l2) {
 		if (!mine)
@@ -842,8 +848,7 @@ static bool qw_plan_zero(struct qcow2_image *q, u64 offset, u64 len,
 {
 	u64 cstart = offset & ~((u64)q->cluster_size - 1), run, nb;
 	u64 host = entry & QCOW2_OFFSET_MASK;
-	bool mine = host && (entry & QCOW2_L2E_COPIED) &&
-		    !(entry & QCOW2_L2E_COMPRESSED);
+	bool mine = qw_owns(entry);
 	u32 sc_bits = q->subcluster_bits;
 	u32 units = 1U << (q->cluster_bits - sc_bits);
 	u32 sc0 = (u32)((offset - cstart) >> sc_bits), sc = sc0;
