@@ -799,7 +799,7 @@ TEST_F(table, read_write)
 		       "cannot open image device");
 }
 
-TEST_F(table, options)
+TEST_F_TIMEOUT(table, options, 120)
 {
 	static const char *const bad[] = {
 		"1 bogus=1",
