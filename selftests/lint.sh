@@ -19,7 +19,7 @@ while read -r kver _vmlinuz _moddir kdir; do
 	log=$BUILD/lint-$kver.log
 	if "$tree/scripts/compat-probe.sh" "$kdir" "$tree/dm-imgfmt/compat-probes" \
 		"$tree/dm-imgfmt/compat-probed.h" &&
-	   make -C "$kdir" M="$tree" W=1 C=2 CF=-D__CHECK_ENDIAN__ modules >"$log" 2>&1 &&
+	   make -j"$(nproc)" -C "$kdir" M="$tree" W=1 C=2 CF=-D__CHECK_ENDIAN__ modules >"$log" 2>&1 &&
 	   ! grep -E "warning:|error:" "$log" | grep -v "Skipping BTF"; then
 		tap_result ok "lint: W=1 and sparse clean on $kver"
 	else

@@ -213,44 +213,79 @@ decomp_seeds() {
 	rm -f "$dir/text"
 }
 
-# run_target NAME SOURCE.c SEED_FUNCTION "EXTRA CFLAGS" SOURCE...
+# run_target NAME SOURCE.c SEED_FUNCTION "EXTRA CFLAGS" SOURCE...: build,
+# seed and run one target; the outcome goes to $out/NAME.result (read by
+# report_target), the details to $out/NAME.log.
 run_target() {
 	local name=$1 main=$2 seeds=$3 cflags=$4 bin=$out/$1 log=$out/$1.log
+	local res=$out/$1.result
 	shift 4
+	rm -f "$res"
 	# shellcheck disable=SC2086 # cflags holds several words
 	if ! "$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -D_GNU_SOURCE $cflags \
 		-I"$TOP/dm-imgfmt" -I"$TOP/userspace/include" -I"$TOP/userspace" \
 		-o "$bin" "$TOP/selftests/fuzz/$main" "$@" \
 		>"$log" 2>&1; then
-		sed 's/^/# /' "$log" | tail -20
-		tap_result fail "fuzz: $name builds"
+		echo build >"$res"
 		return
 	fi
-	"$seeds" "$out/$name-seeds"
+	"$seeds" "$out/$name-seeds" >>"$log" 2>&1
 	mkdir -p "$out/$name-corpus"
 	if "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 \
 		-max_len=1048576 -print_final_stats=1 \
 		"$out/$name-corpus" "$out/$name-seeds" >>"$log" 2>&1; then
-		tap_result ok "fuzz: $name ran ${seconds}s with no crash ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?') runs)"
+		echo "ok $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')" >"$res"
 	else
-		grep -E "ERROR|SUMMARY|runtime error" "$log" | head -20 | sed 's/^/# /'
-		tap_result fail "fuzz: $name found a crash (see $log)"
+		echo crash >"$res"
 	fi
+}
+
+report_target() {	# report_target NAME
+	local name=$1 log=$out/$1.log r=missing runs=''
+	[ -s "$out/$name.result" ] && read -r r runs <"$out/$name.result"
+	case $r in
+	ok) tap_result ok "fuzz: $name ran ${seconds}s with no crash ($runs runs)" ;;
+	build)
+		sed 's/^/# /' "$log" | tail -20
+		tap_result fail "fuzz: $name builds" ;;
+	crash)
+		grep -E "ERROR|SUMMARY|runtime error" "$log" | head -20 | sed 's/^/# /'
+		tap_result fail "fuzz: $name found a crash (see $log)" ;;
+	*)
+		tail -5 "$log" | sed 's/^/# /'
+		tap_result fail "fuzz: $name did not finish (see $log)" ;;
+	esac
+}
+
+# The targets run FUZZ_JOBS at a time (default: one per CPU), each for
+# its whole FUZZ_SECONDS on a CPU of its own; the results come in order.
+jobs=${FUZZ_JOBS:-$(nproc)}
+targets=()
+start_target() {	# start_target NAME ARGS...: as run_target
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+		wait -n || true
+	done
+	targets+=("$1")
+	run_target "$@" &
 }
 
 # Every format by detection, then each format pinned, so that each one
 # gets the fuzzer's whole attention for a while.
-run_target fuzz_image fuzz_image.c make_seeds "-lz -lzstd" "${shared[@]}"
+start_target fuzz_image fuzz_image.c make_seeds "-lz -lzstd" "${shared[@]}"
 for fmt in qcow2 qcow vmdk vmdk-sesparse cow; do
-	run_target "fuzz_image_$fmt" fuzz_image.c make_seeds \
+	start_target "fuzz_image_$fmt" fuzz_image.c make_seeds \
 		"-DFUZZ_FORMAT=\"$fmt\" -lz -lzstd" "${shared[@]}"
 done
-run_target fuzz_chain fuzz_chain.c chain_seeds "-lz -lzstd" "${shared[@]}"
-run_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
+start_target fuzz_chain fuzz_chain.c chain_seeds "-lz -lzstd" "${shared[@]}"
+start_target fuzz_vmdk_desc fuzz_vmdk_desc.c desc_seeds "" \
 	"$TOP/userspace/vmdk_desc.c" "$TOP/dm-imgfmt/formats/vmdk_keys.c" \
 	"$TOP/dm-imgfmt/escape.c"
-run_target fuzz_decomp fuzz_decomp.c decomp_seeds "-lz -lzstd" \
+start_target fuzz_decomp fuzz_decomp.c decomp_seeds "-lz -lzstd" \
 	"$TOP/userspace/udecomp.c"
+wait
+for t in "${targets[@]}"; do
+	report_target "$t"
+done
 [ $summary -eq 1 ] && tap_summary
 [ "$TAP_FAIL" -eq 0 ]

@@ -22,11 +22,12 @@
 #           writing every 8th sector, all at once into unallocated
 #           clusters: verified like the region above.
 #
-# When every writer is done, fio --verify_only checks regions 2 and 3 on
-# the device and, after the table is removed and the file cut back to the
-# image's end (status field 16), on `qemu-img convert -O raw`'s output;
-# qemu-img check must find no error and no leak.  All the cases run at
-# once (one device each, its fio jobs in the background), so that their
+# When a case's writers are done, its whole device is read once; after
+# the table is removed and the file cut back to the image's end (status
+# field 16), `qemu-img convert -O raw`'s output must hold the same bytes,
+# and fio --verify_only checks regions 2 and 3 there; qemu-img check must
+# find no error and no leak.  All the cases run at once (one device each,
+# its fio jobs and then its judgement in the background), so that their
 # writers also run side by side; the status fields must show mode rw, no
 # I/O error, commits made (many for the small cache) and the cache's peak
 # within its bound.
@@ -200,6 +201,7 @@ qemu-img convert -f raw -O qcow2 -o cluster_size=32k "$W/backing.raw" \
 	"$W/backing.qcow2" || bail "qemu-img convert of the backing file"
 reference zero
 reference backing
+echo "# references: $(cat "$W/ref-zero.times" "$W/ref-backing.times" | tr '\n' ' ')"
 
 # setup NAME CLUSTER CREATE-OPTS [TABLE-OPTS [BACKING-FORMAT [MIN-COMMITS]]]:
 # the image, its job file and the device fio_NAME over a read-write loop
@@ -236,26 +238,29 @@ setup()
 		fail "$name" "table load: $(dmesg | tail -n 2 | tr '\n' ' ')"
 }
 
-# writers NAME: every fio write on fio_NAME, then verify_only (run in the
-# background, every case at once).
+# writers NAME: every fio write on fio_NAME.
 writers()
 {
 	[ -s "$W/$1.why" ] && return
 	d=/dev/mapper/fio_$1
 	run_fio "$1" "same" "$W/same.fio" "$d" &&
-		run_fio "$1" "verify" "$W/$1.verify.fio" "$d" &&
-		run_fio "$1" "verify_only on the device" "$W/$1.verify.fio" "$d" --verify_only
+		run_fio "$1" "verify" "$W/$1.verify.fio" "$d"
 }
 
-# finish NAME: status fields, removal, QEMU's judgement, the verdict.
-finish()
+# judge NAME: status fields, the device's bytes, removal, QEMU's
+# judgement; the commits and the status go to $W/NAME.stat for verdict.
+judge()
 {
 	name=$1 dev=fio_$1 img=$W/$1.qcow2
 	read -r mincommits t0 kind <"$W/$name.conf"
 	kind=${kind:-zero}
 	cstat=""
 	c=0
+	devsum=""
 	if dmsetup status "$dev" >/dev/null 2>&1; then
+		# What the device reads when every writer is done, to be
+		# what QEMU reads of the image (all of it, bytes).
+		devsum=$(dd if="/dev/mapper/$dev" bs=1M iflag=direct 2>/dev/null | md5_of)
 		c=$(status_field "$dev" 17)
 		cstat="cache used/limit $(status_field "$dev" 4), misses $(status_field "$dev" 6), peak $(status_field "$dev" 8)"
 		m=$(status_field "$dev" 14)
@@ -292,15 +297,27 @@ finish()
 		! cmp -s -n $((6 * 1048576)) "$dump" "$W/ref.$kind"; then
 		fail "$name" "QEMU's reading differs from dm-linear's: $(cmp -n $((6 * 1048576)) "$dump" "$W/ref.$kind" | head -n 1)"
 	fi
+	if [ ! -s "$W/$name.why" ]; then
+		qsum=$(md5_of <"$dump")
+		[ "$qsum" = "$devsum" ] ||
+			fail "$name" "QEMU reads the image as md5 $qsum, the device read $devsum"
+	fi
 	[ -s "$W/$name.why" ] ||
 		run_fio "$name" "verify_only on QEMU's reading" "$W/$name.verify.fio" "$dump" --verify_only
-	if [ -s "$W/$name.why" ]; then
-		not_ok "$name" "$(cat "$W/$name.why")" "$cstat"
-	else
-		ok "$name ($c commits, $(($(date +%s) - t0)) s)"
-		echo "# $name: fio: $(tr '\n' ' ' <"$W/$name.times")$cstat"
-	fi
+	echo "$c $(($(date +%s) - t0)) $cstat" >"$W/$name.stat"
 	rm -f "$img" "$dump"
+}
+
+# verdict NAME: the case's TAP line.
+verdict()
+{
+	read -r c t cstat <"$W/$1.stat" || c="?" t="?" cstat=""
+	if [ -s "$W/$1.why" ]; then
+		not_ok "$1" "$(cat "$W/$1.why")" "$cstat"
+	else
+		ok "$1 ($c commits, $t s)"
+		echo "# $1: fio: $(tr '\n' ' ' <"$W/$1.times")$cstat"
+	fi
 }
 
 setup clusters_64k 65536 cluster_size=64k
@@ -313,14 +330,15 @@ setup over_raw 65536 cluster_size=64k "" raw
 # reach half of it and are committed, and evicted, again and again.
 setup cache_64k 1024 cluster_size=1k cache_size=65536 "" 5
 
-# Every case's writers at once: the devices' writers run side by side.
+# Every case at once: the devices' writers run side by side, and a case
+# done writing is judged while the others still write.
 pids=""
 for k in $CASES; do
-	writers "$k" &
+	{ writers "$k"; judge "$k"; } &
 	pids="$pids $!"
 done
 for p in $pids; do wait "$p"; done
-for k in $CASES; do finish "$k"; done
+for k in $CASES; do verdict "$k"; done
 
 rm -rf "$W"
 why=""
