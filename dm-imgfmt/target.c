@@ -16,6 +16,10 @@
  * whole (the bio's data over the range's current contents) and finishes
  * it, then commits once for all the flushes waiting.  One thread owns the
  * format's write side, so allocations never see each other half done.
+ * A write whose data is all that its plan writes (a whole new cluster, or
+ * new space that reads zeroes around the data) is not copied: the bio
+ * itself goes down, remapped, and its plan finishes when it completes;
+ * until then every bio touching its clusters waits in the writer.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -121,9 +125,27 @@ struct imgfmt_writer {
 	spinlock_t lock;	/* guards the lists, flags and wst */
 	struct bio_list bios;		/* writes map() could not remap */
 	struct bio_list flushes;	/* completed when the next commit is */
+	/* The writer's own: writes sent down whole, and what waits on them. */
+	struct list_head inflight;	/* of struct imgfmt_wio */
+	struct bio_list held;		/* bios on clusters in flight */
+	u32 lock_size;			/* what one in flight holds: a cluster */
+	/* Writes sent down whole that completed; taken in interrupts too. */
+	spinlock_t done_lock;
+	struct bio_list done;
 	bool commit_wanted;
+	/*
+	 * Writes the writer completed, and how many of them the last commit
+	 * covered: when equal, a flush needs nothing of the writer.
+	 */
+	u64 acked;
+	u64 committed;
 	bool stopped;		/* suspended: no timed commits */
 	bool failed;
+	/*
+	 * A flush sent straight down failed (set in interrupt context):
+	 * failed from now on, which the worker makes so and tells.
+	 */
+	bool flush_failed;
 	/* A write found the device full; an event told, once until resume. */
 	bool full;
 	struct imgfmt_wstats wst;	/* as of the writer's last pass */
@@ -136,6 +158,20 @@ struct imgfmt_writer {
 	/* In imgfmt_writers while it holds its image device. */
 	struct list_head node;
 	dev_t devt;
+};
+
+/*
+ * The per-bio data of a write sent down whole into new space: its plan
+ * finishes when it completes.
+ */
+struct imgfmt_wio {
+	struct imgfmt_writer *w;
+	bio_end_io_t *end_io;		/* the bio's own, back before bio_endio */
+	void *private;
+	struct imgfmt_wplan plan;
+	u64 lock_start;			/* virtual [start, end): whole clusters */
+	u64 lock_end;
+	struct list_head node;		/* in the writer's inflight */
 };
 
 /*
@@ -811,10 +847,100 @@ static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 				w->buf + (ws - p->vstart), we - ws);
 }
 
+/* Fail a write: how depends on what failed (see imgfmt_write_bio()). */
+static void imgfmt_write_failed(struct imgfmt_target *it, int r, bool data_io,
+				u64 pos, const char *err)
+{
+	/* Corruption, a full device or bad data I/O fail this write only. */
+	if (!data_io && r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
+	    r != -EINVAL)
+		imgfmt_writer_fail(it, err);
+	if (r == -ENOSPC)
+		imgfmt_writer_full(it);
+	atomic64_inc(&it->io_errors);
+	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
+		    dm_device_name(dm_table_get_md(it->ti->table)), pos, err);
+}
+
+static void imgfmt_direct_endio(struct bio *bio)
+{
+	struct imgfmt_wio *io = bio->bi_private;
+	struct imgfmt_writer *w = io->w;
+	unsigned long flags;
+
+	bio->bi_end_io = io->end_io;
+	bio->bi_private = io->private;
+	spin_lock_irqsave(&w->done_lock, flags);
+	bio_list_add(&w->done, bio);
+	spin_unlock_irqrestore(&w->done_lock, flags);
+	queue_work(imgfmt_wq, &w->work);
+}
+
 /*
- * One write bio, synchronously, plan by plan.  A discard or write-zeroes
- * becomes zero flags where the format has them, zeroes written where not:
- * afterwards its range reads as zeroes, over a layer below too.
+ * Send bio, all of [start, end), down as the data of plan p if that is
+ * all p writes: the bio covers p's range, or the rest of p's range reads
+ * zeroes where the new space does too.  Its clusters are held until it
+ * completes and imgfmt_writer_reap() finishes p.
+ */
+static bool imgfmt_write_direct(struct imgfmt_target *it, struct bio *bio,
+				u64 start, u64 end,
+				const struct imgfmt_wplan *p)
+{
+	const struct imgfmt_layer *top = &it->ls.l[0];
+	struct imgfmt_writer *w = it->w;
+	u64 dev_offset = p->host + (start - p->vstart);
+	struct imgfmt_wio *io;
+
+	if (bio_op(bio) != REQ_OP_WRITE || p->in_place || p->zeroed ||
+	    end > p->vend || ((dev_offset | (end - start)) & (top->lbs - 1)))
+		return false;
+	if (start != p->vstart &&
+	    !(p->host_zeroed && imgfmt_reads_zero(it, p->vstart, start)))
+		return false;
+	if (end != p->vend &&
+	    !(p->host_zeroed && imgfmt_reads_zero(it, end, p->vend)))
+		return false;
+	io = dm_per_bio_data(bio, sizeof(*io));
+	io->w = w;
+	io->plan = *p;
+	io->lock_start = round_down(p->vstart, w->lock_size);
+	io->lock_end = round_up(p->vend, w->lock_size);
+	list_add_tail(&io->node, &w->inflight);
+	io->end_io = bio->bi_end_io;
+	io->private = bio->bi_private;
+	bio->bi_end_io = imgfmt_direct_endio;
+	bio->bi_private = io;
+	bio_set_dev(bio, top->dev->bdev);
+	bio->bi_iter.bi_sector = dev_offset >> SECTOR_SHIFT;
+	dm_submit_bio_remap(bio, NULL);
+	return true;
+}
+
+/* Does bio touch a cluster whose allocation is in flight? */
+static bool imgfmt_write_held(struct imgfmt_target *it, struct bio *bio)
+{
+	struct imgfmt_writer *w = it->w;
+	u64 start = imgfmt_bio_offset(it, bio);
+	u64 end = start + bio->bi_iter.bi_size;
+	struct imgfmt_wio *io;
+
+	start = round_down(start, w->lock_size);
+	end = round_up(end, w->lock_size);
+	list_for_each_entry(io, &w->inflight, node)
+		if (start < io->lock_end && io->lock_start < end)
+			return true;
+	return false;
+}
+
+/* The write went down whole (imgfmt_write_direct()): not ours to end now. */
+#define IMGFMT_WRITE_SENT	1
+
+/*
+ * One write bio, plan by plan: synchronously, or, when its first plan
+ * writes nothing but its data, sent down whole (IMGFMT_WRITE_SENT).  A
+ * discard or write-zeroes becomes zero flags where the format has them,
+ * zeroes written where not: afterwards its range reads as zeroes, over a
+ * layer below too.
  */
 static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 {
@@ -831,6 +957,8 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 		r = imgfmt_prepare_write(top, pos, end - pos, flags, &p, &err);
 		if (r)
 			goto fail;
+		if (pos == start && imgfmt_write_direct(it, bio, start, end, &p))
+			return IMGFMT_WRITE_SENT;
 		piece_end = min(end, p.vend);
 		r = imgfmt_write_planned(it, bio, start, pos, piece_end, &p);
 		if (r) {
@@ -846,16 +974,70 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 	}
 	return 0;
 fail:
-	/* Corruption, a full device or bad data I/O fail this write only. */
-	if (!data_io && r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
-	    r != -EINVAL)
-		imgfmt_writer_fail(it, err);
-	if (r == -ENOSPC)
-		imgfmt_writer_full(it);
-	atomic64_inc(&it->io_errors);
-	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
-		    dm_device_name(dm_table_get_md(it->ti->table)), pos, err);
+	imgfmt_write_failed(it, r, data_io, pos, err);
 	return r;
+}
+
+/* A write is done: a FUA one is durable only with the metadata finding it. */
+static void imgfmt_write_end(struct imgfmt_target *it, struct bio *bio, int r)
+{
+	struct imgfmt_writer *w = it->w;
+	bool fua = !r && (bio->bi_opf & REQ_FUA);
+
+	bio->bi_status = imgfmt_errno_status(r);
+	spin_lock(&w->lock);
+	if (!r)
+		w->acked++;
+	if (fua)
+		bio_list_add(&w->flushes, bio);
+	spin_unlock(&w->lock);
+	if (!fua)
+		bio_endio(bio);
+}
+
+/*
+ * Finish the plans of writes sent down whole that completed, then let
+ * the bios that waited for them try again.  A failed one leaves its new
+ * cluster a leak.  Returns whether any completed.
+ */
+static bool imgfmt_writer_reap(struct imgfmt_target *it)
+{
+	struct imgfmt_image *top = it->ls.l[0].img;
+	struct imgfmt_writer *w = it->w;
+	const char *err = "write failed";
+	struct imgfmt_wio *io;
+	struct bio_list done;
+	struct bio *bio;
+	int r;
+
+	spin_lock_irq(&w->done_lock);
+	done = w->done;
+	bio_list_init(&w->done);
+	spin_unlock_irq(&w->done_lock);
+	if (bio_list_empty(&done))
+		return false;
+	while ((bio = bio_list_pop(&done))) {
+		io = dm_per_bio_data(bio, sizeof(*io));
+		list_del(&io->node);
+		if (bio->bi_status) {
+			r = blk_status_to_errno(bio->bi_status);
+			imgfmt_write_failed(it, r, true, io->plan.vstart,
+					    "cannot write the data");
+		} else if (READ_ONCE(w->failed)) {
+			r = -EIO;
+		} else {
+			r = imgfmt_finish_write(top, &io->plan, &err);
+			if (r)
+				imgfmt_write_failed(it, r, false,
+						    io->plan.vstart, err);
+		}
+		imgfmt_write_end(it, bio, r);
+	}
+	spin_lock(&w->lock);
+	bio_list_merge_head(&w->bios, &w->held);
+	spin_unlock(&w->lock);
+	bio_list_init(&w->held);
+	return true;
 }
 
 /* Commit, then complete the flushes that waited for it. */
@@ -864,16 +1046,27 @@ static void imgfmt_writer_commit(struct imgfmt_target *it,
 {
 	const char *err = "commit failed";
 	blk_status_t st = BLK_STS_OK;
+	struct imgfmt_wstats wst;
 	struct bio *bio;
+	u64 acked;
 	int r;
 
 	if (READ_ONCE(it->w->failed)) {
 		st = BLK_STS_IOERR;
 	} else {
+		/* Only the writer completes writes: none completes meanwhile. */
+		acked = READ_ONCE(it->w->acked);
 		r = imgfmt_commit(it->ls.l[0].img, &err);
 		if (r) {
 			imgfmt_writer_fail(it, err);
 			st = BLK_STS_IOERR;
+		} else {
+			/* Status shows the commit before its flushes end. */
+			imgfmt_get_wstats(it->ls.l[0].img, &wst);
+			spin_lock(&it->w->lock);
+			it->w->committed = acked;
+			it->w->wst = wst;
+			spin_unlock(&it->w->lock);
 		}
 	}
 	while ((bio = bio_list_pop(flushes))) {
@@ -896,7 +1089,10 @@ static void imgfmt_writer_work(struct work_struct *work)
 	int r;
 
 	noio = memalloc_noio_save();
+	if (READ_ONCE(w->flush_failed))
+		imgfmt_writer_fail(it, "cannot flush the device");
 	for (;;) {
+		imgfmt_writer_reap(it);
 		spin_lock(&w->lock);
 		bio = bio_list_pop(&w->bios);
 		commit = false;
@@ -913,16 +1109,13 @@ static void imgfmt_writer_work(struct work_struct *work)
 			imgfmt_writer_commit(it, &flushes);
 			continue;
 		}
-		r = READ_ONCE(w->failed) ? -EIO : imgfmt_write_bio(it, bio);
-		bio->bi_status = imgfmt_errno_status(r);
-		if (!r && (bio->bi_opf & REQ_FUA)) {
-			/* Durable only with the metadata that finds it. */
-			spin_lock(&w->lock);
-			bio_list_add(&w->flushes, bio);
-			spin_unlock(&w->lock);
+		if (imgfmt_write_held(it, bio)) {
+			bio_list_add(&w->held, bio);
 			continue;
 		}
-		bio_endio(bio);
+		r = READ_ONCE(w->failed) ? -EIO : imgfmt_write_bio(it, bio);
+		if (r != IMGFMT_WRITE_SENT)
+			imgfmt_write_end(it, bio, r);
 	}
 	imgfmt_get_wstats(it->ls.l[0].img, &st);
 	spin_lock(&w->lock);
@@ -942,6 +1135,25 @@ static void imgfmt_writer_timer(struct work_struct *work)
 	w->commit_wanted = true;
 	spin_unlock(&w->lock);
 	queue_work(imgfmt_wq, &w->work);
+}
+
+static bool imgfmt_writer_broken(struct imgfmt_writer *w)
+{
+	return READ_ONCE(w->failed) || READ_ONCE(w->flush_failed);
+}
+
+/*
+ * Has the last commit covered every write the writer completed?  Then a
+ * flush only has the device's caches to flush: it goes straight down.
+ */
+static bool imgfmt_writer_clean(struct imgfmt_writer *w)
+{
+	bool clean;
+
+	spin_lock(&w->lock);
+	clean = w->acked == w->committed && !imgfmt_writer_broken(w);
+	spin_unlock(&w->lock);
+	return clean;
 }
 
 static void imgfmt_writer_queue(struct imgfmt_target *it, struct bio *bio,
@@ -969,9 +1181,13 @@ static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio)
 	u64 offset;
 	int r;
 
-	if (READ_ONCE(it->w->failed))
+	if (imgfmt_writer_broken(it->w))
 		return DM_MAPIO_KILL;
 	if (!size && op_is_flush(bio->bi_opf)) {
+		if (imgfmt_writer_clean(it->w)) {
+			bio_set_dev(bio, top->dev->bdev);
+			return DM_MAPIO_REMAPPED;
+		}
 		imgfmt_writer_queue(it, bio, true);
 		return DM_MAPIO_SUBMITTED;
 	}
@@ -1037,9 +1253,14 @@ static int imgfmt_init_writer(struct imgfmt_target *it, char **error)
 	spin_lock_init(&w->lock);
 	bio_list_init(&w->bios);
 	bio_list_init(&w->flushes);
+	INIT_LIST_HEAD(&w->inflight);
+	bio_list_init(&w->held);
+	spin_lock_init(&w->done_lock);
+	bio_list_init(&w->done);
 	INIT_WORK(&w->work, imgfmt_writer_work);
 	INIT_DELAYED_WORK(&w->timer, imgfmt_writer_timer);
 	w->buf_size = it->ls.l[0].img->info.cluster_size;
+	w->lock_size = w->buf_size;
 	w->buf = kvmalloc(w->buf_size, GFP_KERNEL);
 	if (it->ls.max_comp_cluster)
 		w->dec = imgfmt_decoder_create(it->ls.max_comp_cluster);
@@ -1312,6 +1533,7 @@ static int imgfmt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->num_discard_bios = 1;
 		ti->discards_supported = true;
 		ti->num_write_zeroes_bios = 1;
+		ti->per_io_data_size = sizeof(struct imgfmt_wio);
 	}
 	return 0;
 bad:
@@ -1355,7 +1577,7 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 		if (it->w) {
 			spin_lock(&it->w->lock);
 			wst = it->w->wst;
-			mode = it->w->failed ? "failed" : "rw";
+			mode = imgfmt_writer_broken(it->w) ? "failed" : "rw";
 			spin_unlock(&it->w->lock);
 		}
 		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu %u",
@@ -1381,6 +1603,24 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 		       it->info.virtual_size, it->ls.nr);
 		break;
 	}
+}
+
+/*
+ * A flush that went straight down (imgfmt_writer_clean()) and failed
+ * fails the writer as one it issued would: nothing is acknowledged after
+ * it.  This may run in interrupt context: the worker logs and tells.
+ */
+static int imgfmt_end_io(struct dm_target *ti, struct bio *bio,
+			 blk_status_t *error)
+{
+	struct imgfmt_target *it = ti->private;
+
+	if (it->w && *error && (bio->bi_opf & REQ_PREFLUSH) &&
+	    !bio->bi_iter.bi_size) {
+		WRITE_ONCE(it->w->flush_failed, true);
+		queue_work(imgfmt_wq, &it->w->work);
+	}
+	return DM_ENDIO_DONE;
 }
 
 /* After a suspend the device may change under us: no read-ahead I/O. */
@@ -1446,6 +1686,7 @@ static struct target_type imgfmt_target_type = {
 	.ctr = imgfmt_ctr,
 	.dtr = imgfmt_dtr,
 	.map = imgfmt_dm_map,
+	.end_io = imgfmt_end_io,
 	.postsuspend = imgfmt_postsuspend,
 	.resume = imgfmt_resume,
 	.status = imgfmt_status,
