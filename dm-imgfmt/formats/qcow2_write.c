@@ -84,7 +84,7 @@ struct qcow2_writer {
 	 */
 	u64 zeroed_from;
 	u64 zeroed_to;
-	bool cannot_zero;	/* the device has no cheap write-zeroes */
+	bool cannot_zero;	/* a zero op failed: zeroes are written */
 	u64 dirty_limit;	/* commit first when this much is dirty */
 	/* Unallocated clusters read from a layer below, not as zeroes. */
 	bool has_lower;
@@ -1180,7 +1180,6 @@ int imgfmt_qcow2_writer_open(struct qcow2_image *q,
 	}
 	w->zeroed_from = w->next_free;
 	w->zeroed_to = w->next_free;
-	w->cannot_zero = !args->dev->zero;
 	q->img.writable = true;
 	return 0;
 }
