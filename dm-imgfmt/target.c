@@ -809,16 +809,38 @@ static void imgfmt_bio_data(struct bio *bio, u32 skip, u8 *dst, u32 len)
 }
 
 /*
+ * The part [*ws, *we) of plan p's range that a write of [pos, end) into
+ * it must write: all of it, less the fill where the new space reads
+ * zeroes already and so does the disk (what is written over pos-end is
+ * the bio's data, the rest what the range reads now).
+ */
+static void imgfmt_plan_span(struct imgfmt_target *it,
+			     const struct imgfmt_wplan *p, u64 pos, u64 end,
+			     u64 *ws, u64 *we)
+{
+	if (p->in_place) {
+		*ws = pos;
+		*we = end;
+		return;
+	}
+	*ws = p->host_zeroed && imgfmt_reads_zero(it, p->vstart, pos) ?
+	      pos : p->vstart;
+	*we = p->host_zeroed && imgfmt_reads_zero(it, end, p->vend) ?
+	      end : p->vend;
+}
+
+/*
  * Write [pos, end) of bio (virtual offsets; bio starts at start) by the
- * plan p: its range whole, the bio's data over what the range reads now.
+ * plan p: [ws, we) of its range (imgfmt_plan_span()), the bio's data over
+ * what the range reads now.
  */
 static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 				u64 start, u64 pos, u64 end,
-				const struct imgfmt_wplan *p)
+				const struct imgfmt_wplan *p, u64 ws, u64 we)
 {
 	struct imgfmt_writer *w = it->w;
 	struct imgfmt_dev *dev = &it->ls.l[0].kdev.dev;
-	u64 size = p->vend - p->vstart, ws, we;
+	u64 size = p->vend - p->vstart;
 	int r;
 
 	if (p->zeroed)
@@ -830,11 +852,6 @@ static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 		return imgfmt_dev_write(dev, p->host + (pos - p->vstart), w->buf,
 					end - pos);
 	}
-	/* Where the new space reads zeroes already, fill of zeroes is not written. */
-	ws = p->host_zeroed && imgfmt_reads_zero(it, p->vstart, pos) ?
-	     pos : p->vstart;
-	we = p->host_zeroed && imgfmt_reads_zero(it, end, p->vend) ?
-	     end : p->vend;
 	r = imgfmt_read_virtual(it, ws, w->buf + (ws - p->vstart), pos - ws);
 	if (!r)
 		r = imgfmt_read_virtual(it, end, w->buf + (end - p->vstart),
@@ -878,13 +895,13 @@ static void imgfmt_direct_endio(struct bio *bio)
 
 /*
  * Send bio, all of [start, end), down as the data of plan p if that is
- * all p writes: the bio covers p's range, or the rest of p's range reads
- * zeroes where the new space does too.  Its clusters are held until it
- * completes and imgfmt_writer_reap() finishes p.
+ * all p writes: [ws, we) (imgfmt_plan_span()) is the bio's range.  Its
+ * clusters are held until it completes and imgfmt_writer_reap() finishes
+ * p.
  */
 static bool imgfmt_write_direct(struct imgfmt_target *it, struct bio *bio,
 				u64 start, u64 end,
-				const struct imgfmt_wplan *p)
+				const struct imgfmt_wplan *p, u64 ws, u64 we)
 {
 	const struct imgfmt_layer *top = &it->ls.l[0];
 	struct imgfmt_writer *w = it->w;
@@ -892,13 +909,8 @@ static bool imgfmt_write_direct(struct imgfmt_target *it, struct bio *bio,
 	struct imgfmt_wio *io;
 
 	if (bio_op(bio) != REQ_OP_WRITE || p->in_place || p->zeroed ||
-	    end > p->vend || ((dev_offset | (end - start)) & (top->lbs - 1)))
-		return false;
-	if (start != p->vstart &&
-	    !(p->host_zeroed && imgfmt_reads_zero(it, p->vstart, start)))
-		return false;
-	if (end != p->vend &&
-	    !(p->host_zeroed && imgfmt_reads_zero(it, end, p->vend)))
+	    ws != start || we != end ||
+	    ((dev_offset | (end - start)) & (top->lbs - 1)))
 		return false;
 	io = dm_per_bio_data(bio, sizeof(*io));
 	io->w = w;
@@ -946,7 +958,7 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 {
 	struct imgfmt_image *top = it->ls.l[0].img;
 	u64 start = imgfmt_bio_offset(it, bio), pos = start;
-	u64 end = start + bio->bi_iter.bi_size, piece_end;
+	u64 end = start + bio->bi_iter.bi_size, piece_end, ws = 0, we = 0;
 	unsigned int flags = imgfmt_bio_zeroes(bio) ? IMGFMT_WRITE_ZEROES : 0;
 	const char *err = "write failed";
 	struct imgfmt_wplan p;
@@ -957,10 +969,14 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 		r = imgfmt_prepare_write(top, pos, end - pos, flags, &p, &err);
 		if (r)
 			goto fail;
-		if (pos == start && imgfmt_write_direct(it, bio, start, end, &p))
-			return IMGFMT_WRITE_SENT;
 		piece_end = min(end, p.vend);
-		r = imgfmt_write_planned(it, bio, start, pos, piece_end, &p);
+		if (!p.zeroed)
+			imgfmt_plan_span(it, &p, pos, piece_end, &ws, &we);
+		if (pos == start &&
+		    imgfmt_write_direct(it, bio, start, end, &p, ws, we))
+			return IMGFMT_WRITE_SENT;
+		r = imgfmt_write_planned(it, bio, start, pos, piece_end, &p,
+					 ws, we);
 		if (r) {
 			/* The new cluster, if any, is a leak: harmless. */
 			err = "cannot write the data";
