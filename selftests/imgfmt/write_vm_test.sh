@@ -371,6 +371,7 @@ wait_for()
 	"$@"
 }
 parked() { [ "$(status_field "$DEV" 19)" -ge 1 ] 2>/dev/null; }
+# A dd that never ends is reported, not waited for ("dd_done && wait").
 dd_done() { [ -s "$W/dd.rc" ]; }
 # full_down check|judge: remove it all, cut the file to the image's end;
 # QEMU checks it (and with judge compares it with the shadow).
@@ -436,7 +437,7 @@ if full_up; then
 	dd if="$W/more" of="$W/full.raw" bs=1M seek=8 conv=notrunc 2>/dev/null
 	[ "$(status_field "$DEV" 18):$(status_field "$DEV" 19)" = ok:0 ] ||
 		why="${why:-status $(status_field "$DEV" 18) $(status_field "$DEV" 19), not ok 0}"
-	wait
+	dd_done && wait
 	full_down judge
 fi
 verdict "full device: a write waits, overwrites and flushes go on, it completes after noflush suspend, growth, resume"
@@ -455,7 +456,7 @@ if full_up; then
 	wait_for 30 dd_done
 	[ "$(cat "$W/dd.rc" 2>/dev/null)" = 0 ] || why="${why:-the waiting write failed: $(cat "$W/dd.err" 2>/dev/null)}"
 	dd if="$W/more" of="$W/full.raw" bs=1M seek=8 conv=notrunc 2>/dev/null
-	wait
+	dd_done && wait
 	full_down judge
 fi
 verdict "full device: grown, then a plain suspend completes the waiting write"
@@ -488,12 +489,12 @@ if full_up; then
 	wait_for 10 dd_done || why="${why:-the waiting write did not end at suspend}"
 	grep -q "No space left" "$W/dd.err" || why="${why:-not ENOSPC at suspend: $(cat "$W/dd.err")}"
 	dmsetup resume "$DEV" || why="${why:-resume failed}"
-	wait
+	dd_done && wait
 	put_bg "$W/more" 8
 	wait_for 20 parked || why="${why:-no write parked again}"
 	$TO dmsetup remove --force "$DEV" >/dev/null 2>&1
 	wait_for 10 dd_done || why="${why:-the waiting write did not end at removal}"
-	wait
+	dd_done && wait
 	dmsetup info "$DEV" >/dev/null 2>&1 && { $TO dmsetup remove "$DEV" || why="${why:-removal failed}"; }
 	dmsetup remove imgfmt_lv
 	losetup -d "$FL"
