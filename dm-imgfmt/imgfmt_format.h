@@ -238,7 +238,8 @@ struct imgfmt_format_ops {
 	 * with a flush that makes every write finished before it durable.
 	 * Each returns 0 or -errno with *err naming the problem: -EUCLEAN
 	 * for corruption met (nothing changed; fail that write only),
-	 * -ENOSPC when the device is full, others from the device.
+	 * -ENOSPC when the device is full (with *err imgfmt_err_no_room:
+	 * a larger device cures it), others from the device.
 	 */
 	int (*prepare_write)(struct imgfmt_image *img, u64 offset, u64 len,
 			     unsigned int flags, struct imgfmt_wplan *p,
@@ -276,6 +277,11 @@ int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 int imgfmt_finish_write(struct imgfmt_image *img,
 			const struct imgfmt_wplan *p, const char **err);
 int imgfmt_commit(struct imgfmt_image *img, const char **err);
+/*
+ * *err of the -ENOSPC a write gets when the image has reached the end of
+ * its device: not an error the device gave, so growing the device cures it.
+ */
+extern const char *const imgfmt_err_no_room;
 /* Zeroes for an image that is not writable. */
 void imgfmt_get_wstats(struct imgfmt_image *img, struct imgfmt_wstats *st);
 

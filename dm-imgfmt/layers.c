@@ -12,8 +12,11 @@
 
 #define DM_MSG_PREFIX "imgfmt"
 
-/* Options one layer may have: format, cache_size, snapshot, data_dev. */
-#define IMGFMT_MAX_OPTS		4
+/*
+ * Options one layer may have: format, cache_size, snapshot, data_dev,
+ * low_water, error_if_no_space.
+ */
+#define IMGFMT_MAX_OPTS		6
 #define IMGFMT_FORMAT_NAME_MAX	16
 
 /* Does opt start with name (which ends in '=')?  Then its value. */
@@ -56,6 +59,21 @@ static int opt_cache_size(struct imgfmt_layers *ls, const char *val,
 	}
 	ls->cache_size = bytes;
 	ls->cache_size_set = true;
+	return 0;
+}
+
+static int opt_low_water(struct imgfmt_layers *ls, const char *val,
+			 char **error)
+{
+	if (ls->low_water_set) {
+		*error = "low_water= given twice";
+		return -EINVAL;
+	}
+	if (kstrtoull(val, 0, &ls->low_water)) {
+		*error = "invalid low_water= option (bytes)";
+		return -EINVAL;
+	}
+	ls->low_water_set = true;
 	return 0;
 }
 
@@ -131,6 +149,17 @@ static int layer_parse_opt(struct imgfmt_layers *ls, struct imgfmt_layer *l,
 	val = opt_value(opt, "snapshot=");
 	if (val)
 		return opt_snapshot(l, val, error);
+	val = opt_value(opt, "low_water=");
+	if (val)
+		return opt_low_water(ls, val, error);
+	if (!strcmp(opt, "error_if_no_space")) {
+		if (ls->error_if_no_space) {
+			*error = "error_if_no_space given twice";
+			return -EINVAL;
+		}
+		ls->error_if_no_space = true;
+		return 0;
+	}
 	*error = "unknown option";
 	return -EINVAL;
 }
@@ -397,6 +426,12 @@ int imgfmt_layers_init(struct imgfmt_layers *ls, struct dm_target *ti,
 	kvfree(paths);
 	if (r)
 		return r;
+	/* They are about writes: on a read-only table they would be ignored. */
+	if (!ls->writable && (ls->low_water_set || ls->error_if_no_space)) {
+		*error = ls->low_water_set ? "low_water= needs a read-write table" :
+					     "error_if_no_space needs a read-write table";
+		return -EINVAL;
+	}
 	if (!ls->cache_size_set)
 		ls->cache_size = clamp_t(u64, default_cache,
 					 IMGFMT_MIN_CACHE_BYTES,

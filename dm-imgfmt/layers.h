@@ -7,7 +7,8 @@
  * Table: <image_dev> [<#opts> <opt>...] [<#lower> <layer>...]
  *   layer: <dev> <#lopts> [<lopt>...], top-down (the top's backing first)
  *   opts (the top layer, and the device): format=NAME cache_size=BYTES
- *     snapshot=ID|NAME data_dev=DEV
+ *     snapshot=ID|NAME data_dev=DEV low_water=BYTES error_if_no_space
+ *     (the last two for a read-write table only)
  *   lopts (a lower layer): format=NAME data_dev=DEV
  */
 #ifndef IMGFMT_LAYERS_H
@@ -54,6 +55,11 @@ struct imgfmt_layers {
 	struct imgfmt_mgroup *cgroup;
 	u64 cache_size;
 	bool cache_size_set;
+	/* An event when the device's free space falls below it. */
+	u64 low_water;
+	bool low_water_set;
+	/* A write that finds the device full fails at once, no wait. */
+	bool error_if_no_space;
 	u32 max_lbs;			/* of every device */
 	u32 max_comp_cluster;		/* 0: nothing compressed */
 };

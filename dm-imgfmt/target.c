@@ -70,6 +70,15 @@ module_param(decompress_lanes, uint, 0644);
 MODULE_PARM_DESC(decompress_lanes,
 		 "Lanes (workers that read tables and decompress) per device, at table load (0: one per online CPU; at most 8)");
 
+/*
+ * dm-thin's default, and its meaning of 0: a write that finds the image
+ * device full waits this long for it to grow; 0 waits until a suspend.
+ */
+static unsigned int no_space_timeout = 60;
+module_param(no_space_timeout, uint, 0644);
+MODULE_PARM_DESC(no_space_timeout,
+		 "Seconds a write that finds the image device full waits for it to grow before it fails with ENOSPC (0: no limit; a suspend still ends the wait)");
+
 static unsigned int lane_readahead = 2;
 module_param(lane_readahead, uint, 0644);
 MODULE_PARM_DESC(lane_readahead,
@@ -115,14 +124,36 @@ struct imgfmt_target {
 };
 
 /*
- * The writer of a read-write table.  Failed: a metadata write or flush
- * failed, so what the device holds is not known to match memory; from
- * then on writes and flushes fail and reads go on (dm-thin's and
- * dm-clone's read-only mode).
+ * What a writer tells once, each with a log line and a dm event when it
+ * begins (imgfmt_writer_raise), in imgfmt_writer.raised:
+ * FAILED: a metadata write or flush failed, so what the device holds is
+ *	not known to match memory; from then on writes and flushes fail and
+ *	reads go on (dm-thin's and dm-clone's read-only mode).  For good.
+ * FULL: a write that allocates found the device full: it waits (parked)
+ *	for the device to grow, or fails with error_if_no_space.  Until
+ *	resume.
+ * NOSPC: the wait timed out: writes that find no room fail at once.
+ *	Until resume.
+ * LOW: the device's free space is below low_water.  Until it is not.
  */
+enum {
+	IMGFMT_W_FAILED,
+	IMGFMT_W_FULL,
+	IMGFMT_W_NOSPC,
+	IMGFMT_W_LOW,
+};
+
+/* How the device is being suspended (from presuspend to resume). */
+enum imgfmt_suspending {
+	IMGFMT_RUNNING,
+	IMGFMT_SUSPENDING,		/* writes must end: they fail */
+	IMGFMT_SUSPENDING_NOFLUSH,	/* dm core may hold them: requeued */
+};
+
+/* The writer of a read-write table. */
 struct imgfmt_writer {
 	struct imgfmt_target *it;
-	spinlock_t lock;	/* guards the lists, flags and wst */
+	spinlock_t lock;	/* guards the lists, the flags below and wst */
 	struct bio_list bios;		/* writes map() could not remap */
 	struct bio_list flushes;	/* completed when the next commit is */
 	/* The writer's own: writes sent down whole, and what waits on them. */
@@ -132,6 +163,12 @@ struct imgfmt_writer {
 	/* Writes sent down whole that completed; taken in interrupts too. */
 	spinlock_t done_lock;
 	struct bio_list done;
+	/*
+	 * Writes that found the device full, from where they stopped: not
+	 * completed, so no flush waits for them, and they hold up nothing.
+	 */
+	struct bio_list parked;
+	unsigned int nr_parked;
 	bool commit_wanted;
 	/*
 	 * Writes the writer completed, and how many of them the last commit
@@ -140,18 +177,21 @@ struct imgfmt_writer {
 	u64 acked;
 	u64 committed;
 	bool stopped;		/* suspended: no timed commits */
-	bool failed;
 	/*
 	 * A flush sent straight down failed (set in interrupt context):
 	 * failed from now on, which the worker makes so and tells.
 	 */
 	bool flush_failed;
-	/* A write found the device full; an event told, once until resume. */
-	bool full;
+	enum imgfmt_suspending suspending;
+	/* Look at the device's size before the next write (presuspend). */
+	bool recheck_size;
+	unsigned long raised;	/* IMGFMT_W_*, atomic bits */
 	struct imgfmt_wstats wst;	/* as of the writer's last pass */
 	struct work_struct work;
 	/* Commits what writes left dirty, about a second later. */
 	struct delayed_work timer;
+	/* Ends the wait of the parked writes: no_space_timeout. */
+	struct delayed_work no_space_timer;
 	u8 *buf;		/* one cluster: a planned range is built here */
 	u32 buf_size;
 	struct imgfmt_decoder *dec;	/* for fills from compressed clusters */
@@ -633,46 +673,44 @@ static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio);
 
 /* The writer: see the head of this file. */
 
-static void imgfmt_writer_fail(struct imgfmt_target *it, const char *what)
+static bool imgfmt_writer_failed(struct imgfmt_writer *w)
 {
-	struct imgfmt_writer *w = it->w;
-	bool was;
-
-	spin_lock(&w->lock);
-	was = w->failed;
-	w->failed = true;
-	spin_unlock(&w->lock);
-	if (was)
-		return;
-	DMERR("%s: metadata I/O failed (%s): the device is read-only now",
-	      dm_device_name(dm_table_get_md(it->ti->table)), what);
-	dm_table_event(it->ti->table);
+	return test_bit(IMGFMT_W_FAILED, &w->raised);
 }
 
 /*
- * The image has filled its device: overwrites go on, allocating writes
- * fail with ENOSPC until the device grows (a resume picks that up).
+ * Set state bit (IMGFMT_W_*) of the writer; the first time, log what
+ * (and detail, if any) and raise a dm event.  True that time.
  */
-static void imgfmt_writer_full(struct imgfmt_target *it)
+static bool imgfmt_writer_raise(struct imgfmt_target *it, unsigned int bit,
+				const char *what, const char *detail)
 {
-	struct imgfmt_writer *w = it->w;
-	bool was;
+	const char *name = dm_device_name(dm_table_get_md(it->ti->table));
 
-	spin_lock(&w->lock);
-	was = w->full;
-	w->full = true;
-	spin_unlock(&w->lock);
-	if (was)
-		return;
-	DMWARN("%s: the image device is full: writes that allocate fail until it grows",
-	       dm_device_name(dm_table_get_md(it->ti->table)));
+	if (test_and_set_bit(bit, &it->w->raised))
+		return false;
+	if (bit == IMGFMT_W_FAILED)
+		DMERR("%s: %s (%s)", name, what, detail);
+	else if (bit == IMGFMT_W_LOW)
+		DMINFO("%s: %s", name, what);
+	else
+		DMWARN("%s: %s", name, what);
 	dm_table_event(it->ti->table);
+	return true;
+}
+
+static void imgfmt_writer_fail(struct imgfmt_target *it, const char *what)
+{
+	imgfmt_writer_raise(it, IMGFMT_W_FAILED,
+			    "metadata I/O failed: the device is read-only now",
+			    what);
 }
 
 /*
  * At resume the top's device may have grown (lvextend, or a loop's
  * capacity set anew): allocate into the new space, with no reload.  The
- * writer is quiesced, so nothing allocates meanwhile.  Never shrinks.
+ * writer is quiesced, or it is the caller (presuspend's look), so nothing
+ * allocates meanwhile.  Never shrinks.
  */
 static void imgfmt_writer_regrow(struct imgfmt_target *it)
 {
@@ -688,6 +726,111 @@ static void imgfmt_writer_regrow(struct imgfmt_target *it)
 static void imgfmt_writer_kick(struct imgfmt_target *it)
 {
 	queue_work(imgfmt_wq, &it->w->work);
+}
+
+/*
+ * Tell once when the device's free space (past the image's end) falls
+ * below low_water; again after it rose to it or above (the device grew).
+ */
+static void imgfmt_writer_low_water(struct imgfmt_target *it, u64 image_end)
+{
+	u64 size = READ_ONCE(it->ls.l[0].kdev.dev.size);
+	u64 room = size > image_end ? size - image_end : 0;
+
+	if (!it->ls.low_water_set)
+		return;
+	if (room >= it->ls.low_water)
+		clear_bit(IMGFMT_W_LOW, &it->w->raised);
+	else
+		imgfmt_writer_raise(it, IMGFMT_W_LOW,
+				    "free space on the image device is below low_water",
+				    NULL);
+}
+
+/* Count and log a write that fails. */
+static void imgfmt_write_error(struct imgfmt_target *it, u64 offset,
+			       const char *err)
+{
+	atomic64_inc(&it->io_errors);
+	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
+		    dm_device_name(dm_table_get_md(it->ti->table)), offset, err);
+}
+
+/* The warning when the device is full, without and with error_if_no_space. */
+static const char *const imgfmt_full_says[] = {
+	"the image device is full: writes that allocate wait for it to grow and the device to be resumed",
+	"the image device is full: writes that allocate fail with ENOSPC until it grows and the device is resumed",
+};
+
+/*
+ * A write found no room for a new cluster.  While the device runs it
+ * waits, parked, for the device to grow (up to no_space_timeout); with
+ * error_if_no_space, after the wait timed out, and in a suspend that
+ * must see every write end, it fails with ENOSPC; in a noflush suspend it
+ * goes back to dm core, which sends it again after the resume.
+ */
+static void imgfmt_writer_no_room(struct imgfmt_target *it, struct bio *bio)
+{
+	unsigned long secs = READ_ONCE(no_space_timeout);
+	struct imgfmt_writer *w = it->w;
+	blk_status_t st = BLK_STS_NOSPC;
+	u64 offset = imgfmt_bio_offset(it, bio);
+
+	spin_lock(&w->lock);
+	if (w->suspending == IMGFMT_SUSPENDING_NOFLUSH) {
+		st = BLK_STS_DM_REQUEUE;
+	} else if (w->suspending == IMGFMT_RUNNING &&
+		   !it->ls.error_if_no_space &&
+		   !test_bit(IMGFMT_W_NOSPC, &w->raised)) {
+		if (bio_list_empty(&w->parked) && secs)
+			queue_delayed_work(imgfmt_wq, &w->no_space_timer,
+					   secs * HZ);
+		bio_list_add(&w->parked, bio);
+		w->nr_parked++;
+		bio = NULL;
+	}
+	spin_unlock(&w->lock);
+	imgfmt_writer_raise(it, IMGFMT_W_FULL,
+			    imgfmt_full_says[it->ls.error_if_no_space], NULL);
+	if (!bio)
+		return;
+	if (st == BLK_STS_NOSPC)
+		imgfmt_write_error(it, offset, imgfmt_err_no_room);
+	bio->bi_status = st;
+	bio_endio(bio);
+}
+
+/* The wait is over: the parked writes fail, and so will others, until resume. */
+static void imgfmt_writer_no_space_timeout(struct work_struct *work)
+{
+	struct imgfmt_writer *w = container_of(to_delayed_work(work),
+					       struct imgfmt_writer,
+					       no_space_timer);
+	struct imgfmt_target *it = w->it;
+	struct bio_list bios;
+	struct bio *bio;
+	bool none;
+
+	spin_lock(&w->lock);
+	none = bio_list_empty(&w->parked);
+	spin_unlock(&w->lock);
+	if (none)
+		return;
+	/* Before the parked are taken: no write parks after them. */
+	imgfmt_writer_raise(it, IMGFMT_W_NOSPC,
+			    "the image device is still full: the waiting writes fail with ENOSPC, as will others until it grows and the device is resumed",
+			    NULL);
+	spin_lock(&w->lock);
+	bios = w->parked;
+	bio_list_init(&w->parked);
+	w->nr_parked = 0;
+	spin_unlock(&w->lock);
+	while ((bio = bio_list_pop(&bios))) {
+		imgfmt_write_error(it, imgfmt_bio_offset(it, bio),
+				   imgfmt_err_no_room);
+		bio->bi_status = BLK_STS_NOSPC;
+		bio_endio(bio);
+	}
 }
 
 /* Copy len bytes at byte skip of bio's data to dst. */
@@ -868,15 +1011,11 @@ static int imgfmt_write_planned(struct imgfmt_target *it, struct bio *bio,
 static void imgfmt_write_failed(struct imgfmt_target *it, int r, bool data_io,
 				u64 pos, const char *err)
 {
-	/* Corruption, a full device or bad data I/O fail this write only. */
+	/* Corruption, ENOSPC of the device or bad data I/O fail this write only. */
 	if (!data_io && r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
 	    r != -EINVAL)
 		imgfmt_writer_fail(it, err);
-	if (r == -ENOSPC)
-		imgfmt_writer_full(it);
-	atomic64_inc(&it->io_errors);
-	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
-		    dm_device_name(dm_table_get_md(it->ti->table)), pos, err);
+	imgfmt_write_error(it, pos, err);
 }
 
 static void imgfmt_direct_endio(struct bio *bio)
@@ -946,13 +1085,17 @@ static bool imgfmt_write_held(struct imgfmt_target *it, struct bio *bio)
 
 /* The write went down whole (imgfmt_write_direct()): not ours to end now. */
 #define IMGFMT_WRITE_SENT	1
+/* The device is full: what is left of the bio waits (imgfmt_write_bio()). */
+#define IMGFMT_NO_ROOM		2
 
 /*
  * One write bio, plan by plan: synchronously, or, when its first plan
  * writes nothing but its data, sent down whole (IMGFMT_WRITE_SENT).  A
  * discard or write-zeroes becomes zero flags where the format has them,
  * zeroes written where not: afterwards its range reads as zeroes, over a
- * layer below too.
+ * layer below too.  Returns 0, -errno (logged), IMGFMT_WRITE_SENT or
+ * IMGFMT_NO_ROOM: the device is full, and bio now holds only what is
+ * still to be written (the rest is, in the image).
  */
 static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 {
@@ -990,6 +1133,12 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 	}
 	return 0;
 fail:
+	if (r == -ENOSPC && err == imgfmt_err_no_room && !data_io) {
+		/* Rewriting the part written would do no harm, only work. */
+		if (pos > start)
+			bio_advance(bio, pos - start);
+		return IMGFMT_NO_ROOM;
+	}
 	imgfmt_write_failed(it, r, data_io, pos, err);
 	return r;
 }
@@ -1039,7 +1188,7 @@ static bool imgfmt_writer_reap(struct imgfmt_target *it)
 			r = blk_status_to_errno(bio->bi_status);
 			imgfmt_write_failed(it, r, true, io->plan.vstart,
 					    "cannot write the data");
-		} else if (READ_ONCE(w->failed)) {
+		} else if (imgfmt_writer_failed(w)) {
 			r = -EIO;
 		} else {
 			r = imgfmt_finish_write(top, &io->plan, &err);
@@ -1067,7 +1216,7 @@ static void imgfmt_writer_commit(struct imgfmt_target *it,
 	u64 acked;
 	int r;
 
-	if (READ_ONCE(it->w->failed)) {
+	if (imgfmt_writer_failed(it->w)) {
 		st = BLK_STS_IOERR;
 	} else {
 		/* Only the writer completes writes: none completes meanwhile. */
@@ -1100,8 +1249,8 @@ static void imgfmt_writer_work(struct work_struct *work)
 	struct bio_list flushes;
 	struct imgfmt_wstats st;
 	unsigned int noio;
+	bool commit, recheck;
 	struct bio *bio;
-	bool commit;
 	int r;
 
 	noio = memalloc_noio_save();
@@ -1110,6 +1259,14 @@ static void imgfmt_writer_work(struct work_struct *work)
 	for (;;) {
 		imgfmt_writer_reap(it);
 		spin_lock(&w->lock);
+		/* Failed, the device will never take them: they fail too. */
+		if (imgfmt_writer_failed(w) && !bio_list_empty(&w->parked)) {
+			bio_list_merge_head(&w->bios, &w->parked);
+			bio_list_init(&w->parked);
+			w->nr_parked = 0;
+		}
+		recheck = w->recheck_size;
+		w->recheck_size = false;
 		bio = bio_list_pop(&w->bios);
 		commit = false;
 		if (!bio) {
@@ -1119,6 +1276,8 @@ static void imgfmt_writer_work(struct work_struct *work)
 			w->commit_wanted = false;
 		}
 		spin_unlock(&w->lock);
+		if (recheck)
+			imgfmt_writer_regrow(it);
 		if (!bio && !commit)
 			break;
 		if (commit) {
@@ -1129,16 +1288,19 @@ static void imgfmt_writer_work(struct work_struct *work)
 			bio_list_add(&w->held, bio);
 			continue;
 		}
-		r = READ_ONCE(w->failed) ? -EIO : imgfmt_write_bio(it, bio);
-		if (r != IMGFMT_WRITE_SENT)
+		r = imgfmt_writer_failed(w) ? -EIO : imgfmt_write_bio(it, bio);
+		if (r == IMGFMT_NO_ROOM)
+			imgfmt_writer_no_room(it, bio);
+		else if (r != IMGFMT_WRITE_SENT)
 			imgfmt_write_end(it, bio, r);
 	}
 	imgfmt_get_wstats(it->ls.l[0].img, &st);
 	spin_lock(&w->lock);
 	w->wst = st;
-	if (st.dirty_bytes && !w->stopped && !w->failed)
+	if (st.dirty_bytes && !w->stopped && !imgfmt_writer_failed(w))
 		queue_delayed_work(imgfmt_wq, &w->timer, HZ);
 	spin_unlock(&w->lock);
+	imgfmt_writer_low_water(it, st.image_end);
 	memalloc_noio_restore(noio);
 }
 
@@ -1155,7 +1317,7 @@ static void imgfmt_writer_timer(struct work_struct *work)
 
 static bool imgfmt_writer_broken(struct imgfmt_writer *w)
 {
-	return READ_ONCE(w->failed) || READ_ONCE(w->flush_failed);
+	return imgfmt_writer_failed(w) || READ_ONCE(w->flush_failed);
 }
 
 /*
@@ -1273,8 +1435,10 @@ static int imgfmt_init_writer(struct imgfmt_target *it, char **error)
 	bio_list_init(&w->held);
 	spin_lock_init(&w->done_lock);
 	bio_list_init(&w->done);
+	bio_list_init(&w->parked);
 	INIT_WORK(&w->work, imgfmt_writer_work);
 	INIT_DELAYED_WORK(&w->timer, imgfmt_writer_timer);
+	INIT_DELAYED_WORK(&w->no_space_timer, imgfmt_writer_no_space_timeout);
 	w->buf_size = it->ls.l[0].img->info.cluster_size;
 	w->lock_size = w->buf_size;
 	w->buf = kvmalloc(w->buf_size, GFP_KERNEL);
@@ -1304,12 +1468,13 @@ static void imgfmt_writer_quiesce(struct imgfmt_target *it)
 	w->stopped = true;
 	spin_unlock(&w->lock);
 	cancel_delayed_work_sync(&w->timer);
+	cancel_delayed_work_sync(&w->no_space_timer);
 	flush_work(&w->work);
 	cancel_delayed_work_sync(&w->timer);
 	bio_list_init(&none);
 	/* The device is suspended: no allocation may wait on its I/O. */
 	noio = memalloc_noio_save();
-	if (!READ_ONCE(w->failed))
+	if (!imgfmt_writer_failed(w))
 		imgfmt_writer_commit(it, &none);
 	memalloc_noio_restore(noio);
 	imgfmt_get_wstats(it->ls.l[0].img, &w->wst);
@@ -1318,11 +1483,17 @@ static void imgfmt_writer_quiesce(struct imgfmt_target *it)
 static void imgfmt_exit_writer(struct imgfmt_target *it)
 {
 	struct imgfmt_writer *w = it->w;
+	struct bio *bio;
 
 	if (!w)
 		return;
 	if (w->buf && !list_empty(&w->node))
 		imgfmt_writer_quiesce(it);
+	/* dm suspends a table before it goes (presuspend emptied this). */
+	while ((bio = bio_list_pop(&w->parked))) {
+		bio->bi_status = BLK_STS_NOSPC;
+		bio_endio(bio);
+	}
 	mutex_lock(&imgfmt_writers_lock);
 	list_del_init(&w->node);
 	mutex_unlock(&imgfmt_writers_lock);
@@ -1577,6 +1748,18 @@ static u64 imgfmt_target_decomp_bytes(struct imgfmt_target *it)
 	return bytes;
 }
 
+/* Status field 18: may a write that allocates go on? */
+static const char *imgfmt_writer_space(struct imgfmt_target *it)
+{
+	unsigned long raised = READ_ONCE(it->w->raised);
+
+	if (!(raised & BIT(IMGFMT_W_FULL)))
+		return "ok";
+	if ((raised & BIT(IMGFMT_W_NOSPC)) || it->ls.error_if_no_space)
+		return "full";
+	return "waiting";
+}
+
 static void imgfmt_status(struct dm_target *ti, status_type_t type,
 			  unsigned int status_flags, char *result,
 			  unsigned int maxlen)
@@ -1584,8 +1767,9 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 	struct imgfmt_target *it = ti->private;
 	struct imgfmt_mcache_stats st;
 	struct imgfmt_wstats wst = { 0 };
-	const char *mode = "ro";
-	unsigned int sz = 0;
+	const char *mode = "ro", *space = "-";
+	unsigned int sz = 0, parked = 0;
+	u64 size, room = 0;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
@@ -1594,7 +1778,11 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 			spin_lock(&it->w->lock);
 			wst = it->w->wst;
 			mode = imgfmt_writer_broken(it->w) ? "failed" : "rw";
+			parked = it->w->nr_parked;
 			spin_unlock(&it->w->lock);
+			space = imgfmt_writer_space(it);
+			size = READ_ONCE(it->ls.l[0].kdev.dev.size);
+			room = size > wst.image_end ? size - wst.image_end : 0;
 		}
 		DMEMIT("%s %llu %u %llu/%llu %llu %llu %lld %llu %lld %llu %lld %llu %u",
 		       it->info.format, it->info.virtual_size,
@@ -1606,8 +1794,8 @@ static void imgfmt_status(struct dm_target *ti, status_type_t type,
 		       imgfmt_layers_decompressed(&it->ls),
 		       (long long)atomic64_read(&it->prefetched),
 		       imgfmt_target_decomp_bytes(it), it->ls.nr);
-		DMEMIT(" %s %llu %llu %llu", mode, wst.dirty_bytes,
-		       wst.image_end, wst.commits);
+		DMEMIT(" %s %llu %llu %llu %s %u %llu", mode, wst.dirty_bytes,
+		       wst.image_end, wst.commits, space, parked, room);
 		break;
 	case STATUSTYPE_TABLE:
 		imgfmt_layers_emit(&it->ls, result, maxlen);
@@ -1639,6 +1827,45 @@ static int imgfmt_end_io(struct dm_target *ti, struct bio *bio,
 	return DM_ENDIO_DONE;
 }
 
+/*
+ * A suspend waits for every write: none may wait for the device to grow.
+ * The writer looks at the device's size again and tries the parked writes
+ * once more (a device grown before this suspend takes them now); those
+ * that still find no room fail with ENOSPC, or in a noflush suspend go
+ * back to dm core, which sends them again after the resume (dm-thin's
+ * requeue), by then into a device that may have grown.
+ */
+static void imgfmt_presuspend(struct dm_target *ti)
+{
+	struct imgfmt_target *it = ti->private;
+	struct imgfmt_writer *w = it->w;
+
+	if (!w)
+		return;
+	spin_lock(&w->lock);
+	w->suspending = dm_noflush_suspending(ti) ? IMGFMT_SUSPENDING_NOFLUSH :
+						    IMGFMT_SUSPENDING;
+	w->recheck_size = true;
+	bio_list_merge_head(&w->bios, &w->parked);
+	bio_list_init(&w->parked);
+	w->nr_parked = 0;
+	spin_unlock(&w->lock);
+	cancel_delayed_work_sync(&w->no_space_timer);
+	imgfmt_writer_kick(it);
+	flush_work(&w->work);
+}
+
+static void imgfmt_presuspend_undo(struct dm_target *ti)
+{
+	struct imgfmt_target *it = ti->private;
+
+	if (!it->w)
+		return;
+	spin_lock(&it->w->lock);
+	it->w->suspending = IMGFMT_RUNNING;
+	spin_unlock(&it->w->lock);
+}
+
 /* After a suspend the device may change under us: no read-ahead I/O. */
 static void imgfmt_postsuspend(struct dm_target *ti)
 {
@@ -1660,13 +1887,16 @@ static void imgfmt_resume(struct dm_target *ti)
 	it->ra_expect = 0;
 	it->ra_next = 0;
 	spin_unlock(&it->ra_lock);
-	if (it->w) {
-		imgfmt_writer_regrow(it);
-		spin_lock(&it->w->lock);
-		it->w->stopped = false;
-		it->w->full = false;
-		spin_unlock(&it->w->lock);
-	}
+	if (!it->w)
+		return;
+	imgfmt_writer_regrow(it);
+	clear_bit(IMGFMT_W_FULL, &it->w->raised);
+	clear_bit(IMGFMT_W_NOSPC, &it->w->raised);
+	spin_lock(&it->w->lock);
+	it->w->stopped = false;
+	it->w->suspending = IMGFMT_RUNNING;
+	spin_unlock(&it->w->lock);
+	imgfmt_writer_low_water(it, it->w->wst.image_end);
 }
 
 /*
@@ -1703,6 +1933,8 @@ static struct target_type imgfmt_target_type = {
 	.dtr = imgfmt_dtr,
 	.map = imgfmt_dm_map,
 	.end_io = imgfmt_end_io,
+	.presuspend = imgfmt_presuspend,
+	.presuspend_undo = imgfmt_presuspend_undo,
 	.postsuspend = imgfmt_postsuspend,
 	.resume = imgfmt_resume,
 	.status = imgfmt_status,

@@ -143,8 +143,7 @@ static int qw_bump(struct qcow2_image *q, u32 n, u64 *off, const char **err)
 	if (w->next_free > q->img.dev->size ||
 	    bytes > q->img.dev->size - w->next_free ||
 	    w->next_free + bytes > QCOW2_OFFSET_MASK)
-		return qw_refuse(err, "no space left on the device for a new cluster",
-				 -ENOSPC);
+		return qw_refuse(err, imgfmt_err_no_room, -ENOSPC);
 	*off = w->next_free;
 	w->next_free += bytes;
 	return 0;

@@ -5,6 +5,9 @@
  */
 #include "../imgfmt_format.h"
 
+const char *const imgfmt_err_no_room =
+	"no space left on the device for a new cluster";
+
 static bool write_request_ok(struct imgfmt_image *img, u64 offset, u64 len)
 {
 	u64 end;

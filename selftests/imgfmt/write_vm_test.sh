@@ -298,61 +298,235 @@ fi
 verdict "fstrim hands deleted files' clusters back to the image file"
 rm -f "$W/trim.qcow2" "$W/qfs.raw"
 
-# A fixed device that fills up, as an LV would: a dm-linear over a loop
-# stands for it.  Allocating writes fail with ENOSPC and an event fires,
-# overwrites go on; after the linear device grows and the disk is
-# suspended and resumed, writes allocate into the new space, no reload.
-why=""
+# A fixed device that fills up, as an LV would: a dm-linear "LV" of
+# 6 MiB over a loop of a larger file stands for it, under a 32 MiB disk
+# (room for the tables and about 5 MiB of data).  A write that finds no
+# room waits for the device to grow (parked, status fields 18-19) or
+# fails with ENOSPC: with error_if_no_space at once, after
+# no_space_timeout, or at a plain suspend of a device still full; a
+# noflush suspend hands it back to dm core, which sends it again after
+# the resume.  Overwrites and flushes go on meanwhile, an event fires when
+# the wait begins and at low_water, and the grown device is used after a
+# resume, with no reload.
+TO=
+command -v timeout >/dev/null 2>&1 && TO="timeout 60"
+NST=/sys/module/dm_imgfmt/parameters/no_space_timeout
 SIZE=$((32 * 1048576))
-qemu-img create -q -f qcow2 "$W/full.qcow2" "$SIZE"
-qemu-img convert -O raw "$W/full.qcow2" "$W/full.raw"
-truncate -s $((4 * SIZE)) "$W/full.qcow2"
-FL=$(losetup -f) && losetup "$FL" "$W/full.qcow2"
-# Room for the header tables and about 4 MiB of data.
-small=$((6 * 1048576 / 512))
-dmsetup create imgfmt_lv --table "0 $small linear $FL 0" &&
-	dmsetup create "$DEV" --table "0 $((SIZE / 512)) imgfmt /dev/mapper/imgfmt_lv" ||
-	why="setup failed"
 ev() { dmsetup info "$DEV" | sed -n 's/^Event number: *//p'; }
-if [ -z "$why" ]; then
-	LOOP=$FL
-	head -c 1048576 /dev/urandom >"$W/one"
-	dd if="$W/one" of="/dev/mapper/$DEV" bs=64k oflag=direct conv=fsync 2>/dev/null ||
-		why="the first MiB failed"
-	dd if="$W/one" of="$W/full.raw" bs=64k conv=notrunc 2>/dev/null
-	e0=$(ev)
-	out=$(dd if=/dev/urandom of="/dev/mapper/$DEV" bs=1M seek=8 count=16 \
-		oflag=direct 2>&1) && why="${why:-16 MiB more fit into 6 MiB}"
-	case $out in
-	*"No space left"*) ;;
-	*) why="${why:-not ENOSPC: $out}" ;;
-	esac
-	[ "$(ev)" -gt "$e0" ] || why="${why:-no event when the device filled up}"
-	head -c 1048576 /dev/urandom >"$W/one"
-	dd if="$W/one" of="/dev/mapper/$DEV" bs=64k oflag=direct conv=fsync 2>/dev/null ||
-		why="${why:-an overwrite failed on the full device}"
-	dd if="$W/one" of="$W/full.raw" bs=64k conv=notrunc 2>/dev/null
-	# Grow the "LV" under the live disk.
-	dmsetup suspend "$DEV" &&
-		dmsetup reload imgfmt_lv --table "0 $((4 * SIZE / 512)) linear $FL 0" &&
-		dmsetup resume imgfmt_lv && dmsetup resume "$DEV" || why="${why:-grow failed}"
-	head -c $((16 * 1048576)) /dev/urandom >"$W/more"
-	dd if="$W/more" of="/dev/mapper/$DEV" bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null ||
-		why="${why:-no write after the device grew}"
-	dd if="$W/more" of="$W/full.raw" bs=1M seek=8 conv=notrunc 2>/dev/null
-	end=$(status_field "$DEV" 16)
-	dmsetup remove "$DEV"
-	dmsetup remove imgfmt_lv
-	losetup -d "$FL"
-	truncate -s "$end" "$W/full.qcow2"
-	[ -z "$why" ] && qemu_judges "$W/full.qcow2" "$W/full.raw"
-else
+# full_up [OPT...]: the image, the "LV" over it, $DEV over that with OPTs.
+full_up()
+{
+	why=""
+	rm -f "$W/full.qcow2" "$W/full.raw" "$W/dd.rc"
+	qemu-img create -q -f qcow2 "$W/full.qcow2" "$SIZE"
+	qemu-img convert -O raw "$W/full.qcow2" "$W/full.raw"
+	truncate -s $((4 * SIZE)) "$W/full.qcow2"
+	if ! FL=$(losetup -f) || ! losetup "$FL" "$W/full.qcow2"; then
+		why="losetup failed"
+		return 1
+	fi
+	_o=""
+	[ $# -gt 0 ] && _o=" $# $*"
+	dmsetup create imgfmt_lv --table "0 $((6 * 2048)) linear $FL 0" &&
+		dmsetup create "$DEV" --table "0 $((SIZE / 512)) imgfmt /dev/mapper/imgfmt_lv$_o" &&
+		return 0
+	why="setup failed: $(dmesg | tail -1)"
 	dmsetup remove "$DEV" 2>/dev/null
 	dmsetup remove imgfmt_lv 2>/dev/null
 	losetup -d "$FL"
+	return 1
+}
+# full_grow [MIB]: the "LV" grows under the live disk (to the whole file).
+full_grow()
+{
+	dmsetup suspend imgfmt_lv &&
+		dmsetup reload imgfmt_lv --table "0 $((${1:-128} * 2048)) linear $FL 0" &&
+		dmsetup resume imgfmt_lv || why="${why:-growing the LV failed}"
+}
+# put FILE OFF_MIB [fsync]: FILE to the disk (and a flush after it) and
+# the shadow, direct I/O.
+put()
+{
+	dd if="$1" of="/dev/mapper/$DEV" bs=1M seek="$2" oflag=direct \
+		conv=notrunc${3:+,$3} 2>"$W/put.err" || return 1
+	dd if="$1" of="$W/full.raw" bs=1M seek="$2" conv=notrunc 2>/dev/null
+}
+# put_bg FILE OFF_MIB: the same, in the background: $W/dd.rc when done.
+put_bg()
+{
+	rm -f "$W/dd.rc"
+	(dd if="$1" of="/dev/mapper/$DEV" bs=1M seek="$2" oflag=direct conv=notrunc 2>"$W/dd.err"
+	 echo $? >"$W/dd.rc") &
+}
+# wait_for SECS TEST...: poll once a second until TEST holds.
+wait_for()
+{
+	_s=$1
+	shift
+	while [ "$_s" -gt 0 ]; do
+		"$@" && return 0
+		sleep 1
+		_s=$((_s - 1))
+	done
+	"$@"
+}
+parked() { [ "$(status_field "$DEV" 19)" -ge 1 ] 2>/dev/null; }
+# A dd that never ends is reported, not waited for ("dd_done && wait").
+dd_done() { [ -s "$W/dd.rc" ]; }
+# full_down check|judge: remove it all, cut the file to the image's end;
+# QEMU checks it (and with judge compares it with the shadow).
+full_down()
+{
+	end=$(status_field "$DEV" 16)
+	$TO dmsetup remove "$DEV" || why="${why:-removal failed}"
+	dmsetup remove imgfmt_lv
+	losetup -d "$FL"
+	[ -n "$end" ] && [ "$end" -gt 0 ] && truncate -s "$end" "$W/full.qcow2"
+	if [ -z "$why" ] && [ "$1" = judge ]; then
+		qemu_judges "$W/full.qcow2" "$W/full.raw"
+	elif [ -z "$why" ]; then
+		qemu-img check -q "$W/full.qcow2" || why="qemu-img check"
+	fi
+	rm -f "$W/full.qcow2" "$W/full.raw"
+}
+head -c 1048576 /dev/urandom >"$W/one"
+head -c $((8 * 1048576)) /dev/urandom >"$W/more"
+echo 60 >"$NST"
+
+# error_if_no_space: ENOSPC at once, as dm-thin's.
+if full_up error_if_no_space; then
+	put "$W/one" 0 fsync || why="the first MiB failed"
+	dmsetup table "$DEV" | grep -q " 1 error_if_no_space\$" ||
+		why="${why:-table: $(dmsetup table "$DEV")}"
+	e0=$(ev) t0=$(date +%s)
+	put "$W/more" 8 && why="${why:-8 MiB more fit into 6 MiB}"
+	grep -q "No space left" "$W/put.err" || why="${why:-not ENOSPC: $(cat "$W/put.err")}"
+	[ $(($(date +%s) - t0)) -lt 20 ] || why="${why:-ENOSPC came late}"
+	[ "$(ev)" -gt "$e0" ] || why="${why:-no event when the device filled up}"
+	[ "$(status_field "$DEV" 18):$(status_field "$DEV" 19)" = full:0 ] ||
+		why="${why:-status $(status_field "$DEV" 18) $(status_field "$DEV" 19), not full 0}"
+	head -c 1048576 /dev/urandom >"$W/one"
+	put "$W/one" 0 fsync || why="${why:-an overwrite failed on the full device}"
+	full_grow
+	dmsetup suspend "$DEV" && dmsetup resume "$DEV" || why="${why:-suspend/resume failed}"
+	[ "$(status_field "$DEV" 18)" = ok ] || why="${why:-status $(status_field "$DEV" 18) after growth}"
+	put "$W/more" 8 fsync || why="${why:-no write after the device grew}"
+	full_down judge
 fi
-verdict "a full device: ENOSPC and an event, overwrites go on, growth used after resume"
-rm -f "$W/full.qcow2" "$W/full.raw" "$W/one" "$W/more"
+verdict "full device, error_if_no_space: ENOSPC at once, an event, overwrites go on, growth used after resume"
+
+# A write that waits: flushes and overwrites go on; a noflush suspend,
+# the growth and the resume, and it completes with its data.
+if full_up; then
+	put "$W/one" 0 fsync || why="the first MiB failed"
+	e0=$(ev)
+	put_bg "$W/more" 8
+	wait_for 20 parked || why="${why:-no write parked}"
+	[ "$(status_field "$DEV" 18)" = waiting ] || why="${why:-status $(status_field "$DEV" 18), not waiting}"
+	[ "$(ev)" -gt "$e0" ] || why="${why:-no event when the wait began}"
+	head -c 1048576 /dev/urandom >"$W/one"
+	$TO dd if="$W/one" of="/dev/mapper/$DEV" bs=64k oflag=direct conv=notrunc,fsync 2>/dev/null ||
+		why="${why:-an overwrite and flush failed while a write waited}"
+	dd if="$W/one" of="$W/full.raw" bs=64k conv=notrunc 2>/dev/null
+	dd_done && why="${why:-the waiting write ended: $(cat "$W/dd.err")}"
+	$TO dmsetup suspend --noflush "$DEV" || why="${why:-noflush suspend failed}"
+	full_grow
+	$TO dmsetup resume "$DEV" || why="${why:-resume failed}"
+	wait_for 30 dd_done || why="${why:-the waiting write did not end after growth}"
+	[ "$(cat "$W/dd.rc" 2>/dev/null)" = 0 ] || why="${why:-the waiting write failed: $(cat "$W/dd.err")}"
+	dd if="$W/more" of="$W/full.raw" bs=1M seek=8 conv=notrunc 2>/dev/null
+	[ "$(status_field "$DEV" 18):$(status_field "$DEV" 19)" = ok:0 ] ||
+		why="${why:-status $(status_field "$DEV" 18) $(status_field "$DEV" 19), not ok 0}"
+	dd_done && wait
+	full_down judge
+fi
+verdict "full device: a write waits, overwrites and flushes go on, it completes after noflush suspend, growth, resume"
+
+# Grown before a plain suspend: the suspend's last look lets it through.
+if full_up; then
+	put "$W/one" 0 fsync || why="the first MiB failed"
+	put_bg "$W/more" 8
+	wait_for 20 parked || why="${why:-no write parked}"
+	full_grow
+	parked || why="${why:-the parked write went on before a suspend}"
+	$TO dmsetup suspend "$DEV" || why="${why:-suspend failed}"
+	# dd's next writes wait for the resume: the parked one is through.
+	[ "$(status_field "$DEV" 19)" = 0 ] || why="${why:-still parked after suspend}"
+	dmsetup resume "$DEV" || why="${why:-resume failed}"
+	wait_for 30 dd_done
+	[ "$(cat "$W/dd.rc" 2>/dev/null)" = 0 ] || why="${why:-the waiting write failed: $(cat "$W/dd.err" 2>/dev/null)}"
+	dd if="$W/more" of="$W/full.raw" bs=1M seek=8 conv=notrunc 2>/dev/null
+	dd_done && wait
+	full_down judge
+fi
+verdict "full device: grown, then a plain suspend completes the waiting write"
+
+# no_space_timeout: the wait ends with ENOSPC.
+echo 3 >"$NST"
+if full_up; then
+	put "$W/one" 0 fsync || why="the first MiB failed"
+	t0=$(date +%s)
+	$TO dd if="$W/more" of="/dev/mapper/$DEV" bs=1M seek=8 oflag=direct conv=notrunc 2>"$W/put.err" &&
+		why="${why:-8 MiB more fit into 6 MiB}"
+	t=$(($(date +%s) - t0))
+	grep -q "No space left" "$W/put.err" || why="${why:-not ENOSPC: $(cat "$W/put.err")}"
+	[ "$t" -ge 2 ] && [ "$t" -lt 30 ] || why="${why:-ENOSPC after $t s, not 3}"
+	[ "$(status_field "$DEV" 18):$(status_field "$DEV" 19)" = full:0 ] ||
+		why="${why:-status $(status_field "$DEV" 18) $(status_field "$DEV" 19), not full 0}"
+	put "$W/one" 0 fsync || why="${why:-an overwrite failed on the full device}"
+	full_down check
+fi
+echo 60 >"$NST"
+verdict "full device: no_space_timeout ends the wait with ENOSPC"
+
+# Still full at a plain suspend: the waiting write fails, nothing hangs;
+# then removal (--force: an error table first) with a write waiting.
+if full_up; then
+	put "$W/one" 0 fsync || why="the first MiB failed"
+	put_bg "$W/more" 8
+	wait_for 20 parked || why="${why:-no write parked}"
+	$TO dmsetup suspend "$DEV" || why="${why:-suspend hung or failed}"
+	wait_for 10 dd_done || why="${why:-the waiting write did not end at suspend}"
+	grep -q "No space left" "$W/dd.err" || why="${why:-not ENOSPC at suspend: $(cat "$W/dd.err")}"
+	dmsetup resume "$DEV" || why="${why:-resume failed}"
+	dd_done && wait
+	put_bg "$W/more" 8
+	wait_for 20 parked || why="${why:-no write parked again}"
+	$TO dmsetup remove --force "$DEV" >/dev/null 2>&1
+	wait_for 10 dd_done || why="${why:-the waiting write did not end at removal}"
+	dd_done && wait
+	dmsetup info "$DEV" >/dev/null 2>&1 && { $TO dmsetup remove "$DEV" || why="${why:-removal failed}"; }
+	dmsetup remove imgfmt_lv
+	losetup -d "$FL"
+	rm -f "$W/full.qcow2" "$W/full.raw"
+fi
+verdict "full device: suspend and removal with a waiting write do not hang"
+
+# low_water: one event when the free space falls below it, again after
+# growth rearmed it.
+if full_up low_water=3145728; then
+	dmsetup table "$DEV" | grep -q " 1 low_water=3145728\$" ||
+		why="table: $(dmsetup table "$DEV")"
+	e0=$(ev)
+	put "$W/one" 0 fsync || why="${why:-the first MiB failed}"
+	[ "$(ev)" = "$e0" ] || why="${why:-an event with room above low_water}"
+	head -c $((2 * 1048576)) /dev/urandom >"$W/two"
+	put "$W/two" 1 fsync || why="${why:-writing 2 MiB failed}"
+	[ "$(ev)" = $((e0 + 1)) ] || why="${why:-events $e0 -> $(ev) at low_water, not one}"
+	[ "$(status_field "$DEV" 20)" -lt 3145728 ] || why="${why:-free $(status_field "$DEV" 20)}"
+	put "$W/one" 3 fsync || why="${why:-writing 1 MiB more failed}"
+	[ "$(ev)" = $((e0 + 1)) ] || why="${why:-a second event below low_water}"
+	full_grow 12
+	dmsetup suspend "$DEV" && dmsetup resume "$DEV" || why="${why:-suspend/resume failed}"
+	[ "$(status_field "$DEV" 20)" -ge 3145728 ] || why="${why:-free $(status_field "$DEV" 20) after growth}"
+	e1=$(ev)
+	head -c $((5 * 1048576)) /dev/urandom >"$W/two"
+	put "$W/two" 4 fsync || why="${why:-writing 5 MiB after growth failed}"
+	[ "$(ev)" = $((e1 + 1)) ] || why="${why:-events $e1 -> $(ev) after growth, not one}"
+	full_down judge
+fi
+verdict "low_water: an event when free space falls below it, rearmed by growth"
+rm -f "$W/one" "$W/more" "$W/two" "$W/put.err" "$W/dd.err" "$W/dd.rc"
 
 # Refused read-write, by name.
 SIZE=$((16 * 1048576))
@@ -382,6 +556,18 @@ qemu-img create -q -f qcow2 "$W/d.qcow2" "$SIZE"
 # The dirty bit (incompatible feature bit 0), set by hand.
 printf '\001' | dd of="$W/d.qcow2" bs=1 seek=79 conv=notrunc 2>/dev/null
 refused_rw "the dirty bit" "$W/d.qcow2" "qemu-img check -r all"
+
+# Options about writes on a read-only table.
+why=""
+qemu-img create -q -f qcow2 "$W/ro.qcow2" "$SIZE"
+loop=$(loop_ro "$W/ro.qcow2")
+for o in low_water=1048576 error_if_no_space; do
+	dmsetup create --readonly "$DEV" --table "0 $((SIZE / 512)) imgfmt $loop 1 $o" 2>/dev/null &&
+		{ dmsetup remove "$DEV"; why="${why:-$o loaded read-only}"; }
+	dmesg | tail -2 | grep -q "${o%%=*}.* needs a read-write table" || why="${why:-no message for $o}"
+done
+losetup -d "$loop"
+verdict "refused: low_water= and error_if_no_space on a read-only table"
 
 # A second read-write table over the same image.
 why=""
