@@ -142,11 +142,12 @@ static int kport_dev_read(struct imgfmt_dev *dev, u64 off, void *buf,
 }
 
 /*
- * Metadata writes come at any byte offset too (an L1 entry, a header
- * field): a partial block is read, patched and written back whole.  Only
- * the format's single writer writes metadata, and no metadata block holds
- * guest data (the format refuses clusters smaller than a block), so the
- * read-modify-write races with nobody.
+ * Writes may come at any byte offset: a partial block is read, patched
+ * and written back whole.  Only the format's single writer writes
+ * metadata, and no metadata block holds guest data (the format refuses
+ * clusters smaller than a block), so the read-modify-write races with
+ * nobody.  The QCOW2 writer's own writes are whole aligned pieces of
+ * memory it holds, so its commits allocate nothing here.
  */
 static int kport_dev_write(struct imgfmt_dev *dev, u64 off, const void *buf,
 			   size_t len)

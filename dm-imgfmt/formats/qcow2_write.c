@@ -35,6 +35,8 @@
 #define QCOW2_ZERO_AHEAD	(16ULL << 20)
 /* Refcount blocks are cached in slices, like L2 tables. */
 #define QCOW2_RB_SLICE		4096
+/* The most of a table or of the header one commit write carries. */
+#define QCOW2_STAGE		4096
 
 /* What a prepared write carries in imgfmt_wplan.priv. */
 enum {
@@ -99,6 +101,13 @@ struct qcow2_writer {
 	u64 commits;
 	u64 allocations;
 	void *zeroes;
+	/*
+	 * Table and header pieces are built here at commit: a cluster or
+	 * QCOW2_STAGE, whichever is smaller; aligned to it (a whole device
+	 * block at least, as clusters are).
+	 */
+	void *stage;
+	u32 stage_size;
 };
 
 static struct qcow2_image *to_q(struct imgfmt_image *img)
@@ -433,52 +442,73 @@ static int qw_release(struct qcow2_image *q, u64 off, u64 len,
 
 /*
  * Write entries [lo, hi) of a table kept in memory in CPU order (the L1
- * table, which map() reads alongside, or the refcount table) to the
- * table's place on the device.
+ * table, which map() reads alongside, or the refcount table), of n
+ * entries in all, to its place on the device at off (cluster aligned).
+ * Whole stage-sized pieces go down, so no write needs a bounce buffer or
+ * memory of its own at commit: a piece never leaves the table's clusters
+ * (the stage divides a cluster), and entries past n, in the padding of
+ * the last cluster, are written as zeroes.
  */
-static int qw_write_be64(struct qcow2_image *q, const u64 *table, u64 off,
-			 u32 lo, u32 hi)
+static int qw_write_be64(struct qcow2_image *q, const u64 *table, u32 n,
+			 u64 off, u32 lo, u32 hi)
 {
-	__be64 *buf;
-	u32 i;
+	struct qcow2_writer *w = q->w;
+	u32 per = w->stage_size / 8, i, c, last;
+	__be64 *buf = w->stage;
 	int r;
 
-	buf = imgfmt_alloc_large((size_t)(hi - lo) * 8);
-	if (!buf)
-		return -ENOMEM;
-	for (i = lo; i < hi; i++)
-		buf[i - lo] = cpu_to_be64(READ_ONCE(table[i]));
-	r = imgfmt_dev_write(q->img.dev, off + (u64)lo * 8, buf,
-			     (size_t)(hi - lo) * 8);
-	imgfmt_free_large(buf);
-	return r;
+	if (lo >= hi)
+		return 0;
+	last = (hi - 1) / per;
+	for (c = lo / per; c <= last; c++) {
+		for (i = 0; i < per; i++) {
+			u64 e = (u64)c * per + i;
+
+			buf[i] = cpu_to_be64(e < n ? READ_ONCE(table[e]) : 0);
+		}
+		r = imgfmt_dev_write(q->img.dev, off + (u64)c * w->stage_size,
+				     buf, w->stage_size);
+		if (r)
+			return r;
+	}
+	return 0;
 }
 
 static int qw_write_l1(struct qcow2_image *q, u32 lo, u32 hi)
 {
-	return qw_write_be64(q, q->l1, q->w->l1_offset, lo, hi);
+	return qw_write_be64(q, q->l1, q->l1_size, q->w->l1_offset, lo, hi);
 }
 
 static int qw_write_rt(struct qcow2_image *q, u32 lo, u32 hi)
 {
-	return qw_write_be64(q, q->w->rt, q->w->rt_offset, lo, hi);
+	return qw_write_be64(q, q->w->rt, q->w->rt_entries, q->w->rt_offset,
+			     lo, hi);
 }
 
-/* Point the header at the new refcount table: 12 bytes in sector 0. */
+/*
+ * Point the header at the new refcount table: 12 bytes in sector 0,
+ * rewritten with the rest of the header's first stage-sized piece (only
+ * the writer writes the header).
+ */
 static int qw_write_header_rt(struct qcow2_image *q)
 {
+	struct qcow2_writer *w = q->w;
 	struct {
 		__be64 offset;
 		__be32 clusters;
 	} __packed f = {
-		.offset = cpu_to_be64(q->w->rt_offset),
-		.clusters = cpu_to_be32(q->w->rt_clusters),
+		.offset = cpu_to_be64(w->rt_offset),
+		.clusters = cpu_to_be32(w->rt_clusters),
 	};
+	int r;
 
-	return imgfmt_dev_write(q->img.dev,
-				offsetof(struct qcow2_header,
+	r = imgfmt_dev_read(q->img.dev, 0, w->stage, w->stage_size);
+	if (r)
+		return r;
+	memcpy((u8 *)w->stage + offsetof(struct qcow2_header,
 					 refcount_table_offset),
-				&f, sizeof(f));
+	       &f, sizeof(f));
+	return imgfmt_dev_write(q->img.dev, 0, w->stage, w->stage_size);
 }
 
 /* The refcount side of a commit: blocks, flush, table. */
@@ -1133,6 +1163,7 @@ void imgfmt_qcow2_writer_close(struct qcow2_image *q)
 	imgfmt_mcache_destroy(w->rb);
 	imgfmt_free_large(w->rt);
 	imgfmt_free_large(w->zeroes);
+	imgfmt_free_large(w->stage);
 	kfree(w);
 	q->w = NULL;
 }
@@ -1158,9 +1189,11 @@ int imgfmt_qcow2_writer_open(struct qcow2_image *q,
 	w->rb_slice = min_t(u32, q->cluster_size, QCOW2_RB_SLICE);
 	w->l1_offset = f->l1_offset;
 	w->zeroes = imgfmt_zalloc_large(QCOW2_ZERO_CHUNK);
+	w->stage_size = min_t(u32, q->cluster_size, QCOW2_STAGE);
+	w->stage = imgfmt_alloc_large(w->stage_size);
 	w->rb = imgfmt_mcache_for(args->mgroup, args->dev, w->rb_slice,
 				  args->cache_bytes / 4);
-	if (!w->zeroes || !w->rb) {
+	if (!w->zeroes || !w->stage || !w->rb) {
 		imgfmt_qcow2_writer_close(q);
 		return qw_refuse(err, "cannot allocate the QCOW2 writer", -ENOMEM);
 	}
