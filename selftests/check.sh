@@ -111,10 +111,10 @@ make_images() {
 	return $rc
 }
 step images make_images "$BUILD/images"
-# The userspace suites use one core each: two chains of about 75 s side
+# The userspace suites use one core each: two chains of about 60 s side
 # by side, their results folded in the order listed.
 host_suites=(read-compare chain-resolve create qcow2-layers qcow2-check
-	vmdk-desc lock replay-log helper-hostile)
+	vmdk-desc lock replay-log)
 echo "# started: ${host_suites[*]}"
 (
 	step_run create "$TOP/selftests/unit/create.sh"
@@ -128,12 +128,13 @@ step_run qcow2-layers "$TOP/selftests/unit/qcow2-layers.sh" \
 	"$BUILD/images/layers"
 step_run vmdk-desc "$TOP/selftests/unit/vmdk-desc.sh"
 step_run lock "$TOP/selftests/unit/lock.sh"
-step_run helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"
 wait
 for s in "${host_suites[@]}"; do
 	step_fold "$s"
 done
 step fuzz env FUZZ_SECONDS="$FUZZ_SECONDS" "$TOP/selftests/fuzz/run.sh" --tap-only
+# After the fuzzers: it also reads their corpora.
+step helper-hostile "$TOP/selftests/unit/helper-hostile.sh" "$BUILD/images"
 step lint "$TOP/selftests/lint.sh" --tap-only
 step build-vm-tests make -s -C "$TOP/selftests/imgfmt" KSFT_DIR="$KSFT_DIR" \
 	IMAGES="$BUILD/images" OUT="$BUILD/vm-tests"
