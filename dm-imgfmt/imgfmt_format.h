@@ -247,6 +247,23 @@ struct imgfmt_format_ops {
 	int (*finish_write)(struct imgfmt_image *img,
 			    const struct imgfmt_wplan *p, const char **err);
 	int (*commit)(struct imgfmt_image *img, const char **err);
+	/*
+	 * Optional, for writes the host sends down without its writer.
+	 * reserve (the writer): a cluster for prepare_reserved, counted as
+	 * used, where the device reads zeroes; -EOPNOTSUPP or -EAGAIN when
+	 * the image or the device cannot have one.  unreserve (the writer):
+	 * give back one no write used, the last reserved first.
+	 * prepare_reserved (any context, never blocks, changes nothing): the
+	 * plan of a write at offset that fills reserved cluster host, as
+	 * prepare_write would make it, with host_zeroed; -EWOULDBLOCK when
+	 * the write needs the writer (metadata not cached, contents to keep).
+	 * The caller keeps the writer off that cluster until the plan is
+	 * finished.
+	 */
+	int (*reserve)(struct imgfmt_image *img, u64 *host, const char **err);
+	int (*unreserve)(struct imgfmt_image *img, u64 host, const char **err);
+	int (*prepare_reserved)(struct imgfmt_image *img, u64 offset, u64 host,
+				struct imgfmt_wplan *p);
 	void (*get_wstats)(struct imgfmt_image *img, struct imgfmt_wstats *st);
 };
 
@@ -277,6 +294,11 @@ int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 int imgfmt_finish_write(struct imgfmt_image *img,
 			const struct imgfmt_wplan *p, const char **err);
 int imgfmt_commit(struct imgfmt_image *img, const char **err);
+/* Reserved clusters (see imgfmt_format_ops.reserve). */
+int imgfmt_reserve(struct imgfmt_image *img, u64 *host, const char **err);
+int imgfmt_unreserve(struct imgfmt_image *img, u64 host, const char **err);
+int imgfmt_prepare_reserved(struct imgfmt_image *img, u64 offset, u64 len,
+			    u64 host, struct imgfmt_wplan *p);
 /*
  * *err of the -ENOSPC a write gets when the image has reached the end of
  * its device: not an error the device gave, so growing the device cures it.

@@ -150,16 +150,46 @@ enum imgfmt_suspending {
 	IMGFMT_SUSPENDING_NOFLUSH,	/* dm core may hold them: requeued */
 };
 
+/*
+ * Spare clusters a writer keeps for map(): enough for the writes of one
+ * queue between two of its passes at low depth; a full device takes them
+ * back.
+ */
+#define IMGFMT_SPARES	8
+
 /* The writer of a read-write table. */
 struct imgfmt_writer {
 	struct imgfmt_target *it;
 	spinlock_t lock;	/* guards the lists, the flags below and wst */
 	struct bio_list bios;		/* writes map() could not remap */
 	struct bio_list flushes;	/* completed when the next commit is */
-	/* The writer's own: writes sent down whole, and what waits on them. */
+	/*
+	 * Writes sent down whole, by the writer or by map() into a spare,
+	 * until their plans are finished; and the bios of the writer's that
+	 * wait on them.
+	 */
 	struct list_head inflight;	/* of struct imgfmt_wio */
-	struct bio_list held;		/* bios on clusters in flight */
+	struct bio_list held;		/* the writer's own */
 	u32 lock_size;			/* what one in flight holds: a cluster */
+	/* The clusters of the write the writer works on: [busy_start, busy_end). */
+	u64 busy_start;
+	u64 busy_end;
+	/*
+	 * Spare clusters (imgfmt_reserve()) map() writes new clusters into;
+	 * the writer keeps them coming, and gives back the newest first.
+	 */
+	u64 spares[IMGFMT_SPARES];	/* a ring: map() takes the oldest */
+	unsigned int first_spare;
+	unsigned int nr_spares;
+	/* No spares: the image cannot have them, or the device was full. */
+	bool no_spares;
+	bool spares_paused;	/* until resume */
+	/*
+	 * A new cluster was taken since the last refill: only then do
+	 * spares come, so that a device only overwritten never has dirty
+	 * metadata (a commit that could fail) for their sake.
+	 */
+	bool spares_wanted;
 	/* Writes sent down whole that completed; taken in interrupts too. */
 	spinlock_t done_lock;
 	struct bio_list done;
@@ -673,6 +703,8 @@ static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio);
 
 /* The writer: see the head of this file. */
 
+static bool imgfmt_writer_broken(struct imgfmt_writer *w);
+
 static bool imgfmt_writer_failed(struct imgfmt_writer *w)
 {
 	return test_bit(IMGFMT_W_FAILED, &w->raised);
@@ -1033,10 +1065,59 @@ static void imgfmt_direct_endio(struct bio *bio)
 }
 
 /*
+ * Caller holds w->lock.  Does [start, end) touch a cluster a write in
+ * flight holds, or (busy too) the write the writer works on?
+ */
+static bool imgfmt_write_claimed(struct imgfmt_writer *w, u64 start, u64 end,
+				 bool busy)
+{
+	struct imgfmt_wio *io;
+
+	start = round_down(start, w->lock_size);
+	end = round_up(end, w->lock_size);
+	if (busy && start < w->busy_end && w->busy_start < end)
+		return true;
+	list_for_each_entry(io, &w->inflight, node)
+		if (start < io->lock_end && io->lock_start < end)
+			return true;
+	return false;
+}
+
+/*
+ * Caller holds w->lock and has found p's clusters free of claims: bio
+ * becomes a write sent down whole as the data of plan p, and holds them
+ * until it completes and imgfmt_writer_reap() finishes p.
+ */
+static struct imgfmt_wio *imgfmt_wio_claim(struct imgfmt_writer *w,
+					   struct bio *bio,
+					   const struct imgfmt_wplan *p)
+{
+	struct imgfmt_wio *io = dm_per_bio_data(bio, sizeof(*io));
+
+	io->w = w;
+	io->plan = *p;
+	io->lock_start = round_down(p->vstart, w->lock_size);
+	io->lock_end = round_up(p->vend, w->lock_size);
+	list_add_tail(&io->node, &w->inflight);
+	return io;
+}
+
+/* Point claimed bio at dev_offset of the top's device, ending in io. */
+static void imgfmt_wio_remap(struct imgfmt_target *it, struct bio *bio,
+			     struct imgfmt_wio *io, u64 dev_offset)
+{
+	io->end_io = bio->bi_end_io;
+	io->private = bio->bi_private;
+	bio->bi_end_io = imgfmt_direct_endio;
+	bio->bi_private = io;
+	bio_set_dev(bio, it->ls.l[0].dev->bdev);
+	bio->bi_iter.bi_sector = dev_offset >> SECTOR_SHIFT;
+}
+
+/*
  * Send bio, all of [start, end), down as the data of plan p if that is
- * all p writes: [ws, we) (imgfmt_plan_span()) is the bio's range.  Its
- * clusters are held until it completes and imgfmt_writer_reap() finishes
- * p.
+ * all p writes: [ws, we) (imgfmt_plan_span()) is the bio's range.  The
+ * writer's busy claim covers p's clusters.
  */
 static bool imgfmt_write_direct(struct imgfmt_target *it, struct bio *bio,
 				u64 start, u64 end,
@@ -1051,36 +1132,41 @@ static bool imgfmt_write_direct(struct imgfmt_target *it, struct bio *bio,
 	    ws != start || we != end ||
 	    ((dev_offset | (end - start)) & (top->lbs - 1)))
 		return false;
-	io = dm_per_bio_data(bio, sizeof(*io));
-	io->w = w;
-	io->plan = *p;
-	io->lock_start = round_down(p->vstart, w->lock_size);
-	io->lock_end = round_up(p->vend, w->lock_size);
-	list_add_tail(&io->node, &w->inflight);
-	io->end_io = bio->bi_end_io;
-	io->private = bio->bi_private;
-	bio->bi_end_io = imgfmt_direct_endio;
-	bio->bi_private = io;
-	bio_set_dev(bio, top->dev->bdev);
-	bio->bi_iter.bi_sector = dev_offset >> SECTOR_SHIFT;
+	spin_lock(&w->lock);
+	io = imgfmt_wio_claim(w, bio, p);
+	spin_unlock(&w->lock);
+	imgfmt_wio_remap(it, bio, io, dev_offset);
 	dm_submit_bio_remap(bio, NULL);
 	return true;
 }
 
-/* Does bio touch a cluster whose allocation is in flight? */
-static bool imgfmt_write_held(struct imgfmt_target *it, struct bio *bio)
+/*
+ * Claim bio's clusters for the writer, unless a write in flight holds
+ * one: then bio waits (false).  imgfmt_writer_unbusy() ends the claim.
+ */
+static bool imgfmt_writer_busy(struct imgfmt_target *it, struct bio *bio)
 {
 	struct imgfmt_writer *w = it->w;
 	u64 start = imgfmt_bio_offset(it, bio);
 	u64 end = start + bio->bi_iter.bi_size;
-	struct imgfmt_wio *io;
+	bool held;
 
-	start = round_down(start, w->lock_size);
-	end = round_up(end, w->lock_size);
-	list_for_each_entry(io, &w->inflight, node)
-		if (start < io->lock_end && io->lock_start < end)
-			return true;
-	return false;
+	spin_lock(&w->lock);
+	held = imgfmt_write_claimed(w, start, end, false);
+	if (!held) {
+		w->busy_start = round_down(start, w->lock_size);
+		w->busy_end = round_up(end, w->lock_size);
+	}
+	spin_unlock(&w->lock);
+	return !held;
+}
+
+static void imgfmt_writer_unbusy(struct imgfmt_writer *w)
+{
+	spin_lock(&w->lock);
+	w->busy_start = 0;
+	w->busy_end = 0;
+	spin_unlock(&w->lock);
 }
 
 /* The write went down whole (imgfmt_write_direct()): not ours to end now. */
@@ -1113,6 +1199,8 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 		if (r)
 			goto fail;
 		piece_end = min(end, p.vend);
+		if (!p.in_place && !p.zeroed)
+			WRITE_ONCE(it->w->spares_wanted, true);
 		if (!p.zeroed)
 			imgfmt_plan_span(it, &p, pos, piece_end, &ws, &we);
 		if (pos == start &&
@@ -1183,7 +1271,6 @@ static bool imgfmt_writer_reap(struct imgfmt_target *it)
 		return false;
 	while ((bio = bio_list_pop(&done))) {
 		io = dm_per_bio_data(bio, sizeof(*io));
-		list_del(&io->node);
 		if (bio->bi_status) {
 			r = blk_status_to_errno(bio->bi_status);
 			imgfmt_write_failed(it, r, true, io->plan.vstart,
@@ -1196,6 +1283,10 @@ static bool imgfmt_writer_reap(struct imgfmt_target *it)
 				imgfmt_write_failed(it, r, false,
 						    io->plan.vstart, err);
 		}
+		/* After the finish: map() must see the entry or the claim. */
+		spin_lock(&w->lock);
+		list_del(&io->node);
+		spin_unlock(&w->lock);
 		imgfmt_write_end(it, bio, r);
 	}
 	spin_lock(&w->lock);
@@ -1241,6 +1332,84 @@ static void imgfmt_writer_commit(struct imgfmt_target *it,
 	}
 }
 
+/*
+ * Keep the spares map() writes new clusters into (imgfmt_map_spare()):
+ * not while suspended, failed or full, nor where the image or the device
+ * cannot have them.
+ */
+static void imgfmt_writer_refill(struct imgfmt_target *it)
+{
+	struct imgfmt_writer *w = it->w;
+	const char *err = NULL;
+	bool stop;
+	u64 host;
+	int r;
+
+	for (;;) {
+		spin_lock(&w->lock);
+		stop = w->nr_spares == IMGFMT_SPARES || w->no_spares ||
+		       w->spares_paused || w->stopped || !w->spares_wanted ||
+		       imgfmt_writer_broken(w);
+		if (w->nr_spares == IMGFMT_SPARES)
+			w->spares_wanted = false;
+		spin_unlock(&w->lock);
+		if (stop)
+			return;
+		r = imgfmt_reserve(it->ls.l[0].img, &host, &err);
+		if (r == -ENOSPC || r == -EOPNOTSUPP || r == -EAGAIN ||
+		    r == -EUCLEAN) {
+			/* Full until resume; the others for good. */
+			spin_lock(&w->lock);
+			if (r == -ENOSPC)
+				w->spares_paused = true;
+			else
+				w->no_spares = true;
+			spin_unlock(&w->lock);
+			return;
+		}
+		if (r) {
+			imgfmt_writer_fail(it, err);
+			return;
+		}
+		spin_lock(&w->lock);
+		w->spares[(w->first_spare + w->nr_spares) % IMGFMT_SPARES] = host;
+		w->nr_spares++;
+		spin_unlock(&w->lock);
+	}
+}
+
+/*
+ * Give the spares back, the newest first (so the image's end goes back
+ * too); with pause, take no more until resume.  Only where nothing else
+ * allocates: the writer, or a quiesced one.  Returns how many.
+ */
+static unsigned int imgfmt_writer_drain(struct imgfmt_target *it, bool pause)
+{
+	struct imgfmt_writer *w = it->w;
+	const char *err = NULL;
+	unsigned int n = 0;
+	u64 host;
+
+	for (;;) {
+		spin_lock(&w->lock);
+		if (pause)
+			w->spares_paused = true;
+		if (!w->nr_spares) {
+			spin_unlock(&w->lock);
+			return n;
+		}
+		w->nr_spares--;
+		host = w->spares[(w->first_spare + w->nr_spares) % IMGFMT_SPARES];
+		spin_unlock(&w->lock);
+		if (imgfmt_unreserve(it->ls.l[0].img, host, &err)) {
+			/* The spare stays a leak. */
+			imgfmt_writer_fail(it, err);
+			continue;
+		}
+		n++;
+	}
+}
+
 static void imgfmt_writer_work(struct work_struct *work)
 {
 	struct imgfmt_writer *w = container_of(work, struct imgfmt_writer,
@@ -1281,19 +1450,29 @@ static void imgfmt_writer_work(struct work_struct *work)
 		if (!bio && !commit)
 			break;
 		if (commit) {
+			/* New spares' refcounts go with this commit. */
+			imgfmt_writer_refill(it);
 			imgfmt_writer_commit(it, &flushes);
 			continue;
 		}
-		if (imgfmt_write_held(it, bio)) {
+		if (!imgfmt_writer_busy(it, bio)) {
 			bio_list_add(&w->held, bio);
 			continue;
 		}
 		r = imgfmt_writer_failed(w) ? -EIO : imgfmt_write_bio(it, bio);
-		if (r == IMGFMT_NO_ROOM)
+		imgfmt_writer_unbusy(w);
+		if (r == IMGFMT_NO_ROOM && imgfmt_writer_drain(it, true)) {
+			/* The spares were the room: once more, with them. */
+			spin_lock(&w->lock);
+			bio_list_add_head(&w->bios, bio);
+			spin_unlock(&w->lock);
+		} else if (r == IMGFMT_NO_ROOM) {
 			imgfmt_writer_no_room(it, bio);
-		else if (r != IMGFMT_WRITE_SENT)
+		} else if (r != IMGFMT_WRITE_SENT) {
 			imgfmt_write_end(it, bio, r);
+		}
 	}
+	imgfmt_writer_refill(it);
 	imgfmt_get_wstats(it->ls.l[0].img, &st);
 	spin_lock(&w->lock);
 	w->wst = st;
@@ -1346,6 +1525,43 @@ static void imgfmt_writer_queue(struct imgfmt_target *it, struct bio *bio,
 }
 
 /*
+ * A write into a new cluster sent down from map(), into the oldest spare:
+ * when the top alone is read, the cluster unallocated or zero, its L2
+ * table cached and no write or the writer working on it.  The part of
+ * bio in that cluster goes down now; dm core sends the rest again.
+ */
+static bool imgfmt_map_spare(struct imgfmt_target *it, struct bio *bio,
+			     u64 offset)
+{
+	const struct imgfmt_layer *top = &it->ls.l[0];
+	struct imgfmt_writer *w = it->w;
+	u64 end = offset + bio->bi_iter.bi_size;
+	struct imgfmt_wio *io = NULL;
+	struct imgfmt_wplan p;
+
+	end = min(end, round_down(offset, w->lock_size) + w->lock_size);
+	if (!READ_ONCE(w->nr_spares) || it->ls.nr > 1 ||
+	    ((offset | end) & (it->ls.max_lbs - 1)))
+		return false;
+	spin_lock(&w->lock);
+	if (w->nr_spares && !imgfmt_write_claimed(w, offset, end, true) &&
+	    !imgfmt_prepare_reserved(top->img, offset, end - offset,
+				     w->spares[w->first_spare], &p)) {
+		w->first_spare = (w->first_spare + 1) % IMGFMT_SPARES;
+		w->nr_spares--;
+		w->spares_wanted = true;
+		io = imgfmt_wio_claim(w, bio, &p);
+	}
+	spin_unlock(&w->lock);
+	if (!io)
+		return false;
+	if (end - offset < bio->bi_iter.bi_size)
+		dm_accept_partial_bio(bio, (end - offset) >> SECTOR_SHIFT);
+	imgfmt_wio_remap(it, bio, io, p.host + (offset - p.vstart));
+	return true;
+}
+
+/*
  * A write where the image holds a cluster of its own (refcount 1) goes
  * straight to it; anything else, and every flush or FUA write, to the
  * writer.  Never sleeps.
@@ -1377,6 +1593,9 @@ static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio)
 		goto defer;
 	offset = imgfmt_bio_offset(it, bio);
 	r = imgfmt_target_map(it, offset, size, IMGFMT_MAP_NOWAIT, &run, &err);
+	if (!r && run.kind != IMGFMT_RUN_DATA &&
+	    imgfmt_map_spare(it, bio, offset))
+		return DM_MAPIO_REMAPPED;
 	if (r || run.kind != IMGFMT_RUN_DATA || !run.in_place || run.layer ||
 	    run.on_data_dev ||
 	    ((offset | run.dev_offset | run.length) & (top->lbs - 1)))
@@ -1474,6 +1693,7 @@ static void imgfmt_writer_quiesce(struct imgfmt_target *it)
 	bio_list_init(&none);
 	/* The device is suspended: no allocation may wait on its I/O. */
 	noio = memalloc_noio_save();
+	imgfmt_writer_drain(it, false);
 	if (!imgfmt_writer_failed(w))
 		imgfmt_writer_commit(it, &none);
 	memalloc_noio_restore(noio);
@@ -1894,6 +2114,7 @@ static void imgfmt_resume(struct dm_target *ti)
 	clear_bit(IMGFMT_W_NOSPC, &it->w->raised);
 	spin_lock(&it->w->lock);
 	it->w->stopped = false;
+	it->w->spares_paused = false;
 	it->w->suspending = IMGFMT_RUNNING;
 	spin_unlock(&it->w->lock);
 	imgfmt_writer_low_water(it, it->w->wst.image_end);

@@ -1452,5 +1452,8 @@ const struct imgfmt_format_ops imgfmt_qcow2_ops = {
 	.prepare_write = imgfmt_qcow2_prepare_write,
 	.finish_write = imgfmt_qcow2_finish_write,
 	.commit = imgfmt_qcow2_commit,
+	.reserve = imgfmt_qcow2_reserve,
+	.unreserve = imgfmt_qcow2_unreserve,
+	.prepare_reserved = imgfmt_qcow2_prepare_reserved,
 	.get_wstats = imgfmt_qcow2_get_wstats,
 };

@@ -257,6 +257,12 @@ int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 			      const struct imgfmt_wplan *p, const char **err);
 int imgfmt_qcow2_commit(struct imgfmt_image *img, const char **err);
+int imgfmt_qcow2_reserve(struct imgfmt_image *img, u64 *host,
+			 const char **err);
+int imgfmt_qcow2_unreserve(struct imgfmt_image *img, u64 host,
+			   const char **err);
+int imgfmt_qcow2_prepare_reserved(struct imgfmt_image *img, u64 offset,
+				  u64 host, struct imgfmt_wplan *p);
 void imgfmt_qcow2_get_wstats(struct imgfmt_image *img,
 			     struct imgfmt_wstats *st);
 

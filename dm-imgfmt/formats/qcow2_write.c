@@ -1215,3 +1215,96 @@ int imgfmt_qcow2_writer_open(struct qcow2_image *q,
 	q->img.writable = true;
 	return 0;
 }
+
+/*
+ * A cluster for a write that map() sends down without the writer
+ * (prepare_reserved): fresh at the image's end, where the device reads
+ * zeroes, with refcount 1 so that nothing else takes it.  Until a table
+ * points at it, a crash leaves it a leak.  Only where every unallocated
+ * cluster reads zeroes and clusters have no subclusters.
+ */
+int imgfmt_qcow2_reserve(struct imgfmt_image *img, u64 *host,
+			 const char **err)
+{
+	struct qcow2_image *q = to_q(img);
+	int r;
+
+	if (q->w->has_lower || q->extended_l2)
+		return qw_refuse(err, "no reserved clusters with a layer below or subclusters",
+				 -EOPNOTSUPP);
+	r = qw_make_room(q, err);
+	if (!r)
+		r = qw_alloc_cluster(q, host, err);
+	if (r)
+		return r;
+	if (qw_fresh_zero(q, *host, q->cluster_size))
+		return 0;
+	r = imgfmt_qcow2_unreserve(img, *host, err);
+	return r ? r : qw_refuse(err, "the device cannot be made to read zeroes",
+				 -EAGAIN);
+}
+
+/*
+ * Give back a reserved cluster no write used, the last reserved first:
+ * nothing ever pointed at it, so its refcount drops at once, and the
+ * image's end with it.
+ */
+int imgfmt_qcow2_unreserve(struct imgfmt_image *img, u64 host,
+			   const char **err)
+{
+	struct qcow2_image *q = to_q(img);
+	struct qcow2_writer *w = q->w;
+	int r;
+
+	r = qw_set_refcount(q, host >> q->cluster_bits, 0, err);
+	if (r)
+		return r;
+	w->allocations--;
+	if (host + q->cluster_size == w->next_free)
+		w->next_free = host;
+	return 0;
+}
+
+/*
+ * The plan of a write at offset into the reserved cluster host, made
+ * without blocking or changing anything (map() calls this alongside the
+ * writer, which leaves the cluster's L2 entry alone meanwhile): the whole
+ * cluster, host_zeroed.  -EWOULDBLOCK unless the cluster is unallocated
+ * or zero and its L2 table is there and cached.
+ */
+int imgfmt_qcow2_prepare_reserved(struct imgfmt_image *img, u64 offset,
+				  u64 host, struct imgfmt_wplan *p)
+{
+	struct qcow2_image *q = to_q(img);
+	u64 l1_index = offset >> (q->cluster_bits + q->l2_bits);
+	u64 l1e, l2_offset, byte, slice, e;
+	__be64 raw;
+
+	if (q->extended_l2 || l1_index >= q->l1_size)
+		return -EWOULDBLOCK;
+	l1e = READ_ONCE(q->l1[l1_index]);
+	l2_offset = l1e & QCOW2_OFFSET_MASK;
+	if (!l2_offset || !(l1e & QCOW2_L2E_COPIED) ||
+	    (l1e & QCOW2_L1E_RESERVED) || !IS_ALIGNED(l2_offset, q->cluster_size) ||
+	    !imgfmt_dev_has(q->img.dev, l2_offset, q->cluster_size))
+		return -EWOULDBLOCK;
+	byte = ((offset >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1)) * 8;
+	slice = l2_offset + (byte & ~((u64)q->l2_slice_size - 1));
+	if (imgfmt_mcache_read(q->img.mcache, slice,
+			       (u32)(byte & (q->l2_slice_size - 1)), &raw, 8,
+			       true))
+		return -EWOULDBLOCK;
+	e = be64_to_cpu(raw);
+	if (e && (e != QCOW2_L2E_ZERO || q->version < 3))
+		return -EWOULDBLOCK;
+	if (!e && q->w->has_lower)
+		return -EWOULDBLOCK;
+	p->vstart = offset & ~((u64)q->cluster_size - 1);
+	p->vend = p->vstart + q->cluster_size;
+	p->host = host;
+	p->host_zeroed = true;
+	p->priv[QW_ENTRY] = host | QCOW2_L2E_COPIED;
+	p->priv[QW_SLICE] = slice;
+	p->priv[QW_POS] = byte & (q->l2_slice_size - 1);
+	return 0;
+}

@@ -62,6 +62,40 @@ int imgfmt_finish_write(struct imgfmt_image *img,
 	return img->ops->finish_write(img, p, err);
 }
 
+int imgfmt_reserve(struct imgfmt_image *img, u64 *host, const char **err)
+{
+	if (!img->ops->reserve || !img->writable) {
+		*err = "image has no reserved clusters";
+		return -EOPNOTSUPP;
+	}
+	return img->ops->reserve(img, host, err);
+}
+
+int imgfmt_unreserve(struct imgfmt_image *img, u64 host, const char **err)
+{
+	return img->ops->unreserve(img, host, err);
+}
+
+/*
+ * A plan for [offset, offset + len) into reserved cluster host: one that
+ * holds the request whole and writes it alone into zeroed space, else
+ * -EWOULDBLOCK (the writer's path).
+ */
+int imgfmt_prepare_reserved(struct imgfmt_image *img, u64 offset, u64 len,
+			    u64 host, struct imgfmt_wplan *p)
+{
+	if (!img->ops->prepare_reserved || !img->writable ||
+	    !write_request_ok(img, offset, len))
+		return -EWOULDBLOCK;
+	memset(p, 0, sizeof(*p));
+	if (img->ops->prepare_reserved(img, offset, host, p))
+		return -EWOULDBLOCK;
+	if (!write_plan_ok(p, offset, len) || !p->host_zeroed ||
+	    p->host != host || p->in_place || p->vend < offset + len)
+		return -EIO;
+	return 0;
+}
+
 int imgfmt_commit(struct imgfmt_image *img, const char **err)
 {
 	if (!img->ops->commit || !img->writable) {
