@@ -267,12 +267,13 @@ struct imgfmt_lane {
 	int cpu;
 };
 
-static void imgfmt_count_error(struct imgfmt_target *it, const char *what,
-			       u64 offset)
+/* Count and log a read or write (op) that fails. */
+static void imgfmt_count_error(struct imgfmt_target *it, const char *op,
+			       const char *what, u64 offset)
 {
 	atomic64_inc(&it->io_errors);
-	DMERR_LIMIT("%s: read at virtual offset %llu failed: %s",
-		    dm_device_name(dm_table_get_md(it->ti->table)), offset,
+	DMERR_LIMIT("%s: %s at virtual offset %llu failed: %s",
+		    dm_device_name(dm_table_get_md(it->ti->table)), op, offset,
 		    what);
 }
 
@@ -352,7 +353,7 @@ static blk_status_t imgfmt_copy_run(struct imgfmt_target *it,
 		memset(p + n, 0, bv.bv_len - n);
 		kunmap_local(p);
 		if (r) {
-			imgfmt_count_error(it, "cannot read or decompress the cluster",
+			imgfmt_count_error(it, "read", "cannot read or decompress the cluster",
 					   offset + skip);
 			return BLK_STS_IOERR;
 		}
@@ -499,7 +500,7 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 				u64 offset, bool readahead)
 {
 	if (run->tail_zero > run->length) {
-		imgfmt_count_error(it, "bad run from the format", offset);
+		imgfmt_count_error(it, "read", "bad run from the format", offset);
 		piece->bi_status = BLK_STS_IOERR;
 		bio_endio(piece);
 		return;
@@ -534,7 +535,7 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 			return;
 		}
 		if (!imgfmt_lane_ready(lane)) {
-			imgfmt_count_error(it, "cannot allocate the decompression cache",
+			imgfmt_count_error(it, "read", "cannot allocate the decompression cache",
 					   offset);
 			piece->bi_status = BLK_STS_RESOURCE;
 		} else {
@@ -545,7 +546,7 @@ static void imgfmt_finish_piece(struct imgfmt_target *it,
 		bio_endio(piece);
 		return;
 	default:
-		imgfmt_count_error(it, "unknown run kind", offset);
+		imgfmt_count_error(it, "read", "unknown run kind", offset);
 		piece->bi_status = BLK_STS_IOERR;
 		bio_endio(piece);
 		return;
@@ -571,7 +572,7 @@ static void imgfmt_process_bio(struct imgfmt_target *it,
 		r = imgfmt_target_map(it, offset, bio->bi_iter.bi_size, 0,
 				      &run, &err);
 		if (r) {
-			imgfmt_count_error(it, err, offset);
+			imgfmt_count_error(it, "read", err, offset);
 			bio->bi_status = r == -ENOMEM ? BLK_STS_RESOURCE :
 							BLK_STS_IOERR;
 			bio_endio(bio);
@@ -779,15 +780,6 @@ static void imgfmt_writer_low_water(struct imgfmt_target *it, u64 image_end)
 				    NULL);
 }
 
-/* Count and log a write that fails. */
-static void imgfmt_write_error(struct imgfmt_target *it, u64 offset,
-			       const char *err)
-{
-	atomic64_inc(&it->io_errors);
-	DMERR_LIMIT("%s: write at virtual offset %llu failed: %s",
-		    dm_device_name(dm_table_get_md(it->ti->table)), offset, err);
-}
-
 /* The warning when the device is full, without and with error_if_no_space. */
 static const char *const imgfmt_full_says[] = {
 	"the image device is full: writes that allocate wait for it to grow and the device to be resumed",
@@ -827,7 +819,7 @@ static void imgfmt_writer_no_room(struct imgfmt_target *it, struct bio *bio)
 	if (!bio)
 		return;
 	if (st == BLK_STS_NOSPC)
-		imgfmt_write_error(it, offset, imgfmt_err_no_room);
+		imgfmt_count_error(it, "write", imgfmt_err_no_room, offset);
 	bio->bi_status = st;
 	bio_endio(bio);
 }
@@ -858,8 +850,8 @@ static void imgfmt_writer_no_space_timeout(struct work_struct *work)
 	w->nr_parked = 0;
 	spin_unlock(&w->lock);
 	while ((bio = bio_list_pop(&bios))) {
-		imgfmt_write_error(it, imgfmt_bio_offset(it, bio),
-				   imgfmt_err_no_room);
+		imgfmt_count_error(it, "write", imgfmt_err_no_room,
+				   imgfmt_bio_offset(it, bio));
 		bio->bi_status = BLK_STS_NOSPC;
 		bio_endio(bio);
 	}
@@ -1047,7 +1039,7 @@ static void imgfmt_write_failed(struct imgfmt_target *it, int r, bool data_io,
 	if (!data_io && r != -EUCLEAN && r != -ENOSPC && r != -EOPNOTSUPP &&
 	    r != -EINVAL)
 		imgfmt_writer_fail(it, err);
-	imgfmt_write_error(it, pos, err);
+	imgfmt_count_error(it, "write", err, pos);
 }
 
 static void imgfmt_direct_endio(struct bio *bio)
@@ -1753,7 +1745,7 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 		return DM_MAPIO_SUBMITTED;
 	}
 	if (r) {
-		imgfmt_count_error(it, err ? err : "mapping failed", offset);
+		imgfmt_count_error(it, "read", err ? err : "mapping failed", offset);
 		return DM_MAPIO_KILL;
 	}
 	if (run.length < size) {
@@ -1790,7 +1782,7 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 		imgfmt_lane_queue_bio(it, bio, &run, offset);
 		return DM_MAPIO_SUBMITTED;
 	default:
-		imgfmt_count_error(it, "unknown run kind", offset);
+		imgfmt_count_error(it, "read", "unknown run kind", offset);
 		return DM_MAPIO_KILL;
 	}
 }
