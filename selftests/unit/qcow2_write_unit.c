@@ -303,6 +303,17 @@ static int write_through(struct __test_metadata *_metadata,
 	return 0;
 }
 
+/* Commit now and then, as timed commits would, after write i. */
+static void commit_every_37th(struct __test_metadata *_metadata,
+			      FIXTURE_DATA(qwrite) *self, unsigned int i)
+{
+	const char *err = "";
+
+	if (i % 37 == 36)
+		ASSERT_EQ(0, imgfmt_commit(self->im, &err))
+			TH_LOG("commit: %s", err);
+}
+
 /*
  * Random writes, and with zero_every n every nth a range of zeroes (up to
  * 16 times as long, so that whole clusters go), committed now and then;
@@ -342,9 +353,7 @@ static void random_ops(struct __test_metadata *_metadata,
 						   len));
 			memcpy(self->shadow + off, data, len);
 		}
-		if (i % 37 == 36)
-			ASSERT_EQ(0, imgfmt_commit(self->im, &err))
-				TH_LOG("commit: %s", err);
+		commit_every_37th(_metadata, self, i);
 	}
 	free(data);
 	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
@@ -505,9 +514,7 @@ TEST_F(qwrite, spares_match_qemu)
 						   len));
 		}
 		memcpy(self->shadow + off, data, len);
-		if (i % 37 == 36)
-			ASSERT_EQ(0, imgfmt_commit(self->im, &err))
-				TH_LOG("commit: %s", err);
+		commit_every_37th(_metadata, self, i);
 	}
 	free(data);
 	while (nr--)
