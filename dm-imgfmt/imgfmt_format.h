@@ -177,6 +177,13 @@ struct imgfmt_wplan {
  */
 #define IMGFMT_WRITE_ZEROES	0x1
 
+/*
+ * finish_write flags.  IMGFMT_FINISH_NOWAIT: never block, in any task
+ * context; -EWOULDBLOCK, with nothing changed, when the finish needs I/O
+ * (the metadata to change is not cached) or more than memory changes.
+ */
+#define IMGFMT_FINISH_NOWAIT	0x1
+
 /* What the status line shows of a writable image. */
 struct imgfmt_wstats {
 	u64 dirty_bytes;	/* metadata changed in memory, not written */
@@ -245,7 +252,8 @@ struct imgfmt_format_ops {
 			     unsigned int flags, struct imgfmt_wplan *p,
 			     const char **err);
 	int (*finish_write)(struct imgfmt_image *img,
-			    const struct imgfmt_wplan *p, const char **err);
+			    const struct imgfmt_wplan *p, unsigned int flags,
+			    const char **err);
 	int (*commit)(struct imgfmt_image *img, const char **err);
 	/*
 	 * Optional, for writes the host sends down without its writer.
@@ -292,7 +300,8 @@ int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 			 unsigned int flags, struct imgfmt_wplan *p,
 			 const char **err);
 int imgfmt_finish_write(struct imgfmt_image *img,
-			const struct imgfmt_wplan *p, const char **err);
+			const struct imgfmt_wplan *p, unsigned int flags,
+			const char **err);
 int imgfmt_commit(struct imgfmt_image *img, const char **err);
 /* Reserved clusters (see imgfmt_format_ops.reserve). */
 int imgfmt_reserve(struct imgfmt_image *img, u64 *host, const char **err);

@@ -586,6 +586,18 @@ int imgfmt_mcache_update(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	return -ENOMEM;
 }
 
+int imgfmt_mcache_update_cached(struct imgfmt_mcache *mc, u64 table_off,
+				u32 pos, const void *in, u32 len)
+{
+	struct imgfmt_mkey k = { .key = table_off };
+	int r;
+
+	r = mcache_check_device_table(mc, table_off, pos, len);
+	if (r)
+		return r;
+	return mcache_try_update(mc, &k, pos, in, len) ? 0 : -EWOULDBLOCK;
+}
+
 int imgfmt_mcache_writeback(struct imgfmt_mcache *mc, u32 *written)
 {
 	struct imgfmt_mgroup *g = mc->g;

@@ -132,6 +132,13 @@ int imgfmt_mcache_update(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 			 const void *in, u32 len, bool zeroed);
 
 /*
+ * The same on a cached table only: -EWOULDBLOCK, with nothing changed,
+ * when it is not cached.  Never sleeps.
+ */
+int imgfmt_mcache_update_cached(struct imgfmt_mcache *mc, u64 table_off,
+				u32 pos, const void *in, u32 len);
+
+/*
  * Write every dirty table of mc to its device (not flushed: the caller
  * orders), counting them in *written.  0, or the first write's error, with
  * the tables not yet written still dirty.

@@ -1206,7 +1206,7 @@ static int imgfmt_write_bio(struct imgfmt_target *it, struct bio *bio)
 			data_io = true;
 			goto fail;
 		}
-		r = imgfmt_finish_write(top, &p, &err);
+		r = imgfmt_finish_write(top, &p, 0, &err);
 		if (r)
 			goto fail;
 		pos = piece_end;
@@ -1270,7 +1270,7 @@ static bool imgfmt_writer_reap(struct imgfmt_target *it)
 		} else if (imgfmt_writer_failed(w)) {
 			r = -EIO;
 		} else {
-			r = imgfmt_finish_write(top, &io->plan, &err);
+			r = imgfmt_finish_write(top, &io->plan, 0, &err);
 			if (r)
 				imgfmt_write_failed(it, r, false,
 						    io->plan.vstart, err);

@@ -255,7 +255,8 @@ int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 			       unsigned int flags, struct imgfmt_wplan *p,
 			       const char **err);
 int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
-			      const struct imgfmt_wplan *p, const char **err);
+			      const struct imgfmt_wplan *p, unsigned int flags,
+			      const char **err);
 int imgfmt_qcow2_commit(struct imgfmt_image *img, const char **err);
 int imgfmt_qcow2_reserve(struct imgfmt_image *img, u64 *host,
 			 const char **err);

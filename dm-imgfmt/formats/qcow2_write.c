@@ -986,10 +986,13 @@ int imgfmt_qcow2_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 }
 
 int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
-			      const struct imgfmt_wplan *p, const char **err)
+			      const struct imgfmt_wplan *p, unsigned int flags,
+			      const char **err)
 {
 	struct qcow2_image *q = to_q(img);
 	struct qcow2_writer *w = q->w;
+	bool nowait = flags & IMGFMT_FINISH_NOWAIT;
+	u32 pos = (u32)p->priv[QW_POS], len = q->extended_l2 ? 16 : 8;
 	__be64 raw[2] = {
 		cpu_to_be64(p->priv[QW_ENTRY]),
 		cpu_to_be64(p->priv[QW_BITMAP]),
@@ -998,17 +1001,28 @@ int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 
 	if (!p->priv[QW_SLICE])
 		return 0;	/* zeroes where the range read zeroes already */
-	/*
-	 * An owned range marked zero keeps its space; what it held is
-	 * discarded before any later write can fill it again.  Were the
-	 * entry's change lost in a crash, the range reads what the discard
-	 * left there (its old data, or zeroes: a loop's hole).
-	 */
-	if (p->zeroed && p->host)
+	if (p->zeroed && p->host) {
+		/* Queuing its discard may send the queue, which blocks. */
+		if (nowait)
+			return -EWOULDBLOCK;
+		/*
+		 * An owned range marked zero keeps its space; what it held
+		 * is discarded before any later write can fill it again.
+		 * Were the entry's change lost in a crash, the range reads
+		 * what the discard left there (its old data, or zeroes: a
+		 * loop's hole).
+		 */
 		qw_punch_add(q, &w->zero_punch, p->host, p->vend - p->vstart);
-	r = imgfmt_mcache_update(q->img.mcache, p->priv[QW_SLICE],
-				 (u32)p->priv[QW_POS], raw,
-				 q->extended_l2 ? 16 : 8, false);
+	}
+	if (nowait)
+		r = imgfmt_mcache_update_cached(q->img.mcache,
+						p->priv[QW_SLICE], pos, raw,
+						len);
+	else
+		r = imgfmt_mcache_update(q->img.mcache, p->priv[QW_SLICE], pos,
+					 raw, len, false);
+	if (r == -EWOULDBLOCK)
+		return r;
 	if (r)
 		return qw_refuse(err, "cannot update L2 table", r);
 	if (p->priv[QW_FREE_LEN]) {

@@ -55,11 +55,12 @@ int imgfmt_prepare_write(struct imgfmt_image *img, u64 offset, u64 len,
 }
 
 int imgfmt_finish_write(struct imgfmt_image *img,
-			const struct imgfmt_wplan *p, const char **err)
+			const struct imgfmt_wplan *p, unsigned int flags,
+			const char **err)
 {
 	if (p->in_place)
 		return 0;
-	return img->ops->finish_write(img, p, err);
+	return img->ops->finish_write(img, p, flags, err);
 }
 
 int imgfmt_reserve(struct imgfmt_image *img, u64 *host, const char **err)

@@ -87,6 +87,7 @@ FIXTURE(qwrite) {
 	int fd;
 	struct imgfmt_dev dev;
 	struct imgfmt_image *im;
+	unsigned int finished_nowait;	/* by finish_as_target() */
 };
 
 FIXTURE_VARIANT(qwrite) {
@@ -232,6 +233,22 @@ static bool all_zero(const u8 *p, u64 len)
 }
 
 /*
+ * Finish p as the target does: without blocking where the write
+ * completed, else (-EWOULDBLOCK, nothing changed) in the writer.
+ */
+static int finish_as_target(FIXTURE_DATA(qwrite) *self,
+			    const struct imgfmt_wplan *p, const char **err)
+{
+	int r = imgfmt_finish_write(self->im, p, IMGFMT_FINISH_NOWAIT, err);
+
+	if (!r)
+		self->finished_nowait++;
+	if (r != -EWOULDBLOCK)
+		return r;
+	return imgfmt_finish_write(self->im, p, 0, err);
+}
+
+/*
  * Write [off, off + len) of data through the write side, as the target;
  * with data NULL, zeroes as a discard or write-zeroes request.
  */
@@ -255,7 +272,7 @@ static int write_through(struct __test_metadata *_metadata,
 		}
 		piece_end = end < p.vend ? end : p.vend;
 		if (p.zeroed) {
-			r = imgfmt_finish_write(self->im, &p, &err);
+			r = imgfmt_finish_write(self->im, &p, 0, &err);
 			if (r)
 				return r;
 			pos = piece_end;
@@ -293,7 +310,7 @@ static int write_through(struct __test_metadata *_metadata,
 			continue;
 		}
 		if (!r)
-			r = imgfmt_finish_write(self->im, &p, &err);
+			r = finish_as_target(self, &p, &err);
 		if (r) {
 			TH_LOG("finish at %llu: %s", (unsigned long long)pos, err);
 			return r;
@@ -395,6 +412,72 @@ TEST_F(qwrite, random_writes_match_qemu)
 	random_ops(_metadata, self, variant, 0);
 	if (variant->rt_grows)
 		EXPECT_LT(rt_before, rt_clusters(self->fd));
+	/* With metadata preallocated every write goes in place. */
+	if (!strstr(variant->create, "preallocation"))
+		EXPECT_LT(0, self->finished_nowait);
+	judge(_metadata, self);
+}
+
+/*
+ * A finish that must not block (IMGFMT_FINISH_NOWAIT) succeeds while the
+ * plan's L2 table is cached.  When other writes, committed, pushed the
+ * table out of a cache of two, it says so and changes nothing, and the
+ * blocking finish then does it all.  QEMU judges the result.
+ */
+TEST_F(qwrite, finish_nowait_needs_cached_table)
+{
+	u64 cs = self->im->info.cluster_size, span, off, a;
+	struct imgfmt_open_args args = { 0 };
+	bool prealloc = strstr(variant->create, "preallocation");
+	struct imgfmt_wstats st;
+	struct imgfmt_wplan p;
+	struct imgfmt_run run;
+	const char *err = "";
+	int expect = 0;
+	u8 *buf;
+
+	imgfmt_close(self->im);
+	args.dev = &self->dev;
+	args.cache_bytes = 1;	/* raised to two tables */
+	args.writable = true;
+	args.has_lower = variant->backing;
+	ASSERT_EQ(0, imgfmt_open(&imgfmt_qcow2_ops, &args, &self->im, &err))
+		TH_LOG("open: %s", err);
+	/* What one cached L2 slice (4 KiB at most) maps. */
+	span = cs * ((cs < 4096 ? cs : 4096) /
+		     (self->im->info.extended_l2 ? 16 : 8));
+	/* The last cluster of the first slice: no variant's prep is there. */
+	a = (span < self->size ? span : self->size) - cs;
+	buf = malloc(cs);
+	ASSERT_NE(NULL, buf);
+	memset(buf, 0x5a, cs);
+	ASSERT_EQ(0, imgfmt_prepare_write(self->im, a, cs, 0, &p, &err));
+	EXPECT_EQ(prealloc, p.in_place);
+	ASSERT_EQ((ssize_t)cs, pwrite(self->fd, buf, cs, p.host));
+	if (!prealloc && self->size >= 3 * span) {
+		for (off = span; off + cs <= self->size; off += span) {
+			ASSERT_EQ(0, write_through(_metadata, self, off, buf,
+						   cs));
+			memcpy(self->shadow + off, buf, cs);
+			ASSERT_EQ(0, imgfmt_commit(self->im, &err));
+		}
+		expect = -EWOULDBLOCK;
+	}
+	EXPECT_EQ(expect, imgfmt_finish_write(self->im, &p,
+					      IMGFMT_FINISH_NOWAIT, &err));
+	if (expect) {
+		/* Nothing changed: the cluster reads as before. */
+		ASSERT_EQ(0, imgfmt_map(self->im, a, cs, 0, &run, &err));
+		EXPECT_NE(IMGFMT_RUN_DATA, run.kind);
+		ASSERT_EQ(0, imgfmt_finish_write(self->im, &p, 0, &err));
+	}
+	memcpy(self->shadow + a, buf, cs);
+	free(buf);
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
+	imgfmt_get_wstats(self->im, &st);
+	imgfmt_close(self->im);
+	self->im = NULL;
+	ASSERT_EQ(0, ftruncate(self->fd, st.image_end));
 	judge(_metadata, self);
 }
 
@@ -508,7 +591,7 @@ TEST_F(qwrite, spares_match_qemu)
 			ASSERT_EQ((ssize_t)len,
 				  pwrite(self->fd, data, len,
 					 p.host + (off - p.vstart)));
-			ASSERT_EQ(0, imgfmt_finish_write(self->im, &p, &err));
+			ASSERT_EQ(0, finish_as_target(self, &p, &err));
 		} else {
 			ASSERT_EQ(0, write_through(_metadata, self, off, data,
 						   len));
