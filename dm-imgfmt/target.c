@@ -18,8 +18,9 @@
  * format's write side, so allocations never see each other half done.
  * A write whose data is all that its plan writes (a whole new cluster, or
  * new space that reads zeroes around the data) is not copied: the bio
- * itself goes down, remapped, and its plan finishes when it completes;
- * until then every bio touching its clusters waits in the writer.
+ * itself goes down, remapped, and its plan finishes when it completes
+ * (in the completing task when it can, else in the writer); until then
+ * every bio touching its clusters waits in the writer.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -216,7 +217,13 @@ struct imgfmt_writer {
 	/* Look at the device's size before the next write (presuspend). */
 	bool recheck_size;
 	unsigned long raised;	/* IMGFMT_W_*, atomic bits */
-	struct imgfmt_wstats wst;	/* as of the writer's last pass */
+	struct imgfmt_wstats wst;	/* as of the last pass or finish */
+	/*
+	 * Held by the writer's work for its whole pass, and by whoever else
+	 * uses the format's write side: a write sent down whole whose
+	 * completion finds it free finishes there (imgfmt_finish_here()).
+	 */
+	struct mutex pass_lock;
 	struct work_struct work;
 	/* Commits what writes left dirty, about a second later. */
 	struct delayed_work timer;
@@ -1042,6 +1049,54 @@ static void imgfmt_write_failed(struct imgfmt_target *it, int r, bool data_io,
 	imgfmt_count_error(it, "write", err, pos);
 }
 
+/*
+ * Finish the plan of a write sent down whole where the write completed,
+ * when that is a task and the writer is not at work: that saves the
+ * hand-off to the writer, the largest cost left of an allocating write
+ * at low depth (5 of 40 us a 4 KiB write in the guest).  Only where
+ * nothing can fail: the write succeeded, it is not FUA (which waits for a
+ * commit), and its metadata is cached.  A loop device completes in its
+ * worker when one CPU submits to it (a softirq finishes for several, or
+ * an interrupt for disks: the writer does those).  Returns whether bio
+ * has ended.
+ */
+static bool imgfmt_finish_here(struct imgfmt_writer *w, struct bio *bio,
+			       struct imgfmt_wio *io)
+{
+	struct imgfmt_image *top = w->it->ls.l[0].img;
+	const char *err = NULL;
+	struct imgfmt_wstats st;
+	bool kick;
+
+	if (!in_task() || bio->bi_status || (bio->bi_opf & REQ_FUA) ||
+	    imgfmt_writer_broken(w) || !mutex_trylock(&w->pass_lock))
+		return false;
+	if (imgfmt_finish_write(top, &io->plan, IMGFMT_FINISH_NOWAIT, &err)) {
+		mutex_unlock(&w->pass_lock);
+		return false;
+	}
+	imgfmt_get_wstats(top, &st);
+	spin_lock(&w->lock);
+	/* After the finish: map() must see the entry or the claim. */
+	list_del(&io->node);
+	w->acked++;
+	w->wst = st;
+	/* Those that waited for this write's cluster go again. */
+	bio_list_merge_head(&w->bios, &w->held);
+	kick = !bio_list_empty(&w->bios) ||
+	       (w->nr_spares < IMGFMT_SPARES / 2 && !w->no_spares &&
+		!w->spares_paused);
+	if (st.dirty_bytes && !w->stopped)
+		queue_delayed_work(imgfmt_wq, &w->timer, HZ);
+	spin_unlock(&w->lock);
+	bio_list_init(&w->held);
+	mutex_unlock(&w->pass_lock);
+	if (kick)
+		queue_work(imgfmt_wq, &w->work);
+	bio_endio(bio);
+	return true;
+}
+
 static void imgfmt_direct_endio(struct bio *bio)
 {
 	struct imgfmt_wio *io = bio->bi_private;
@@ -1050,6 +1105,8 @@ static void imgfmt_direct_endio(struct bio *bio)
 
 	bio->bi_end_io = io->end_io;
 	bio->bi_private = io->private;
+	if (imgfmt_finish_here(w, bio, io))
+		return;
 	spin_lock_irqsave(&w->done_lock, flags);
 	bio_list_add(&w->done, bio);
 	spin_unlock_irqrestore(&w->done_lock, flags);
@@ -1415,6 +1472,7 @@ static void imgfmt_writer_work(struct work_struct *work)
 	int r;
 
 	noio = memalloc_noio_save();
+	mutex_lock(&w->pass_lock);
 	if (READ_ONCE(w->flush_failed))
 		imgfmt_writer_fail(it, "cannot flush the device");
 	for (;;) {
@@ -1471,6 +1529,7 @@ static void imgfmt_writer_work(struct work_struct *work)
 	if (st.dirty_bytes && !w->stopped && !imgfmt_writer_failed(w))
 		queue_delayed_work(imgfmt_wq, &w->timer, HZ);
 	spin_unlock(&w->lock);
+	mutex_unlock(&w->pass_lock);
 	imgfmt_writer_low_water(it, st.image_end);
 	memalloc_noio_restore(noio);
 }
@@ -1640,6 +1699,7 @@ static int imgfmt_init_writer(struct imgfmt_target *it, char **error)
 	w->it = it;
 	INIT_LIST_HEAD(&w->node);
 	spin_lock_init(&w->lock);
+	mutex_init(&w->pass_lock);
 	bio_list_init(&w->bios);
 	bio_list_init(&w->flushes);
 	INIT_LIST_HEAD(&w->inflight);
@@ -1685,11 +1745,13 @@ static void imgfmt_writer_quiesce(struct imgfmt_target *it)
 	bio_list_init(&none);
 	/* The device is suspended: no allocation may wait on its I/O. */
 	noio = memalloc_noio_save();
+	mutex_lock(&w->pass_lock);
 	imgfmt_writer_drain(it, false);
 	if (!imgfmt_writer_failed(w))
 		imgfmt_writer_commit(it, &none);
-	memalloc_noio_restore(noio);
 	imgfmt_get_wstats(it->ls.l[0].img, &w->wst);
+	mutex_unlock(&w->pass_lock);
+	memalloc_noio_restore(noio);
 }
 
 static void imgfmt_exit_writer(struct imgfmt_target *it)
@@ -1711,6 +1773,7 @@ static void imgfmt_exit_writer(struct imgfmt_target *it)
 	mutex_unlock(&imgfmt_writers_lock);
 	imgfmt_decoder_destroy(w->dec);
 	kvfree(w->buf);
+	mutex_destroy(&w->pass_lock);
 	kfree(w);
 	it->w = NULL;
 }
