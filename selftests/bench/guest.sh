@@ -177,10 +177,14 @@ done
 # and as two qcow2 copies, every cluster allocated, one for dm-imgfmt rw,
 # one for qemu-nbd rw (QEMU's recommended cache=none,aio=native where
 # O_DIRECT works on tmpfs, else cache=writeback,aio=threads; reported).
+# Where both work, one more copy for qemu-nbd with cache=writeback (the
+# nbdwb paths: what a qemu-nbd started with its defaults writes through).
 # f-*: fresh devices made before each run (recreate_fresh).
 WPATHS=
 case " $WORKLOADS " in *" w-"* | *" f-"*) WPATHS=yes ;; esac
 NBD_WCACHE="--cache=none --aio=native"
+NBD_WB_CACHE="--cache=writeback --aio=threads"
+NBD_WB=
 mk_wimgfmt() {		# mk_wimgfmt NAME IMAGE: a read-write table, loop grown
 	truncate -s "$((2 * FRESH_MB + 64))M" "$2" || die "truncate $2"
 	l=$(losetup -f) || die "losetup -f"
@@ -206,10 +210,11 @@ rm_wlinear() {		# rm_wlinear NAME
 	dmsetup remove "$1" || die "dmsetup remove $1"
 	losetup -d "/dev/$l"
 }
-start_wnbd() {		# start_wnbd /dev/nbdN IMAGE
+start_wnbd() {		# start_wnbd /dev/nbdN IMAGE [CACHE-ARGS]
+	c=${3:-$NBD_WCACHE}
 	# shellcheck disable=SC2086
-	qemu-nbd --connect="$1" --format=qcow2 $NBD_WCACHE "$2" ||
-		die "qemu-nbd --connect $1 $2 $NBD_WCACHE"
+	qemu-nbd --connect="$1" --format=qcow2 $c "$2" ||
+		die "qemu-nbd --connect $1 $2 $c"
 	n=0
 	while [ "$(cat "/sys/block/${1#/dev/}/size")" = 0 ]; do
 		n=$((n + 1))
@@ -224,8 +229,13 @@ if [ -n "$WPATHS" ]; then
 		/bench/w-imgfmt.qcow2 || die "qemu-img convert w.raw"
 	cp /bench/w-imgfmt.qcow2 /bench/w-nbd.qcow2
 	# O_DIRECT on tmpfs (6.6 and later), else the page cache.
-	if ! dd if=/bench/w.raw of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null; then
-		NBD_WCACHE="--cache=writeback --aio=threads"
+	if dd if=/bench/w.raw of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null; then
+		NBD_WB=yes
+		cp /bench/w-imgfmt.qcow2 /bench/w-nbdwb.qcow2
+		start_wnbd /dev/nbd6 /bench/w-nbdwb.qcow2 "$NBD_WB_CACHE"
+		echo "INFO nbd_wb_cache qemu-nbd $NBD_WB_CACHE"
+	else
+		NBD_WCACHE=$NBD_WB_CACHE
 	fi
 	echo "INFO nbd_write_cache qemu-nbd $NBD_WCACHE"
 	mk_wlinear b-wlinear /bench/w.raw
@@ -251,6 +261,10 @@ recreate_fresh() {
 		qemu-img create -q -f qcow2 -o cluster_size=65536 /bench/f-nbd.qcow2 \
 			"${FRESH_MB}M" || die "qemu-img create"
 		start_wnbd /dev/nbd5 /bench/f-nbd.qcow2 ;;
+	f-nbdwb)
+		qemu-img create -q -f qcow2 -o cluster_size=65536 /bench/f-nbdwb.qcow2 \
+			"${FRESH_MB}M" || die "qemu-img create"
+		start_wnbd /dev/nbd7 /bench/f-nbdwb.qcow2 "$NBD_WB_CACHE" ;;
 	esac
 }
 destroy_fresh() {
@@ -263,6 +277,7 @@ destroy_fresh() {
 			die "$2: qemu-img check of the fresh dm-imgfmt image fails"
 		rm -f /bench/f-imgfmt.qcow2 ;;
 	f-nbd) stop_nbd /dev/nbd5; rm -f /bench/f-nbd.qcow2 ;;
+	f-nbdwb) stop_nbd /dev/nbd7; rm -f /bench/f-nbdwb.qcow2 ;;
 	esac
 }
 
@@ -281,9 +296,11 @@ dev_of() {
 	w-linear) echo /dev/mapper/b-wlinear ;;
 	w-imgfmt) echo /dev/mapper/b-wimgfmt ;;
 	w-nbd) echo /dev/nbd4 ;;
+	w-nbdwb) echo /dev/nbd6 ;;
 	f-linear) echo /dev/mapper/b-flinear ;;
 	f-imgfmt) echo /dev/mapper/b-fimgfmt ;;
 	f-nbd) echo /dev/nbd5 ;;
+	f-nbdwb) echo /dev/nbd7 ;;
 	esac
 }
 
@@ -384,7 +401,9 @@ wl_paths() {
 	case $1 in
 	sparse-*) rotate "$2" sparse-imgfmt sparse-nbd ;;
 	chain*) rotate "$2" linear "${1%%-*}-imgfmt" ;;
-	w-* | f-*) k=${1%%-*}; rotate "$2" "$k-linear" "$k-imgfmt" "$k-nbd" ;;
+	w-* | f-*)
+		k=${1%%-*}
+		rotate "$2" "$k-linear" "$k-imgfmt" "$k-nbd" ${NBD_WB:+"$k-nbdwb"} ;;
 	comp-* | compz-*)
 		k=${1%%-*}
 		case " $COMP " in *" $k "*) rotate "$2" "$k-imgfmt" "$k-nbd" ;; esac ;;
@@ -467,9 +486,10 @@ echo "INFO status_imgfmt_end $(dmsetup status b-imgfmt)"
 if [ -n "$WPATHS" ]; then
 	echo "INFO status_wimgfmt_end $(dmsetup status b-wimgfmt)"
 	stop_nbd /dev/nbd4
+	[ -z "$NBD_WB" ] || stop_nbd /dev/nbd6
 	rm_wlinear b-wlinear
 	rm_wimgfmt b-wimgfmt /bench/w-imgfmt.qcow2
-	for f in w-imgfmt w-nbd; do
+	for f in w-imgfmt w-nbd ${NBD_WB:+w-nbdwb}; do
 		qemu-img check -q "/bench/$f.qcow2" ||
 			die "qemu-img check of $f.qcow2 fails after the writes"
 	done

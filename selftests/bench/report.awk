@@ -86,7 +86,33 @@ function goal(w) {
 		return 0.90
 	if (w ~ /^chain1000-/)
 		return 0.80
+	# Issue 9: overwrites near dm-linear, allocating and synced writes
+	# at 0.8 of it (f-: of dm-linear filling a fresh sparse file).
+	if (w == "w-rand4k-qd1" || w == "w-rand4k-qd32" || w == "w-seq1m")
+		return 0.95
+	if (w == "w-sync4k" || w ~ /^f-/)
+		return 0.80
 	return ""
+}
+
+# The imgfmt/qemu-nbd goal of a workload: reads 2x, writes 3x.
+function nbdgoal(w) {
+	if (w ~ /^chain/)
+		return ""
+	return w ~ /^(w|f)-/ ? 3 : 2
+}
+
+# Median over the rounds of w of imgfmt's value over path p's.
+function ratio(w, p,    sp, n, rr, j, r, l) {
+	sp = prefix(w)
+	l = ""
+	n = split(rounds[w], rr, " ")
+	for (j = 1; j <= n; j++) {
+		r = rr[j]
+		if ((w, p, r) in val && (w, sp "imgfmt", r) in val && val[w, p, r] > 0)
+			l = l " " val[w, sp "imgfmt", r] / val[w, p, r]
+	}
+	return median(l)
 }
 
 function add(arr, key, val) {
@@ -159,18 +185,10 @@ END {
 		ml = median(vals[w, linpath(w)])
 		mi = median(vals[w, sp "imgfmt"])
 		mn = median(vals[w, sp "nbd"])
-		rl = rn = ""
-		n = split(rounds[w], rr, " ")
-		for (j = 1; j <= n; j++) {
-			r = rr[j]
-			lp = linpath(w)
-			if ((w, lp, r) in val && (w, sp "imgfmt", r) in val && val[w, lp, r] > 0)
-				rl = rl " " val[w, sp "imgfmt", r] / val[w, lp, r]
-			if ((w, sp "nbd", r) in val && (w, sp "imgfmt", r) in val && val[w, sp "nbd", r] > 0)
-				rn = rn " " val[w, sp "imgfmt", r] / val[w, sp "nbd", r]
-		}
-		ratl[w] = median(rl)
-		ratn[w] = median(rn)
+		ratl[w] = ratio(w, linpath(w))
+		ratn[w] = ratio(w, sp "nbd")
+		if ((w SUBSEP sp "nbdwb") in vals)
+			ratwb[w] = ratio(w, sp "nbdwb")
 		printf "%-20s %-5s %10s %10s %10s %9s %9s %s %s %s\n", w, unit,
 		       fmtval(ml), fmtval(mi), fmtval(mn), fmtratio(ratl[w]),
 		       fmtratio(ratn[w]), spread(vals[w, linpath(w)]),
@@ -181,6 +199,21 @@ END {
 		       "MiB/s", "-", "-", "-", "-", "-", notyet[w]
 	printf "rounds: %d per workload; spread = (max-min)/median, from 5 rounds on (p75-p25)/median\n",
 	       split(rounds[order[1]], rr, " ")
+	for (i = 1; i <= nw; i++) {
+		w = order[i]
+		if (!(w in ratwb))
+			continue
+		if (!hdrwb++) {
+			print ""
+			print "writes against qemu-nbd with cache=writeback (nbdwb: a qemu-nbd's defaults):"
+			printf "%-20s %-5s %10s %9s %s\n", "workload", "unit",
+			       "nbdwb", "img/nbdwb", "spread"
+		}
+		printf "%-20s %-5s %10s %9s %s\n", w,
+		       (w ~ /seq1m$|seq64k$/) ? "MiB/s" : "IOPS",
+		       fmtval(median(vals[w, prefix(w) "nbdwb"])),
+		       fmtratio(ratwb[w]), spread(vals[w, prefix(w) "nbdwb"])
+	}
 
 	print ""
 	print "dm-imgfmt counters per fio run (medians over rounds):"
@@ -213,12 +246,18 @@ END {
 			       w, fmtratio(ratl[w]), want
 			nmiss += !ok
 		}
-		# No goals for writes yet: the numbers are recorded.
-		if (w ~ /^(chain|w-|f-)/)
+		want = nbdgoal(w)
+		if (want == "")
 			continue
-		ok = ratn[w] != "" && ratn[w] >= 2
-		printf "  %-4s %-20s imgfmt/nbd    %s >= 2.00\n", ok ? "met" : "MISS",
-		       w, fmtratio(ratn[w])
+		ok = ratn[w] != "" && ratn[w] >= want
+		printf "  %-4s %-20s imgfmt/nbd    %s >= %.2f\n", ok ? "met" : "MISS",
+		       w, fmtratio(ratn[w]), want
+		nmiss += !ok
+		if (!(w in ratwb))
+			continue
+		ok = ratwb[w] >= want
+		printf "  %-4s %-20s imgfmt/nbdwb  %s >= %.2f\n", ok ? "met" : "MISS",
+		       w, fmtratio(ratwb[w]), want
 		nmiss += !ok
 	}
 	# The metadata of a whole chain stays within its one cache_size.

@@ -271,7 +271,7 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 			RUNTIME_MS=$runtime
 			RAMP_MS=$ramp
 			WORKLOADS="$workloads"
-			TMPFS_MB=$((TOTAL_MB + 64 + 3 * WRITE_MB + 2 * FRESH_MB))
+			TMPFS_MB=$((TOTAL_MB + 64 + 4 * WRITE_MB + 2 * FRESH_MB))
 			WRITE_MB=$WRITE_MB
 			FRESH_MB=$FRESH_MB
 			IMGFMT_BIN=$SRC/userspace/imgfmt
@@ -340,7 +340,8 @@ write_report() {		# write_report KVER DIR
 			"comp = zlib ($(sed -n 's/^comp_compressed //p' "$DATA/facts" | cut -d' ' -f1) compressed), compz = zstd;" \
 			"64 KiB sequential reads, QD1"
 		echo "writes:  w-* = $WRITE_MB MiB of the data overwritten (every cluster allocated): dm-linear rw on loop(raw)," \
-			"dm-imgfmt rw on loop(qcow2), qemu-nbd rw on another qcow2 copy with $(info "$first" nbd_write_cache);" \
+			"dm-imgfmt rw on loop(qcow2), qemu-nbd rw on another qcow2 copy with $(info "$first" nbd_write_cache)$(
+			wb=$(info "$first" nbd_wb_cache) && [ -n "$wb" ] && echo ", nbdwb = on a third with $wb");" \
 			"w-sync4k = 4 KiB random writes, fdatasync after each, QD1"
 		echo "         f-* = allocating writes into a fresh $FRESH_MB MiB device made just before each run (no ramp):" \
 			"sparse raw file (dm-linear), empty qcow2 of 64 KiB clusters (dm-imgfmt, qemu-nbd)"
