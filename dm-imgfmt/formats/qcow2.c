@@ -288,9 +288,10 @@ static int qcow2_check_l1(const struct qcow2_fields *f,
  * The bitmaps extension (persistent dirty bitmaps): its length always
  * counts; its fields only when the autoclear bit says a program that knew
  * bitmaps wrote the image last (otherwise the bitmaps are stale and QEMU
- * ignores them).  The bitmap directory itself is not read.
+ * ignores them).  The directory is walked later (qcow2_check_bitmaps()).
  */
-static int qcow2_check_bitmaps_ext(const struct qcow2_fields *f,
+static int qcow2_check_bitmaps_ext(struct qcow2_image *q,
+				   const struct qcow2_fields *f,
 				   const u8 *data, u32 len, const char **err)
 {
 	const struct qcow2_bitmaps_ext *b = (const void *)data;
@@ -320,6 +321,9 @@ static int qcow2_check_bitmaps_ext(const struct qcow2_fields *f,
 		*err = "QCOW2 bitmap directory too large";
 		return -EINVAL;
 	}
+	q->nb_bitmaps = nb;
+	q->bitmap_dir_offset = be64_to_cpu(b->directory_offset);
+	q->bitmap_dir_size = be64_to_cpu(b->directory_size);
 	return 0;
 }
 
@@ -369,7 +373,7 @@ static int qcow2_parse_extension(struct qcow2_image *q,
 			  len);
 		return 0;
 	case QCOW2_EXT_BITMAPS:
-		return qcow2_check_bitmaps_ext(f, data, len, err);
+		return qcow2_check_bitmaps_ext(q, f, data, len, err);
 	case QCOW2_EXT_CRYPTO_HEADER:
 		return qcow2_check_crypto_ext(f, data, len, err);
 	default:
@@ -477,6 +481,7 @@ struct qcow2_snapshot_iter {
 	u8 *buf;		/* QCOW2_SNAPSHOT_CHUNK bytes of the device */
 	u64 buf_off;
 	bool buf_valid;
+	const char *read_err;	/* what a failed read says */
 };
 
 static int qcow2_snapshot_iter_init(struct qcow2_snapshot_iter *it,
@@ -490,6 +495,7 @@ static int qcow2_snapshot_iter_init(struct qcow2_snapshot_iter *it,
 	it->left = nb_snapshots;
 	it->start = offset;
 	it->pos = offset;
+	it->read_err = "cannot read the QCOW2 snapshot table";
 	if (!it->left)
 		return 0;
 	it->buf = kmalloc(QCOW2_SNAPSHOT_CHUNK, GFP_KERNEL);
@@ -525,7 +531,7 @@ static int qcow2_snapshot_read(struct qcow2_snapshot_iter *it, u64 off,
 						  QCOW2_SNAPSHOT_CHUNK)) : 0;
 		if (r) {
 			it->buf_valid = false;
-			*err = "cannot read the QCOW2 snapshot table";
+			*err = it->read_err;
 			return r;
 		}
 		it->buf_valid = true;
@@ -743,6 +749,103 @@ static int qcow2_check_snapshots(struct imgfmt_dev *dev,
 			break;
 	}
 	qcow2_snapshot_iter_exit(&it);
+	return r;
+}
+
+/*
+ * One bitmap directory entry, by QEMU's constraints: a table of 1 to
+ * 2^27 entries at a cluster aligned offset, a granularity of 2^9 to 2^31
+ * bytes, known flags and type, a name of at most 1023 bytes, at most
+ * 512 MiB of bitmap, and one not in use covering the whole disk.
+ */
+static bool qcow2_bitmap_entry_ok(const struct qcow2_fields *f,
+				  const struct qcow2_bitmap_dirent *d)
+{
+	u64 off = be64_to_cpu(d->table_offset);
+	u32 n = be32_to_cpu(d->table_size), flags = be32_to_cpu(d->flags);
+	u64 bytes = (u64)n << f->cluster_bits;
+
+	if (!n || n > QCOW2_BITMAP_MAX_TABLE || !off ||
+	    !IS_ALIGNED(off, 1ULL << f->cluster_bits) ||
+	    d->granularity_bits < QCOW2_BITMAP_MIN_GRANULARITY ||
+	    d->granularity_bits > QCOW2_BITMAP_MAX_GRANULARITY ||
+	    (flags & ~QCOW2_BITMAP_FLAGS_KNOWN) ||
+	    be16_to_cpu(d->name_size) > QCOW2_BITMAP_MAX_NAME ||
+	    d->type != QCOW2_BITMAP_DIRTY_TRACKING ||
+	    bytes > QCOW2_BITMAP_MAX_BYTES)
+		return false;
+	/* At most 2^29 bytes of 2^31-byte bits: within 2^63. */
+	return (flags & QCOW2_BITMAP_IN_USE) ||
+	       f->size <= (bytes * 8) << d->granularity_bits;
+}
+
+/*
+ * The bitmap directory, when the bitmaps are current: QEMU reads it at
+ * open and refuses an image whose directory is broken, and so do we,
+ * although nothing here uses a bitmap.  It holds exactly the entries the
+ * extension counts, each a fixed part, extra data (which QEMU refuses)
+ * and a name, padded to 8 bytes, and nothing else.
+ */
+static int qcow2_check_bitmaps(struct qcow2_image *q,
+			       const struct qcow2_fields *f, const char **err)
+{
+	u64 pos = q->bitmap_dir_offset, end = pos + q->bitmap_dir_size, len;
+	const char *why = "QCOW2 bitmap directory broken";
+	struct qcow2_snapshot_iter it;
+	struct qcow2_bitmap_dirent d;
+	u32 seen = 0;
+	int r;
+
+	/*
+	 * Nothing here reads a bitmap: a directory past the device's end is
+	 * not ours to judge (qemu-img puts a new one at the file's end, whose
+	 * last partial sector a loop device hides).  The extension bounded
+	 * its size to 64 MiB.
+	 */
+	if (!q->nb_bitmaps ||
+	    !imgfmt_dev_has(q->img.dev, pos, q->bitmap_dir_size))
+		return 0;
+	r = qcow2_snapshot_iter_init(&it, q->img.dev, 1U << f->cluster_bits,
+				     q->nb_bitmaps, pos, err);
+	if (r)
+		return r;
+	it.read_err = "cannot read the QCOW2 bitmap directory";
+	r = -EINVAL;
+	if (pos == end)
+		goto out;
+	while (pos < end) {
+		if (end - pos < sizeof(d))
+			goto out;
+		if (++seen > q->nb_bitmaps) {
+			why = "QCOW2 bitmap directory holds more bitmaps than its extension counts";
+			goto out;
+		}
+		r = qcow2_snapshot_read(&it, pos, &d, sizeof(d), &why);
+		if (r)
+			goto out;
+		r = -EINVAL;
+		len = ALIGN(sizeof(d) + (u64)be32_to_cpu(d.extra_size) +
+			    be16_to_cpu(d.name_size), 8);
+		if (len > end - pos)
+			goto out;
+		if (be32_to_cpu(d.extra_size)) {
+			why = "QCOW2 bitmap extra data not supported";
+			goto out;
+		}
+		if (!qcow2_bitmap_entry_ok(f, &d)) {
+			why = "QCOW2 bitmap directory entry invalid";
+			goto out;
+		}
+		pos += len;
+	}
+	if (seen < q->nb_bitmaps)
+		why = "QCOW2 bitmap directory holds fewer bitmaps than its extension counts";
+	else
+		r = 0;
+out:
+	qcow2_snapshot_iter_exit(&it);
+	if (r)
+		*err = why;
 	return r;
 }
 
@@ -1033,6 +1136,8 @@ static int qcow2_check_image(struct qcow2_image *q,
 		r = qcow2_check_l1(f, q->img.dev, err);
 	if (!r)
 		r = qcow2_check_snapshots(q->img.dev, f, pick, err);
+	if (!r)
+		r = qcow2_check_bitmaps(q, f, err);
 	return r;
 }
 

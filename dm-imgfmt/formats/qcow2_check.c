@@ -25,26 +25,10 @@
 
 /* Refcount table entries: bits 9-63 the block's offset, 0-8 reserved. */
 #define QCOW2_REFT_RESERVED		0x1ffULL
-/* Bitmap table entries: bits 9-55 the cluster, bit 0 "all ones". */
-#define QCOW2_BME_OFFSET_MASK		0x00fffffffffffe00ULL
-#define QCOW2_BME_RESERVED		0xff000000000001feULL
-#define QCOW2_BME_ALL_ONES		BIT_ULL(0)
-/* QEMU's bound on a bitmap table, in entries. */
-#define QCOW2_BITMAP_MAX_TABLE		0x8000000U
 /* Version 3 snapshots carry at least the VM state and disk sizes. */
 #define QCOW2_SNAPSHOT_V3_EXTRA		16
 /* Counters of expected refcounts are at most 16 bits wide (order 4). */
 #define QCOW2_CHECK_MAX_ORDER		4
-
-struct qcow2_bitmap_dirent {
-	__be64 table_offset;
-	__be32 table_size;
-	__be32 flags;
-	u8 type;
-	u8 granularity_bits;
-	__be16 name_size;
-	__be32 extra_size;
-} __packed;
 
 /* How QEMU classifies an L2 entry. */
 enum qcow2_ctype {

@@ -34,6 +34,20 @@
 #define QCOW2_MAX_BACKING_FORMAT	15
 #define QCOW2_MAX_BITMAPS		65535
 #define QCOW2_MAX_BITMAP_DIRECTORY	(1024ULL * QCOW2_MAX_BITMAPS)
+/* Bitmap table entries: bits 9-55 the cluster, bit 0 "all ones". */
+#define QCOW2_BME_OFFSET_MASK		0x00fffffffffffe00ULL
+#define QCOW2_BME_RESERVED		0xff000000000001feULL
+#define QCOW2_BME_ALL_ONES		BIT_ULL(0)
+/* QEMU's bounds on one bitmap: its table (entries) and its bytes. */
+#define QCOW2_BITMAP_MAX_TABLE		0x8000000U
+#define QCOW2_BITMAP_MAX_BYTES		0x20000000ULL
+#define QCOW2_BITMAP_MAX_NAME		1023
+#define QCOW2_BITMAP_MIN_GRANULARITY	9
+#define QCOW2_BITMAP_MAX_GRANULARITY	31
+/* Bitmap directory entry flags: in use (not saved whole), auto. */
+#define QCOW2_BITMAP_IN_USE		BIT(0)
+#define QCOW2_BITMAP_FLAGS_KNOWN	0x3U
+#define QCOW2_BITMAP_DIRTY_TRACKING	1
 #define QCOW2_MAX_VIRTUAL_SIZE		BIT_ULL(62)
 #define QCOW2_MAX_REFCOUNT_ORDER	6
 #define QCOW2_SUBCLUSTERS		32
@@ -121,6 +135,17 @@ struct qcow2_bitmaps_ext {
 	__be64 directory_offset;
 } __packed;
 
+/* A bitmap directory entry; its extra data and name follow. */
+struct qcow2_bitmap_dirent {
+	__be64 table_offset;
+	__be32 table_size;
+	__be32 flags;
+	u8 type;
+	u8 granularity_bits;
+	__be16 name_size;
+	__be32 extra_size;
+} __packed;
+
 struct qcow2_snapshot_header {
 	__be64 l1_table_offset;
 	__be32 l1_size;
@@ -155,6 +180,10 @@ struct qcow2_image {
 	/* The snapshot table, for imgfmt_qcow2_for_each_snapshot(). */
 	u64 snapshots_offset;
 	u32 nb_snapshots;
+	/* The bitmap directory, when the bitmaps are current (else 0). */
+	u32 nb_bitmaps;
+	u64 bitmap_dir_offset;
+	u64 bitmap_dir_size;
 	/* Open for writing: the write side's state (qcow2_write.c). */
 	struct qcow2_writer *w;
 };

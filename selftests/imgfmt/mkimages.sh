@@ -602,6 +602,45 @@ hostile_from "$OUT/hsnap.qcow2" snapshot_l1_too_large \
 	"QCOW2 snapshot L1 table too large" $((S + 8)):4:$((32 * MiB / 8 + 1))
 echo "hsnap hsnap.qcow2 $MiB $(raw_md5 "$OUT/hsnap.qcow2") 65536 qcow2" >>"$GOOD"
 
+# Bitmap directory entries, patched into a copy of an image with one
+# persistent bitmap that qemu-img made.  qemu-io wrote the directory
+# anew at the file's end when it closed the image; padded to a whole
+# sector, so that a loop device shows all of it.
+create hbitmap 1M "cluster_size=64K"
+qemu-img bitmap --add "$OUT/hbitmap.qcow2" b0 || die "bitmap --add hbitmap"
+qio hbitmap -c "write -q -P 0x3e 0 64K"
+truncate -s %512 "$OUT/hbitmap.qcow2"
+check_image "$OUT/hbitmap.qcow2"
+f=$OUT/hbitmap.qcow2
+E=$(rd_be "$f" 100 4)
+while [ "$(rd_be "$f" "$E" 4)" -ne "$EXT_BITMAPS" ]; do
+	[ "$(rd_be "$f" "$E" 4)" -ne 0 ] || die "hbitmap: no bitmaps extension"
+	E=$((E + 8 + ($(rd_be "$f" $((E + 4)) 4) + 7) / 8 * 8))
+done
+D=$(rd_be "$f" $((E + 24)) 8)
+[ "$(rd_be "$f" $((E + 16)) 8)" -eq 32 ] || die "hbitmap: not one entry of 32 bytes"
+BT=$(rd_be "$f" "$D" 8)
+for b in "type_2 $((D + 16)):1:2" "granularity_8 $((D + 17)):1:8" \
+	"flag_reserved $((D + 12)):4:6" "table_unaligned $D:8:$((BT + 512))" \
+	"table_empty $((D + 8)):4:0"; do
+	hostile_from "$f" "bitmap_${b%% *}" "QCOW2 bitmap directory entry invalid" \
+		"${b#* }"
+done
+hostile_from "$f" bitmap_count_two \
+	"QCOW2 bitmap directory holds fewer bitmaps than its extension counts" \
+	$((E + 8)):4:2
+hostile_from "$f" bitmap_directory_two_entries \
+	"QCOW2 bitmap directory holds more bitmaps than its extension counts" \
+	$((E + 16)):8:64
+hostile_from "$f" bitmap_directory_cut "QCOW2 bitmap directory broken" \
+	$((E + 16)):8:16
+hostile_from "$f" bitmap_extra_data "QCOW2 bitmap extra data not supported" \
+	$((E + 16)):8:40 $((D + 20)):4:8
+qemu_rejects_open bitmap_type_2 bitmap_granularity_8 bitmap_flag_reserved \
+	bitmap_table_unaligned bitmap_table_empty bitmap_count_two bitmap_directory_two_entries bitmap_directory_cut \
+	bitmap_extra_data
+echo "hbitmap hbitmap.qcow2 $MiB $(raw_md5 "$OUT/hbitmap.qcow2") 65536 qcow2" >>"$GOOD"
+
 # Extended L2 entries on 4 KiB clusters.
 create xl2_small_cluster 1M "cluster_size=4K"
 f=$OUT/xl2_small_cluster.qcow2
