@@ -105,17 +105,7 @@ image_sane()		# image_sane DEV [POINT]
 		{ why="qemu-img convert failed"; return 1; }
 	# Before mkfs's first flush there may be no file system yet.
 	[ "${2:-x}" = first ] && return 0
-	crash_loop "$CRASH_DIR/scratch" || { why="losetup failed"; return 1; }
-	_fl=$_loop
-	if ! mount -t ext4 "$_fl" "$MNT" 2>/dev/null; then
-		why="mount failed: $(dmesg | tail -n 1)"
-		crash_unloop "$_fl"
-		return 1
-	fi
-	umount "$MNT" && crash_unloop "$_fl" || { why="umount failed"; return 1; }
-	e2fsck -fn "$CRASH_DIR/scratch" >"$CRASH_DIR/fsck.out" 2>&1 && return 0
-	why="e2fsck -fn: $(grep -v '^Pass\|^e2fsck\|^$' "$CRASH_DIR/fsck.out" | head -n 4)"
-	return 1
+	crash_ext4_clean "$CRASH_DIR/scratch"
 }
 
 # The image before the workload: made by qemu-img, grown sparsely so the

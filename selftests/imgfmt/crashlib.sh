@@ -19,6 +19,8 @@
 #                                 turn (replay-log --start), and runs
 #                                 CALLBACK DEV POINT at each
 #   crash_replay_equals_data      after it: the replay is the data device
+#   crash_ext4_clean FILE         the ext4 in FILE, mounted and unmounted
+#                                 (journal recovery), is clean for e2fsck
 #   crash_cleanup                 removes all of it
 #
 # The stack is WORKLOAD's device -> log-writes -> loop(data file): for an
@@ -180,6 +182,29 @@ crash_replay_equals_data()
 	cmp "$CRASH_REPLAY_DEV" "$CRASH_DIR/data" >"$CRASH_DIR/err" 2>&1 ||
 		{ why="replay and data device differ: $(cat "$CRASH_DIR/err")"
 		  return 1; }
+}
+
+# The ext4 in FILE after a crash: mounted through a loop (journal
+# recovery and the orphan list, as after a reboot: it changes FILE) and
+# unmounted, it must be clean for e2fsck -fn.  e2fsck -n alone does not
+# replay the journal, and a commit that is in the journal but not yet
+# written back is not an error.  Mounts on CRASH_DIR/mnt.
+crash_ext4_clean()	# crash_ext4_clean FILE
+{
+	mkdir -p "$CRASH_DIR/mnt"
+	crash_loop "$1" || { why="losetup failed"; return 1; }
+	_fl=$_loop
+	if ! mount -t ext4 "$_fl" "$CRASH_DIR/mnt" 2>/dev/null; then
+		why="mount failed: $(dmesg | tail -n 1)"
+		crash_unloop "$_fl"
+		return 1
+	fi
+	umount "$CRASH_DIR/mnt" && crash_unloop "$_fl" ||
+		{ why="umount failed"; return 1; }
+	e2fsck -fn "$1" >"$CRASH_DIR/fsck.out" 2>&1 && return 0
+	why="e2fsck -fn: exit $?: $(grep -v '^Pass\|^e2fsck\|^$' \
+		"$CRASH_DIR/fsck.out" | head -n 6)"
+	return 1
 }
 
 # A writable copy of DEV (CRASH_DIR/scratch), for a callback; prints it.
