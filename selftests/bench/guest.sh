@@ -185,10 +185,14 @@ case " $WORKLOADS " in *" w-"* | *" f-"*) WPATHS=yes ;; esac
 NBD_WCACHE="--cache=none --aio=native"
 NBD_WB_CACHE="--cache=writeback --aio=threads"
 NBD_WB=
+# busybox's losetup -f finds no free loop device once 1024 are bound (the
+# chains hold 1110); util-linux's asks the kernel for one.
+LOSETUP=/usr/sbin/losetup
+[ -x "$LOSETUP" ] || LOSETUP=losetup
 mk_wimgfmt() {		# mk_wimgfmt NAME IMAGE: a read-write table, loop grown
 	truncate -s "$((2 * FRESH_MB + 64))M" "$2" || die "truncate $2"
-	l=$(losetup -f) || die "losetup -f"
-	losetup "$l" "$2" || die "losetup $2"
+	l=$($LOSETUP -f) || die "losetup -f"
+	$LOSETUP "$l" "$2" || die "losetup $2"
 	dmsetup create "$1" --table "$(imgfmt table "$2" "$l")" ||
 		die "dmsetup create $1 ($(imgfmt table "$2" "$l"))"
 }
@@ -200,8 +204,8 @@ rm_wimgfmt() {		# rm_wimgfmt NAME IMAGE: remove, cut the file back
 	truncate -s "$end" "$2"
 }
 mk_wlinear() {		# mk_wlinear NAME FILE
-	l=$(losetup -f) || die "losetup -f"
-	losetup "$l" "$2" || die "losetup $2"
+	l=$($LOSETUP -f) || die "losetup -f"
+	$LOSETUP "$l" "$2" || die "losetup $2"
 	dmsetup create "$1" --table "0 $(blockdev --getsz "$l") linear $l 0" ||
 		die "dmsetup create $1"
 }

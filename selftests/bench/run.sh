@@ -288,6 +288,7 @@ bench_kernel() {		# bench_kernel KVER VMLINUZ KDIR
 			--ko "$tree/dm-imgfmt.ko $MODPARAMS" \
 			--bin /usr/sbin/dmsetup --bin "$SRC/userspace/imgfmt" \
 			--bin /usr/bin/fio --bin /usr/bin/qemu-nbd --bin /usr/bin/qemu-img \
+			--bin /usr/sbin/losetup \
 			${perf_bin:+--bin "$perf_bin"} \
 			--payload "$payload" --init-cmd /payload/run.sh 2>>"$kb/build.log" ||
 			{ tail -20 "$kb/build.log"; return 1; }
