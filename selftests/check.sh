@@ -163,11 +163,12 @@ vm_suite() {		# vm_suite KVER VMLINUZ KDIR
 	# crash_vm_test.sh records through dm-log-writes and makes and checks
 	# ext4 with e2fsprogs (busybox has neither mkfs.ext4 nor e2fsck).
 	# fault_vm_test.sh puts dm-flakey under a read-write table.
+	# fio_write_vm_test.sh writes one image on zram.
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" \
 		--out "$BUILD/initrd-$kver.cpio.gz" \
 		--module loop --module dm-mod --module dm-bufio --module dm-zero \
 		--module crc32c_generic --module ext4 --module dm-log-writes \
-		--module dm-flakey \
+		--module dm-flakey --module zram \
 		--ko "$tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
 		--bin /usr/bin/qemu-img --bin /usr/bin/qemu-io \

@@ -5,8 +5,8 @@
 # case is a fresh image made by qemu-img (64 KiB clusters, 4 KiB clusters
 # with 64-bit refcounts, extended L2, version 2, over a qcow2 and over a
 # raw backing file, 1 KiB clusters under a 64 KiB cache_size), on a
-# read-write loop device over its file grown sparsely, and fio writes it
-# in three regions of the disk:
+# read-write loop device over its file grown sparsely (one case on a zram
+# device instead: below), and fio writes it in three regions of the disk:
 #
 #   0-6M    "same": writes of every size from 512 B to 1 MiB (bsrange, so
 #           odd sectors and lengths), random and sequential with holes,
@@ -31,6 +31,14 @@
 # writers also run side by side; the status fields must show mode rw, no
 # I/O error, commits made (many for the small cache) and the cache's peak
 # within its bound.
+#
+# The zram case: a loop device completes writes in a softirq when two
+# CPUs submit to it, zram in the submitting task.  There a write into a
+# new cluster finishes its plan where it completes (imgfmt_finish_here()),
+# alongside the writer on the other CPU, which a loop never shows on a
+# guest of two CPUs.  The image is copied onto /dev/zram0 and back.
+# zram takes whole 4 KiB blocks only: that case's jobs write multiples
+# of 4 KiB (same4k.fio, and its own reference).
 #
 #   fio_write_vm_test.sh DIR	(DIR unused: the images are made here)
 
@@ -170,22 +178,32 @@ fail()
 	[ -s "$W/$1.why" ] || echo "$2" >"$W/$1.why"
 }
 
+# The same writes in whole 4 KiB blocks, for a device of 4 KiB blocks.
+sed 's/^bsrange=512-/bsrange=4k-/' "$W/same.fio" >"$W/same4k.fio"
+
+# same_job KIND: the "same" job file of images of KIND.
+same_job()
+{
+	if [ "$1" = zero4k ]; then echo "$W/same4k.fio"; else echo "$W/same.fio"; fi
+}
+
 # reference KIND: $W/ref.KIND, the "same" writes through dm-linear over a
 # raw file holding what every image of KIND reads at first: zeroes
-# (KIND zero) or the backing file's bytes (KIND backing).
+# (KIND zero, and zero4k in 4 KiB blocks) or the backing file's bytes
+# (KIND backing).
 reference()
 {
 	ref=$W/ref.$1
-	if [ "$1" = zero ]; then
-		truncate -s "$SIZE" "$ref"
-	else
+	if [ "$1" = backing ]; then
 		cp "$W/backing.raw" "$ref"
+	else
+		truncate -s "$SIZE" "$ref"
 	fi
 	_l=$(losetup -f) || bail "losetup -f"
 	losetup "$_l" "$ref" || bail "losetup $ref"
 	dmsetup create "$LIN" --table "0 $((SIZE / 512)) linear $_l 0" ||
 		bail "dm-linear over $ref"
-	run_fio "ref-$1" "dm-linear" "$W/same.fio" "/dev/mapper/$LIN" ||
+	run_fio "ref-$1" "dm-linear" "$(same_job "$1")" "/dev/mapper/$LIN" ||
 		bail "the writes through dm-linear: $(cat "$W/ref-$1.why")"
 	dmsetup remove "$LIN" || bail "remove dm-linear"
 	losetup -d "$_l"
@@ -200,8 +218,9 @@ dd if=/dev/zero of="$W/backing.raw" bs=1M seek=13 count=1 conv=notrunc 2>/dev/nu
 qemu-img convert -f raw -O qcow2 -o cluster_size=32k "$W/backing.raw" \
 	"$W/backing.qcow2" || bail "qemu-img convert of the backing file"
 reference zero
+reference zero4k
 reference backing
-echo "# references: $(cat "$W/ref-zero.times" "$W/ref-backing.times" | tr '\n' ' ')"
+echo "# references: $(cat "$W/ref-zero.times" "$W/ref-zero4k.times" "$W/ref-backing.times" | tr '\n' ' ')"
 
 # setup NAME CLUSTER CREATE-OPTS [TABLE-OPTS [BACKING-FORMAT [MIN-COMMITS]]]:
 # the image, its job file and the device fio_NAME over a read-write loop
@@ -213,7 +232,9 @@ setup()
 	name=$1 cl=$2 opts=$3 topt=${4:-} bk=${5:-} mincommits=${6:-1}
 	CASES="$CASES $name"
 	img=$W/$name.qcow2
-	echo "$mincommits $(date +%s) ${bk:+backing}" >"$W/$name.conf"
+	kind=${bk:+backing}
+	[ "$name" != "$ZRAM_CASE" ] || kind=zero4k
+	echo "$mincommits $(date +%s) $kind" >"$W/$name.conf"
 	: >"$W/$name.loops"
 	if [ -n "$bk" ]; then
 		qemu-img create -q -f qcow2 -o "$opts" -b "$W/backing.$bk" -F "$bk" \
@@ -223,10 +244,19 @@ setup()
 			{ fail "$name" "qemu-img create"; return; }
 	fi
 	verify_job "$cl" "$W/$name.verify.fio"
+	[ "$kind" != zero4k ] ||
+		sed -i 's/^bsrange=512-/bsrange=4k-/; s/^bs=512$/bs=4k/
+			s/^offset_increment=512$/offset_increment=4096/
+			s/^rw=write:3584$/rw=write:28672/' "$W/$name.verify.fio"
 	truncate -s $((4 * SIZE + 64 * 1048576)) "$img"
-	loop=$(losetup -f) || { fail "$name" "losetup -f"; return; }
-	losetup "$loop" "$img" || { fail "$name" "losetup"; return; }
-	echo "$loop" >>"$W/$name.loops"
+	if [ "$name" = "$ZRAM_CASE" ]; then
+		on_zram "$img" || { fail "$name" "$why"; return; }
+		loop=$ZRAM
+	else
+		loop=$(losetup -f) || { fail "$name" "losetup -f"; return; }
+		losetup "$loop" "$img" || { fail "$name" "losetup"; return; }
+		echo "$loop" >>"$W/$name.loops"
+	fi
 	t="0 $((SIZE / 512)) imgfmt $loop"
 	if [ -n "$topt" ]; then t="$t 1 $topt"; else t="$t 0"; fi
 	if [ -n "$bk" ]; then
@@ -238,12 +268,26 @@ setup()
 		fail "$name" "table load: $(dmesg | tail -n 2 | tr '\n' ' ')"
 }
 
+# on_zram FILE: FILE's bytes on a zram device as large ($ZRAM).
+ZRAM_CASE=on_zram
+ZRAM=/dev/zram0
+on_zram()
+{
+	why="no zram device (module zram)"
+	[ -b "$ZRAM" ] || return 1
+	why="cannot size $ZRAM"
+	echo "$(stat -c %s "$1")" >/sys/block/zram0/disksize || return 1
+	why="cannot copy the image onto $ZRAM"
+	dd if="$1" of="$ZRAM" bs=1M conv=notrunc 2>/dev/null
+}
+
 # writers NAME: every fio write on fio_NAME.
 writers()
 {
 	[ -s "$W/$1.why" ] && return
 	d=/dev/mapper/fio_$1
-	run_fio "$1" "same" "$W/same.fio" "$d" &&
+	read -r _ _ _kind <"$W/$1.conf"
+	run_fio "$1" "same" "$(same_job "$_kind")" "$d" &&
 		run_fio "$1" "verify" "$W/$1.verify.fio" "$d"
 }
 
@@ -274,6 +318,9 @@ judge()
 			fail "$name" "cache peak $(status_field "$dev" 8) over its limit $lim"
 		end=$(status_field "$dev" 16)
 		if dmsetup remove "$dev"; then
+			[ "$name" != "$ZRAM_CASE" ] ||
+				dd if="$ZRAM" of="$img" bs=1M 2>/dev/null ||
+				fail "$name" "cannot copy the image back from $ZRAM"
 			[ -n "$end" ] && [ "$end" -gt 0 ] && truncate -s "$end" "$img"
 		else
 			fail "$name" "dmsetup remove"
@@ -329,6 +376,7 @@ setup over_raw 65536 cluster_size=64k "" raw
 # 64 KiB of cache for 1 KiB clusters (168 KiB of tables): dirty tables
 # reach half of it and are committed, and evicted, again and again.
 setup cache_64k 1024 cluster_size=1k cache_size=65536 "" 5
+setup "$ZRAM_CASE" 65536 cluster_size=64k
 
 # Every case at once: the devices' writers run side by side, and a case
 # done writing is judged while the others still write.
