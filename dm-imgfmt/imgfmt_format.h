@@ -167,6 +167,12 @@ struct imgfmt_wplan {
 	 * be left out (write only what differs from zeroes).
 	 */
 	bool host_zeroed;
+	/*
+	 * The finish hands storage the range held back to the format (a
+	 * compressed or shared cluster replaced), which has room for one
+	 * such plan at a time: finish or drop it before the next prepare.
+	 */
+	bool releases;
 	u64 priv[6];		/* the format's own */
 };
 

@@ -1177,8 +1177,12 @@ static bool imgfmt_write_direct(struct imgfmt_target *it, struct bio *bio,
 	u64 dev_offset = p->host + (start - p->vstart);
 	struct imgfmt_wio *io;
 
+	/*
+	 * A plan that releases old storage is finished before the next is
+	 * prepared: never one in flight.
+	 */
 	if (bio_op(bio) != REQ_OP_WRITE || p->in_place || p->zeroed ||
-	    ws != start || we != end ||
+	    p->releases || ws != start || we != end ||
 	    ((dev_offset | (end - start)) & (top->lbs - 1)))
 		return false;
 	spin_lock(&w->lock);

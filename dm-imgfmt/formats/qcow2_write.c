@@ -705,11 +705,13 @@ static void qw_old_storage(struct qcow2_image *q, u64 entry,
 		p->priv[QW_FREE_OFF] = off;
 		p->priv[QW_FREE_LEN] = ((desc >> offset_bits) + 1) * 512 -
 				       (off & 511);
+		p->releases = true;
 		return;
 	}
 	if (entry & QCOW2_OFFSET_MASK) {
 		p->priv[QW_FREE_OFF] = entry & QCOW2_OFFSET_MASK;
 		p->priv[QW_FREE_LEN] = q->cluster_size;
+		p->releases = true;
 	}
 }
 
@@ -1001,6 +1003,13 @@ int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 
 	if (!p->priv[QW_SLICE])
 		return 0;	/* zeroes where the range read zeroes already */
+	/*
+	 * qw_make_room() left a slot for one plan's free: the caller
+	 * finishes such a plan before it prepares the next (releases).
+	 */
+	if (p->priv[QW_FREE_LEN] && w->nr_frees >= QCOW2_MAX_PENDING_FREES)
+		return qw_refuse(err, "too many clusters waiting to be freed",
+				 -EIO);
 	if (p->zeroed && p->host) {
 		/* Queuing its discard may send the queue, which blocks. */
 		if (nowait)
@@ -1026,7 +1035,6 @@ int imgfmt_qcow2_finish_write(struct imgfmt_image *img,
 	if (r)
 		return qw_refuse(err, "cannot update L2 table", r);
 	if (p->priv[QW_FREE_LEN]) {
-		/* qw_make_room() kept a slot for it. */
 		w->frees[w->nr_frees].off = p->priv[QW_FREE_OFF];
 		w->frees[w->nr_frees].len = p->priv[QW_FREE_LEN];
 		w->nr_frees++;

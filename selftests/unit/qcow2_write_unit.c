@@ -481,6 +481,46 @@ TEST_F(qwrite, finish_nowait_needs_cached_table)
 	judge(_metadata, self);
 }
 
+/*
+ * A plan that replaces a compressed cluster releases its storage, and the
+ * writer has room for one such plan's free at a time (the target never
+ * sends one down whole).  A caller that prepares many before finishing
+ * them gets an error from the finish that finds no room, never a write
+ * past the writer's array of frees.  A fresh cluster releases nothing.
+ */
+TEST_F(qwrite, release_plans_one_at_a_time)
+{
+	u64 cs = self->im->info.cluster_size, off;
+	struct imgfmt_wplan p, held[16];
+	const char *err = "";
+	unsigned int i, refused = 0;
+
+	if (!variant->prep || !strstr(variant->prep, "write -c")) {
+		ASSERT_EQ(0, imgfmt_prepare_write(self->im, self->size - cs, cs,
+						  0, &p, &err));
+		EXPECT_FALSE(p.releases);
+		return;
+	}
+	/* compressed_and_zero: 1 MiB compressed at 0, 64 KiB at 4 MiB. */
+	for (i = 0; i < 250; i++) {
+		ASSERT_EQ(0, imgfmt_prepare_write(self->im, i * cs, cs, 0, &p,
+						  &err)) TH_LOG("%s", err);
+		EXPECT_TRUE(p.releases);
+		ASSERT_EQ(0, imgfmt_finish_write(self->im, &p, 0, &err));
+	}
+	for (i = 0; i < 16; i++) {
+		off = i < 6 ? (250 + i) * cs : 4 * 1048576 + (i - 6) * cs;
+		ASSERT_EQ(0, imgfmt_prepare_write(self->im, off, cs, 0,
+						  &held[i], &err));
+		EXPECT_TRUE(held[i].releases);
+	}
+	for (i = 0; i < 16; i++)
+		if (imgfmt_finish_write(self->im, &held[i], 0, &err) == -EIO)
+			refused++;
+	EXPECT_LT(0, refused);
+	EXPECT_GT(16, refused);
+}
+
 /* Discards and write-zeroes among the writes read back as zeroes. */
 TEST_F(qwrite, writes_and_zeroes_match_qemu)
 {
