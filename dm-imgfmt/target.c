@@ -1069,9 +1069,11 @@ static bool imgfmt_finish_here(struct imgfmt_writer *w, struct bio *bio,
 	bool kick;
 
 	if (!in_task() || bio->bi_status || (bio->bi_opf & REQ_FUA) ||
-	    imgfmt_writer_broken(w) || !mutex_trylock(&w->pass_lock))
+	    !mutex_trylock(&w->pass_lock))
 		return false;
-	if (imgfmt_finish_write(top, &io->plan, IMGFMT_FINISH_NOWAIT, &err)) {
+	/* Under the lock: a commit that failed before leaves no doubt. */
+	if (imgfmt_writer_broken(w) ||
+	    imgfmt_finish_write(top, &io->plan, IMGFMT_FINISH_NOWAIT, &err)) {
 		mutex_unlock(&w->pass_lock);
 		return false;
 	}
