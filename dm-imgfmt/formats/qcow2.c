@@ -774,9 +774,12 @@ static bool qcow2_bitmap_entry_ok(const struct qcow2_fields *f,
 	    d->type != QCOW2_BITMAP_DIRTY_TRACKING ||
 	    bytes > QCOW2_BITMAP_MAX_BYTES)
 		return false;
-	/* At most 2^29 bytes of 2^31-byte bits: within 2^63. */
+	/*
+	 * At most 2^29 bytes of 2^31-byte bits: within 2^63.  QEMU measures
+	 * the disk in whole sectors.
+	 */
 	return (flags & QCOW2_BITMAP_IN_USE) ||
-	       f->size <= (bytes * 8) << d->granularity_bits;
+	       (f->size & ~511ULL) <= (bytes * 8) << d->granularity_bits;
 }
 
 /*
