@@ -332,6 +332,23 @@ static void commit_every_37th(struct __test_metadata *_metadata,
 }
 
 /*
+ * Commit, close and cut the file back to the image's end, as detach
+ * does; *st as of the commit.
+ */
+static void commit_close_trim(struct __test_metadata *_metadata,
+			      FIXTURE_DATA(qwrite) *self,
+			      struct imgfmt_wstats *st)
+{
+	const char *err = "";
+
+	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
+	imgfmt_get_wstats(self->im, st);
+	imgfmt_close(self->im);
+	self->im = NULL;
+	ASSERT_EQ(0, ftruncate(self->fd, st->image_end));
+}
+
+/*
  * Random writes, and with zero_every n every nth a range of zeroes (up to
  * 16 times as long, so that whole clusters go), committed now and then;
  * the shadow gets the same.  Leaves the image closed and trimmed.
@@ -343,7 +360,6 @@ static void random_ops(struct __test_metadata *_metadata,
 {
 	u64 seed = 0x9e3779b97f4a7c15ULL ^ variant->size, off, len;
 	struct imgfmt_wstats st;
-	const char *err = "";
 	bool zero;
 	u8 *data;
 	unsigned int i;
@@ -373,13 +389,9 @@ static void random_ops(struct __test_metadata *_metadata,
 		commit_every_37th(_metadata, self, i);
 	}
 	free(data);
-	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
-	imgfmt_get_wstats(self->im, &st);
+	commit_close_trim(_metadata, self, &st);
 	EXPECT_EQ(0, st.dirty_bytes);
 	EXPECT_LT(0, st.commits);
-	imgfmt_close(self->im);
-	self->im = NULL;
-	ASSERT_EQ(0, ftruncate(self->fd, st.image_end));
 }
 
 /* qemu-img check finds nothing, and QEMU reads what the shadow holds. */
@@ -473,11 +485,7 @@ TEST_F(qwrite, finish_nowait_needs_cached_table)
 	}
 	memcpy(self->shadow + a, buf, cs);
 	free(buf);
-	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
-	imgfmt_get_wstats(self->im, &st);
-	imgfmt_close(self->im);
-	self->im = NULL;
-	ASSERT_EQ(0, ftruncate(self->fd, st.image_end));
+	commit_close_trim(_metadata, self, &st);
 	judge(_metadata, self);
 }
 
@@ -554,12 +562,7 @@ TEST_F(qwrite, zeroes_return_space)
 	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
 	ASSERT_EQ(0, write_through(_metadata, self, 0, NULL, self->size));
 	memset(self->shadow, 0, self->size);
-	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
-	imgfmt_get_wstats(self->im, &ws);
-	imgfmt_close(self->im);
-	self->im = NULL;
-	/* Cut back to the image's end, as detach does. */
-	ASSERT_EQ(0, ftruncate(self->fd, ws.image_end));
+	commit_close_trim(_metadata, self, &ws);
 	judge(_metadata, self);
 	if (v2)
 		return;
@@ -643,13 +646,9 @@ TEST_F(qwrite, spares_match_qemu)
 	while (nr--)
 		ASSERT_EQ(0, imgfmt_unreserve(self->im,
 					      spares[(first + nr) % 4], &err));
-	ASSERT_EQ(0, imgfmt_commit(self->im, &err)) TH_LOG("commit: %s", err);
 	if (can)
 		EXPECT_LT(0, used);
-	imgfmt_get_wstats(self->im, &st);
-	imgfmt_close(self->im);
-	self->im = NULL;
-	ASSERT_EQ(0, ftruncate(self->fd, st.image_end));
+	commit_close_trim(_metadata, self, &st);
 	judge(_metadata, self);
 }
 
