@@ -80,6 +80,21 @@ module_param(no_space_timeout, uint, 0644);
 MODULE_PARM_DESC(no_space_timeout,
 		 "Seconds a write that finds the image device full waits for it to grow before it fails with ENOSPC (0: no limit; a suspend still ends the wait)");
 
+/*
+ * dm-thin commits about a second after a write: so long may dirty
+ * metadata wait for a flush before the writer commits it anyway.
+ */
+static unsigned int commit_seconds = 1;
+module_param(commit_seconds, uint, 0644);
+MODULE_PARM_DESC(commit_seconds,
+		 "Seconds after a write left metadata dirty before the writer commits it without a flush (at least 1)");
+
+/* When the timed commit is due, from now. */
+static unsigned long imgfmt_commit_delay(void)
+{
+	return max_t(unsigned long, READ_ONCE(commit_seconds), 1) * HZ;
+}
+
 static unsigned int lane_readahead = 2;
 module_param(lane_readahead, uint, 0644);
 MODULE_PARM_DESC(lane_readahead,
@@ -1089,7 +1104,7 @@ static bool imgfmt_finish_here(struct imgfmt_writer *w, struct bio *bio,
 	       (w->nr_spares < IMGFMT_SPARES / 2 && !w->no_spares &&
 		!w->spares_paused);
 	if (st.dirty_bytes && !w->stopped)
-		queue_delayed_work(imgfmt_wq, &w->timer, HZ);
+		queue_delayed_work(imgfmt_wq, &w->timer, imgfmt_commit_delay());
 	spin_unlock(&w->lock);
 	bio_list_init(&w->held);
 	mutex_unlock(&w->pass_lock);
@@ -1533,7 +1548,7 @@ static void imgfmt_writer_work(struct work_struct *work)
 	spin_lock(&w->lock);
 	w->wst = st;
 	if (st.dirty_bytes && !w->stopped && !imgfmt_writer_failed(w))
-		queue_delayed_work(imgfmt_wq, &w->timer, HZ);
+		queue_delayed_work(imgfmt_wq, &w->timer, imgfmt_commit_delay());
 	spin_unlock(&w->lock);
 	mutex_unlock(&w->pass_lock);
 	imgfmt_writer_low_water(it, st.image_end);
