@@ -59,8 +59,21 @@ o=$(grep -abo 'parentCID=ffffffff' cidonly.vmdk | head -n 1 | cut -d: -f1)
 printf 'parentCID=1234abcd' | dd of=cidonly.vmdk bs=1 seek="$o" conv=notrunc status=none
 echo "vmdk_cid_only cidonly.vmdk 1 yes VMDK delta disk without a parentFileNameHint" >>refused.list
 cp delta.vmdk hintonly.vmdk
-o=$(grep -abo 'parentCID=[0-9a-f]*' hintonly.vmdk | head -n 1 | cut -d: -f1)
-printf 'parentCID=ffffffff' | dd of=hintonly.vmdk bs=1 seek="$o" conv=notrunc status=none
+# QEMU writes the parent's CID without leading zeroes: the line may be
+# shorter than its replacement, which takes room from the NULs after the
+# embedded descriptor's text.
+python3 - hintonly.vmdk <<'EOF'
+import re, sys
+f = sys.argv[1]
+d = bytearray(open(f, 'rb').read())
+m = re.search(rb'parentCID=[0-9a-f]*', d)
+new = b'parentCID=ffffffff'
+grow = len(new) - (m.end() - m.start())
+end = d.index(b'\0', m.end())
+assert grow >= 0 and d[end:end + grow] == b'\0' * grow
+d[m.start():end + grow] = new + d[m.end():end]
+open(f, 'wb').write(d)
+EOF
 echo "vmdk_hint_only hintonly.vmdk 1 yes VMDK delta disk without a parentCID" >>refused.list
 cp base.vmdk badcid.vmdk
 o=$(grep -abo '^CID=' badcid.vmdk | head -n 1 | cut -d: -f1)
