@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 #
 # Shared by the in-VM suites that put a faulty device under a read-write
-# table (fault_vm_test.sh: dm-flakey; dust_vm_test.sh, to come: dm-dust), sourced
+# table (fault_vm_test.sh: dm-flakey; dust_vm_test.sh: dm-dust), sourced
 # after vmlib.sh.  The caller sets W (a work directory), DEV (the imgfmt
 # table's name) and, for judge, the image; the helpers keep a shadow file
 # that takes every write the device acknowledged ($W/shadow) and a copy

@@ -69,6 +69,8 @@ suite fio_write_vm_test.sh .
 suite lock_vm_test.sh lock
 # Faults under read-write QCOW2: dm-flakey failing writes and flushes.
 suite fault_vm_test.sh .
+# Faults at chosen blocks: dm-dust failing metadata reads and writes.
+suite dust_vm_test.sh .
 # imgfmt attach --rw and detach, judged by qemu-img (makes its own images).
 suite attach_rw_vm_test.sh attach-rw
 # The two crash replay suites split across the kernels (make check
