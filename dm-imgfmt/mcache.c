@@ -467,12 +467,17 @@ int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	struct imgfmt_mkey k = { .key = table_off };
 	int r;
 
-	r = mcache_check_device_table(mc, table_off, pos, len);
-	if (r)
-		return r;
+	/*
+	 * A cached table passed the checks when it was read; a miss is
+	 * checked before it is read.  A copy past what the table holds is
+	 * refused either way.
+	 */
 	r = mcache_lookup(mc, &k, pos, out, len);
-	if (r != -EWOULDBLOCK || nowait)
+	if (r != -EWOULDBLOCK)
 		return r;
+	r = mcache_check_device_table(mc, table_off, pos, len);
+	if (r || nowait)
+		return r ? r : -EWOULDBLOCK;
 	return mcache_fill(mc, &k, pos, out, len, mcache_fill_from_device, mc);
 }
 

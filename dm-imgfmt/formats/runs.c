@@ -17,10 +17,10 @@ static bool run_continues(const struct imgfmt_run *run,
 	       u->host + (pos - u->start) == run->dev_offset + run->length;
 }
 
+/* The first unit of run, which imgfmt_map() zeroed. */
 static void run_start(struct imgfmt_run *run, const struct imgfmt_unit *u,
 		      u64 pos)
 {
-	memset(run, 0, sizeof(*run));
 	run->kind = u->kind;
 	if (u->kind == IMGFMT_RUN_DATA) {
 		run->dev_offset = u->host + (pos - u->start);
@@ -73,10 +73,13 @@ int imgfmt_map(struct imgfmt_image *img, u64 offset, u64 length,
 {
 	u64 virtual_size = img->info.virtual_size;
 	u64 vend = ALIGN(virtual_size, 512);
-	struct imgfmt_batch batch = { .count = 0 };
+	struct imgfmt_batch batch;
 	struct imgfmt_unit u;
 	u64 pos = offset, end, stop;
 	int r;
+
+	/* Empty; its 128 bytes of entries are not read until filled. */
+	batch.count = 0;
 
 	if (!length || offset % 512 || length % 512 ||
 	    check_add_overflow(offset, length, &end)) {
