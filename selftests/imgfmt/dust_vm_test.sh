@@ -29,20 +29,7 @@ SUITE=dust
 # shellcheck source=selftests/imgfmt/faultlib.sh
 . "$here/faultlib.sh"
 
-if ! command -v qemu-io >/dev/null 2>&1 ||
-	! command -v qemu-img >/dev/null 2>&1; then
-	echo "ok 1 $SUITE: dust # SKIP no qemu-io or qemu-img in the guest"
-	exit 0
-fi
-dmsetup targets | grep -q '^dust' || modprobe dm-dust 2>/dev/null
-if ! dmsetup targets | grep -q '^dust'; then
-	echo "ok 1 $SUITE: dust # SKIP no dm-dust in the guest"
-	exit 0
-fi
-
-W=${TMPDIR:-/tmp}/imgfmt-dust
-rm -rf "$W"
-mkdir -p "$W"
+suite_begin dust dm-dust
 DEV=imgfmt_d
 DST=imgfmt_dust
 M=1048576
@@ -316,9 +303,4 @@ case_commit()
 for c in ${DUST_CASES:-open ro rw_read commit}; do
 	"case_$c"
 done
-rm -rf "$W"
-why=""
-nothing_left
-verdict "no device and no loop left behind"
-echo "# dust_vm_test.sh: $n tests, $failed failed"
-[ "$failed" -eq 0 ]
+suite_end

@@ -28,23 +28,7 @@ SUITE=fault
 # shellcheck source=selftests/imgfmt/faultlib.sh
 . "$here/faultlib.sh"
 
-if ! command -v qemu-io >/dev/null 2>&1 ||
-	! command -v qemu-img >/dev/null 2>&1; then
-	echo "ok 1 $SUITE: faults # SKIP no qemu-io or qemu-img in the guest"
-	exit 0
-fi
-if ! grep -qw flakey /proc/misc 2>/dev/null &&
-	! dmsetup targets | grep -q '^flakey'; then
-	modprobe dm-flakey 2>/dev/null
-fi
-if ! dmsetup targets | grep -q '^flakey'; then
-	echo "ok 1 $SUITE: faults # SKIP no dm-flakey in the guest"
-	exit 0
-fi
-
-W=${TMPDIR:-/tmp}/imgfmt-fault
-rm -rf "$W"
-mkdir -p "$W"
+suite_begin flakey dm-flakey
 DEV=imgfmt_f
 FLK=imgfmt_flk
 
@@ -416,9 +400,4 @@ case_full()
 for c in ${FAULT_CASES:-hot commit remove updown full}; do
 	"case_$c"
 done
-rm -rf "$W"
-why=""
-nothing_left
-verdict "no device and no loop left behind"
-echo "# fault_vm_test.sh: $n tests, $failed failed"
-[ "$failed" -eq 0 ]
+suite_end

@@ -2,16 +2,48 @@
 #
 # Shared by the in-VM suites that put a faulty device under a read-write
 # table (fault_vm_test.sh: dm-flakey; dust_vm_test.sh: dm-dust), sourced
-# after vmlib.sh.  The caller sets W (a work directory), DEV (the imgfmt
-# table's name) and, for judge, the image; the helpers keep a shadow file
-# that takes every write the device acknowledged ($W/shadow) and a copy
-# of it as the last acknowledged flush left it ($W/flushed), and set $err
-# or $why when something fails.
+# after vmlib.sh.  suite_begin makes W, a work directory; the caller sets
+# DEV (the imgfmt table's name) and, for judge, the image.  The helpers
+# keep a shadow file that takes every write the device acknowledged
+# ($W/shadow) and a copy of it as the last acknowledged flush left it
+# ($W/flushed), and set $err or $why when something fails.
 BAD='BUG:|WARNING:|Oops|general protection|KASAN|UBSAN|kernel BUG|Call Trace|hung_task|blocked for more than'
 # The suites bound removals with it.
 TO=
 # shellcheck disable=SC2034
 command -v timeout >/dev/null 2>&1 && TO="timeout 60"
+
+# suite_begin TARGET MODULE: skip the suite (one ok line) without qemu-io
+# and qemu-img, or without the dm target TARGET once MODULE is loaded;
+# else an empty work directory W.
+suite_begin()
+{
+	if ! command -v qemu-io >/dev/null 2>&1 ||
+		! command -v qemu-img >/dev/null 2>&1; then
+		echo "ok 1 $SUITE: faults # SKIP no qemu-io or qemu-img in the guest"
+		exit 0
+	fi
+	dmsetup targets | grep -q "^$1 " || modprobe "$2" 2>/dev/null
+	if ! dmsetup targets | grep -q "^$1 "; then
+		echo "ok 1 $SUITE: faults # SKIP no $2 in the guest"
+		exit 0
+	fi
+	W=${TMPDIR:-/tmp}/imgfmt-$SUITE
+	rm -rf "$W"
+	mkdir -p "$W"
+}
+
+# suite_end: nothing may be left behind; the summary; false if any failed.
+suite_end()
+{
+	rm -rf "$W"
+	why=""
+	nothing_left
+	verdict "no device and no loop left behind"
+	# shellcheck disable=SC2154 # vmlib.sh's counters
+	echo "# ${SUITE}_vm_test.sh: $n tests, $failed failed"
+	[ "$failed" -eq 0 ]
+}
 
 # verdict NAME: ok when $why is empty, else not ok with it.
 verdict()
