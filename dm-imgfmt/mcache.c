@@ -476,8 +476,10 @@ int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 	if (r != -EWOULDBLOCK)
 		return r;
 	r = mcache_check_device_table(mc, table_off, pos, len);
-	if (r || nowait)
-		return r ? r : -EWOULDBLOCK;
+	if (r)
+		return r;
+	if (nowait)
+		return -EWOULDBLOCK;
 	return mcache_fill(mc, &k, pos, out, len, mcache_fill_from_device, mc);
 }
 

@@ -152,8 +152,7 @@ case_hot()
 	else
 		why="setup failed"
 	fi
-	[ "$(bad_count)" = "$b0" ] || why="${why:-kernel warnings: $(dmesg | grep -E "$BAD" | tail -2)}"
-	verdict "failed writes to owned clusters: EIO, the device stays read-write"
+	case_verdict "failed writes to owned clusters: EIO, the device stays read-write"
 	rm -f "$W"/*.qcow2
 }
 
@@ -240,8 +239,7 @@ case_commit()
 		why="setup failed"
 	fi
 	echo 1 >/sys/module/dm_imgfmt/parameters/commit_seconds
-	[ "$(bad_count)" = "$b0" ] || why="${why:-kernel warnings: $(dmesg | grep -E "$BAD" | tail -2)}"
-	verdict "a failed commit: flush fails, mode failed, event, nothing acknowledged after"
+	case_verdict "a failed commit: flush fails, mode failed, event, nothing acknowledged after"
 	rm -f "$W"/*.qcow2
 }
 
@@ -269,8 +267,7 @@ case_remove()
 	else
 		why="setup failed"
 	fi
-	[ "$(bad_count)" = "$b0" ] || why="${why:-kernel warnings: $(dmesg | grep -E "$BAD" | tail -2)}"
-	verdict "removal with the device failing: no hang, flakey released, no corruption"
+	case_verdict "removal with the device failing: no hang, flakey released, no corruption"
 	rm -f "$W"/*.qcow2
 }
 
@@ -331,8 +328,7 @@ case_updown()
 	else
 		why="qemu-img failed"
 	fi
-	[ "$(bad_count)" = "$b0" ] || why="${why:-kernel warnings: $(dmesg | grep -E "$BAD" | tail -2)}"
-	verdict "writes and flushes while flakey goes up and down: no corruption"
+	case_verdict "writes and flushes while flakey goes up and down: no corruption"
 	rm -f "$W"/*.qcow2
 }
 
@@ -392,8 +388,7 @@ case_full()
 	else
 		why="cannot mount a tmpfs"
 	fi
-	[ "$(bad_count)" = "$b0" ] || why="${why:-kernel warnings: $(dmesg | grep -E "$BAD" | tail -2)}"
-	verdict "a full file system under the loop: the write fails alone, no corruption"
+	case_verdict "a full file system under the loop: the write fails alone, no corruption"
 }
 
 # FAULT_CASES (words) runs only some: hot commit remove updown full.

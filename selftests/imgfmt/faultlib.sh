@@ -61,6 +61,16 @@ bad_count()
 	dmesg | grep -cE "$BAD"
 }
 
+# case_verdict NAME: verdict, failing also when the kernel log has a
+# warning it had not when the case began (b0=$(bad_count)).
+case_verdict()
+{
+	# shellcheck disable=SC2154 # b0: set by the caller
+	[ "$(bad_count)" = "$b0" ] ||
+		why="${why:-kernel warnings: $(dmesg | grep -E "$BAD" | tail -2)}"
+	verdict "$1"
+}
+
 # pattern LEN: a random pattern file of LEN bytes, $W/pat.
 pattern()
 {
