@@ -193,8 +193,10 @@ case_commit()
 			# ending), or the timed commit met the failure: due.
 			[ "$(status_field "$DEV" 14)" = failed ] && break
 			[ "$(status_field "$DEV" 17)" = "$c0" ] && break
-			# Committed meanwhile: durable, so flushed; try again.
+			# A commit ended meanwhile, but it may have begun before
+			# the write finished: only a flush makes it durable.
 			flakey_set healthy
+			dev_flush || { why="a healthy flush failed: $err"; break; }
 			flushed
 			ranges=""
 		done
