@@ -250,8 +250,8 @@ void imgfmt_mcache_destroy(struct imgfmt_mcache *mc)
 }
 
 /* Caller holds the group's lock. */
-static struct imgfmt_mtable *mcache_find(struct imgfmt_mcache *mc,
-					 const struct imgfmt_mkey *k)
+static __always_inline struct imgfmt_mtable *
+mcache_find(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k)
 {
 	struct imgfmt_mtable *t;
 
@@ -265,14 +265,17 @@ static struct imgfmt_mtable *mcache_find(struct imgfmt_mcache *mc,
  * Caller holds the group's lock; t is in the cache.  Marks t most
  * recently used; -EIO when the copy reaches past the table's valid bytes.
  */
-static int mcache_copy_out(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
-			   u32 pos, void *out, u32 len)
+static __always_inline int mcache_copy_out(struct imgfmt_mtable *t, u32 pos,
+					   void *out, u32 len)
 {
 	if (!t->dirty)
-		list_move(&t->lru, &mc->g->lru);
+		list_move(&t->lru, &t->mc->g->lru);
 	if (pos > t->valid || len > t->valid - pos)
 		return -EIO;
-	if (len)
+	/* A lone 64-bit entry, the usual copy, is one move, not a call. */
+	if (len == 8)
+		memcpy(out, (u8 *)t->data + pos, 8);
+	else if (len)
 		memcpy(out, (u8 *)t->data + pos, len);
 	return 0;
 }
@@ -403,11 +406,11 @@ static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 	cached = mcache_find(mc, k);
 	if (cached) {
 		/* Filled by someone else meanwhile: keep theirs. */
-		r = mcache_copy_out(mc, cached, pos, out, len);
+		r = mcache_copy_out(cached, pos, out, len);
 		list_add(&t->lru, &victims);
 	} else {
 		mcache_insert(mc, t, k, (u32)r, &victims);
-		r = mcache_copy_out(mc, t, pos, out, len);
+		r = mcache_copy_out(t, pos, out, len);
 	}
 	list_for_each_entry_safe(v, n, &victims, lru) {
 		if (mgroup_keep_spare(g, v))
@@ -423,10 +426,11 @@ static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 
 /*
  * Copy out of a cached table: 0, -EWOULDBLOCK when it is not cached, or
- * -EIO past its valid bytes.
+ * -EIO past its valid bytes.  Inlined: this is every mapped read's path.
  */
-static int mcache_lookup(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
-			 u32 pos, void *out, u32 len)
+static __always_inline int mcache_lookup(struct imgfmt_mcache *mc,
+					 const struct imgfmt_mkey *k, u32 pos,
+					 void *out, u32 len)
 {
 	struct imgfmt_mtable *t;
 	int r = -EWOULDBLOCK;
@@ -435,7 +439,7 @@ static int mcache_lookup(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 	t = mcache_find(mc, k);
 	if (t) {
 		mc->hits++;
-		r = mcache_copy_out(mc, t, pos, out, len);
+		r = mcache_copy_out(t, pos, out, len);
 	}
 	spin_unlock(&mc->g->lock);
 	return r;
@@ -461,26 +465,68 @@ static int mcache_check_device_table(struct imgfmt_mcache *mc, u64 table_off,
 	return 0;
 }
 
-int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
-		       void *out, u32 len, bool nowait)
+/* A table read from the device: checked before it is read, not after. */
+static int mcache_read_miss(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
+			    void *out, u32 len, bool nowait)
 {
 	struct imgfmt_mkey k = { .key = table_off };
 	int r;
 
-	/*
-	 * A cached table passed the checks when it was read; a miss is
-	 * checked before it is read.  A copy past what the table holds is
-	 * refused either way.
-	 */
-	r = mcache_lookup(mc, &k, pos, out, len);
-	if (r != -EWOULDBLOCK)
-		return r;
 	r = mcache_check_device_table(mc, table_off, pos, len);
 	if (r)
 		return r;
 	if (nowait)
 		return -EWOULDBLOCK;
 	return mcache_fill(mc, &k, pos, out, len, mcache_fill_from_device, mc);
+}
+
+/*
+ * A cached table passed the checks when it was read; a miss is checked
+ * before it is read.  A copy past what the table holds is refused either
+ * way.
+ */
+static __always_inline int mcache_read(struct imgfmt_mcache *mc,
+				       u64 table_off, u32 pos, void *out,
+				       u32 len, bool nowait)
+{
+	const struct imgfmt_mkey k = { .key = table_off };
+	int r;
+
+	r = mcache_lookup(mc, &k, pos, out, len);
+	if (r != -EWOULDBLOCK)
+		return r;
+	return mcache_read_miss(mc, table_off, pos, out, len, nowait);
+}
+
+int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
+		       void *out, u32 len, bool nowait)
+{
+	return mcache_read(mc, table_off, pos, out, len, nowait);
+}
+
+int imgfmt_mcache_entry(struct imgfmt_batch *b, struct imgfmt_mcache *mc,
+			u64 table_off, u32 pos, u32 entsize, u32 span,
+			bool nowait, const void **entry)
+{
+	u32 n;
+	int r;
+
+	if (!b->count || b->table_off != table_off || pos < b->first ||
+	    pos - b->first + entsize > b->count) {
+		if (pos > mc->table_size || entsize > mc->table_size - pos)
+			return -EIO;
+		n = min3(max(span, entsize), mc->table_size - pos,
+			 (u32)IMGFMT_BATCH_BYTES);
+		n -= n % entsize;
+		r = mcache_read(mc, table_off, pos, b->raw, n, nowait);
+		if (r)
+			return r;
+		b->table_off = table_off;
+		b->first = pos;
+		b->count = n;
+	}
+	*entry = (const u8 *)b->raw + (pos - b->first);
+	return 0;
 }
 
 int imgfmt_mcache_read_fill(struct imgfmt_mcache *mc,

@@ -75,6 +75,30 @@ int imgfmt_mcache_read(struct imgfmt_mcache *mc, u64 table_off, u32 pos,
 		       void *out, u32 len, bool nowait);
 
 /*
+ * Table entries copied out of the cache by one lookup of the formats (one
+ * map() call), so that the lookups of neighbouring units share one copy
+ * (and one lock).
+ */
+#define IMGFMT_BATCH_BYTES	128
+
+struct imgfmt_batch {
+	u64 table_off;		/* the cached table they come from */
+	u32 first;		/* byte of that table raw[0] holds */
+	u32 count;		/* bytes held; 0: none */
+	u64 raw[IMGFMT_BATCH_BYTES / 8];	/* as on disk */
+};
+
+/*
+ * Point *entry at the entsize bytes at byte pos of the table at table_off,
+ * copying them (and up to span bytes from pos, as far as the table and the
+ * batch go) into b unless b holds them already.  0, or what
+ * imgfmt_mcache_read() returns.
+ */
+int imgfmt_mcache_entry(struct imgfmt_batch *b, struct imgfmt_mcache *mc,
+			u64 table_off, u32 pos, u32 entsize, u32 span,
+			bool nowait, const void **entry);
+
+/*
  * Fill function for tables that are not plain device bytes (decompressed
  * clusters): fills up to len bytes for key into buf and returns how many
  * it filled (the table's valid prefix: a copy that reaches past it fails

@@ -490,8 +490,9 @@ out:
  * 512-byte subclusters or grains at odd sectors would fail such a bio (on
  * 6.12) or serve it wrong.  Anything else is copied through a bounce read.
  */
-static bool imgfmt_remap_ok(struct imgfmt_target *it,
-			    const struct imgfmt_run *run, u64 offset, u64 len)
+static __always_inline bool imgfmt_remap_ok(struct imgfmt_target *it,
+					    const struct imgfmt_run *run,
+					    u64 offset, u64 len)
 {
 	const struct imgfmt_layer *l = &it->ls.l[run->layer];
 	u64 mask;
@@ -1643,7 +1644,7 @@ static int imgfmt_map_write(struct imgfmt_target *it, struct bio *bio)
 	const struct imgfmt_layer *top = &it->ls.l[0];
 	u32 size = bio->bi_iter.bi_size;
 	const char *err = NULL;
-	struct imgfmt_run run;
+	struct imgfmt_run run __uninitialized;	/* map() fills it */
 	u64 offset;
 	int r;
 
@@ -1804,7 +1805,7 @@ static int imgfmt_dm_map(struct dm_target *ti, struct bio *bio)
 	struct imgfmt_target *it = ti->private;
 	u32 size = bio->bi_iter.bi_size;
 	const char *err = NULL;
-	struct imgfmt_run run;
+	struct imgfmt_run run __uninitialized;	/* map() fills it */
 	u64 offset;
 	int r;
 

@@ -317,8 +317,8 @@ static int qcow_get_l2_entry(struct qcow_image *q, u64 l2_offset, u32 idx,
 	const void *e;
 	int r;
 
-	r = imgfmt_table_entry(b, q->img.mcache, l2_offset, idx * 8, 8,
-			       wanted * 8, flags, &e);
+	r = imgfmt_mcache_entry(b, q->img.mcache, l2_offset, idx * 8, 8,
+				wanted * 8, flags & IMGFMT_MAP_NOWAIT, &e);
 	if (!r)
 		*entry = be64_to_cpu(*(const __be64 *)e);
 	return r;

@@ -1306,8 +1306,9 @@ static int qcow2_get_l2_entry(struct qcow2_image *q, u64 l2_offset, u32 idx,
 	const void *p;
 	int r;
 
-	r = imgfmt_table_entry(b, q->img.mcache, l2_offset + (byte - in_slice),
-			       in_slice, entsize, wanted * entsize, flags, &p);
+	r = imgfmt_mcache_entry(b, q->img.mcache, l2_offset + (byte - in_slice),
+				in_slice, entsize, wanted * entsize,
+				flags & IMGFMT_MAP_NOWAIT, &p);
 	if (r)
 		return r;
 	e = p;
@@ -1358,9 +1359,10 @@ static int qcow2_classify_compressed(struct qcow2_image *q, u64 entry,
  * end of a file.  One wholly past the end is corrupt (QEMU would read
  * zeroes): stricter, as for the image's own device.
  */
-static int qcow2_classify_data(struct qcow2_image *q, u64 host, u64 unit_start,
-			       u32 unit_size, u64 pos, struct imgfmt_unit *u,
-			       const char **err)
+static __always_inline int qcow2_classify_data(struct qcow2_image *q, u64 host,
+					       u64 unit_start, u32 unit_size,
+					       u64 pos, struct imgfmt_unit *u,
+					       const char **err)
 {
 	const struct imgfmt_dev *dev = q->data_dev ? q->data_dev : q->img.dev;
 	u64 avail;

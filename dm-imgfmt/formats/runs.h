@@ -11,6 +11,7 @@
 #define IMGFMT_RUNS_H
 
 #include "../imgfmt_format.h"
+#include "../mcache.h"
 
 struct imgfmt_unit {
 	enum imgfmt_run_kind kind;
@@ -25,29 +26,6 @@ struct imgfmt_unit {
 	u32 comp_cluster_size;
 	enum imgfmt_compression comp_type;
 };
-
-/*
- * Table entries copied out of the metadata cache by one map() call, so
- * that the lookups of neighbouring units share one copy (and one lock).
- */
-#define IMGFMT_BATCH_BYTES	128
-
-struct imgfmt_batch {
-	u64 table_off;		/* the cached table they come from */
-	u32 first;		/* byte of that table raw[0] holds */
-	u32 count;		/* bytes held; 0: none */
-	u64 raw[IMGFMT_BATCH_BYTES / 8];	/* as on disk */
-};
-
-/*
- * Point *entry at the entsize bytes at byte pos of the cached table at
- * table_off, copying them (and up to span bytes from pos, as far as the
- * table and the batch go) into b unless b holds them already.  0, or what
- * imgfmt_mcache_read() returns.
- */
-int imgfmt_table_entry(struct imgfmt_batch *b, struct imgfmt_mcache *mc,
-		       u64 table_off, u32 pos, u32 entsize, u32 span,
-		       unsigned int flags, const void **entry);
 
 /* How far a lookup at pos may copy ahead: units of 2^bits up to limit. */
 static inline u32 imgfmt_units_wanted(u64 pos, u64 limit, u32 bits, u32 max)

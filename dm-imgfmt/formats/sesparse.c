@@ -356,8 +356,8 @@ static int sesparse_get_gte(struct sesparse_image *s, u64 gt, u32 idx,
 	const void *e;
 	int r;
 
-	r = imgfmt_table_entry(b, s->img.mcache, gt, idx * 8, 8, wanted * 8,
-			       flags, &e);
+	r = imgfmt_mcache_entry(b, s->img.mcache, gt, idx * 8, 8, wanted * 8,
+				flags & IMGFMT_MAP_NOWAIT, &e);
 	if (!r)
 		*gte = le64_to_cpu(*(const __le64 *)e);
 	return r;

@@ -559,8 +559,9 @@ static int vmdk_get_gte(struct vmdk_image *v, u64 gt, u32 idx, u32 wanted,
 	const void *e;
 	int r;
 
-	r = imgfmt_table_entry(b, v->img.mcache, gt, idx * VMDK_GTE_BYTES,
-			       VMDK_GTE_BYTES, span, flags, &e);
+	r = imgfmt_mcache_entry(b, v->img.mcache, gt, idx * VMDK_GTE_BYTES,
+				VMDK_GTE_BYTES, span, flags & IMGFMT_MAP_NOWAIT,
+				&e);
 	if (!r)
 		*gte = le32_to_cpu(*(const __le32 *)e);
 	return r;

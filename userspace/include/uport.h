@@ -58,6 +58,15 @@ typedef int64_t s64;
 #define unlikely(x)	__builtin_expect(!!(x), 0)
 #define __printf(a, b)	__attribute__((format(printf, a, b)))
 #define __packed	__attribute__((packed))
+#ifndef __always_inline		/* glibc's <sys/cdefs.h> has one */
+#define __always_inline	inline __attribute__((always_inline))
+#endif
+/* As the kernel's: a local that -ftrivial-auto-var-init leaves alone. */
+#if __has_attribute(__uninitialized__)
+#define __uninitialized	__attribute__((__uninitialized__))
+#else
+#define __uninitialized
+#endif
 #define fallthrough	__attribute__((fallthrough))
 #define check_add_overflow(a, b, d)	__builtin_add_overflow(a, b, d)
 #define check_mul_overflow(a, b, d)	__builtin_mul_overflow(a, b, d)
