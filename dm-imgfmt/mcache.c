@@ -24,7 +24,13 @@
 #include "mcache.h"
 
 struct imgfmt_mtable {
-	/* In imgfmt_mgroup.lru, newest first; dirty: in its cache's dirty. */
+	/*
+	 * In imgfmt_mgroup.lru, newest first; dirty: in its cache's dirty.
+	 * A hit only sets referenced; eviction gives a referenced table a
+	 * second chance at the head (the CLOCK approximation of LRU), so
+	 * that a hit costs no list surgery, which CONFIG_DEBUG_LIST makes
+	 * two out-of-line checks.
+	 */
 	struct list_head lru;
 	struct list_head chain;	/* in a hash bucket */
 	struct imgfmt_mcache *mc;	/* whose table it is */
@@ -34,6 +40,7 @@ struct imgfmt_mtable {
 	u32 valid;
 	u32 size;		/* bytes allocated for data */
 	bool dirty;
+	bool referenced;	/* hit since it was last at the head */
 	void *data;
 };
 
@@ -262,14 +269,12 @@ mcache_find(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k)
 }
 
 /*
- * Caller holds the group's lock; t is in the cache.  Marks t most
- * recently used; -EIO when the copy reaches past the table's valid bytes.
+ * Caller holds the group's lock; t is in the cache.  -EIO when the copy
+ * reaches past the table's valid bytes.
  */
 static __always_inline int mcache_copy_out(struct imgfmt_mtable *t, u32 pos,
 					   void *out, u32 len)
 {
-	if (!t->dirty)
-		list_move(&t->lru, &t->mc->g->lru);
 	if (pos > t->valid || len > t->valid - pos)
 		return -EIO;
 	/* A lone 64-bit entry, the usual copy, is one move, not a call. */
@@ -280,14 +285,30 @@ static __always_inline int mcache_copy_out(struct imgfmt_mtable *t, u32 pos,
 	return 0;
 }
 
-/* Caller holds g->lock.  Unlinks and returns the least recently used. */
+/*
+ * At most this many referenced tables go back to the head per eviction,
+ * which bounds the time under the lock; then the oldest goes anyway.
+ */
+#define MCACHE_SECOND_CHANCES	64
+
+/*
+ * Caller holds g->lock.  Unlinks and returns the oldest table not used
+ * since it last came to the head.
+ */
 static struct imgfmt_mtable *mgroup_evict_lru(struct imgfmt_mgroup *g)
 {
 	struct imgfmt_mtable *t;
+	unsigned int chances = 0;
 
 	if (list_empty(&g->lru))
 		return NULL;
-	t = list_last_entry(&g->lru, struct imgfmt_mtable, lru);
+	for (;;) {
+		t = list_last_entry(&g->lru, struct imgfmt_mtable, lru);
+		if (!t->referenced || chances++ == MCACHE_SECOND_CHANCES)
+			break;
+		t->referenced = false;
+		list_move(&t->lru, &g->lru);
+	}
 	list_del(&t->lru);
 	list_del(&t->chain);
 	g->bytes -= mtable_cost(t->size);
@@ -371,6 +392,7 @@ static void mcache_insert(struct imgfmt_mcache *mc, struct imgfmt_mtable *t,
 	t->tag = k->tag;
 	t->valid = valid;
 	t->dirty = false;
+	t->referenced = false;
 	list_add(&t->chain, &g->buckets[mcache_hash(mc, k->key)]);
 	list_add(&t->lru, &g->lru);
 	g->bytes += mtable_cost(t->size);
@@ -405,7 +427,8 @@ static int mcache_fill(struct imgfmt_mcache *mc, const struct imgfmt_mkey *k,
 	mc->misses++;
 	cached = mcache_find(mc, k);
 	if (cached) {
-		/* Filled by someone else meanwhile: keep theirs. */
+		/* Filled by someone else meanwhile: keep theirs, a hit. */
+		cached->referenced = true;
 		r = mcache_copy_out(cached, pos, out, len);
 		list_add(&t->lru, &victims);
 	} else {
@@ -439,6 +462,13 @@ static __always_inline int mcache_lookup(struct imgfmt_mcache *mc,
 	t = mcache_find(mc, k);
 	if (t) {
 		mc->hits++;
+		/*
+		 * Only a hit marks a table used: a fill leaves it unmarked,
+		 * or every table would come round once more before any
+		 * went (FIFO).
+		 */
+		if (!t->referenced)
+			t->referenced = true;
 		r = mcache_copy_out(t, pos, out, len);
 	}
 	spin_unlock(&mc->g->lock);

@@ -126,6 +126,43 @@ TEST(mcache_key_and_tag)
 	free(m);
 }
 
+/*
+ * A full cache makes room with the oldest table not used since it was
+ * filled: one that was used stays.
+ */
+TEST(mcache_used_table_stays)
+{
+	struct mem_dev *m = mem_dev_new();
+	struct imgfmt_mcache *mc;
+	int whole = 4096;
+	u8 out[16];
+	u64 i;
+
+	ASSERT_NE(NULL, m);
+	/* Room for four 4 KiB tables and their bookkeeping, not five. */
+	mc = imgfmt_mcache_create(&m->dev, 4096, 4 * 4096 + 2048);
+	ASSERT_NE(NULL, mc);
+	for (i = 0; i < 4; i++) {
+		struct imgfmt_mkey k = { .key = i * 4096 };
+
+		ASSERT_EQ(0, imgfmt_mcache_read_fill(mc, &k, 0, out, 16,
+						     fill_prefix, &whole));
+	}
+	{
+		struct imgfmt_mkey k0 = { .key = 0 }, k1 = { .key = 4096 };
+		struct imgfmt_mkey k4 = { .key = 4 * 4096 };
+
+		ASSERT_EQ(0, imgfmt_mcache_lookup(mc, &k0, 0, out, 16));
+		ASSERT_EQ(0, imgfmt_mcache_read_fill(mc, &k4, 0, out, 16,
+						     fill_prefix, &whole));
+		EXPECT_EQ(0, imgfmt_mcache_lookup(mc, &k0, 0, out, 16));
+		EXPECT_EQ(-EWOULDBLOCK,
+			  imgfmt_mcache_lookup(mc, &k1, 0, out, 16));
+	}
+	imgfmt_mcache_destroy(mc);
+	free(m);
+}
+
 /* A failed fill caches nothing: the next read tries again. */
 TEST(mcache_failed_fill_not_cached)
 {
