@@ -336,8 +336,10 @@ extern const struct imgfmt_format_ops *const imgfmt_formats[];
 
 /*
  * Find the format of the image on dev: by name when pin is non-NULL, else by
- * magic.  NULL with *err set when none matches.
+ * magic.  NULL with *err set when none matches, or *err
+ * imgfmt_err_unreadable when the device could not be read.
  */
+extern const char *const imgfmt_err_unreadable;
 const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
 					      const char *pin,
 					      const char **err);

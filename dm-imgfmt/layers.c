@@ -325,16 +325,20 @@ static int layer_open_image(struct imgfmt_layers *ls, u32 i, char **error)
 	const char *err = NULL;
 	int r;
 
+	/*
+	 * A device that cannot be read fails the load with EIO, a bad image
+	 * with EINVAL; *error names the problem either way.
+	 */
 	ops = imgfmt_detect(&l->kdev.dev, l->format_pin, &err);
 	if (!ops) {
 		*error = (char *)err;
-		return -EINVAL;
+		return err == imgfmt_err_unreadable ? -EIO : -EINVAL;
 	}
 	r = imgfmt_open(ops, &args, &l->img, &err);
 	if (r) {
 		l->img = NULL;
 		*error = (char *)err;
-		return r == -ENOMEM ? r : -EINVAL;
+		return r == -ENOMEM || r == -EIO ? r : -EINVAL;
 	}
 	if (args.writable && !l->img->writable) {
 		*error = "this image format cannot be written yet: load the table read-only";

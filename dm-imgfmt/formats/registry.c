@@ -14,6 +14,8 @@ const struct imgfmt_format_ops *const imgfmt_formats[] = {
 	NULL,
 };
 
+const char *const imgfmt_err_unreadable = "cannot read the image header";
+
 /* Enough of the image's start for every format's probe. */
 #define IMGFMT_PROBE_BYTES	512
 
@@ -36,7 +38,7 @@ const struct imgfmt_format_ops *imgfmt_detect(struct imgfmt_dev *dev,
 	}
 	memset(head, 0, sizeof(head));
 	if (len && imgfmt_dev_read(dev, 0, head, len)) {
-		*err = "cannot read the image header";
+		*err = imgfmt_err_unreadable;
 		return NULL;
 	}
 	for (i = 0; imgfmt_formats[i]; i++) {

@@ -160,8 +160,9 @@ case_open()
 				why="loaded with its $name unreadable"
 				dmsetup remove "$DEV"
 			elif [ -z "$why" ]; then
-				dmesg | tail -n 5 | grep -q "$msg" ||
-					why="the log lacks '$msg': $(dmesg | tail -n 2 | tr '\n' ' ')"
+				# A device error, not a bad image: EIO.
+				dmesg | tail -n 5 | grep -q "$msg.*(-EIO)" ||
+					why="the log lacks '$msg ... (-EIO)': $(dmesg | tail -n 2 | tr '\n' ' ')"
 				echo "# $name: $err"
 			fi
 			good "$where"
