@@ -783,6 +783,32 @@ static bool qcow2_bitmap_entry_ok(const struct qcow2_fields *f,
 }
 
 /*
+ * Whether QEMU loads the bitmap directory entry whose fixed part is d,
+ * room bytes before the directory's end: 0 and the bytes to the next
+ * entry in *len, or -EINVAL and in *why the first thing QEMU refuses.
+ */
+static int qcow2_bitmap_entry_load(const struct qcow2_fields *f,
+				   const struct qcow2_bitmap_dirent *d,
+				   u64 room, u64 *len, const char **why)
+{
+	*len = qcow2_bitmap_dirent_len(d, room);
+	/* QEMU wants the last entry's padding inside the directory too. */
+	if (!*len || *len > room) {
+		*why = "QCOW2 bitmap directory broken";
+		return -EINVAL;
+	}
+	if (be32_to_cpu(d->extra_size)) {
+		*why = "QCOW2 bitmap extra data not supported";
+		return -EINVAL;
+	}
+	if (!qcow2_bitmap_entry_ok(f, d)) {
+		*why = "QCOW2 bitmap directory entry invalid";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
  * The bitmap directory, when the bitmaps are current: QEMU reads it at
  * open and refuses an image whose directory is broken, and so do we,
  * although nothing here uses a bitmap.  It holds exactly the entries the
@@ -826,19 +852,10 @@ static int qcow2_check_bitmaps(struct qcow2_image *q,
 		r = qcow2_snapshot_read(&it, pos, &d, sizeof(d), &why);
 		if (r)
 			goto out;
+		r = qcow2_bitmap_entry_load(f, &d, end - pos, &len, &why);
+		if (r)
+			goto out;
 		r = -EINVAL;
-		len = ALIGN(sizeof(d) + (u64)be32_to_cpu(d.extra_size) +
-			    be16_to_cpu(d.name_size), 8);
-		if (len > end - pos)
-			goto out;
-		if (be32_to_cpu(d.extra_size)) {
-			why = "QCOW2 bitmap extra data not supported";
-			goto out;
-		}
-		if (!qcow2_bitmap_entry_ok(f, &d)) {
-			why = "QCOW2 bitmap directory entry invalid";
-			goto out;
-		}
 		pos += len;
 	}
 	if (seen < q->nb_bitmaps)

@@ -408,19 +408,19 @@ static int qcow2_check_bitmap_dir(struct qcow2_checker *c, const u8 *dir,
 {
 	const struct qcow2_bitmap_dirent *d;
 	u32 nb = be32_to_cpu(c->bitmaps.nb_bitmaps), i, n;
-	u64 pos = 0, size;
+	u64 pos = 0, step;
 	int r = 0;
 
 	for (i = 0; !r && i < nb; i++) {
 		if (len - pos < sizeof(*d))
 			goto bad;
 		d = (const void *)(dir + pos);
-		size = sizeof(*d) + (u64)be32_to_cpu(d->extra_size) +
-		       be16_to_cpu(d->name_size);
+		step = qcow2_bitmap_dirent_len(d, len - pos);
 		n = be32_to_cpu(d->table_size);
-		if (size > len - pos || n > QCOW2_BITMAP_MAX_TABLE)
+		if (!step || n > QCOW2_BITMAP_MAX_TABLE)
 			goto bad;
-		pos = min_t(u64, len, pos + ALIGN(size, 8));
+		/* Unlike at open, the last entry's padding may run past. */
+		pos = min_t(u64, len, pos + step);
 		r = qcow2_check_bitmap_table(c, be64_to_cpu(d->table_offset), n);
 	}
 	return r;

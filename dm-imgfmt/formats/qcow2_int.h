@@ -146,6 +146,24 @@ struct qcow2_bitmap_dirent {
 	__be32 extra_size;
 } __packed;
 
+/*
+ * The bytes from the start of the bitmap directory entry whose fixed part
+ * is d (room >= sizeof(*d) bytes before the directory's end) to the start
+ * of the next one: the fixed part, the extra data and the name, padded to
+ * 8.  0 when the extra data and name run past the directory's end: a
+ * broken directory, to the open walk and to the check alike.  Whether the
+ * padding may run past it is the caller's rule: the open walk refuses
+ * that, as QEMU does; the check lets it by.
+ */
+static inline u64 qcow2_bitmap_dirent_len(const struct qcow2_bitmap_dirent *d,
+					  u64 room)
+{
+	u64 len = sizeof(*d) + (u64)be32_to_cpu(d->extra_size) +
+		  be16_to_cpu(d->name_size);
+
+	return len > room ? 0 : ALIGN(len, 8);
+}
+
 struct qcow2_snapshot_header {
 	__be64 l1_table_offset;
 	__be32 l1_size;
