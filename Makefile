@@ -11,6 +11,8 @@
 #   make lint         W=1, sparse (endian) and checkpatch --strict
 #   make fuzz         the libFuzzer targets for longer (FUZZ_SECONDS)
 #   make bench        fio in the VM: dm-imgfmt against dm-linear and qemu-nbd
+#   make profile      guest-kernel instructions per read, by function, of
+#                     dm-imgfmt against dm-linear (PROF_KERNEL, PROF_IOS)
 
 KVER ?= $(shell uname -r)
 KDIR ?= $(firstword $(wildcard /lib/modules/$(KVER)/build) \
@@ -18,7 +20,7 @@ KDIR ?= $(firstword $(wildcard /lib/modules/$(KVER)/build) \
 PREFIX ?= /usr/local
 FUZZ_SECONDS ?= 300
 
-.PHONY: all module helper install clean check demo lint fuzz probe bench
+.PHONY: all module helper install clean check demo lint fuzz probe bench profile
 
 all: module helper
 
@@ -48,6 +50,9 @@ lint:
 
 bench:
 	selftests/bench/run.sh
+
+profile:
+	selftests/bench/insnprof/run.sh
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) selftests/fuzz/run.sh
