@@ -76,8 +76,9 @@ function linpath(w) {
 
 # The imgfmt/linear goal of a workload, or "".
 function goal(w) {
+	# Issue 8: reads of a single image stay at 0.97 of dm-linear.
 	if (w == "rand4k-qd1" || w == "rand4k-qd32" || w == "seq1m-qd4")
-		return 0.95
+		return 0.97
 	if (w == "cold-rand4k")
 		return 0.80
 	if (w ~ /^chain10-/)
