@@ -719,11 +719,6 @@ u64 imgfmt_mcache_dirty_bytes(struct imgfmt_mcache *mc)
 	return bytes;
 }
 
-u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc)
-{
-	return mc->table_size;
-}
-
 void imgfmt_mcache_get_stats(struct imgfmt_mcache *mc,
 			     struct imgfmt_mcache_stats *st)
 {

@@ -172,9 +172,6 @@ int imgfmt_mcache_writeback(struct imgfmt_mcache *mc, u32 *written);
 /* Bytes held by mc's dirty tables. */
 u64 imgfmt_mcache_dirty_bytes(struct imgfmt_mcache *mc);
 
-/* The size of its tables, fixed at creation. */
-u32 imgfmt_mcache_table_size(const struct imgfmt_mcache *mc);
-
 /*
  * Its hits, misses and bytes held; the bound and peak are its group's
  * (peak 0 for a cache in a shared group: see imgfmt_mgroup_get_stats()).
