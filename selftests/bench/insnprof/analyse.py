@@ -20,6 +20,8 @@ def load_syms(path):
 def profile(path, addrs, names):
     c = collections.Counter()
     for line in open(path):
+        if line.startswith('#'):
+            continue
         va, n = line.split()
         j = bisect.bisect_right(addrs, int(va, 16)) - 1
         c[names[j] if j >= 0 else '?'] += int(n)

@@ -7,7 +7,8 @@
  * block that ran, and counting starts again: the guest brackets what it
  * wants measured with sync.  Exact with -icount, where every guest
  * instruction is one nanosecond of guest time; an interrupted block is
- * counted whole (rare).
+ * counted whole (rare).  The instructions of user space are only added
+ * up: each dump ends with a "# user N" line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ static struct block *blocks;
 static uint64_t marker;
 static const char *out_prefix = "insnprof";
 static unsigned int phase;
+static uint64_t user_insns;	/* since the last dump; inline adds */
 
 static void dump(unsigned int vcpu, void *unused)
 {
@@ -47,8 +49,11 @@ static void dump(unsigned int vcpu, void *unused)
 				b->runs * b->insns);
 		b->runs = 0;
 	}
-	if (f)
+	if (f) {
+		fprintf(f, "# user %" PRIu64 "\n", user_insns);
 		fclose(f);
+	}
+	user_insns = 0;
 }
 
 /* A block being translated: count its runs (a block retranslated counts
@@ -59,8 +64,12 @@ static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	struct block *b;
 
 	(void)id;
-	if (va < KERNEL_START)
+	if (va < KERNEL_START) {
+		qemu_plugin_register_vcpu_tb_exec_inline(tb,
+			QEMU_PLUGIN_INLINE_ADD_U64, &user_insns,
+			qemu_plugin_tb_n_insns(tb));
 		return;
+	}
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return;
