@@ -22,7 +22,7 @@ def profile(path, addrs, names):
     for line in open(path):
         if line.startswith('#'):
             continue
-        va, n = line.split()
+        va, n = line.split()[:2]
         j = bisect.bisect_right(addrs, int(va, 16)) - 1
         c[names[j] if j >= 0 else '?'] += int(n)
     return c

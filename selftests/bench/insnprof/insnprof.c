@@ -3,9 +3,10 @@
  * A QEMU TCG plugin that counts the guest kernel's executed instructions
  * per translation block.  Each time the guest runs the block at marker=
  * (the first block of ksys_sync(), so `sync` in the guest), the counts so
- * far are written to out=PREFIX.N, one "address instructions" line per
- * block that ran, and counting starts again: the guest brackets what it
- * wants measured with sync.  Exact with -icount, where every guest
+ * far are written to out=PREFIX.N, one "address instructions runs" line
+ * per block that ran (the runs of a function's first block are its
+ * calls), and counting starts again: the guest brackets what it wants
+ * measured with sync.  Exact with -icount, where every guest
  * instruction is one nanosecond of guest time; an interrupted block is
  * counted whole (rare).  The instructions of user space are only added
  * up: each dump ends with a "# user N" line.
@@ -45,8 +46,8 @@ static void dump(unsigned int vcpu, void *unused)
 	f = fopen(name, "w");
 	for (b = blocks; b; b = b->next) {
 		if (b->runs && f)
-			fprintf(f, "%" PRIx64 " %" PRIu64 "\n", b->vaddr,
-				b->runs * b->insns);
+			fprintf(f, "%" PRIx64 " %" PRIu64 " %" PRIu64 "\n",
+				b->vaddr, b->runs * b->insns, b->runs);
 		b->runs = 0;
 	}
 	if (f) {
