@@ -6,9 +6,13 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/../../.." && pwd)
 WANT=${PROF_KERNEL:-6.12}
 IOS=${PROF_IOS:-100000}
+CHAIN=${PROF_CHAIN:-}
+REPEAT=${PROF_REPEAT:-1}
 OUT=$TOP/build/insnprof
 log() { printf '# insnprof: %s\n' "$*"; }
 die() { printf 'insnprof: %s\n' "$*" >&2; exit 1; }
+case $CHAIN in *[!0-9]* | 0*) die "PROF_CHAIN=$CHAIN: a depth, 1 or more" ;; esac
+case $REPEAT in '' | *[!0-9]* | 0*) die "PROF_REPEAT=$REPEAT: a count, 1 or more" ;; esac
 
 kline=$("$TOP/selftests/vm/kernels.sh" --print-only | awk -v w="$WANT" 'index($1, w) == 1' | head -1)
 [ -n "$kline" ] || die "no installed kernel matches PROF_KERNEL=$WANT"
@@ -27,11 +31,40 @@ cc -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden \
 	-o "$OUT/insnprof.so" "$HERE/insnprof.c"
 cp "$HERE/guest.sh" "$OUT/payload/run.sh"
 
+# PROF_CHAIN=N: N-1 empty overlays (4 KiB clusters, as make bench's
+# make_chain) over the guest's ../data.qcow2, made here (999 take the
+# host seconds, the plugin guest a quarter of an hour) and kept in
+# $OUT/chainN; -u: qemu-img would open the chain below each new one.
+if [ -n "$CHAIN" ] && [ "$CHAIN" -gt 1 ]; then
+	key="$CHAIN 512M $(qemu-img --version | head -1)"
+	cdir=$OUT/chain$CHAIN
+	if [ "$(cat "$cdir.key" 2>/dev/null)" != "$key" ]; then
+		log "building a chain of $CHAIN (the overlays, on the host)"
+		rm -rf "$cdir" "$cdir.key"
+		mkdir -p "$cdir"
+		below=../data.qcow2
+		for ((i = 1; i < CHAIN; i++)); do
+			qemu-img create -q -u -f qcow2 -o cluster_size=4096 \
+				-b "$below" -F qcow2 "$cdir/l$i.qcow2" 512M
+			below=l$i.qcow2
+		done
+		echo "$key" >"$cdir.key"
+	fi
+fi
+
 boot() {		# boot PHASE [QEMU-ARG...]
 	local phase=$1
 	shift
 	printf 'PHASE=%s\nNIOS=%s\nIMGFMT=%s\n' "$phase" "$IOS" \
 		"$TOP/userspace/imgfmt" >"$OUT/payload/conf"
+	[ "$REPEAT" = 1 ] || printf 'REPEAT=%s\n' "$REPEAT" >>"$OUT/payload/conf"
+	[ -z "$CHAIN" ] || printf 'CHAIN=%s\n' "$CHAIN" >>"$OUT/payload/conf"
+	# The overlays ride in the initramfs (about 14 KiB each), for the
+	# profiled boot only.
+	rm -rf "$OUT/payload/chain$CHAIN"
+	if [ "$phase" = prof ] && [ -n "$CHAIN" ] && [ "$CHAIN" -gt 1 ]; then
+		cp -a "$OUT/chain$CHAIN" "$OUT/payload/"
+	fi
 	"$TOP/selftests/vm/mkinitramfs.sh" --kver "$kver" --out "$OUT/initrd.gz" \
 		--module loop --module dm-mod --ko "$OUT/tree/dm-imgfmt.ko" \
 		--bin /usr/sbin/dmsetup --bin "$TOP/userspace/imgfmt" \
@@ -53,10 +86,19 @@ log "$kver: boot 1, the kernel's symbols"
 boot syms
 marker=$(awk '$3 == "ksys_sync" { print $1 }' "$OUT/kallsyms-syms")
 [ -n "$marker" ] || die "no ksys_sync in kallsyms"
-log "$kver: boot 2, $IOS reads each through dm-linear and dm-imgfmt"
+what="$IOS reads each through dm-linear and dm-imgfmt"
+[ -z "$CHAIN" ] || what="$what (a chain of $CHAIN)"
+[ "$REPEAT" = 1 ] || what="$what, $REPEAT rounds"
+log "$kver: boot 2, $what"
 boot prof -plugin "$OUT/insnprof.so,marker=$marker,out=$OUT/phase"
-grep '^INSNPROF-IOPS' "$OUT/console-prof.log" || die "no fio results"
-# phase.0: boot and setup; phase.1: dm-linear; phase.2: dm-imgfmt.
-[ -f "$OUT/phase.2" ] || die "the guest did not reach the last sync"
-python3 "$HERE/analyse.py" "$OUT/kallsyms-prof" "$OUT/phase.1" "$OUT/phase.2" \
-	"$IOS" "${PROF_LINES:-40}" | tee "$OUT/report.txt"
+grep '^INSNPROF-' "$OUT/console-prof.log" || die "no fio results"
+# phase.0: boot and setup; round r: phase.2r-1 dm-linear, phase.2r dm-imgfmt.
+[ -f "$OUT/phase.$((2 * REPEAT))" ] || die "the guest did not reach the last sync"
+if [ "$REPEAT" = 1 ]; then
+	python3 "$HERE/analyse.py" "$OUT/kallsyms-prof" "$OUT/phase.1" "$OUT/phase.2" \
+		"$IOS" "${PROF_LINES:-40}" | tee "$OUT/report.txt"
+else
+	python3 "$HERE/analyse.py" --rounds "$OUT/kallsyms-prof" "$OUT/phase" \
+		"$REPEAT" "$IOS" "${PROF_LINES:-40}" "$OUT/console-prof.log" |
+		tee "$OUT/report.txt"
+fi
