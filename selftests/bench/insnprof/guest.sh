@@ -5,6 +5,7 @@
 # CHAIN=N (N > 0): the imgfmt device is the top of /payload/chainN (N-1
 # empty overlays over data.qcow2, built on the host), imgfmt attach'ed.
 # REPEAT=K: K rounds of dm-linear then dm-imgfmt, each run a phase.
+# FIO_ARGS: more fio options for every run (e.g. --disk_util=0).
 # shellcheck source=/dev/null
 . /payload/conf
 cat /proc/kallsyms >/tmp/kallsyms
@@ -12,6 +13,7 @@ dd if=/tmp/kallsyms of=/dev/vda bs=1M conv=notrunc 2>/dev/null
 [ "$PHASE" = syms ] && exit 0
 CHAIN=${CHAIN:-}
 REPEAT=${REPEAT:-1}
+FIO_ARGS=${FIO_ARGS:-}
 mkdir -p /prof && mount -t tmpfs -o size=1400m tmpfs /prof || exit 1
 dd if=/dev/urandom of=/prof/data.raw bs=1M count=512 2>/dev/null
 qemu-img convert -f raw -O qcow2 -o cluster_size=65536 /prof/data.raw \
@@ -44,7 +46,8 @@ stat() {
 	eval "$1_cpu='$u $n $s $i $w $q $sq $st' $1_up=$up"
 }
 fio_run() {
-	fio --name=p --ioengine=psync --direct=1 --rw=randread --bs=4k \
+	# shellcheck disable=SC2086 # FIO_ARGS: words
+	fio $FIO_ARGS --name=p --ioengine=psync --direct=1 --rw=randread --bs=4k \
 		--size=512m --norandommap --randseed=7 --number_ios="$2" \
 		--output-format=terse --filename="/dev/mapper/$1" |
 		awk -F';' -v d="$1" -v r="$3" '{

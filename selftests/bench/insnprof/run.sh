@@ -8,11 +8,13 @@ WANT=${PROF_KERNEL:-6.12}
 IOS=${PROF_IOS:-100000}
 CHAIN=${PROF_CHAIN:-}
 REPEAT=${PROF_REPEAT:-1}
+FIO_ARGS=${PROF_FIO_ARGS:-}
 OUT=$TOP/build/insnprof
 log() { printf '# insnprof: %s\n' "$*"; }
 die() { printf 'insnprof: %s\n' "$*" >&2; exit 1; }
 case $CHAIN in *[!0-9]* | 0*) die "PROF_CHAIN=$CHAIN: a depth, 1 or more" ;; esac
 case $REPEAT in '' | *[!0-9]* | 0*) die "PROF_REPEAT=$REPEAT: a count, 1 or more" ;; esac
+case $FIO_ARGS in *"'"*) die "PROF_FIO_ARGS: no single quotes" ;; esac
 
 kline=$("$TOP/selftests/vm/kernels.sh" --print-only | awk -v w="$WANT" 'index($1, w) == 1' | head -1)
 [ -n "$kline" ] || die "no installed kernel matches PROF_KERNEL=$WANT"
@@ -59,6 +61,7 @@ boot() {		# boot PHASE [QEMU-ARG...]
 		"$TOP/userspace/imgfmt" >"$OUT/payload/conf"
 	[ "$REPEAT" = 1 ] || printf 'REPEAT=%s\n' "$REPEAT" >>"$OUT/payload/conf"
 	[ -z "$CHAIN" ] || printf 'CHAIN=%s\n' "$CHAIN" >>"$OUT/payload/conf"
+	[ -z "$FIO_ARGS" ] || printf "FIO_ARGS='%s'\n" "$FIO_ARGS" >>"$OUT/payload/conf"
 	# The overlays ride in the initramfs (about 14 KiB each), for the
 	# profiled boot only.
 	rm -rf "$OUT/payload/chain$CHAIN"
@@ -89,6 +92,7 @@ marker=$(awk '$3 == "ksys_sync" { print $1 }' "$OUT/kallsyms-syms")
 what="$IOS reads each through dm-linear and dm-imgfmt"
 [ -z "$CHAIN" ] || what="$what (a chain of $CHAIN)"
 [ "$REPEAT" = 1 ] || what="$what, $REPEAT rounds"
+[ -z "$FIO_ARGS" ] || what="$what, fio $FIO_ARGS"
 log "$kver: boot 2, $what"
 boot prof -plugin "$OUT/insnprof.so,marker=$marker,out=$OUT/phase"
 grep '^INSNPROF-' "$OUT/console-prof.log" || die "no fio results"
