@@ -3,6 +3,9 @@
 # kernel function, OTHER minus BASE, largest differences first.
 # analyse.py --rounds KALLSYMS PREFIX ROUNDS IOS LINES CONSOLE: the rounds
 # of PROF_REPEAT (PREFIX.2r-1 dm-linear, PREFIX.2r dm-imgfmt), compared.
+# analyse.py --calls KALLSYMS PHASE.N FUNCTION...: how often each function
+# was called in the phase (the runs of the block at its address) and its
+# instructions per call.
 import bisect
 import collections
 import sys
@@ -127,7 +130,27 @@ def rounds():
             print(' '.join('%8.1f' % (p[k] / ios) for p in ps) + '  ' + k)
 
 
+def calls():
+    addrs, names = load_syms(sys.argv[2])
+    start = dict(zip(addrs, names))
+    n = collections.Counter()
+    for line in open(sys.argv[3]):
+        p = line.split()
+        if len(p) > 2 and not line.startswith('#'):
+            name = start.get(int(p[0], 16))
+            if name:
+                n[name] += int(p[2])
+    insns = profile(sys.argv[3], addrs, names)
+    print('%12s %14s %10s  function' % ('calls', 'instructions', 'per call'))
+    for f in sys.argv[4:]:
+        k = [x for x in insns if x == f or x.startswith(f + ' ')]
+        c, i = sum(n[x] for x in k), sum(insns[x] for x in k)
+        print('%12d %14d %10.0f  %s' % (c, i, i / c if c else 0, f))
+
+
 if len(sys.argv) > 1 and sys.argv[1] == '--rounds':
     rounds()
+elif len(sys.argv) > 1 and sys.argv[1] == '--calls':
+    calls()
 else:
     pair()
