@@ -273,6 +273,13 @@ setup()
 		fail "$name" "table load: $(dmesg | tail -n 2 | tr '\n' ' ')"
 }
 
+# zram_reset: $ZRAM empty and unsized.  A device sized once (an earlier
+# run in this boot) takes no size again before a reset.
+zram_reset()
+{
+	echo 1 >/sys/block/zram0/reset 2>/dev/null
+}
+
 # on_zram FILE: FILE's bytes on a zram device as large ($ZRAM).
 ZRAM_CASE=on_zram
 ZRAM=/dev/zram0
@@ -280,9 +287,7 @@ on_zram()
 {
 	why="no zram device (module zram)"
 	[ -b "$ZRAM" ] || return 1
-	# A device sized once (an earlier run in this boot) must be reset
-	# before it takes a size again.
-	echo 1 >/sys/block/zram0/reset 2>/dev/null
+	zram_reset
 	why="cannot size $ZRAM"
 	echo "$(stat -c %s "$1")" >/sys/block/zram0/disksize || return 1
 	why="cannot copy the image onto $ZRAM"
@@ -326,11 +331,11 @@ judge()
 			fail "$name" "cache peak $(status_field "$dev" 8) over its limit $lim"
 		end=$(status_field "$dev" 16)
 		if dmsetup remove "$dev"; then
-			[ "$name" != "$ZRAM_CASE" ] ||
+			if [ "$name" = "$ZRAM_CASE" ]; then
 				dd if="$ZRAM" of="$img" bs=1M 2>/dev/null ||
-				fail "$name" "cannot copy the image back from $ZRAM"
-			[ "$name" != "$ZRAM_CASE" ] ||
-				echo 1 >/sys/block/zram0/reset 2>/dev/null
+					fail "$name" "cannot copy the image back from $ZRAM"
+				zram_reset
+			fi
 			[ -n "$end" ] && [ "$end" -gt 0 ] && truncate -s "$end" "$img"
 		else
 			fail "$name" "dmsetup remove"

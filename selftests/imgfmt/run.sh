@@ -50,7 +50,6 @@ case $(uname -r) in
 esac
 echo "# imgfmt_vm_test took $(($(date +%s) - start)) s, exit $rc"
 
-# The shell suites, each over its image directory (vmlib.sh beside them).
 # Loop devices outlive their files: a suite that attached a chain of 1000
 # layers leaves 1000 idle ones, and every later walk of /sys/block (fio
 # finding its device's statistics, losetup -a in each suite's leftover
@@ -70,6 +69,7 @@ forget_idle_loops()
 		echo "# cannot reload loop: $(loop_count) loop devices stay"
 }
 
+# The shell suites, each over its image directory (vmlib.sh beside them).
 suite()			# suite SCRIPT DIR: what it is about
 {
 	start=$(date +%s)
