@@ -36,6 +36,14 @@ def profile(path, addrs, names, user=None):
     return c
 
 
+def diff_table(first, second, ios, lines, titles):
+    """Per read, second minus first by function, largest first."""
+    print('%9s %9s %9s  function' % (('diff',) + titles))
+    diff = {k: (second[k] - first[k]) / ios for k in set(first) | set(second)}
+    for k, v in sorted(diff.items(), key=lambda x: -abs(x[1]))[:lines]:
+        print('%9.1f %9.1f %9.1f  %s' % (v, first[k] / ios, second[k] / ios, k))
+
+
 def pair():
     addrs, names = load_syms(sys.argv[1])
     base = profile(sys.argv[2], addrs, names)
@@ -45,10 +53,7 @@ def pair():
     tb, to = sum(base.values()) / ios, sum(other.values()) / ios
     print('kernel instructions per I/O: %.0f and %.0f, difference %.0f'
           % (tb, to, to - tb))
-    print('%9s %9s %9s  function' % ('diff', 'base', 'other'))
-    diff = {k: (other[k] - base[k]) / ios for k in set(base) | set(other)}
-    for k, v in sorted(diff.items(), key=lambda x: -abs(x[1]))[:lines]:
-        print('%9.1f %9.1f %9.1f  %s' % (v, base[k] / ios, other[k] / ios, k))
+    diff_table(base, other, ios, lines, ('base', 'other'))
 
 
 def console_runs(path):
@@ -111,11 +116,7 @@ def rounds():
              runs[('img', fast)].get('iops', 0), sum(ps.values()) / ios,
              sum(pf.values()) / ios,
              (sum(ps.values()) - sum(pf.values())) / ios))
-    print('%9s %9s %9s  function' % ('diff', 'slow', 'fast'))
-    keys = set(ps) | set(pf)
-    diff = {k: (ps[k] - pf[k]) / ios for k in keys}
-    for k, v in sorted(diff.items(), key=lambda x: -abs(x[1]))[:lines]:
-        print('%9.1f %9.1f %9.1f  %s' % (v, ps[k] / ios, pf[k] / ios, k))
+    diff_table(pf, ps, ios, lines, ('fast', 'slow'))
     for dev, title in (('img', 'dm-imgfmt'), ('lin', 'dm-linear')):
         print()
         print('%s, instructions per read by round, the functions that vary '
